@@ -1,0 +1,22 @@
+"""latvit: latency-first vision transformers.
+
+Build models from one declarative design space, measure them on real runtimes, and search and compress
+them by measured latency. Quick start:
+
+    import latvit
+    model = latvit.create_model("efficientformer_l1", num_classes=10)
+    latvit.list_models()
+"""
+from latvit.errors import LatvitError
+from latvit.models import create_model, get_spec, list_models, load_checkpoint, save
+from latvit.space import BlockSpec, HeadSpec, NetSpec, StageSpec, build_model, plan_network, spec_cost
+from latvit.timm_compat import register_timm_models
+
+__version__ = "0.1.0"
+
+register_timm_models()
+
+__all__ = [
+    "BlockSpec", "HeadSpec", "LatvitError", "NetSpec", "StageSpec", "build_model", "create_model", "get_spec",
+    "list_models", "load_checkpoint", "plan_network", "save", "spec_cost",
+]

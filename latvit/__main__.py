@@ -1,0 +1,5 @@
+import sys
+
+from latvit.cli import main
+
+sys.exit(main())
