@@ -92,6 +92,13 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
         if b.kind in BLOCK_KINDS:
             multiple *= block_stride(b)
 
+    size = img_size  # size errors first: they are the user's most common mistake and have a simple fix
+    for where, _, b in all_blocks:
+        stride = block_stride(b) if b.kind in BLOCK_KINDS else 1
+        if size % stride or size < stride:
+            raise _size_error(spec, img_size, where, size, size, stride, multiple)
+        size //= stride
+
     c, h, w = spec.in_chans, img_size, img_size
     planned, stage_outputs, reductions = [], [], []
     tokens = False

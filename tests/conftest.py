@@ -1,0 +1,38 @@
+import os
+
+import pytest
+import torch
+
+# Tests share 2 cores with nothing else in CI; keep torch from oversubscribing them.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give normalisation statistics and affine parameters, layer scales, attention biases and all biases
+    random values (in place); conv and linear weights keep their initialisation so logits stay O(1).
+
+    A fresh model has BN as identity, LayerScale at 1e-5 and zero biases, which would hide wrong key
+    mappings and wrong folding; tests that compare two models use this first.
+    """
+    g = torch.Generator().manual_seed(seed)
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)
+    with torch.no_grad():
+        for module in model.modules():
+            for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+                if not t.dtype.is_floating_point:
+                    continue
+                noise = torch.randn(t.shape, generator=g) * 0.1
+                if name == "running_var":
+                    t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+                elif name == "gamma":  # LayerScale: trained values are O(0.1-1), not 1e-5
+                    t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.25)
+                elif isinstance(module, norms) and name == "weight":
+                    t.copy_(1.0 + noise)
+                elif name in ("bias", "running_mean", "attention_biases") or isinstance(module, norms):
+                    t.copy_(noise)
+    return model
+
+
+@pytest.fixture
+def randomize():
+    return randomize_
