@@ -7,6 +7,7 @@ them by measured latency. Quick start:
     model = latvit.create_model("efficientformer_l1", num_classes=10)
     latvit.list_models()
 """
+from latvit.analysis.mes import mes
 from latvit.errors import LatvitError
 from latvit.models import create_model, get_spec, list_models, load_checkpoint, save
 from latvit.space import BlockSpec, HeadSpec, NetSpec, StageSpec, build_model, plan_network, spec_cost
@@ -18,5 +19,5 @@ register_timm_models()
 
 __all__ = [
     "BlockSpec", "HeadSpec", "LatvitError", "NetSpec", "StageSpec", "build_model", "create_model", "get_spec",
-    "list_models", "load_checkpoint", "plan_network", "save", "spec_cost",
+    "list_models", "load_checkpoint", "mes", "plan_network", "save", "spec_cost",
 ]

@@ -47,12 +47,12 @@ def run_models(args) -> None:
     table = Table(title=f"latvit models ({len(cards)})")
     table.add_column("model", no_wrap=True)
     table.add_column("family", no_wrap=True)
-    for col in ("params (M)", "GFLOPs", "input", "top-1"):
+    for col in ("params (M)", "GFLOPs", "input", "top-1", "MES (size)"):
         table.add_column(col, justify="right")
     table.add_column("paper", no_wrap=True)
     for c in cards:
         table.add_row(c["name"], c["family"], f"{c['params_m']:.2f}", f"{c['gflops']:.2f}", str(c["img_size"]),
-                      "" if c["top1"] is None else f"{c['top1']:.1f}", c["paper"])
+                      "" if c["top1"] is None else f"{c['top1']:.1f}", f"{c['mes_params']:.1f}", c["paper"])
     Console(width=max(Console().width, 110)).print(table)
 
 

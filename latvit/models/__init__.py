@@ -116,7 +116,9 @@ def save(model: nn.Module, directory: str | Path) -> Path:
 
 
 def model_card(name: str) -> dict:
-    """Row of `latvit models`: family, params (M), GFLOPs at the default size, input size, paper, top-1."""
+    """Row of `latvit models`: family, params (M), GFLOPs at the default size, input size, paper, top-1,
+    and the size-only Mobile Efficiency Score (`latvit bench` adds the latency term)."""
+    from latvit.analysis.mes import DEFAULT_TERMS, mes
     from latvit.models.published import PUBLISHED_TOP1
     from latvit.space.plan import spec_cost
 
@@ -125,7 +127,8 @@ def model_card(name: str) -> dict:
     top1 = PUBLISHED_TOP1.get(name)
     return {"name": name, "family": spec.family, "params_m": round(cost.params / 1e6, 3),
             "gflops": round(cost.flops / 1e9, 3), "img_size": spec.img_size, "paper": spec.paper,
-            "top1": top1[0] if top1 else None, "top1_source": top1[1] if top1 else None}
+            "top1": top1[0] if top1 else None, "top1_source": top1[1] if top1 else None,
+            "mes_params": round(mes({"params": cost.params}, {"params": DEFAULT_TERMS["params"]}), 2)}
 
 
 __all__ = ["FAMILIES", "MODELS", "create_model", "get_spec", "list_models", "load_checkpoint", "model_card",
