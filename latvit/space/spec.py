@@ -89,6 +89,11 @@ class NetSpec:
     def depths(self) -> tuple[int, ...]:
         return tuple(len(s.blocks) for s in self.stages)
 
+    def map_blocks(self, fn, name: str | None = None) -> NetSpec:
+        """A copy with every stage block replaced by `fn(block)` (the stem is kept)."""
+        stages = tuple(StageSpec(tuple(fn(b) for b in s.blocks)) for s in self.stages)
+        return dataclasses.replace(self, stages=stages, name=name or self.name)
+
     def with_img_size(self, img_size: int | None) -> NetSpec:
         return self if img_size is None else dataclasses.replace(self, img_size=int(img_size))
 
