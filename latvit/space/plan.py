@@ -84,16 +84,18 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
         raise SpecError(f"{spec.name}: every stage needs at least one block")
     if spec.in_chans < 1:
         raise SpecError(f"in_chans must be >= 1, got {spec.in_chans}")
-    all_blocks = [(f"stem[{i}]", f"stem.{i}", b) for i, b in enumerate(spec.stem)]
+    # (where, module path, block, ends its stage)
+    all_blocks = [(f"stem[{i}]", f"stem.{i}", b, False) for i, b in enumerate(spec.stem)]
     for si, stage in enumerate(spec.stages):
-        all_blocks += [(f"stages[{si}][{bi}]", f"stages.{si}.blocks.{bi}", b) for bi, b in enumerate(stage.blocks)]
+        all_blocks += [(f"stages[{si}][{bi}]", f"stages.{si}.blocks.{bi}", b, bi == len(stage.blocks) - 1)
+                       for bi, b in enumerate(stage.blocks)]
     multiple = 1
-    for _, _, b in all_blocks:
+    for _, _, b, _ in all_blocks:
         if b.kind in BLOCK_KINDS:
             multiple *= block_stride(b)
 
     size = img_size  # size errors first: they are the user's most common mistake and have a simple fix
-    for where, _, b in all_blocks:
+    for where, _, b, _ in all_blocks:
         stride = block_stride(b) if b.kind in BLOCK_KINDS else 1
         if size % stride or size < stride:
             raise _size_error(spec, img_size, where, size, size, stride, multiple)
@@ -102,24 +104,22 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
     c, h, w = spec.in_chans, img_size, img_size
     planned, stage_outputs, reductions = [], [], []
     tokens = False
-    for where, path, b in all_blocks:
+    last_stage = f"stages.{len(spec.stages) - 1}."
+    for where, path, b, stage_end in all_blocks:
         problem = check_block(b, c, h, w)
         if problem:
             raise SpecError(f"{spec.name} {where}: {problem}")
         kind = BLOCK_KINDS[b.kind]
-        stride = block_stride(b)
-        if h % stride or w % stride or h < stride:
-            raise _size_error(spec, img_size, where, h, w, stride, multiple)
         if tokens and not kind.tokens:
             raise SpecError(f"{spec.name} {where}: a {b.kind} block cannot follow token-layout blocks; "
                             "put token blocks (meta3d) at the end of the last stage")
-        if kind.tokens and not path.startswith(f"stages.{len(spec.stages) - 1}."):
+        if kind.tokens and not path.startswith(last_stage):
             raise SpecError(f"{spec.name} {where}: token-layout blocks ({b.kind}) are only supported in the last stage")
         tokens = tokens or kind.tokens
         cost, (c2, h2, w2) = kind.module.spec_cost(b, c, h, w)
         planned.append(PlannedBlock(where, path, b, c, h, w, c2, h2, w2, cost))
         c, h, w = c2, h2, w2
-        if path.startswith("stages.") and path.endswith(f".{len(spec.stages[int(path.split('.')[1])].blocks) - 1}"):
+        if stage_end:
             stage_outputs.append((c, h, w))
             reductions.append(img_size // h)
     hd = spec.head
