@@ -45,3 +45,14 @@ def norm(channels: int) -> Cost:
 
 def params(n: int) -> Cost:
     return Cost(0, n, 0)
+
+
+def measured_flops(model, example) -> int:
+    """FLOPs of one forward pass of `model` on `example`, counted by `torch.utils.flop_counter` (the
+    convention every analytic cost above follows); works for any module, timm's included."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example)
+    return int(counter.get_total_flops())

@@ -1,0 +1,1 @@
+"""Latency: the measurement protocol, the bench, latency lookup tables and the predictor."""

@@ -1,0 +1,35 @@
+"""Child side of `latvit.latency.protocol.run_isolated`: `python -m latvit.latency.worker REQUEST.json`.
+
+Imports the requested function, calls it with the request's kwargs and writes {"ok": true, "value": ...}
+or {"ok": false, "error": "..."} to the request's result path. A user-fixable `LatvitError` is reported
+as its message; any other exception as its type and message (its traceback goes to stderr).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from latvit.errors import LatvitError
+from latvit.utils import atomic_write_text
+
+
+def main(request_path: str) -> int:
+    request = json.loads(Path(request_path).read_text())
+    module_name, func_name = request["target"].split(":")
+    try:
+        value = getattr(importlib.import_module(module_name), func_name)(**request["kwargs"])
+        payload = {"ok": True, "value": value}
+    except LatvitError as e:
+        payload = {"ok": False, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - the parent turns any failure into a failed record
+        traceback.print_exc()
+        payload = {"ok": False, "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
+    atomic_write_text(Path(request["result"]), json.dumps(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

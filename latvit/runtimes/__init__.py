@@ -1,0 +1,45 @@
+"""Runtimes latvit exports to and measures on: one module per runtime, one `Runtime` object each.
+
+The table below is the whole registry: a name maps to the module that defines `RUNTIME`. Modules are
+imported only when asked for, so `import latvit` needs none of the optional runtimes.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from latvit.errors import LatvitError
+from latvit.runtimes.base import Runtime
+
+RUNTIME_MODULES: dict[str, str] = {
+    "eager": "latvit.runtimes.eager",
+    "inductor": "latvit.runtimes.inductor",
+    "ort": "latvit.runtimes.ort",
+    "openvino": "latvit.runtimes.openvino",
+    "executorch": "latvit.runtimes.executorch",
+    "tensorrt": "latvit.runtimes.tensorrt",
+    "coreml": "latvit.runtimes.coreml",
+}
+RUNTIME_NAMES = list(RUNTIME_MODULES)
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime called `name` (e.g. "ort"); an unknown name raises with the list of known ones.
+
+    A dotted module path (e.g. "mypkg.my_runtime") names a third-party runtime: a module defining
+    `RUNTIME`, an instance of `latvit.runtimes.Runtime`.
+    """
+    if name not in RUNTIME_MODULES and "." in name:
+        try:
+            runtime = importlib.import_module(name).RUNTIME
+        except (ImportError, AttributeError) as e:
+            raise LatvitError(f"cannot load runtime module '{name}' ({e}); it must define RUNTIME") from None
+        return runtime
+    if name not in RUNTIME_MODULES:
+        close = difflib.get_close_matches(name, RUNTIME_NAMES, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise LatvitError(f"unknown runtime '{name}'; {hint}choose from {', '.join(RUNTIME_NAMES)}")
+    return importlib.import_module(RUNTIME_MODULES[name]).RUNTIME
+
+
+__all__ = ["RUNTIME_MODULES", "RUNTIME_NAMES", "Runtime", "get_runtime"]

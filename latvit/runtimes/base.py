@@ -1,0 +1,87 @@
+"""What every runtime provides: availability, version, export to an artifact, and a prepared runner.
+
+A runtime is measured through a *runner*: a callable taking one float32 numpy array (B, 3, H, W) and
+returning the logits as a numpy array. Everything expensive (export, compilation, session creation,
+thread settings) happens when the runner is prepared, so timing the runner times inference only.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from latvit.errors import LatvitError
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+class Runtime:
+    """Base class: subclasses set the class attributes and override what their runtime supports.
+
+    name:   the CLI name (`--runtimes ort`).
+    extra:  the pip extra that installs it (`pip install "latvit[onnx]"`), or None when always present.
+    suffix: file suffix of the exported artifact, or None when the runtime has no artifact (eager).
+    """
+
+    name: str = ""
+    extra: str | None = None
+    suffix: str | None = None
+
+    # -- what this machine can do --------------------------------------------------------------------
+    def missing(self) -> str | None:
+        """Why this runtime cannot export here (a missing package: name the extra), or None."""
+        return None
+
+    def cannot_run(self) -> str | None:
+        """Why exported models cannot be *run* here (e.g. CoreML off macOS, TensorRT without CUDA)."""
+        return self.missing()
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    # -- export and run ------------------------------------------------------------------------------
+    def export(self, model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+        """Write `model` traced at `example`'s shape to `path` (a file or directory); return the path."""
+        raise LatvitError(f"runtime '{self.name}' has no export format; export to onnx, openvino, executorch, "
+                          "coreml or tensorrt")
+
+    def load(self, path: Path, example: torch.Tensor, threads: int) -> Runner:
+        """A runner over an artifact written by `export`."""
+        raise NotImplementedError
+
+    def prepare(self, model: nn.Module, example: torch.Tensor, threads: int, workdir: Path) -> Runner:
+        """A runner for `model` at `example`'s shape using `threads` CPU threads (export, then load)."""
+        reason = self.cannot_run()
+        if reason:
+            raise LatvitError(reason)
+        path = self.export(model, example, Path(workdir) / f"model{self.suffix or ''}")
+        return self.load(path, example, threads)
+
+    def describe(self) -> str:
+        reason = self.cannot_run()
+        return f"{self.name}: {'available ' + self.version() if reason is None else reason}"
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int = 18) -> Path:
+    """Export to ONNX with torch's dynamo exporter (the maintained one), falling back to the TorchScript
+    exporter for graphs dynamo cannot capture. Shared by the ONNX-based runtimes."""
+    import logging
+    import warnings
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        try:
+            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
+                              input_names=["image"], output_names=["logits"], verbose=False,
+                              external_data=False)
+        except Exception:  # noqa: BLE001 - any capture failure: retry with the legacy tracer
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
+                              input_names=["image"], output_names=["logits"])
+    return path

@@ -1,0 +1,133 @@
+"""`latvit bench` and the measurement protocol: records, isolation, bad input, reports.
+
+Real latencies are never asserted (they belong to benchmarks/); rows are measured with tiny settings.
+"""
+import json
+import sys
+import textwrap
+
+import pytest
+
+from latvit.cli import main
+from latvit.errors import LatvitError
+from latvit.latency.bench import (RECORD_FIELDS, BenchRequest, measure_row, pareto_front, plot_records,
+                                  records_csv, records_json, run_bench)
+from latvit.latency.protocol import Timing, measure_latency, run_isolated
+
+FAST = dict(warmup=1, iters=3, min_seconds=0.0)
+
+
+def test_timing_statistics():
+    t = Timing.from_samples([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert t.median_ms == pytest.approx(3.0)
+    assert t.min_ms == pytest.approx(1.0)
+    assert t.p90_ms == pytest.approx(10.0)
+    assert t.mean_ms == pytest.approx(4.0)
+    assert t.cv == pytest.approx(0.7906, rel=1e-3)  # population std sqrt(50 / 5) / mean 4
+    assert t.iters == 5
+
+
+def test_measure_latency_respects_iters_and_min_seconds():
+    calls = []
+    timing = measure_latency(lambda: calls.append(1), warmup=2, iters=7, min_seconds=0.0)
+    assert timing.iters == 7 and len(calls) == 9
+    timing = measure_latency(lambda: calls.append(1), warmup=0, iters=1, min_seconds=0.05)
+    assert timing.iters > 1  # kept going until min_seconds
+    with pytest.raises(LatvitError):
+        measure_latency(lambda: None, iters=0)
+
+
+def test_run_isolated_returns_value_error_crash_and_timeout():
+    ok = run_isolated("latvit.latency.protocol:cpu_model", {}, timeout=60)
+    assert ok.ok and isinstance(ok.value, str) and ok.value
+    err = run_isolated("latvit.latency.protocol:set_threads", {"threads": 0}, timeout=60)
+    assert not err.ok and "threads must be >= 1" in err.error
+    crash = run_isolated("os:abort", {}, timeout=60)
+    assert not crash.ok and "crashed" in crash.error
+    hang = run_isolated("time:sleep", {"secs": 30}, timeout=2)
+    assert not hang.ok and "timed out after 2 s" in hang.error and hang.seconds < 20
+
+
+def test_measure_row_record_and_numerics():
+    record = measure_row("mobilevit_xxs", "ort", img_size=64, threads=1, deploy=True, peak_gflops=100.0, **FAST)
+    assert set(RECORD_FIELDS) <= set(record)
+    assert record["status"] == "ok" and record["deployed"] is True and record["source"] == "latvit"
+    assert record["max_abs_diff"] < 1e-4  # deploy folding + ONNX Runtime against eager on the built model
+    assert 0 < record["min_ms"] <= record["median_ms"] <= record["p90_ms"]
+    assert record["gflops_per_s"] == pytest.approx(record["gflops"] / (record["median_ms"] / 1e3))
+    assert record["pct_peak"] == pytest.approx(record["gflops_per_s"])  # peak 100 GFLOP/s
+    assert record["runtime_version"].startswith("onnxruntime") and record["cpu"] and record["torch_version"]
+    assert record["top1"] == 69.0 and record["img_size"] == 64 and record["threads"] == 1
+
+
+def test_timm_model_goes_through_the_same_path():
+    record = measure_row("timm:mobilenetv2_050", "eager", img_size=64, threads=1, **FAST)
+    assert record["status"] == "ok" and record["source"] == "timm" and record["deployed"] is False
+    assert record["max_abs_diff"] == 0.0 and record["params_m"] > 1
+
+
+HANGING_RUNTIME = textwrap.dedent('''
+    import time
+    from latvit.runtimes.eager import EagerRuntime
+
+    class Hanging(EagerRuntime):
+        name = "hanging"
+
+        def prepare(self, model, example, threads, workdir):
+            time.sleep(600)
+
+    RUNTIME = Hanging()
+''')
+
+
+def test_hanging_runtime_is_killed_and_the_bench_goes_on(tmp_path, monkeypatch):
+    (tmp_path / "plugin_runtimes").mkdir()  # a third-party runtime is a dotted module path
+    (tmp_path / "plugin_runtimes" / "__init__.py").write_text("")
+    (tmp_path / "plugin_runtimes" / "hanging.py").write_text(HANGING_RUNTIME)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + ":" + ":".join(sys.path))
+    req = BenchRequest(models=["mobilevit_xxs"], runtimes=["plugin_runtimes.hanging", "eager"], img_size=64,
+                       threads=1, timeout=25, **FAST)
+    records = run_bench(req, progress=False)
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    assert "timed out" in records[0]["error"]
+    assert records[1]["median_ms"] > 0
+
+
+def test_reports_json_csv_plot(tmp_path):
+    rows = [dict.fromkeys(RECORD_FIELDS) | {"model": m, "runtime": "ort", "status": "ok", "median_ms": ms, "top1": top1,
+                                            "batch": 1, "threads": 2, "cpu": "cpu"}
+            for m, ms, top1 in [("a", 1.0, 70.0), ("b", 2.0, 75.0), ("c", 3.0, 72.0)]]
+    data = json.loads(records_json(rows))
+    assert data["format"] == "latvit-bench/1" and [r["model"] for r in data["records"]] == ["a", "b", "c"]
+    header = records_csv(rows).splitlines()[0].split(",")
+    assert header == RECORD_FIELDS
+    assert pareto_front([(1.0, 70.0), (2.0, 75.0), (3.0, 72.0)]) == [0, 1]
+    png = plot_records(rows, tmp_path / "p.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "nosuch_model"], "unknown model 'nosuch_model'"),
+    (["--models", "timm:resnet5000"], "unknown timm model"),
+    (["--runtimes", "ortt"], "unknown runtime 'ortt'; did you mean ort?"),
+    (["--batch", "0"], "batch must be >= 1"),
+    (["--models", "efficientformer_l1", "--img-size", "100"], "multiple of 32"),
+])
+def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("latvit: error:") and message in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # no partial files
+
+
+def test_cli_writes_json_csv_and_plot(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["bench", "--models", "mobilevit_xxs", "--runtimes", "eager", "--img-size", "64", "--threads", "1",
+                 "--warmup", "1", "--iters", "2", "--min-seconds", "0", "--csv", "b.csv"])
+    assert code == 0
+    records = json.loads((tmp_path / "latvit-bench.json").read_text())["records"]
+    assert len(records) == 1 and records[0]["status"] == "ok"
+    assert (tmp_path / "latvit-bench.png").stat().st_size > 1000
+    assert (tmp_path / "b.csv").read_text().count("\n") == 2
