@@ -1,0 +1,180 @@
+"""Post-training int8 quantization through each runtime's own tooling, with calibration data.
+
+- `ort`: ONNX Runtime static quantization in QDQ format (`onnxruntime.quantization.quantize_static`),
+  per-channel symmetric int8 weights, uint8 activations, MinMax calibration.
+- `openvino`: NNCF post-training quantization of the OpenVINO model (`nncf.quantize`, transformer mode).
+- `executorch`: PT2E with the XNNPACK quantizer (torchao `prepare_pt2e`/`convert_pt2e`), lowered to XNNPACK.
+
+Recipes say which operators become int8:
+- `vit` (default): only the matrix products (Conv, MatMul, Gemm; for NNCF its transformer model type,
+  which also keeps Softmax, LayerNorm and GELU in float). Softmax, normalisation and activations stay in
+  float: quantizing them adds a quantize/dequantize pair around each cheap op, which on CPU costs more
+  than the op itself, and their outputs (attention probabilities, pre-norm activations) have ranges
+  that int8 represents badly.
+- `all`: every operator the tool can quantize (the tool's default; kept to measure the difference).
+
+Inputs: a model (eval mode), a list of calibration batches (numpy float32, (B, 3, H, W), normalised as
+the model expects); output: the quantized artifact written atomically (no partial file on failure).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from latvit.errors import LatvitError, missing_extra
+
+QUANT_RUNTIMES = ("ort", "openvino", "executorch")
+RECIPES = ("vit", "all")
+MATRIX_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+def calibration_batches(calib: str, img_size: int, mean, std, count: int = 64, batch: int = 1) -> list[np.ndarray]:
+    """`count` images from `calib` ('fashion-mnist', 'synthetic' or an ImageFolder root, train split),
+    transformed as for evaluation, grouped into float32 batches (B, 3, img_size, img_size)."""
+    from latvit.train.data import eval_transform, open_dataset
+
+    if count < 1:
+        raise LatvitError(f"calibration needs at least 1 image, got {count}")
+    dataset = open_dataset(calib, "train")
+    transform = eval_transform(img_size, mean, std)
+    step = max(1, len(dataset) // count)  # spread over the set: the first images are often one class
+    images = [transform(dataset[i * step][0]) for i in range(min(count, len(dataset)))]
+    return [torch.stack(images[i:i + batch]).numpy() for i in range(0, len(images), batch)]
+
+
+def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path: str | Path,
+             recipe: str = "vit") -> Path:
+    """Quantize `model` for `runtime` with `calibration` batches; write the int8 artifact to `path`.
+
+    Returns the path (a .onnx file for ort, .xml(+.bin) for openvino, .pte for executorch); load it with
+    `latvit.runtimes.get_runtime(runtime).load(path, example, threads)`.
+    """
+    if runtime not in QUANT_RUNTIMES:
+        raise LatvitError(f"int8 quantization is implemented for {', '.join(QUANT_RUNTIMES)}, not '{runtime}'")
+    if recipe not in RECIPES:
+        raise LatvitError(f"unknown quantization recipe '{recipe}': choose {' or '.join(RECIPES)}")
+    if not calibration:
+        raise LatvitError("no calibration batches given")
+    from latvit.runtimes import get_runtime
+
+    rt = get_runtime(runtime)
+    reason = rt.missing()
+    if reason:
+        raise LatvitError(reason)
+    path = Path(path)
+    model = model.eval()
+    example = torch.from_numpy(calibration[0][:1])
+    with tempfile.TemporaryDirectory(prefix="latvit-quant-") as tmp:
+        tmp = Path(tmp)
+        produced = {"ort": _quantize_ort, "openvino": _quantize_openvino,
+                    "executorch": _quantize_executorch}[runtime](model, example, calibration, tmp, recipe)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for src in sorted(produced.parent.glob(produced.stem + ".*")):  # .xml comes with its .bin
+            staged = path.with_suffix(src.suffix).with_name(f".{path.stem}{src.suffix}.tmp")
+            shutil.copyfile(src, staged)
+            staged.replace(path.with_suffix(src.suffix))
+    return path.with_suffix(produced.suffix)
+
+
+def _quantize_ort(model, example, calibration, tmp: Path, recipe: str) -> Path:
+    try:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quant_pre_process, quantize_static)
+    except ImportError:
+        raise missing_extra("onnxruntime", "onnx") from None
+    from latvit.runtimes.base import export_onnx
+
+    fp32 = export_onnx(model, example, tmp / "fp32.onnx")
+    prepared = tmp / "prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(calibration)
+
+        def get_next(self):
+            x = next(self.items, None)
+            return None if x is None else {"image": x}
+
+    out = tmp / "int8.onnx"
+    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    op_types_to_quantize=MATRIX_OPS if recipe == "vit" else None,
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    return out
+
+
+def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str) -> Path:
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as e:
+        raise missing_extra(e.name or "nncf", "openvino") from None
+    ov_model = ov.convert_model(model, example_input=example)
+    kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if recipe == "vit" else {}
+    quantized = nncf.quantize(ov_model, nncf.Dataset(calibration), subset_size=len(calibration),
+                              preset=nncf.QuantizationPreset.MIXED, **kwargs)
+    out = tmp / "int8.xml"
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    return out
+
+
+def _quantize_executorch(model, example, calibration, tmp: Path, recipe: str) -> Path:
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                             get_symmetric_quantization_config)
+        from executorch.exir import to_edge_transform_and_lower
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError as e:
+        raise missing_extra(e.name or "executorch", "executorch") from None
+    # XNNPACK's quantizer annotates conv/linear/matmul patterns (plus add/mul in `all`); softmax, norms and
+    # GELU stay in float either way, as XNNPACK has no int8 kernels for them.
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    if recipe == "vit":
+        quantizer = XNNPACKQuantizer()
+        for module_type in (nn.Conv2d, nn.Linear):
+            quantizer.set_module_type(module_type, config)
+    captured = torch.export.export(model, (example,), strict=False).module()
+    prepared = prepare_pt2e(captured, quantizer)
+    with torch.no_grad():
+        for x in calibration:
+            prepared(torch.from_numpy(x[:1]))
+    converted = convert_pt2e(prepared)
+    program = to_edge_transform_and_lower(torch.export.export(converted, (example,), strict=False),
+                                          partitioner=[XnnpackPartitioner()]).to_executorch()
+    out = tmp / "int8.pte"
+    out.write_bytes(program.buffer)
+    return out
+
+
+def compare_int8(model: nn.Module, runtime: str, int8_path: str | Path, batches: list[np.ndarray], threads: int,
+                 min_seconds: float = 1.0) -> dict:
+    """fp32 (the same model on the same runtime) against the int8 artifact: latency of both, measured
+    in this one call, and output agreement on `batches` (max abs logit difference, top-1 agreement)."""
+    from latvit.latency.protocol import measure_latency, set_threads
+    from latvit.runtimes import get_runtime
+
+    set_threads(threads)
+    rt = get_runtime(runtime)
+    example = torch.from_numpy(batches[0])
+    with tempfile.TemporaryDirectory(prefix="latvit-quant-") as tmp:
+        run32 = rt.prepare(model.eval(), example, threads, Path(tmp))
+        run8 = rt.load(Path(int8_path), example, threads)
+        out32 = [np.asarray(run32(x)) for x in batches]
+        out8 = [np.asarray(run8(x)) for x in batches]
+        x = batches[0]
+        fp32 = measure_latency(lambda: run32(x), warmup=3, iters=10, min_seconds=min_seconds)
+        int8 = measure_latency(lambda: run8(x), warmup=3, iters=10, min_seconds=min_seconds)
+    agree = np.mean([np.array_equal(a.argmax(-1), b.argmax(-1)) for a, b in zip(out32, out8)])
+    return {"runtime": runtime, "fp32_ms": fp32.median_ms, "int8_ms": int8.median_ms,
+            "speedup": fp32.median_ms / int8.median_ms, "fp32_cv": fp32.cv, "int8_cv": int8.cv,
+            "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(out32, out8))),
+            "top1_agreement": float(agree)}

@@ -1,0 +1,180 @@
+"""Token merging (ToMe, Bolya et al., ICLR 2023) for the attention blocks of every family, without retraining.
+
+Between the attention and the MLP of each transformer layer, `r` tokens are merged into their most
+similar partners by bipartite soft matching on the attention keys; merged tokens are size-weighted means,
+attention is proportional (each key's logit gets + log(size), so a merged token counts as the tokens it
+stands for), and relative-position biases (EfficientFormer MB3D) are averaged over the merged positions.
+
+Written for export: the merge is a (N_new, N) one-hot matrix built with comparisons and applied by
+matrix products, instead of the reference implementation's `scatter_reduce`, which the ONNX exporters and
+runtimes do not support. A running membership matrix A (B, N_cur, N_0) records which original tokens
+each current token holds; sizes are its row sums, and unmerging (for blocks that must return their full
+feature map, MobileViT and EfficientFormer) is one product A^T x.
+
+Where merging cannot apply (kept honest in `TomeReport.skipped`):
+- EfficientFormerV2 attention keeps a 4-D (B, C, H, W) grid through depthwise convs and talking heads,
+  so there is no token sequence to shrink.
+- TRT-ViT's spatial-reduction transformer already pools its keys and values by the ratio S; its blocks
+  are not wrapped.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from latvit.errors import LatvitError
+
+
+# -- matching -----------------------------------------------------------------------------------------------
+def match_tokens(metric: torch.Tensor, r: int, protect_first: bool = False) -> torch.Tensor:
+    """Bipartite soft matching. metric (B, N, D) -> merge matrix M (B, N - r, N) with one 1 per column.
+
+    Tokens alternate between sets a (even positions) and b (odd); each a-token's most similar b-token
+    (cosine) is its candidate edge; the r strongest edges merge their a-token into the b-token. Kept
+    tokens stay in their original order (so a protected class token stays first).
+    """
+    B, N, _ = metric.shape
+    metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    a, b = metric[:, ::2], metric[:, 1::2]  # (B, Na, D), (B, Nb, D)
+    scores = a @ b.transpose(1, 2)  # (B, Na, Nb)
+    if protect_first:
+        scores[:, 0] = -torch.inf
+    best, partner = scores.max(dim=-1)  # (B, Na)
+    rank = best.argsort(dim=-1, descending=True).argsort(dim=-1)  # rank of each a-token's edge
+    is_src = rank < r  # (B, Na): merged away
+    # destination of every current token in the new sequence [kept tokens in order] + ... see below
+    from_a = torch.zeros(B, N, dtype=torch.bool, device=metric.device)
+    from_a[:, ::2] = is_src
+    kept = ~from_a  # (B, N): tokens that survive (all b-tokens and unmerged a-tokens)
+    new_index = kept.long().cumsum(dim=-1) - 1  # index among survivors, original order kept
+    b_index = new_index[:, 1::2]  # (B, Nb): where each b-token landed
+    dest_of_src = b_index.gather(1, partner)  # (B, Na): a merged a-token goes to its partner's slot
+    dest = new_index.clone()
+    dest[:, ::2] = torch.where(is_src, dest_of_src, new_index[:, ::2])
+    return (dest.unsqueeze(1) == torch.arange(N - r, device=metric.device).view(1, -1, 1)).to(metric.dtype)
+
+
+def merge_weighted(M: torch.Tensor, x: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Size-weighted mean of merged tokens: x (B, N, C), size (B, N) -> (B, N - r, C)."""
+    return (M @ (x * size.unsqueeze(-1))) / (M @ size.unsqueeze(-1))
+
+
+# -- attention with merged tokens ----------------------------------------------------------------------------
+def _attention_parts(attn: nn.Module, x: torch.Tensor):
+    """(q, k, v) as (B, heads, N, d) for the attention modules latvit knows, plus scale, bias, output fn."""
+    from latvit.layers.efficientformer import TokenAttention
+    from latvit.layers.mobile import MultiHeadAttention
+
+    B, N, C = x.shape
+    if isinstance(attn, TokenAttention):
+        qkv = attn.qkv(x).reshape(B, N, attn.heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
+        q, k, v = qkv.split([attn.key_dim, attn.key_dim, attn.val_dim], dim=3)
+        return q, k, v, attn.scale, attn.attention_bias(), lambda o: attn.proj(o)
+    if isinstance(attn, MultiHeadAttention):
+        q, k, v = attn.qkv(x).reshape(B, N, 3, attn.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, N, hd)
+        return q, k, v, attn.scale, None, lambda o: attn.proj(o)
+    if hasattr(attn, "qkv") and hasattr(attn, "num_heads"):  # timm's vision_transformer.Attention
+        q, k, v = attn.qkv(x).reshape(B, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        return q, k, v, attn.scale, None, lambda o: attn.proj(attn.norm(o))
+    raise LatvitError(f"token merging does not know the attention module {type(attn).__name__}")
+
+
+def _layer_parts(layer: nn.Module):
+    """(norm1, attention, ls1, norm2, mlp, ls2) of a pre-norm transformer layer (drop path is eval-off)."""
+    attn = getattr(layer, "attn", None) or getattr(layer, "token_mixer")
+    identity = nn.Identity()
+    return (layer.norm1, attn, getattr(layer, "ls1", identity), layer.norm2, layer.mlp, getattr(layer, "ls2", identity))
+
+
+class MergingTransformer(nn.Module):
+    """A run of pre-norm transformer layers with `r[i]` tokens merged after layer i's attention.
+
+    (B, N, C) -> (B, N, C) when `unmerge` (every original token gets its group's value), else
+    (B, N - sum(r), C). Merging only happens in eval mode semantics (no drop path).
+    """
+
+    def __init__(self, layers: list[nn.Module], r: list[int], unmerge: bool, protect_first: bool = False):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.r, self.unmerge, self.protect_first = list(r), unmerge, protect_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        A = torch.eye(N, dtype=x.dtype, device=x.device).expand(B, N, N)  # membership (B, N_cur, N_0)
+        for layer, r in zip(self.layers, self.r):
+            norm1, attn, ls1, norm2, mlp, ls2 = _layer_parts(layer)
+            size = A.sum(dim=-1)  # (B, N_cur)
+            q, k, v, scale, bias, project = _attention_parts(attn, norm1(x))
+            logits = (q @ k.transpose(-2, -1)) * scale + size.log()[:, None, None, :]  # proportional attention
+            if bias is not None:  # mean bias over the merged (query, key) position pairs
+                pair = torch.einsum("bin,hnm,bjm->bhij", A, bias, A)
+                logits = logits + pair / (size[:, None, :, None] * size[:, None, None, :])
+            out = logits.softmax(dim=-1) @ v  # (B, heads, N_cur, dv)
+            x = x + ls1(project(out.transpose(1, 2).reshape(B, x.shape[1], -1)))
+            r = min(r, (x.shape[1] - int(self.protect_first)) // 2)
+            if r > 0:
+                M = match_tokens(k.mean(dim=1), r, self.protect_first)  # keys, averaged over heads, as metric
+                x = merge_weighted(M, x, size)
+                A = M @ A
+            x = x + ls2(mlp(norm2(x)))
+        return A.transpose(1, 2) @ x if self.unmerge else x
+
+
+# -- applying it to a model ------------------------------------------------------------------------------------
+@dataclass
+class TomeReport:
+    merged_layers: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = None) -> nn.Module:
+    """A copy of `model` (eval mode) with token merging in its transformer layers.
+
+    r: tokens merged per layer (an int for every layer, or a list used in order across all wrapped
+       layers; each layer merges at most half its tokens). r = 0 gives the original function.
+    Works on latvit MobileViT and EfficientFormer (MB3D) models and on timm ViTs (e.g. DeiT); see the
+    module docstring for the blocks where merging cannot apply.
+    """
+    from latvit.layers.efficientformer import Meta3D
+    from latvit.layers.mobile import MobileViTBlock
+    from latvit.space.builder import LatvitNet, Stage
+
+    schedule = iter(r) if isinstance(r, (list, tuple)) else None
+    if (isinstance(r, int) and r < 0) or (schedule is not None and any(v < 0 for v in r)):
+        raise LatvitError(f"r must be >= 0 tokens per layer, got {r}")
+
+    def take(n: int) -> list[int]:
+        return [next(schedule, 0) for _ in range(n)] if schedule is not None else [r] * n
+
+    report = report if report is not None else TomeReport()
+    model = copy.deepcopy(model).eval()
+    if isinstance(model, LatvitNet):
+        for name, module in model.named_modules():
+            if isinstance(module, MobileViTBlock):
+                layers = list(module.transformer)
+                module.transformer = MergingTransformer(layers, take(len(layers)), unmerge=True)
+                report.merged_layers += len(layers)
+            elif isinstance(module, Stage):
+                run = [i for i, b in enumerate(module.blocks) if isinstance(b, Meta3D)]
+                if run and run == list(range(run[0], len(module.blocks))):
+                    blocks = list(module.blocks)
+                    merged = MergingTransformer(blocks[run[0]:], take(len(run)), unmerge=True)
+                    module.blocks = nn.ModuleList(blocks[:run[0]] + [merged])
+                    report.merged_layers += len(run)
+        handled = {id(m) for mt in model.modules() if isinstance(mt, MergingTransformer) for m in mt.modules()}
+        report.skipped += [name for name, m in model.named_modules()
+                           if "Attention" in type(m).__name__ and id(m) not in handled]
+        return model
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.Sequential) and all(hasattr(b, "attn") and hasattr(b, "mlp") for b in blocks):
+        cls_pooled = getattr(model, "global_pool", "") == "token" and getattr(model, "num_prefix_tokens", 1) == 1
+        model.blocks = MergingTransformer(list(blocks), take(len(blocks)), unmerge=not cls_pooled,
+                                          protect_first=getattr(model, "num_prefix_tokens", 0) > 0)
+        report.merged_layers += len(blocks)
+        return model
+    raise LatvitError(f"token merging supports latvit models and timm ViTs with a `blocks` sequence, "
+                      f"not {type(model).__name__}")

@@ -1,0 +1,181 @@
+"""Compression: int8 through the runtimes' own tooling, integer-only ops, sparsity."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import latvit
+from latvit.deploy import deploy
+from latvit.deploy.quantize import calibration_batches, compare_int8, quantize
+from latvit.deploy.sparsity import make_permanent, prune_2_4, prune_magnitude, sparsity_report
+from latvit.errors import LatvitError
+from latvit.layers.integer import (IntegerAttention, IntLayerNorm, ShiftGELU, Shiftmax, integer_sqrt,
+                                   quantize_symmetric)
+
+
+# -- integer-only operators: the error bounds documented in latvit/layers/integer.py -----------------------
+def test_shiftmax_bound_and_integer_dtype():
+    torch.manual_seed(0)
+    x = torch.randn(64, 49) * 3
+    q, s = quantize_symmetric(x, 16)
+    p, sp = Shiftmax()(q, s)
+    assert p.dtype == torch.int64
+    assert (p * sp - x.softmax(-1)).abs().max() <= 0.02
+    assert torch.allclose((p * sp).sum(-1), torch.ones(64), atol=0.05)
+
+
+def test_shiftgelu_bound():
+    x = torch.linspace(-6, 6, 2001)
+    q, s = quantize_symmetric(x, 16)
+    g, sg = ShiftGELU()(q, s)
+    assert g.dtype == torch.int64 and (g * sg - nn.functional.gelu(x)).abs().max() <= 0.05
+
+
+def test_integer_sqrt_is_exact():
+    n = torch.cat([torch.arange(0, 1000), torch.randint(0, 2**40, (1000,))])
+    assert [int(v) for v in integer_sqrt(n)] == [math.isqrt(int(v)) for v in n]
+
+
+def test_int_layernorm_bound():
+    torch.manual_seed(0)
+    ln = nn.LayerNorm(96)
+    nn.init.normal_(ln.weight, 1, 0.2)
+    nn.init.normal_(ln.bias, 0, 0.2)
+    x = torch.randn(8, 49, 96) * 2 + 0.5
+    q, s = quantize_symmetric(x, 16)
+    y, sy = IntLayerNorm.from_float(ln)(q, s)
+    assert y.dtype == torch.int64 and (y * sy - ln(x)).abs().max() <= 0.005
+
+
+def test_integer_attention_bound():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 49, 32) for _ in range(3))
+    ref = ((q @ k.transpose(-2, -1)) * 32**-0.5).softmax(-1) @ v
+    assert (IntegerAttention(32)(q, k, v) - ref).abs().max() <= 0.1
+
+
+# -- sparsity ------------------------------------------------------------------------------------------------
+def test_magnitude_pruning_reaches_sparsity_and_survives_finetuning():
+    model = latvit.create_model("efficientformerv2_s0", img_size=64, num_classes=4)
+    pruned = prune_magnitude(model, 0.6)
+    assert sparsity_report(pruned)["prunable_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert sparsity_report(model)["prunable_sparsity"] < 0.01  # the original is untouched
+    opt = torch.optim.SGD(pruned.parameters(), lr=0.1)
+    loss = pruned(torch.randn(2, 3, 64, 64)).logsumexp(-1).mean()
+    loss.backward()
+    opt.step()  # the mask hook keeps pruned weights at zero after an update
+    dense = make_permanent(pruned)
+    assert sparsity_report(dense)["prunable_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert not any(n.endswith("_orig") for n, _ in dense.named_parameters())
+
+
+def test_two_four_pattern():
+    layer = nn.Linear(16, 8)
+    pruned = make_permanent(prune_2_4(nn.Sequential(layer)))
+    groups = pruned[0].weight.reshape(8, 4, 4)
+    assert ((groups != 0).sum(-1) == 2).all()
+    kept = groups.abs().sort(-1).values[..., 2:]  # the two kept are the two largest of each group
+    original = layer.weight.reshape(8, 4, 4).abs().sort(-1).values[..., 2:]
+    assert torch.equal(kept, original)
+
+
+def test_bad_sparsity():
+    with pytest.raises(LatvitError, match=r"sparsity must be in \[0, 1\)"):
+        prune_magnitude(nn.Linear(4, 4), 1.5)
+
+
+# -- int8 ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return deploy(latvit.create_model("efficientformerv2_s0", img_size=64, num_classes=10))
+
+
+def test_calibration_batches_from_generated_data():
+    batches = calibration_batches("synthetic", 64, (0.5,) * 3, (0.25,) * 3, count=8, batch=4)
+    assert [b.shape for b in batches] == [(4, 3, 64, 64)] * 2 and batches[0].dtype == np.float32
+    with pytest.raises(LatvitError, match="no such directory"):
+        calibration_batches("/nonexistent/data", 64, (0.5,) * 3, (0.25,) * 3)
+
+
+@pytest.mark.parametrize("recipe", ["vit", "all"])
+def test_ort_int8_runs_and_agrees(small_model, tmp_path, recipe):
+    pytest.importorskip("onnxruntime")
+    batches = calibration_batches("synthetic", 64, small_model.spec.mean, small_model.spec.std, count=8)
+    path = quantize(small_model, "ort", batches, tmp_path / "m.onnx", recipe=recipe)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    report = compare_int8(small_model, "ort", path, batches, threads=1, min_seconds=0.0)
+    # int8 stays close to fp32 on logits of an untrained net (stated tolerance: 10% of the logit range)
+    logit_range = float(np.ptp(small_model(torch.from_numpy(batches[0])).detach().numpy()))
+    assert report["max_abs_diff"] <= 0.1 * logit_range
+    assert report["int8_ms"] > 0 and report["fp32_ms"] > 0
+
+
+def test_quantize_bad_arguments(small_model, tmp_path):
+    batch = [np.zeros((1, 3, 64, 64), np.float32)]
+    with pytest.raises(LatvitError, match="implemented for ort, openvino, executorch"):
+        quantize(small_model, "eager", batch, tmp_path / "x")
+    with pytest.raises(LatvitError, match="unknown quantization recipe"):
+        quantize(small_model, "ort", batch, tmp_path / "x.onnx", recipe="fast")
+    assert not list(tmp_path.iterdir())
+
+
+# -- token merging -----------------------------------------------------------------------------------------
+from latvit.deploy.tome import MergingTransformer, TomeReport, match_tokens, merge_weighted, tome  # noqa: E402
+
+
+def test_match_tokens_merges_r_and_keeps_order():
+    torch.manual_seed(0)
+    metric = torch.randn(2, 9, 8)
+    M = match_tokens(metric, 3, protect_first=True)
+    assert M.shape == (2, 6, 9)
+    assert torch.equal(M.sum(1), torch.ones(2, 9))  # every token goes to exactly one place
+    assert (M[:, 0, 0] == 1).all() and (M[:, 0].sum(-1) == 1).all()  # the protected first token stays alone, first
+    size = torch.ones(2, 9)
+    assert torch.equal((M @ size.unsqueeze(-1)).sum((1, 2)), torch.full((2,), 9.0))  # sizes sum to N
+    x = torch.randn(2, 9, 4)
+    merged = merge_weighted(M, x, size)
+    new_size = M @ size.unsqueeze(-1)  # (2, 6, 1)
+    assert torch.allclose((merged * new_size).sum(1), x.sum(1), atol=1e-5)  # a size-weighted mean conserves mass
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "efficientformer_l1", "timm:deit_tiny_patch16_224"])
+def test_tome_r0_is_the_original_and_r_changes_little(name):
+    import timm
+
+    torch.manual_seed(0)
+    model = (timm.create_model(name[5:]) if name.startswith("timm:") else latvit.create_model(name, img_size=64 if "mobilevit" in name else 224)).eval()
+    size = 64 if "mobilevit" in name else 224
+    x = torch.randn(1, 3, size, size)
+    report = TomeReport()
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.allclose(tome(model, 0, report)(x), ref, atol=1e-5)
+        merged = tome(model, 4)(x)
+    assert report.merged_layers > 0 and not report.skipped
+    assert merged.shape == ref.shape and not torch.allclose(merged, ref, atol=1e-7)
+
+
+def test_tome_reports_where_it_cannot_merge_and_rejects_bad_r():
+    model = latvit.create_model("efficientformerv2_s0", img_size=64)
+    report = TomeReport()
+    tome(model, 4, report)
+    assert report.merged_layers == 0 and report.skipped  # V2 keeps a 4-D grid: said, not hidden
+    with pytest.raises(LatvitError, match="r must be >= 0"):
+        tome(model, -1)
+
+
+def test_tome_exports_to_onnx_runtime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from latvit.runtimes import get_runtime
+
+    model = tome(latvit.create_model("mobilevit_xxs", img_size=64).eval(), 8)
+    x = torch.randn(1, 3, 64, 64)
+    run = get_runtime("ort").prepare(model, x, 1, tmp_path)
+    with torch.no_grad():
+        assert np.abs(run(x.numpy()) - model(x).numpy()).max() < 1e-4
