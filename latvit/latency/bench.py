@@ -32,7 +32,7 @@ DEFAULT_RUNTIMES = ["ort"]
 
 RECORD_FIELDS = [
     "model", "source", "runtime", "runtime_version", "status", "error", "batch", "img_size", "threads",
-    "deployed", "params_m", "gflops", "median_ms", "p90_ms", "min_ms", "mean_ms", "cv", "iters",
+    "deployed", "tome_r", "params_m", "gflops", "median_ms", "p90_ms", "min_ms", "mean_ms", "cv", "iters",
     "gflops_per_s", "peak_gflops", "pct_peak", "max_abs_diff", "top1", "top1_source", "mes",
     "cpu", "cores", "platform", "python", "torch_version", "latvit_version", "seconds",
 ]
@@ -82,7 +82,7 @@ def model_label(ref: str) -> str:
 # -- one row, in a child process ------------------------------------------------------------------------
 def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None = None, threads: int = 1,
                 warmup: int = 10, iters: int = 50, min_seconds: float = 1.0, deploy: bool = True,
-                peak_gflops: float | None = None, seed: int = 0) -> dict[str, Any]:
+                tome_r: int = 0, peak_gflops: float | None = None, seed: int = 0) -> dict[str, Any]:
     """Measure one (model, runtime) pair and return its flat record (see RECORD_FIELDS).
 
     The output check compares the runtime's logits with eager PyTorch on the model *as built* (before
@@ -110,8 +110,13 @@ def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None =
         from latvit.deploy import deploy as deploy_model
 
         net = deploy_model(net)
+    if tome_r:  # token merging: FLOPs are counted on the merged model (what actually runs)
+        from latvit.deploy.token_merging import tome
+
+        net = tome(net, tome_r)
+        flops = measured_flops(net, example)
     record = base_record(model, runtime, batch, size, threads) | machine_info(threads) | {
-        "source": source, "runtime_version": rt.version(), "deployed": deployed,
+        "source": source, "runtime_version": rt.version(), "deployed": deployed, "tome_r": tome_r,
         "params_m": params / 1e6, "gflops": flops / 1e9}
     with tempfile.TemporaryDirectory(prefix="latvit-bench-") as workdir:
         if rt.cannot_run():  # e.g. CoreML off macOS: prove the export works, report no latency
@@ -161,6 +166,7 @@ class BenchRequest:
     iters: int = 50
     min_seconds: float = 1.0
     deploy: bool = True
+    tome_r: int = 0  # tokens merged per transformer layer (0: no token merging)
     timeout: float = 300.0  # per row, seconds
 
 
@@ -174,6 +180,8 @@ def check_request(req: BenchRequest) -> None:
         raise LatvitError(f"image size must be >= 1, got {req.img_size}")
     if req.threads is not None and req.threads < 1:
         raise LatvitError(f"threads must be >= 1, got {req.threads}")
+    if req.tome_r < 0:
+        raise LatvitError(f"--tome must be >= 0 tokens per layer, got {req.tome_r}")
     if req.iters < 1 or req.warmup < 0 or req.min_seconds < 0 or req.timeout <= 0:
         raise LatvitError("iters must be >= 1, warmup >= 0, min-seconds >= 0 and timeout > 0")
     if not req.models or not req.runtimes:
@@ -235,7 +243,8 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
             else:
                 kwargs = {"model": model, "runtime": runtime, "batch": req.batch, "img_size": req.img_size,
                           "threads": threads, "warmup": req.warmup, "iters": req.iters,
-                          "min_seconds": req.min_seconds, "deploy": req.deploy, "peak_gflops": peak}
+                          "min_seconds": req.min_seconds, "deploy": req.deploy, "tome_r": req.tome_r,
+                          "peak_gflops": peak}
                 result = run_isolated("latvit.latency.bench:measure_row", kwargs, timeout=req.timeout, threads=threads)
                 record = result.value if result.ok else base_record(model, runtime, req.batch, req.img_size, threads) | {
                     "status": STATUS_FAILED, "error": result.error, "seconds": result.seconds}
