@@ -8,7 +8,9 @@ them by measured latency. Quick start:
     latvit.list_models()
 """
 from latvit.analysis.mes import mes
+from latvit.deploy import deploy  # `latvit.deploy` is the function; import helpers with `from latvit.deploy import ...`
 from latvit.errors import LatvitError
+from latvit.latency.predictor import predict_latency  # numpy/torch only; runtimes load when measuring
 from latvit.models import create_model, get_spec, list_models, load_checkpoint, save
 from latvit.space import BlockSpec, HeadSpec, NetSpec, StageSpec, build_model, plan_network, spec_cost
 from latvit.timm_compat import register_timm_models
@@ -18,6 +20,6 @@ __version__ = "0.1.0"
 register_timm_models()
 
 __all__ = [
-    "BlockSpec", "HeadSpec", "LatvitError", "NetSpec", "StageSpec", "build_model", "create_model", "get_spec",
-    "list_models", "load_checkpoint", "mes", "plan_network", "save", "spec_cost",
+    "BlockSpec", "HeadSpec", "LatvitError", "NetSpec", "StageSpec", "build_model", "create_model", "deploy",
+    "get_spec", "list_models", "load_checkpoint", "mes", "plan_network", "predict_latency", "save", "spec_cost",
 ]

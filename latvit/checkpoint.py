@@ -95,7 +95,7 @@ def load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], family: Modul
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     mismatched = []
-    for k in set(own) & set(sd):
+    for k in sorted(set(own) & set(sd)):
         if sd[k].shape != own[k].shape:
             if k.endswith("attention_biases"):
                 sd[k] = resize_attention_bias(sd[k], own[k].shape)

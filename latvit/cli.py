@@ -56,8 +56,438 @@ def run_models(args) -> None:
     Console(width=max(Console().width, 110)).print(table)
 
 
+# -- latvit bench -----------------------------------------------------------------------------------------
+DEFAULT_MODELS = "seeds,timm:resnet50,timm:mobilenetv2_100"
+MODEL_GROUPS = {"seeds": "the seed models", "baselines": "the survey's timm baselines", "zoo": "every latvit model"}
+
+
+def add_bench(sub) -> None:
+    from latvit.latency.bench import DEFAULT_RUNTIMES
+
+    p = sub.add_parser("bench", help="measure latency of models on real runtimes (the main job)",
+                       description="Measure models on real runtimes with one protocol: warm-up, at least --iters "
+                                   "calls and --min-seconds, median/p90/CV, each row in its own subprocess.")
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help="comma-separated latvit names, spec JSON files, saved dirs, timm:NAME, or the groups "
+                        + ", ".join(MODEL_GROUPS) + " (default: %(default)s)")
+    p.add_argument("--runtimes", default=",".join(DEFAULT_RUNTIMES),
+                   help="comma-separated: eager, inductor, ort, openvino, executorch, tensorrt, coreml (default: ort)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--img-size", type=int, help="input size (default: each model's own)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up calls (default 10)")
+    p.add_argument("--iters", type=int, default=50, help="at least this many timed calls (default 50)")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long (default 1.0)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per row before it is killed (default 300)")
+    p.add_argument("--no-deploy", action="store_true", help="measure models as built, without deploy folding")
+    p.add_argument("--tome", type=int, default=0, metavar="R",
+                   help="token merging: merge R tokens in every transformer layer (default 0: off)")
+    p.add_argument("--json", default="latvit-bench.json", help="records as JSON (default %(default)s; '' for none)")
+    p.add_argument("--csv", help="records as CSV")
+    p.add_argument("--plot", default="latvit-bench.png",
+                   help="PNG of published top-1 vs latency (default %(default)s; '' for none)")
+    p.set_defaults(run=run_bench)
+
+
+def expand_models(text: str) -> list[str]:
+    """'seeds,timm:resnet50' -> model references, groups expanded, order kept, duplicates dropped."""
+    from latvit.latency.bench import SEED_MODELS, SURVEY_BASELINES, available_models
+    from latvit.models import list_models
+
+    groups = {"seeds": available_models(SEED_MODELS), "baselines": SURVEY_BASELINES, "zoo": list_models()}
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    refs = [ref for part in parts for ref in groups.get(part, [part])]
+    return list(dict.fromkeys(refs))
+
+
+def run_bench(args) -> None:
+    from rich.console import Console
+
+    from latvit.latency.bench import BenchRequest, plot_records, print_table, records_csv, records_json, run_bench
+    from latvit.utils import atomic_write_text
+
+    req = BenchRequest(models=expand_models(args.models), runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()],
+                       batch=args.batch, img_size=args.img_size, threads=args.threads, warmup=args.warmup,
+                       iters=args.iters, min_seconds=args.min_seconds, deploy=not args.no_deploy, tome_r=args.tome,
+                       timeout=args.timeout)
+    console = Console(stderr=True)
+    measured: list[dict] = []
+
+    def on_row(record: dict) -> None:  # save as we go: a killed bench keeps every finished row
+        measured.append(record)
+        status = f"{record['median_ms']:.2f} ms" if record["status"] == "ok" else f"{record['status']}: {record['error']}"
+        console.print(f"  {record['model']} on {record['runtime']}: {status}")
+        if args.json:
+            atomic_write_text(args.json, records_json(measured))
+
+    records = run_bench(req, on_row=on_row)
+    print_table(records)
+    if args.csv:
+        atomic_write_text(args.csv, records_csv(records))
+    if args.plot and any(r["status"] == "ok" and r.get("top1") is not None for r in records):
+        plot_records(records, args.plot)
+    written = [p for p in (args.json, args.csv, args.plot) if p]
+    console.print(f"wrote {', '.join(written)}" if written else "")
+    if all(r["status"] == "failed" for r in records):
+        raise LatvitError("every row failed; see the reasons above")
+
+
+# -- latvit train ---------------------------------------------------------------------------------------
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (the seeds' recipe; resumable; DDP under torchrun)",
+                       description="Train MODEL on --data. Settings come from the defaults, then --config FILE "
+                                   "(YAML/JSON), then the flags and --set KEY=VALUE; see docs/train.md.")
+    p.add_argument("model", nargs="?", help="model name, spec JSON or saved model dir (or `model:` in --config)")
+    p.add_argument("--data", help="fashion-mnist, synthetic, an ImageFolder root (train/ val/) or an idx directory")
+    p.add_argument("--config", help="YAML or JSON file of config keys (e.g. configs/fashion_mnist.yaml)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, help="per process, at --img-size")
+    p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--teacher", help="distil from this latvit model or timm:NAME (hard distillation)")
+    p.add_argument("--teacher-checkpoint", help="the teacher's trained weights")
+    p.add_argument("--output", help="run directory (default runs/MODEL-DATA)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args) -> None:
+    from pathlib import Path
+
+    from latvit.train import make_config, parse_set, read_config_file, train
+
+    values = read_config_file(args.config) if args.config else {}
+    flags = dict(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                 img_size=args.img_size, lr=args.lr, seed=args.seed, teacher=args.teacher,
+                 teacher_checkpoint=args.teacher_checkpoint, output=args.output)
+    flags.update(parse_set(args.set))
+    if args.resume:  # the run's saved config underneath, so `--resume --output DIR` is enough
+        output = flags["output"] or values.get("output")
+        if output and (Path(output) / "config.yaml").is_file():
+            values = {**read_config_file(Path(output) / "config.yaml"), **values}
+    result = train(make_config(values, **flags), resume=args.resume)
+    if result["final"] is not None:
+        f = result["final"]
+        print(json.dumps({"output": result["output"], "epochs": f["epoch"], "val_top1": round(f["val_top1"], 3),
+                          "val_top5": round(f["val_top5"], 3), "val_loss": round(f["val_loss"], 5),
+                          "best_top1": round(result["best_top1"], 3)}))
+
+
+# -- latvit validate ------------------------------------------------------------------------------------
+def add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="top-1, top-5, loss and images/s of a model on a dataset")
+    p.add_argument("model", help="model name, spec JSON or saved model dir (e.g. runs/RUN/best)")
+    p.add_argument("--data", required=True, help="fashion-mnist, synthetic, an ImageFolder root or an idx directory")
+    p.add_argument("--checkpoint", help="training checkpoint (last.pt: its EMA weights) or model weights")
+    p.add_argument("--img-size", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--subset", type=_positive_int, help="only the first N validation images")
+    p.add_argument("--crop-pct", type=float, help="resize to img_size / crop_pct, centre-crop (default: the "
+                                                   "run's, else 0.875)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
+    p.set_defaults(run=run_validate)
+
+
+def run_validate(args) -> None:
+    from latvit.train import validate
+    from latvit.utils import atomic_write_text
+
+    result = validate(args.model, args.data, checkpoint=args.checkpoint, img_size=args.img_size,
+                      batch_size=args.batch_size, num_workers=args.workers, subset=args.subset,
+                      crop_pct=args.crop_pct, device=args.device, threads=args.threads)
+    if args.json:
+        from pathlib import Path
+
+        atomic_write_text(Path(args.json), json.dumps(result, indent=1) + "\n")
+    print(f"{result['model']} on {result['data']} ({result['images']} images at {result['img_size']}px): "
+          f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  "
+          f"{result['images_per_sec']:.0f} images/s")
+
+
+# -- latvit profile / latvit density ----------------------------------------------------------------------
+def add_profile(sub) -> None:
+    p = sub.add_parser("profile", help="per-op latency breakdown by block and category on one runtime")
+    p.add_argument("model", help="model name, spec JSON file or saved model directory")
+    p.add_argument("--runtime", default="ort", help="eager, ort or openvino (default: ort)")
+    p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    p.add_argument("--iters", type=_positive_int, default=20, help="profiled inferences (default: 20)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up inferences (default: 5)")
+    p.add_argument("--top", type=_positive_int, default=12, help="slowest ops to list (default: 12)")
+    p.add_argument("--json", metavar="PATH", help="write the full profile as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write a stacked-bar PNG (per block, by category)")
+    p.set_defaults(run=run_profile)
+
+
+def run_profile(args) -> None:
+    from rich.console import Console
+
+    from latvit.analysis.profile import COVERAGE_MIN, plot_profile, profile_model, profile_table
+
+    prof = profile_model(args.model, args.runtime, img_size=args.img_size, threads=args.threads,
+                         warmup=args.warmup, iters=args.iters)
+    Console(width=max(Console().width, 120)).print(profile_table(prof, top=args.top))
+    if prof.coverage < COVERAGE_MIN:
+        print(f"warning: ops explain only {100 * prof.coverage:.1f}% of the end-to-end latency "
+              f"(< {100 * COVERAGE_MIN:.0f}%); the rest is runtime overhead", file=sys.stderr)
+    if args.json:
+        prof.to_json(args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_profile(prof, args.plot)
+        print(f"wrote {args.plot}")
+
+
+def add_density(sub) -> None:
+    p = sub.add_parser("density", help="computational density (GFLOP/s, params/s) per block type and resolution")
+    p.add_argument("--runtime", default="ort", help="runtime to measure on (default: ort)")
+    p.add_argument("--kinds", help="comma-separated block kinds (default: every block type of the table)")
+    p.add_argument("--resolutions", default="56,28,14,7", help="comma-separated input resolutions (default: 56,28,14,7)")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    p.add_argument("--iters", type=_positive_int, default=20, help="timed inferences per block (default: 20)")
+    p.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="latency statistic density uses (min is robust on a shared machine; default: median)")
+    p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write GFLOP/s and params/s against resolution as PNG")
+    p.set_defaults(run=run_density)
+
+
+def run_density(args) -> None:
+    from rich.console import Console
+
+    from latvit.analysis.density import density_cases, density_table, measure_density, plot_density
+
+    try:
+        resolutions = [int(r) for r in args.resolutions.split(",") if r.strip()]
+    except ValueError:
+        raise LatvitError(f"--resolutions must be comma-separated integers, got '{args.resolutions}'") from None
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
+    cases = density_cases(kinds, resolutions)
+    report = measure_density(cases, args.runtime, threads=args.threads, iters=args.iters, statistic=args.statistic)
+    Console(width=max(Console().width, 140)).print(density_table(report))
+    for row in report.rows:
+        if row["error"]:
+            print(f"warning: {row['label']} at {row['resolution']}: {row['error']}", file=sys.stderr)
+    if args.json:
+        report.to_json(args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_density(report, args.plot)
+        print(f"wrote {args.plot}")
+
+
+# -- latvit lut -----------------------------------------------------------------------------------------
+def add_lut(sub) -> None:
+    p = sub.add_parser("lut", help="latency lookup tables: build on this device, predict, validate",
+                       description="Latency lookup tables: every block of a search space measured in isolation on "
+                                   "this device and runtime, a predictor calibrated end to end, and its validation.")
+    lut_sub = p.add_subparsers(dest="lut_command", metavar="build|predict|validate")
+    b = lut_sub.add_parser("build", help="measure every distinct block of a space (resumable)")
+    b.add_argument("--space", required=True,
+                   help="efficientformer, efficientformerv2, mobilevit, ... (latvit.search.SPACES) or zoo")
+    b.add_argument("--runtime", default="ort", help="runtime to measure on (default: ort)")
+    b.add_argument("--img-size", type=_positive_int, help="input size (default: the space's; zoo: each model's)")
+    b.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    b.add_argument("--calibrate", type=int, default=10,
+                   help="networks measured end to end to fit the predictor (default: 10; 0 = plain sums)")
+    b.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="what the predictor adds up: median (default) or min (robust on a shared machine)")
+    b.add_argument("--no-deploy", action="store_true", help="measure modules as built, without deploy folding")
+    b.add_argument("--force", action="store_true", help="discard an --out file built under other settings")
+    b.add_argument("--out", default="lut.json", help="table file (default: lut.json); rerun to resume")
+    b.set_defaults(run=run_lut_build)
+    q = lut_sub.add_parser("predict", help="predicted latency of a model or spec from a table")
+    q.add_argument("model", nargs="+", help="model names, spec JSON files or saved model directories")
+    q.add_argument("--lut", required=True, help="table built by `latvit lut build`")
+    q.add_argument("--img-size", type=_positive_int, help="input size (default: the spec's)")
+    q.add_argument("--force", action="store_true", help="use a table from another device or runtime version")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(run=run_lut_predict)
+    v = lut_sub.add_parser("validate", help="measure networks end to end against the predictor and a FLOPs baseline")
+    v.add_argument("--lut", required=True, help="table built by `latvit lut build`")
+    v.add_argument("--samples", type=int, default=50, help="random specs of the table's space (default: 50)")
+    v.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    v.add_argument("--no-zoo", action="store_true", help="skip the zoo models the table covers")
+    v.add_argument("--plot", metavar="PNG", help="write predicted vs measured to this PNG")
+    v.add_argument("--json", metavar="PATH", help="write every measurement and the error statistics as JSON")
+    v.add_argument("--force", action="store_true", help="use a table from another device or runtime version")
+    v.set_defaults(run=run_lut_validate)
+    p.set_defaults(run=lambda args: p.print_help())
+
+
+def run_lut_build(args) -> None:
+    from latvit.latency.lut import build_lut
+
+    table = build_lut(args.space, args.runtime, args.out, img_size=args.img_size, threads=args.threads,
+                      deploy=not args.no_deploy, calibrate=args.calibrate, statistic=args.statistic, force=args.force)
+    print(table.describe())
+    cal = table.calibration
+    if cal:
+        print(f"predictor {cal['model']} fitted on {cal['n']} networks: coef {[round(c, 4) for c in cal['coef']]}, "
+              f"+-{cal['rel_sigma'] * 100:.1f}% (1 sigma, leave-one-out); plain sum MAPE {cal['sum_only_mape']:.1f}%")
+
+
+def run_lut_predict(args) -> None:
+    from latvit.latency.lut import LatencyTable
+    from latvit.latency.predictor import predict_latency
+
+    table = LatencyTable.load(args.lut)
+    preds = {m: predict_latency(m, table, img_size=args.img_size, force=args.force) for m in args.model}
+    if args.json:
+        print(json.dumps({m: p.as_dict() for m, p in preds.items()}, indent=1))
+        return
+    for m, p in preds.items():
+        how = f"model {p.model}" if p.calibrated else "uncalibrated: min..p90 of the entries"
+        print(f"{m}: {p} ({p.items} blocks, plain sum {p.blocks_ms:.2f} ms; {how})")
+
+
+def run_lut_validate(args) -> None:
+    from latvit.latency.predictor import format_report, validate
+    from latvit.utils import atomic_write_text
+
+    report = validate(args.lut, args.samples, seed=args.seed, zoo=not args.no_zoo, force=args.force, plot=args.plot)
+    if args.json:
+        from pathlib import Path
+
+        atomic_write_text(Path(args.json), json.dumps(report.as_dict(), indent=1) + "\n")
+    print(format_report(report))
+
+
+# -- latvit quantize --------------------------------------------------------------------------------------
+def add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="int8 post-training quantization with the runtime's own tooling",
+                       description="Quantize a model to int8 for ort (QDQ), openvino (NNCF) or executorch (XNNPACK "
+                                   "PT2E), calibrated on real images; prints fp32 vs int8 latency and agreement.")
+    p.add_argument("model", help="latvit name, spec JSON, saved directory or timm:NAME")
+    p.add_argument("--runtime", default="ort", help="ort, openvino or executorch (default ort)")
+    p.add_argument("--calib", required=True, help="fashion-mnist, synthetic or an ImageFolder root")
+    p.add_argument("-o", "--output", required=True, help="artifact path (.onnx, .xml or .pte)")
+    p.add_argument("--img-size", type=int, help="input size (default: the model's)")
+    p.add_argument("--calib-images", type=_positive_int, default=64, help="calibration images (default 64)")
+    p.add_argument("--recipe", default="vit", help="vit (matrix products only, default) or all")
+    p.add_argument("--threads", type=_positive_int, help="threads for the comparison (default: all cores)")
+    p.add_argument("--no-compare", action="store_true", help="skip the fp32-vs-int8 latency comparison")
+    p.set_defaults(run=run_quantize)
+
+
+def run_quantize(args) -> None:
+    from latvit.deploy import deploy
+    from latvit.deploy.quantize import calibration_batches, compare_int8, quantize
+    from latvit.latency.bench import load_bench_model
+    from latvit.latency.protocol import default_threads
+
+    model, size, source = load_bench_model(args.model, args.img_size)
+    if source == "latvit":
+        model = deploy(model)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean = model.spec.mean if source == "latvit" else cfg.get("mean", (0.485, 0.456, 0.406))
+    std = model.spec.std if source == "latvit" else cfg.get("std", (0.229, 0.224, 0.225))
+    batches = calibration_batches(args.calib, size, mean, std, count=args.calib_images)
+    path = quantize(model, args.runtime, batches, args.output, recipe=args.recipe)
+    print(f"wrote {path}")
+    if not args.no_compare:
+        r = compare_int8(model, args.runtime, path, batches[:16], args.threads or default_threads())
+        print(f"{args.runtime}: fp32 {r['fp32_ms']:.2f} ms, int8 {r['int8_ms']:.2f} ms (x{r['speedup']:.2f}); "
+              f"top-1 agreement {100 * r['top1_agreement']:.0f}%, max |logit diff| {r['max_abs_diff']:.3g}")
+
+
+# -- latvit convert ---------------------------------------------------------------------------------------
+def add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="load a timm or official checkpoint strictly and save it as a latvit model dir",
+                       description="Load CHECKPOINT (timm, official repository or latvit layout; .pth, .pt or "
+                                   ".safetensors) strictly into MODEL and write OUTPUT/spec.json and "
+                                   "OUTPUT/model.safetensors, which `latvit.create_model(OUTPUT)` and every command "
+                                   "taking a model reload. See docs/checkpoints.md.")
+    p.add_argument("model", help="model name (e.g. efficientformerv2_s0, mobilevit_xxs) or spec JSON")
+    p.add_argument("checkpoint", help="the checkpoint file")
+    p.add_argument("output", help="directory to write")
+    p.add_argument("--num-classes", type=_positive_int, default=1000, help="classifier outputs (default 1000)")
+    p.add_argument("--img-size", type=_positive_int, help="build for this input size (default: the model's)")
+    p.set_defaults(run=run_convert)
+
+
+def run_convert(args) -> None:
+    from latvit.models import create_model, save
+
+    model = create_model(args.model, num_classes=args.num_classes, img_size=args.img_size, checkpoint=args.checkpoint)
+    out = save(model, args.output)
+    print(f"loaded {args.checkpoint} into {model.spec.name} ({model.num_classes} classes, {model.img_size}px); "
+          f"wrote {out}")
+
+
+# -- latvit export ----------------------------------------------------------------------------------------
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a model as ONNX, OpenVINO IR, ExecuTorch, CoreML or TensorRT and check it",
+                       description="Export MODEL (latvit name, spec JSON, saved directory or timm:NAME) at a static "
+                                   "input shape, check the artifact's logits against PyTorch where its runtime runs "
+                                   "here, and write it atomically (no partial file on failure). See docs/runtimes.md.")
+    p.add_argument("model", help="latvit model name, spec JSON, saved model directory, or timm:NAME")
+    p.add_argument("--format", required=True, metavar="FORMAT",
+                   help="onnx | openvino | executorch | coreml | tensorrt")
+    p.add_argument("-o", "--output", required=True, help="artifact path (.onnx, .xml, .pte, .mlpackage, .engine)")
+    p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="batch size baked into the artifact (default 1)")
+    p.add_argument("--no-deploy", action="store_true", help="export latvit models as built, without deploy folding")
+    p.add_argument("--no-check", action="store_true", help="skip running the artifact against PyTorch")
+    p.set_defaults(run=run_export)
+
+
+def run_export(args) -> None:
+    from latvit.runtimes.export import export_model
+
+    r = export_model(args.model, args.format, args.output, img_size=args.img_size, batch=args.batch,
+                     check=not args.no_check, deploy=not args.no_deploy)
+    check = (f"max abs diff vs PyTorch {r['max_abs_diff']:.2e} (relative {r['max_rel_diff']:.2e})" if r["checked"]
+             else f"not checked: {r['note'] or 'skipped'}")
+    print(f"wrote {r['path']} ({r['format']}, {r['bytes'] / 1e6:.1f} MB, input {r['batch']}x3x{r['img_size']}x"
+          f"{r['img_size']}, {r['runtime_version']}) in {r['seconds']:.1f} s; {check}")
+
+
+# -- latvit search ----------------------------------------------------------------------------------------
+def add_search(sub) -> None:
+    p = sub.add_parser("search", help="latency-driven architecture search (slimming, MES, NSGA-II)",
+                       description="Train a supernet, estimate subnets' accuracy by weight inheritance and their "
+                                   "latency from a LUT, and search down to --target-ms.")
+    p.add_argument("--method", required=True, help="efficientformer (slimming), efficientformerv2 (MES) or nsga2")
+    p.add_argument("--lut", required=True, help="table built by `latvit lut build` for the space to search")
+    p.add_argument("--target-ms", type=float, required=True, help="latency target on the table's runtime")
+    p.add_argument("--data", required=True, help="fashion-mnist, synthetic or an ImageFolder root")
+    p.add_argument("--output", required=True, help="directory for spec.json, trace, Pareto front; rerun to resume")
+    p.add_argument("--runtime", help="the runtime the target is for (must match the table's)")
+    p.add_argument("--img-size", type=_positive_int, help="input size (default: the table's)")
+    p.add_argument("--supernet-epochs", type=_positive_int, default=1, help="supernet training epochs (default 1)")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--train-subset", type=_positive_int, help="train the supernet on the first N images only")
+    p.add_argument("--eval-images", type=_positive_int, default=500, help="held-out images per evaluation")
+    p.add_argument("--bn-batches", type=_positive_int, default=8, help="batches of 32 images to re-estimate BN (default 8)")
+    p.add_argument("--trials", type=_positive_int, default=40, help="NSGA-II trials (default 40)")
+    p.add_argument("--threads", type=_positive_int)
+    p.add_argument("--no-measure", action="store_true", help="do not measure the result on the runtime")
+    p.set_defaults(run=run_search)
+
+
+def run_search(args) -> None:
+    from latvit.search.run import SearchRequest, search
+
+    r = search(SearchRequest(method=args.method, lut=args.lut, target_ms=args.target_ms, data=args.data,
+                             output=args.output, runtime=args.runtime, img_size=args.img_size,
+                             supernet_epochs=args.supernet_epochs, batch_size=args.batch_size,
+                             train_subset=args.train_subset, eval_images=args.eval_images, bn_batches=args.bn_batches,
+                             trials=args.trials,
+                             threads=args.threads, measure=not args.no_measure))
+    measured = f", measured {r['measured_ms']:.2f} ms" if r.get("measured_ms") else ""
+    print(f"{r['method']} on {r['space']}: predicted {r['predicted_ms']:.2f} ms (target {r['target_ms']:g}){measured}, "
+          f"inherited top-1 {r['accuracy_inherited']:.1f}%, {r['params_m']:.2f} M params; wrote {r['spec']}")
+
+
 # -- the command ------------------------------------------------------------------------------------------
-SUBCOMMANDS = [add_models]
+SUBCOMMANDS = [add_models, add_train, add_validate, add_bench, add_profile, add_density, add_lut, add_quantize,
+               add_convert, add_export, add_search]
 
 
 def build_parser() -> argparse.ArgumentParser:

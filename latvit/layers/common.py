@@ -8,11 +8,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from latvit.deploy.fold import fold_bn_, foldable_bn
 from latvit.errors import SpecError
 from latvit.layers import cost as C
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
     "hardswish": nn.Hardswish,
@@ -39,6 +41,12 @@ class ConvNormAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
+
+    def fuse(self) -> None:
+        """Deploy folding (`latvit.deploy`): the BatchNorm goes into the conv's weight and bias."""
+        if foldable_bn(self.bn):
+            fold_bn_(self.conv, self.bn)
+            self.bn = nn.Identity()
 
     @staticmethod
     def cost(c_in: int, c_out: int, kernel: int, h_out: int, w_out: int, groups: int = 1, bias: bool = True) -> C.Cost:
@@ -109,6 +117,16 @@ class ClassifierHead(nn.Module):
         if self.distilled_training and self.training:
             return x, x_dist
         return (x + x_dist) / 2
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Deploy folding (`latvit.deploy`): at inference the two distilled classifiers average, which is
+        one linear with averaged weight and bias."""
+        if isinstance(self.fc, nn.Linear) and isinstance(self.fc_dist, nn.Linear):
+            for name in ("weight", "bias"):
+                mean = (getattr(self.fc, name).double() + getattr(self.fc_dist, name).double()) / 2
+                getattr(self.fc, name).copy_(mean)
+            self.fc_dist = None
 
     @staticmethod
     def cost(c_in: int, h: int, w: int, num_classes: int, *, conv_width: int = 0, norm: str = "none",

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerScale, LayerScale2d, Mlp
 
+from latvit.deploy.fold import fold_bn_, fold_layer_scale, foldable_bn
 from latvit.layers import cost as C
 from latvit.layers.common import ConvNormAct, conv_out, make_act
 
@@ -58,6 +59,13 @@ class BiasedAttentionMixin:
             return self.bias_cache
         return self.attention_biases[:, self.attention_bias_idxs]  # (heads, Nq, Nk)
 
+    def fuse(self) -> None:
+        """Deploy folding: gather the bias once into a (heads, Nq, Nk) buffer; the table and index go."""
+        if self.bias_cache is None:
+            cache = self.attention_bias().detach().clone()
+            del self.bias_cache, self.attention_biases, self.attention_bias_idxs
+            self.register_buffer("bias_cache", cache, persistent=False)
+
 
 # ---------------------------------------------------------------------------------------------------
 # EfficientFormer V1
@@ -87,6 +95,13 @@ class ConvMlpBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm2(self.fc2(self.act(self.norm1(self.fc1(x)))))
 
+    def fuse(self) -> None:
+        """Deploy folding: each BatchNorm into the 1x1 conv before it."""
+        if foldable_bn(self.norm1):
+            self.fc1, self.norm1 = fold_bn_(self.fc1, self.norm1), nn.Identity()
+        if foldable_bn(self.norm2):
+            self.fc2, self.norm2 = fold_bn_(self.fc2, self.norm2), nn.Identity()
+
 
 class Meta4D(nn.Module):
     """MB4D: x + LS(pool(x) - x), then x + LS(ConvMlpBN(x)). (B, C, H, W) -> (B, C, H, W)."""
@@ -104,6 +119,14 @@ class Meta4D(nn.Module):
         x = x + self.drop_path(self.ls1(self.token_mixer(x)))
         return x + self.drop_path(self.ls2(self.mlp(x)))
 
+    def fuse(self) -> nn.Module:
+        """Deploy folding: BN and the MLP's LayerScale go into the MLP's convs; the pool mixer has no
+        projection to take its LayerScale, so the mixer residual becomes one multiply-add (`FusedMeta4D`)."""
+        self.mlp.fuse()
+        self.ls2 = fold_layer_scale(self.ls2, self.mlp.fc2)
+        gamma = getattr(self.ls1, "gamma", None)
+        return FusedMeta4D(self.token_mixer.pool, self.mlp, None if gamma is None else gamma.detach())
+
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
         return cls(c_in, mlp_ratio=b.expansion, pool=b.kernel, act=b.act, layer_scale_init=b.layer_scale,
@@ -115,6 +138,25 @@ class Meta4D(nn.Module):
         ls = C.params(2 * c_in) if b.layer_scale > 0 else C.Cost()
         return (C.conv(c_in, hidden, 1, h, w) + C.norm(hidden) + C.conv(hidden, c_in, 1, h, w) + C.norm(c_in)
                 + ls), (c_in, h, w)
+
+
+class FusedMeta4D(nn.Module):
+    """Meta4D as `latvit.deploy` leaves it. (B, C, H, W) -> (B, C, H, W).
+
+    x + g * (pool(x) - x) is one `addcmul` (3 kernels instead of 4; without layer scale it is just
+    pool(x)); the MLP branch carries its BatchNorms and LayerScale in its conv weights.
+    """
+
+    def __init__(self, pool: nn.Module, mlp: nn.Module, mixer_scale: torch.Tensor | None):
+        super().__init__()
+        self.pool = pool
+        self.mlp = mlp
+        self.register_buffer("mixer_scale", None if mixer_scale is None else mixer_scale.reshape(-1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pool(x)
+        x = y if self.mixer_scale is None else torch.addcmul(x, self.mixer_scale, y - x)
+        return x + self.mlp(x)
 
 
 class TokenAttention(BiasedAttentionMixin, nn.Module):
@@ -166,6 +208,11 @@ class Meta3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.token_mixer(self.norm1(x))))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+    def fuse(self) -> None:
+        """Deploy folding: each LayerScale into its branch's last linear (attention proj, MLP fc2)."""
+        self.ls1 = fold_layer_scale(self.ls1, self.token_mixer.proj)
+        self.ls2 = fold_layer_scale(self.ls2, self.mlp.fc2)
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
@@ -296,6 +343,14 @@ class EfficientFormerV2Block(nn.Module):
         if self.token_mixer is not None:
             x = x + self.drop_path(self.ls1(self.token_mixer(x)))
         return x + self.drop_path(self.ls2(self.mlp(x)))
+
+    def fuse(self) -> None:
+        """Deploy folding: each LayerScale into its branch's last 1x1 conv (after that conv's BN is folded)."""
+        if self.token_mixer is not None:
+            self.token_mixer.proj.fuse()
+            self.ls1 = fold_layer_scale(self.ls1, self.token_mixer.proj.conv)
+        self.mlp.fc2.fuse()
+        self.ls2 = fold_layer_scale(self.ls2, self.mlp.fc2.conv)
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from latvit.checkpoint import load_state_dict, read_state_dict
 from latvit.errors import SpecError, UnknownModelError
-from latvit.models import efficientformer, efficientformer_v2, mobilevit
+from latvit.models import efficientformer, efficientformer_v2, mixformer, mobileformer, mobilevit, trtvit
 from latvit.space.builder import LatvitNet, build_model
 from latvit.space.spec import NetSpec, spec_from_json
 
@@ -21,6 +21,9 @@ FAMILIES: dict[str, ModuleType] = {
     "efficientformer": efficientformer,
     "efficientformerv2": efficientformer_v2,
     "mobilevit": mobilevit,
+    "trtvit": trtvit,
+    "mobileformer": mobileformer,
+    "mixformer": mixformer,
 }
 MODELS: dict[str, NetSpec] = {name: spec for family in FAMILIES.values() for name, spec in family.SPECS.items()}
 
@@ -51,13 +54,15 @@ def resolve_spec(model: str | Path | NetSpec) -> tuple[NetSpec, Path | None]:
     """Name, spec, spec JSON file or saved-model directory -> (spec, weights file or None)."""
     if isinstance(model, NetSpec):
         return model, None
+    if isinstance(model, str) and model.lstrip().startswith("{"):  # inline JSON (too long to be a path)
+        return spec_from_json(model), None
     path = Path(model)
     if path.is_dir():
         if not (path / SPEC_FILE).is_file():
             raise SpecError(f"{path} is not a saved latvit model: {SPEC_FILE} is missing (write one with latvit.save)")
         weights = path / WEIGHTS_FILE
         return spec_from_json(path / SPEC_FILE), weights if weights.is_file() else None
-    if path.suffix == ".json" or str(model).lstrip().startswith("{"):
+    if path.suffix == ".json":
         return spec_from_json(model), None
     return get_spec(str(model)), None
 

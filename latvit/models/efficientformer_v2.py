@@ -66,5 +66,64 @@ def timm_prefix_map(spec: NetSpec) -> list[tuple[str, str]]:
     return pairs
 
 
+# snap-research/EfficientFormer `models/efficientformer_v2.py` names its modules by position: a stem
+# Sequential `patch_embed` (conv, bn, act, conv, bn, act), one flat ModuleList `network` alternating
+# stages (even indices: Sequential of FFN / AttnFFN blocks) and `Embedding` downsamplers (odd indices:
+# `proj`/`norm`, or `conv`/`bn` + `attn` for the attention downsampling into the last stage), and
+# Conv-BN pairs as Sequentials (`q.0`, `q.1`; `proj` is act, conv, bn). timm, and so latvit, names each
+# of these. Official layer scales are (dim, 1, 1); timm's and latvit's are (dim,).
+_STEM = {"0": "stem.conv1.conv", "1": "stem.conv1.bn", "3": "stem.conv2.conv", "4": "stem.conv2.bn"}
+_BLOCK_RULES = [  # (official pattern, timm replacement) inside a block or downsampler; first match wins
+    (r"mlp\.fc1\.", "mlp.fc1.conv."), (r"mlp\.norm1\.", "mlp.fc1.bn."),
+    (r"mlp\.mid\.", "mlp.mid.conv."), (r"mlp\.mid_norm\.", "mlp.mid.bn."),
+    (r"mlp\.fc2\.", "mlp.fc2.conv."), (r"mlp\.norm2\.", "mlp.fc2.bn."),
+    (r"layer_scale_([12])$", r"ls\1.gamma"),
+    (r"(token_mixer|attn)\.q\.local\.0\.", r"\1.q.local."),
+    (r"(token_mixer|attn)\.q\.proj\.0\.", r"\1.q.proj.conv."),
+    (r"(token_mixer|attn)\.q\.proj\.1\.", r"\1.q.proj.bn."),
+    (r"(token_mixer|attn)\.(q|k|v|v_local|stride_conv)\.0\.", r"\1.\2.conv."),
+    (r"(token_mixer|attn)\.(q|k|v|v_local|stride_conv)\.1\.", r"\1.\2.bn."),
+    (r"(token_mixer|attn)\.proj\.1\.", r"\1.proj.conv."),
+    (r"(token_mixer|attn)\.proj\.2\.", r"\1.proj.bn."),
+]
+_DOWNSAMPLE_RULES = _BLOCK_RULES + [(r"(proj|conv)\.", "conv.conv."), (r"(norm|bn)\.", "conv.bn.")]  # its Conv-BN
+
+
+def _rename_inside(rest: str, rules: list) -> str:
+    for pattern, repl in rules:
+        renamed, n = re.subn("^" + pattern, repl, rest)
+        if n:
+            return renamed
+    return rest  # talking heads, attention biases: same names
+
+
+def official_to_timm(state_dict: dict) -> dict:
+    """snap-research's `patch_embed.*` / `network.N.*` layout -> timm names (then `timm_prefix_map`).
+
+    network.{2i}.{j}.*   -> stages.{i}.blocks.{j}.*      (stage i)
+    network.{2i-1}.*     -> stages.{i}.downsample.*      (Conv-BN, plus attention into the last stage)
+    patch_embed.{0,1,3,4}, norm, head, dist_head -> stem.conv{1,2}.{conv,bn}, norm, head, head_dist
+    Keys this does not recognise are passed through, so a strict load lists them.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        new = key
+        if m := re.match(r"patch_embed\.(\d)\.(.+)", key):
+            new = f"{_STEM.get(m[1], 'patch_embed.' + m[1])}.{m[2]}"
+        elif m := re.match(r"network\.(\d+)\.(.+)", key):
+            n, rest = int(m[1]), m[2]
+            if n % 2 == 0 and (b := re.match(r"(\d+)\.(.+)", rest)):
+                new = f"stages.{n // 2}.blocks.{b[1]}.{_rename_inside(b[2], _BLOCK_RULES)}"
+            elif n % 2 == 1:
+                new = f"stages.{(n + 1) // 2}.downsample.{_rename_inside(rest, _DOWNSAMPLE_RULES)}"
+        elif key.startswith("dist_head."):
+            new = "head_dist." + key[len("dist_head."):]
+        if re.search(r"\.ls[12]\.gamma$", new):
+            value = value.reshape(-1)  # (dim, 1, 1) -> (dim,)
+        out[new] = value
+    return out
+
+
 def is_official(state_dict: dict) -> bool:
+    """snap-research's root names (`patch_embed.`, `network.`); timm and latvit use `stem.` / `stages.`."""
     return any(re.match(r"(patch_embed|network)\.", k) for k in state_dict)

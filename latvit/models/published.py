@@ -17,6 +17,22 @@ PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
     "mobilevit_xxs": (69.0, "MobileViT paper, Table 1"),
     "mobilevit_xs": (74.8, "MobileViT paper, Table 1"),
     "mobilevit_s": (78.4, "MobileViT paper, Table 1"),
+    # TRT-ViT models are built from reconstructed widths (docs/models/trtvit.md): these are the paper's
+    # numbers for its own widths, not a claim about latvit's reconstruction
+    "trtvit_c": (82.7, "TRT-ViT paper, abstract: 82.7% top-1 (variant C; the seed names no variant)"),
+    "refined_resnet50": (79.3, "TRT-ViT paper, Sec. 2.1 / Table 2: ResNet50 79.0% + 0.3%"),
+    "mobileformer_508m": (79.3, "official Mobile-Former README (github.com/AAboys/MobileFormer), ImageNet-1k, 224"),
+    "mobileformer_294m": (77.9, "official Mobile-Former README (github.com/AAboys/MobileFormer), ImageNet-1k, 224"),
+    "mobileformer_214m": (76.7, "official Mobile-Former README (github.com/AAboys/MobileFormer), ImageNet-1k, 224"),
+    "mobileformer_151m": (75.2, "official Mobile-Former README (github.com/AAboys/MobileFormer), ImageNet-1k, 224"),
+    "mobileformer_96m": (72.8, "official Mobile-Former README (github.com/AAboys/MobileFormer), ImageNet-1k, 224"),
+    "mobileformer_52m": (68.7, "official Mobile-Former README (github.com/AAboys/MobileFormer), ImageNet-1k, 224"),
+    "mobileformer_26m": (64.0, "official Mobile-Former README (github.com/AAboys/MobileFormer), ImageNet-1k, 224"),
+    "mixformer_b0": (76.5, "PaddleClas MixFormer docs, reference top-1 (paper's ImageNet-1k table), 224"),
+    "mixformer_b1": (78.9, "PaddleClas MixFormer docs, reference top-1 (paper's ImageNet-1k table), 224"),
+    "mixformer_b2": (80.0, "PaddleClas MixFormer docs, reference top-1 (paper's ImageNet-1k table), 224"),
+    "mixformer_b3": (81.7, "PaddleClas MixFormer docs, reference top-1 (paper's ImageNet-1k table), 224"),
+    "mixformer_b4": (83.0, "PaddleClas MixFormer docs, reference top-1 (paper's ImageNet-1k table), 224"),
     # timm baselines measured by `latvit bench` as timm:NAME
     "timm:resnet50": (76.1, "torchvision ResNet-50 v1 weights (He et al. 2016 recipe)"),
     "timm:mobilenetv2_100": (72.0, "MobileNetV2 paper, Table 4"),

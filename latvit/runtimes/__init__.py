@@ -1,6 +1,7 @@
 """Runtimes latvit exports to and measures on: one module per runtime, one `Runtime` object each.
 
-The table below is the whole registry: a name maps to the module that defines `RUNTIME`. Modules are
+The table below is the whole registry: a name maps to the module that defines `RUNTIME` (or to
+"module:ATTRIBUTE" when a module defines more than one, as TensorRT does for fp16). Modules are
 imported only when asked for, so `import latvit` needs none of the optional runtimes.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ RUNTIME_MODULES: dict[str, str] = {
     "openvino": "latvit.runtimes.openvino",
     "executorch": "latvit.runtimes.executorch",
     "tensorrt": "latvit.runtimes.tensorrt",
+    "tensorrt_fp16": "latvit.runtimes.tensorrt:RUNTIME_FP16",
     "coreml": "latvit.runtimes.coreml",
 }
 RUNTIME_NAMES = list(RUNTIME_MODULES)
@@ -39,7 +41,8 @@ def get_runtime(name: str) -> Runtime:
         close = difflib.get_close_matches(name, RUNTIME_NAMES, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise LatvitError(f"unknown runtime '{name}'; {hint}choose from {', '.join(RUNTIME_NAMES)}")
-    return importlib.import_module(RUNTIME_MODULES[name]).RUNTIME
+    module, _, attribute = RUNTIME_MODULES[name].partition(":")
+    return getattr(importlib.import_module(module), attribute or "RUNTIME")
 
 
 __all__ = ["RUNTIME_MODULES", "RUNTIME_NAMES", "Runtime", "get_runtime"]

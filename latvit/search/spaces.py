@@ -17,6 +17,8 @@ The spaces (their bounds are latvit's choice, sized so a table builds in minutes
 - `efficientformerv2`: a slimmable supernet around S0/S1: widths multiples of 16, per-FFN expansion ratios
   {2, 3, 4}, attention in the last two blocks of stages 3 and 4.
 - `mobilevit`: MobileViT-XXS/XS-sized: stage widths, transformer widths (multiples of heads) and depths.
+- `trtvit`: TRT-ViT-A/B-sized pyramids (widths multiples of 64 around the reconstructed ResNet-50 widths),
+  2 to 4 MixBlockC at the end of the last stage.
 - `zoo`: exactly the registered models (nothing to sample).
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from latvit.errors import LatvitError
 from latvit.models.efficientformer import efficientformer_spec
 from latvit.models.efficientformer_v2 import efficientformer_v2_spec
 from latvit.models.mobilevit import mobilevit_spec
+from latvit.models.trtvit import pyramid_spec
 from latvit.space.plan import PlannedBlock, plan_network
 from latvit.space.spec import NetSpec
 
@@ -136,6 +139,12 @@ def _mobilevit(choice: Choice, img_size: int) -> NetSpec:
     return _set_expansions(spec, [(e[0],) for e in choice.expansions], ("mv2",))
 
 
+def _trtvit(choice: Choice, img_size: int) -> NetSpec:
+    # extra = number of MixBlockC at the end of the last stage (TRT-ViT-A/B: 4); expansion stays the paper's
+    return pyramid_spec("trtvit_space", choice.depths, (0, 0, 0, choice.extra), "mixblock_c", choice.widths,
+                        img_size=img_size)
+
+
 def _set_expansions(spec: NetSpec, expansions, kinds) -> NetSpec:
     """Give the residual blocks of each stage the per-block expansion ratios of the choice."""
     stages = []
@@ -166,6 +175,11 @@ SPACES: dict[str, SearchSpace] = {
         widths=((16,), (24, 32), (48, 64), (64, 80), (80, 96)),
         depths=((1,), (1,), (1, 2), (2, 3, 4), (2, 3)),
         expansions=(2.0, 4.0), extras=(0,), make_spec=_mobilevit, img_size=256),
+    "trtvit": SearchSpace(
+        "trtvit",
+        widths=((192, 256), (384, 512), (768, 1024), (1536, 2048)),
+        depths=((2, 3), (3, 4), (4, 5, 6), (3, 4)),
+        expansions=(3.0,), extras=(2, 3, 4), make_spec=_trtvit),
 }
 
 

@@ -12,7 +12,11 @@ from typing import Callable
 
 from latvit.layers.common import ACTIVATIONS, ConvNormAct
 from latvit.layers.efficientformer import AttnDownsampleBlock, EfficientFormerV2Block, Meta3D, Meta4D
+from latvit.layers.mixformer import MixingBlock, PatchMerge, check_mixing
 from latvit.layers.mobile import InvertedResidual, MobileViTBlock
+from latvit.layers.mobileformer import (Former, FormerToMobile, GlobalTokens, LiteBottleneck, MergeHead, MobileBlock,
+                                        MobileToFormer, check_bridge, check_groups, check_tokens)
+from latvit.layers.trtvit import Bottleneck, MixBlock, SRTransformer
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,9 @@ class BlockKind:
     fixed_resolution: bool = False  # parameters or reshapes depend on the input size
     keeps_width: bool = False  # residual block: width must equal the input width
     check: Callable | None = None  # (b, c_in, h, w) -> error message or None
+    # Mobile-Former's global tokens travel beside the map as (x, z) pairs: "open" starts the pair, "use"
+    # reads it (the spec's `tokens` and `dim` must match the opening block's), "close" ends it
+    stream: str = ""
     description: str = ""
 
 
@@ -71,9 +78,45 @@ BLOCK_KINDS: dict[str, BlockKind] = {
                      description="MobileNetV2 inverted residual"),
     "mobilevit": BlockKind(MobileViTBlock, ("kernel", "dim", "depth", "heads", "expansion", "patch", "act", "bias"),
                            check=_check_mobilevit, description="MobileViT block: local conv + transformer over patches"),
+    # Mobile-Former: a block is mf_m2f, mf_former, mf_mobile[_down], mf_f2m on the (map, tokens) pair
+    "mf_lite": BlockKind(LiteBottleneck, ("kernel", "stride", "expansion", "groups", "act"), check=check_groups,
+                         description="Mobile-Former first block: depthwise expansion + 1x1 (no tokens yet)"),
+    "mf_tokens": BlockKind(GlobalTokens, ("tokens", "dim"), keeps_width=True, check=check_tokens, stream="open",
+                           description="Mobile-Former: learned global tokens, start of the (map, tokens) pair"),
+    "mf_m2f": BlockKind(MobileToFormer, ("tokens", "dim", "heads"), keeps_width=True, check=check_bridge,
+                        stream="use", description="Mobile-Former bridge Mobile->Former: tokens attend to the map"),
+    "mf_former": BlockKind(Former, ("tokens", "dim", "heads", "expansion"), keeps_width=True, check=check_bridge,
+                           stream="use", description="Mobile-Former Former: post-norm transformer over the tokens"),
+    "mf_mobile": BlockKind(MobileBlock, ("tokens", "dim", "kernel", "stride", "expansion", "groups"),
+                           check=check_groups, stream="use",
+                           description="Mobile-Former Mobile: inverted residual with token-driven dynamic ReLU"),
+    "mf_mobile_down": BlockKind(MobileBlock, ("tokens", "dim", "kernel", "stride", "expansion", "groups"),
+                                check=check_groups, stream="use",
+                                description="Mobile-Former downsampling Mobile: dw-1x1-dw-1x1 with dynamic ReLU"),
+    "mf_f2m": BlockKind(FormerToMobile, ("tokens", "dim", "heads"), keeps_width=True, check=check_bridge,
+                        stream="use", description="Mobile-Former bridge Former->Mobile: pixels attend to the tokens"),
+    "mf_merge": BlockKind(MergeHead, ("tokens", "dim", "expansion", "groups"), check=check_groups, stream="close",
+                          description="Mobile-Former classifier stem: pooled map + first token -> (B, width, 1, 1)"),
+    # MixFormer
+    "mixing": BlockKind(MixingBlock, ("heads", "kernel", "patch", "expansion", "act"), keeps_width=True,
+                        check=check_mixing, description="MixFormer mixing block: window attention || dw conv"),
+    "mix_merge": BlockKind(PatchMerge, (), description="MixFormer downsampling: BN + 2x2 stride-2 conv"),
+    "mix_embed": BlockKind(PatchMerge, (), description="MixFormer stem end: 2x2 stride-2 conv + LayerNorm"),
+    # TRT-ViT (latvit/layers/trtvit.py): expansion is the BottleNeck's output/inner ratio, or the MLP ratio
+    "bottleneck": BlockKind(Bottleneck, ("kernel", "stride", "expansion", "act"),
+                            description="ResNet BottleNeck 1x1-KxK-1x1, BN + ReLU, projection shortcut"),
+    "transformer_sr": BlockKind(SRTransformer, ("stride", "expansion", "key_dim", "sr", "act"), check=SRTransformer.check,
+                                description="Transformer on a map, spatial-reduction attention (PVT), LN + GELU"),
+    "mixblock_a": BlockKind(MixBlock, ("stride", "kernel", "ratio", "sr", "expansion", "key_dim"), check=MixBlock.check,
+                            description="TRT-ViT MixBlockA: Transformer and BottleNeck in parallel on a channel split"),
+    "mixblock_b": BlockKind(MixBlock, ("stride", "kernel", "ratio", "sr", "expansion", "key_dim"), check=MixBlock.check,
+                            description="TRT-ViT MixBlockB: BottleNeck then Transformer (local-then-global), R = 0.5"),
+    "mixblock_c": BlockKind(MixBlock, ("stride", "kernel", "ratio", "sr", "expansion", "key_dim"), check=MixBlock.check,
+                            description="TRT-ViT MixBlockC: Transformer then BottleNeck (global-then-local), any R"),
 }
 
-STRIDED_KINDS = {"attn_downsample": 2}  # kinds whose stride is implied rather than read from `stride`
+# kinds whose stride is implied rather than read from `stride`
+STRIDED_KINDS = {"attn_downsample": 2, "mix_merge": 2, "mix_embed": 2}
 
 
 def block_stride(b) -> int:

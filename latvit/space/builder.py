@@ -106,7 +106,9 @@ class LatvitNet(nn.Module):
         feats = []
         for stage, (_, h, w) in zip(self.stages, self.stage_shapes):
             x = stage(x)
-            if x.dim() == 3:  # tokens (B, N, C) -> (B, C, H, W); token stages have a fixed grid
+            if isinstance(x, tuple):  # Mobile-Former's (map, global tokens) pair: the map is the feature
+                feats.append(x[0])
+            elif x.dim() == 3:  # tokens (B, N, C) -> (B, C, H, W); token stages have a fixed grid
                 feats.append(x.transpose(1, 2).reshape(x.shape[0], -1, h, w))
             else:
                 feats.append(x)

@@ -75,6 +75,25 @@ def _size_error(spec: NetSpec, img_size: int, where: str, h: int, w: int, stride
         f"downsampled by {stride} exactly; use a multiple of {multiple} (e.g. {max(multiple, round(img_size / multiple) * multiple)})")
 
 
+def _check_stream(spec: NetSpec, where: str, b: BlockSpec, role: str, stream):
+    """Follow the Mobile-Former token pair: returns the open stream ((tokens, dim), where) after block `b`."""
+    if role == "open":
+        if stream is not None:
+            raise SpecError(f"{spec.name} {where}: global tokens are already open (since {stream[1]})")
+        return (b.tokens, b.dim), where
+    if role in ("use", "close"):
+        if stream is None:
+            raise SpecError(f"{spec.name} {where}: {b.kind} needs the global tokens; put an mf_tokens block before it")
+        if (b.tokens, b.dim) != stream[0]:
+            raise SpecError(f"{spec.name} {where}: tokens={b.tokens}, dim={b.dim} differ from the tokens opened at "
+                            f"{stream[1]} (tokens={stream[0][0]}, dim={stream[0][1]}); make them equal")
+        return None if role == "close" else stream
+    if stream is not None:
+        raise SpecError(f"{spec.name} {where}: a {b.kind} block cannot take the (map, tokens) pair; close it with "
+                        "mf_merge first, or use Mobile-Former blocks")
+    return None
+
+
 def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 1000) -> NetPlan:
     """Validate `spec` at `img_size` (default: the spec's) and return its shapes and analytic costs."""
     img_size = spec.img_size if img_size is None else int(img_size)
@@ -104,6 +123,7 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
     c, h, w = spec.in_chans, img_size, img_size
     planned, stage_outputs, reductions = [], [], []
     tokens = False
+    stream = None  # (tokens, dim) of an open Mobile-Former (map, tokens) pair, where that pair opened
     last_stage = f"stages.{len(spec.stages) - 1}."
     for where, path, b, stage_end in all_blocks:
         problem = check_block(b, c, h, w)
@@ -116,12 +136,16 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
         if kind.tokens and not path.startswith(last_stage):
             raise SpecError(f"{spec.name} {where}: token-layout blocks ({b.kind}) are only supported in the last stage")
         tokens = tokens or kind.tokens
+        stream = _check_stream(spec, where, b, kind.stream, stream)
         cost, (c2, h2, w2) = kind.module.spec_cost(b, c, h, w)
         planned.append(PlannedBlock(where, path, b, c, h, w, c2, h2, w2, cost))
         c, h, w = c2, h2, w2
         if stage_end:
             stage_outputs.append((c, h, w))
             reductions.append(img_size // h)
+    if stream is not None:
+        raise SpecError(f"{spec.name}: the global tokens opened at {stream[1]} are never closed; end the last "
+                        "stage with an mf_merge block")
     hd = spec.head
     if hd.norm not in ("none", "bn", "ln"):
         raise SpecError(f"{spec.name} head.norm: must be 'none', 'bn' or 'ln', got '{hd.norm}'")

@@ -41,11 +41,13 @@ class BlockSpec:
     key_dim: int = 32
     attn_ratio: float = 4.0  # value dim = attn_ratio * key_dim (LeViT-style attention)
     attn_stride: int = 1  # EfficientFormerV2 stride attention: Q, K, V at 1/attn_stride resolution
-    dim: int = 0  # inner transformer width of a MobileViT block
+    dim: int = 0  # inner transformer width of a MobileViT block; Mobile-Former token width
     depth: int = 1  # number of transformer layers inside a MobileViT block
-    patch: int = 2  # MobileViT patch size
+    patch: int = 2  # MobileViT patch size; MixFormer attention window size
     ratio: float = 0.5  # TRT-ViT R: share of output channels produced by the Transformer branch
     sr: int = 1  # TRT-ViT S: spatial-reduction ratio of keys/values
+    tokens: int = 6  # Mobile-Former: number of global tokens carried beside the feature map
+    groups: int = 1  # grouped 1x1 convs (Mobile-Former 26M uses 4, with channel shuffle)
     act: str = "gelu"
     bias: bool = True  # conv bias before BatchNorm (the official checkpoints have it or not)
     layer_scale: float = 1e-5  # LayerScale init value; 0 disables LayerScale

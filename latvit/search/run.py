@@ -1,0 +1,223 @@
+"""`latvit search`: supernet -> accuracy by weight inheritance -> latency from the LUT -> search -> result.
+
+1. The supernet (the space's largest spec) is trained with `latvit train` (drop path gives elastic
+   depth); its run directory lives in OUTPUT/supernet and resumes like any run.
+2. A candidate's accuracy: supernet weights inherited (`latvit.search.inherit`), BatchNorm re-estimated on
+   a few training batches, top-1 on a held-out split. Evaluations are cached in OUTPUT/accuracy.json, so
+   a killed search resumes without re-evaluating (NSGA-II also keeps its optuna study in OUTPUT/nsga2.db).
+3. Latency: the LUT predictor (`latvit.predict_latency`) on the table's runtime and device.
+4. The chosen spec is written to OUTPUT/spec.json, with trace.json, pareto.json/png and result.json,
+   where the result's latency is measured on the runtime next to the predicted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from latvit.errors import LatvitError
+from latvit.search.algorithms import METHODS, Step, greedy_search, pareto_search
+from latvit.search.spaces import Choice, get_space
+from latvit.utils import atomic_write_text
+
+METHOD_SPACE = {"efficientformer": "efficientformer", "efficientformerv2": "efficientformerv2"}
+
+
+@dataclass
+class SearchRequest:
+    method: str
+    lut: str
+    target_ms: float
+    data: str
+    output: str
+    runtime: str | None = None  # default: the table's runtime
+    img_size: int | None = None  # default: the table's size
+    supernet_epochs: int = 1
+    batch_size: int = 64
+    train_subset: int | None = None
+    eval_images: int = 500
+    bn_batches: int = 8  # batches of 32 training images to re-estimate BatchNorm statistics per subnet
+    trials: int = 40
+    threads: int | None = None
+    seed: int = 0
+    measure: bool = True
+
+
+def _choice_key(c: Choice) -> str:
+    return json.dumps(dataclasses.asdict(c), sort_keys=True)
+
+
+class InheritedAccuracy:
+    """Top-1 (%) of a subnet with supernet weights, BN re-estimated; cached on disk after each evaluation."""
+
+    def __init__(self, supernet, space, img_size: int, data: str, eval_images: int, cache: Path, threads: int,
+                 bn_batches: int = 8):
+        import torch
+
+        from latvit.train.data import Subset, eval_transform, open_dataset
+
+        self.supernet, self.space, self.img_size, self.cache_path = supernet, space, img_size, cache
+        self.cache = json.loads(cache.read_text()) if cache.is_file() else {}
+        spec = supernet.spec
+        tf = eval_transform(img_size, spec.mean, spec.std)
+        val = Subset(open_dataset(data, "val"), eval_images)
+        train = open_dataset(data, "train")
+        self.val = [(torch.stack([tf(val[i][0]) for i in range(j, min(j + 100, len(val)))]),
+                     torch.tensor([val[i][1] for i in range(j, min(j + 100, len(val)))]))
+                    for j in range(0, len(val), 100)]
+        step = max(1, len(train) // (32 * bn_batches))  # spread over the set
+        self.calib = [torch.stack([tf(train[(k * 32 + i) * step % len(train)][0]) for i in range(32)])
+                      for k in range(bn_batches)]
+        self.num_classes = supernet.num_classes
+        torch.set_num_threads(threads)
+
+    def __call__(self, choice: Choice) -> float:
+        import torch
+
+        from latvit.models import create_model
+        from latvit.search.inherit import inherit_weights, recalibrate_bn
+
+        key = _choice_key(choice)
+        if key not in self.cache:
+            sub = create_model(self.space.spec(choice, self.img_size), num_classes=self.num_classes)
+            recalibrate_bn(inherit_weights(self.supernet, sub), self.calib)
+            with torch.inference_mode():
+                correct = sum(int((sub(x).argmax(-1) == y).sum()) for x, y in self.val)
+            self.cache[key] = 100.0 * correct / sum(len(y) for _, y in self.val)
+            atomic_write_text(self.cache_path, json.dumps(self.cache))
+        return self.cache[key]
+
+
+def train_supernet(space, img_size: int, req: SearchRequest, out: Path):
+    """Train (or resume, or reuse) the supernet run in OUTPUT/supernet; returns the model with EMA weights."""
+    from latvit.models import create_model
+    from latvit.train import make_config, train
+
+    run = out / "supernet"
+    if (run / "model" / "spec.json").is_file() and (run / "done").is_file():
+        return create_model(run / "model")
+    spec = dataclasses.replace(space.spec(space.largest(), img_size), name=f"{space.name}_supernet")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "supernet.json", spec.to_json())
+    config = make_config(model=str(run / "supernet.json"), data=req.data, output=str(run), epochs=req.supernet_epochs,
+                         img_size=img_size, batch_size=req.batch_size, drop_path=0.1, seed=req.seed,
+                         warmup_epochs=min(5.0, 0.2 * req.supernet_epochs),
+                         train_subset=req.train_subset, val_subset=req.eval_images, num_workers=0,
+                         threads=req.threads or 0, tensorboard=False)
+    train(config, resume=(run / "last.pt").is_file())
+    atomic_write_text(run / "done", "")
+    return create_model(run / "model")
+
+
+def write_pareto_plot(points: list[Step], front: list[Step], result: Step, path: Path, target_ms: float) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from latvit.utils import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.scatter([p.latency_ms for p in points], [p.accuracy for p in points], s=12, c="lightgray", label="evaluated")
+    ax.plot([p.latency_ms for p in front], [p.accuracy for p in front], "o-", ms=4, label="Pareto front")
+    ax.scatter([result.latency_ms], [result.accuracy], marker="*", s=160, c="crimson", label="result", zorder=3)
+    ax.axvline(target_ms, ls="--", c="gray", lw=1, label=f"target {target_ms:g} ms")
+    ax.set_xlabel("predicted latency (ms, LUT)")
+    ax.set_ylabel("top-1 with inherited weights (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def search(req: SearchRequest) -> dict:
+    """Run the search `req` describes; returns the result record (also written to OUTPUT/result.json)."""
+    from latvit.latency.lut import load_table
+    from latvit.latency.predictor import predict_latency
+    from latvit.latency.protocol import default_threads, run_isolated
+    from latvit.space.plan import spec_cost
+
+    if req.method not in METHODS:
+        raise LatvitError(f"unknown search method '{req.method}'; choose {', '.join(METHODS)}")
+    if req.target_ms <= 0:
+        raise LatvitError(f"--target-ms must be > 0, got {req.target_ms}")
+    table = load_table(req.lut)
+    table.check_device(runtime=req.runtime)
+    space_name = table.meta.get("space")
+    if space_name not in ("efficientformer", "efficientformerv2", "mobilevit", "trtvit"):
+        raise LatvitError(f"{req.lut} was built for space '{space_name}', which cannot be searched; build one with "
+                          "`latvit lut build --space efficientformer|efficientformerv2|mobilevit|trtvit`")
+    if req.method in METHOD_SPACE and space_name != METHOD_SPACE[req.method]:
+        raise LatvitError(f"--method {req.method} searches the {METHOD_SPACE[req.method]} space, but {req.lut} "
+                          f"covers '{space_name}'; build a LUT with --space {METHOD_SPACE[req.method]}")
+    space = get_space(space_name)
+    img_size = req.img_size or table.meta.get("img_size") or space.img_size
+    threads = req.threads or default_threads()
+    out = Path(req.output)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def latency(c: Choice) -> float:
+        return predict_latency(space.spec(c, img_size), table).ms
+
+    floor = latency(space.smallest())
+    if floor > req.target_ms:  # before any training: an impossible target costs nothing
+        raise LatvitError(f"target {req.target_ms:g} ms is below the smallest subnet of {space_name} ({floor:.2f} ms "
+                          "predicted): raise --target-ms or use a smaller --img-size")
+    start = time.perf_counter()
+    supernet = train_supernet(space, img_size, req, out)
+    accuracy = InheritedAccuracy(supernet, space, img_size, req.data, req.eval_images, out / "accuracy.json", threads,
+                                 req.bn_batches)
+    trace_path = out / "trace.json"
+
+    if req.method == "nsga2":
+        points, front = pareto_search(space, accuracy, latency, trials=req.trials, seed=req.seed,
+                                      storage=f"sqlite:///{(out / 'nsga2.db').resolve()}", target_ms=req.target_ms)
+        if not front:
+            raise LatvitError(f"no evaluated spec meets {req.target_ms:g} ms; raise --trials or --target-ms")
+        result, trace = max(front, key=lambda s: s.accuracy), points
+    else:
+        steps: list[Step] = []
+
+        def save_step(step: Step) -> None:
+            steps.append(step)
+            atomic_write_text(trace_path, json.dumps([s.as_dict() for s in steps], indent=1))
+
+        trace = greedy_search(space, req.method, accuracy, latency, req.target_ms,
+                              params=lambda c: spec_cost(space.spec(c, img_size)).params, on_step=save_step)
+        result, points = trace[-1], trace
+        evaluated = [Step("evaluated", json_choice(k), latency(json_choice(k)), v) for k, v in accuracy.cache.items()]
+        from latvit.search.algorithms import dominates
+
+        front = sorted((s for s in evaluated if not any(
+            dominates((o.accuracy, o.latency_ms), (s.accuracy, s.latency_ms)) for o in evaluated)),
+            key=lambda s: s.latency_ms)
+        points = evaluated
+    atomic_write_text(trace_path, json.dumps([s.as_dict() for s in trace], indent=1))
+    spec = dataclasses.replace(space.spec(result.choice, img_size), name=f"{space_name}_{req.method}_{req.target_ms:g}ms")
+    atomic_write_text(out / "spec.json", spec.to_json() + "\n")
+    atomic_write_text(out / "pareto.json", json.dumps([s.as_dict() for s in front], indent=1))
+    write_pareto_plot(points, front, result, out / "pareto.png", req.target_ms)
+    record = {"method": req.method, "space": space_name, "img_size": img_size, "target_ms": req.target_ms,
+              "predicted_ms": result.latency_ms, "accuracy_inherited": result.accuracy, "params_m":
+              spec_cost(spec).params / 1e6, "search_seconds": time.perf_counter() - start,
+              "runtime": table.meta.get("runtime"), "spec": str(out / "spec.json")}
+    if req.measure:
+        measured = run_isolated("latvit.latency.bench:measure_row", {
+            "model": str(out / "spec.json"), "runtime": table.meta.get("runtime"), "img_size": img_size,
+            "threads": int(table.meta.get("threads") or threads), "iters": 30, "min_seconds": 1.0}, timeout=600)
+        record["measured_ms"] = measured.value["median_ms"] if measured.ok else None
+        record["measure_error"] = "" if measured.ok else measured.error
+    atomic_write_text(out / "result.json", json.dumps(record, indent=1))
+    return record
+
+
+def json_choice(key: str) -> Choice:
+    d = json.loads(key)
+    return Choice(tuple(d["widths"]), tuple(d["depths"]), tuple(tuple(e) for e in d["expansions"]), d["extra"])

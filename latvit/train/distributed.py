@@ -1,0 +1,85 @@
+"""Process-group helpers: one process on CPU or one GPU, or several under torchrun (DDP).
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; with WORLD_SIZE > 1 latvit joins the process group
+(NCCL on CUDA, gloo on CPU). Everything else in the trainer asks this module who it is, so the
+single-process path never touches torch.distributed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from latvit.errors import LatvitError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 logs, shows progress and writes files."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; 'cuda' -> cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LatvitError(f"device {name} requested but CUDA is not available; use --set device=cpu")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def init_distributed(device: str = "auto") -> Dist:
+    """Join the torchrun process group if there is one; returns this process's rank and device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank, world_size, local_rank, dev)
+
+
+def all_reduce_sum(values: list[float], d: Dist) -> list[float]:
+    """Element-wise sum over ranks (float64, so loss sums stay exact enough to compare runs)."""
+    if not d.active:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather_object(obj, d: Dist) -> list:
+    if not d.active:
+        return [obj]
+    out = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(d: Dist) -> None:
+    if d.active:
+        dist.barrier()
+
+
+def shutdown(d: Dist) -> None:
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+__all__ = ["Dist", "all_gather_object", "all_reduce_sum", "barrier", "init_distributed", "pick_device", "shutdown"]

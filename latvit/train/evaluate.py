@@ -1,0 +1,130 @@
+"""Evaluation: top-1, top-5, loss and throughput of a classifier on a dataset (`latvit validate`).
+
+Used by the trainer after every epoch (on the EMA weights, sharded across ranks without padding so
+every image counts once) and on its own by `validate()`.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from latvit.train.data import Subset, Transformed, eval_transform, open_dataset
+from latvit.train.distributed import Dist, all_reduce_sum
+
+
+class _Shard(Dataset):
+    """Every world_size-th item from `rank` on: an exact split of the evaluation set, no padding."""
+
+    def __init__(self, base: Dataset, rank: int, world_size: int):
+        self.base, self.indices = base, range(rank, len(base), world_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.base[self.indices[i]]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_workers: int = 0,
+             d: Dist | None = None, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Run `model` (in eval mode) over `dataset` of (image tensor, label) items.
+
+    Returns {top1, top5 (percent), loss (mean cross-entropy), images, seconds, images_per_sec (end to
+    end, data loading included), model_images_per_sec (forward passes only)}, summed over all ranks.
+    """
+    d = d or Dist(device=next(model.parameters()).device)
+    shard = _Shard(dataset, d.rank, d.world_size) if d.active else dataset
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=d.device.type == "cuda")
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = loss_sum = count = model_s = 0.0
+    start = time.perf_counter()
+    for images, labels in loader:
+        images, labels = images.to(d.device, non_blocking=True), labels.to(d.device, non_blocking=True)
+        t0 = time.perf_counter()
+        with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images).float()  # (B, num_classes)
+        if d.device.type == "cuda":
+            torch.cuda.synchronize(d.device)
+        model_s += time.perf_counter() - t0
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices  # (B, k)
+        hits = top.eq(labels[:, None])  # (B, k)
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=1).sum().item()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        count += labels.numel()
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    correct1, correct5, loss_sum, count = all_reduce_sum([correct1, correct5, loss_sum, count], d)
+    count = max(count, 1.0)
+    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count,
+            "images": int(count), "seconds": seconds, "images_per_sec": count / max(seconds, 1e-9),
+            "model_images_per_sec": count / max(model_s, 1e-9)}
+
+
+def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = None, img_size: int | None = None,
+             batch_size: int = 256, num_workers: int = 0, subset: int | None = None, crop_pct: float | None = None,
+             device: str = "auto", threads: int = 0) -> dict:
+    """Evaluate a model on the validation split of `data` ('fashion-mnist', 'synthetic', an ImageFolder
+    root or a directory of idx files).
+
+    model: anything `latvit.create_model` accepts (a name, spec JSON, or a saved directory with weights);
+        for a run's `best/` or `model/` directory the run's input size and crop are used.
+    checkpoint: a latvit training checkpoint (`last.pt`: its EMA weights, input size and crop are used)
+        or any checkpoint `create_model` loads (latvit, timm or official layouts).
+    threads: torch CPU threads while evaluating (0 = torch's default; 1 is fastest on a busy machine).
+    Returns the `evaluate` metrics plus model, data, img_size and crop_pct.
+    """
+    from latvit.models import create_model
+    from latvit.train.checkpointing import FORMAT, evaluation_weights, load_checkpoint
+    from latvit.train.distributed import pick_device
+
+    weights, config = checkpoint, {}
+    run_config = Path(model).parent / "config.yaml" if isinstance(model, (str, Path)) else None
+    if run_config is not None and Path(model).is_dir() and run_config.is_file():  # RUN/best, RUN/model
+        import yaml
+
+        config = yaml.safe_load(run_config.read_text()) or {}
+    if checkpoint is not None and Path(checkpoint).suffix == ".pt" and Path(checkpoint).is_file():
+        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if isinstance(payload, dict) and payload.get("format") == FORMAT:
+            payload = load_checkpoint(checkpoint)
+            weights, config = evaluation_weights(payload), payload.get("config", {})
+    img_size = img_size or config.get("img_size")
+    crop_pct = crop_pct or config.get("crop_pct", 0.875)
+    if not 0.0 < crop_pct <= 1.0:
+        from latvit.train.config import ConfigError
+
+        raise ConfigError(f"crop_pct {crop_pct} must be in (0, 1]")
+    base = open_dataset(data, "val", synthetic_classes=config.get("synthetic_classes", 4),
+                        synthetic_size=config.get("synthetic_val", 128))
+    if subset:
+        base = Subset(base, subset)
+    if config.get("teacher"):  # trained with a distillation head: build it so the weights fit
+        from latvit.models import resolve_spec
+        from latvit.train.distill import with_distill_head
+
+        model = with_distill_head(resolve_spec(model)[0])
+    net = create_model(model, num_classes=len(base.classes), img_size=img_size, checkpoint=weights)
+    spec = net.spec
+    dataset = Transformed(base, lambda s: eval_transform(s, spec.mean, spec.std, crop_pct=crop_pct), net.img_size)
+    dev = pick_device(device)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = evaluate(net.to(dev), dataset, batch_size=batch_size, num_workers=num_workers, d=Dist(device=dev))
+    finally:
+        torch.set_num_threads(before)
+    return {"model": net.spec.name, "data": data, "img_size": net.img_size, "crop_pct": crop_pct, **result}
+
+
+__all__ = ["evaluate", "validate"]

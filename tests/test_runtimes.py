@@ -1,0 +1,304 @@
+"""Runtimes and `latvit export`: numerics against eager PyTorch, clear errors, atomic artifacts.
+
+Every runtime that can run here round-trips the seed models. The cheap runtimes (ONNX Runtime, OpenVINO)
+take the full seed models at 64 px; the ones whose export or compile costs tens of seconds per model
+(ExecuTorch, Inductor, CoreML) take a *small copy* of each seed (first and last block of every stage,
+one transformer layer per MobileViT block), which still has every block kind of the family.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import latvit
+from latvit.cli import main
+from latvit.errors import LatvitError
+from latvit.runtimes import get_runtime
+from latvit.runtimes.export import export_model
+
+SEEDS = ["mobilevit_xxs", "efficientformerv2_s0", "efficientformer_l1"]
+SIZE = 64  # the smallest size all three seeds take (EfficientFormer's last stage is 2x2 here)
+RTOL = 1e-4
+
+
+def small_spec(name: str) -> latvit.NetSpec:
+    """The seed `name` cut to the first and last block of each stage and one transformer layer per
+    MobileViT block: the same block kinds in the same places, a fraction of the export time."""
+    spec = latvit.get_spec(name)
+    stages = tuple(dataclasses.replace(s, blocks=(s.blocks[0],) + s.blocks[1:][-1:]) for s in spec.stages)
+    spec = dataclasses.replace(spec, stages=stages, name=f"small_{name}")
+    return spec.map_blocks(lambda b: dataclasses.replace(b, depth=1) if b.kind == "mobilevit" else b)
+
+
+def build(ref, randomize, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, np.ndarray]:
+    """A model, a batch of two different images and its logits.
+
+    EfficientFormer models are randomised (a fresh one has BN as identity and LayerScale at 1e-5, which
+    would hide wrong numerics); MobileViT keeps its initialisation, because randomised BN/LN statistics
+    make its 64 px logits independent of the input, which would let a runner that ignores its input pass.
+    """
+    model = latvit.create_model(ref, img_size=SIZE, num_classes=10).eval()
+    if model.spec.family != "mobilevit":
+        randomize(model, seed)
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    assert np.abs(ref[0] - ref[1]).max() > 10 * RTOL * np.abs(ref).max(), "logits must depend on the input"
+    return model, x, ref
+
+
+def usable(name: str):
+    rt = get_runtime(name)
+    reason = rt.cannot_run()
+    if reason:
+        pytest.skip(reason)
+    return rt
+
+
+def assert_close(out: np.ndarray, ref: np.ndarray) -> None:
+    # rtol 1e-4 on the logits, atol 1e-4 of their scale for logits near 0
+    np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=RTOL, atol=RTOL * float(np.abs(ref).max()))
+
+
+# -- numerics ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("runtime", ["ort", "openvino"])
+@pytest.mark.parametrize("name", SEEDS)
+def test_seed_round_trip(runtime, name, randomize, tmp_path):
+    rt = usable(runtime)
+    model, x, ref = build(name, randomize)
+    run = rt.prepare(model, x, threads=1, workdir=tmp_path)
+    assert_close(run(x.numpy()), ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["executorch", "inductor"])
+@pytest.mark.parametrize("name", SEEDS)
+def test_small_seed_round_trip(runtime, name, randomize, tmp_path):
+    rt = usable(runtime)
+    model, x, ref = build(small_spec(name), randomize)
+    run = rt.prepare(model, x, threads=1, workdir=tmp_path)
+    assert_close(run(x.numpy()), ref)
+    assert_close(run(x.numpy()), ref)  # a prepared runner is reusable
+
+
+def test_executorch_threads():
+    rt = get_runtime("executorch")
+    if rt.missing():
+        pytest.skip(rt.missing())
+    from latvit.runtimes.executorch import set_threads
+
+    from executorch.extension.pybindings import portable_lib
+
+    before = portable_lib._threadpool_get_thread_count()
+    try:
+        assert set_threads(1) == 1
+    finally:
+        set_threads(before)
+
+
+def test_executorch_delegation_counts():
+    rt = get_runtime("executorch")
+    if rt.missing():
+        pytest.skip(rt.missing())
+    from latvit.runtimes.executorch import delegation
+
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    assert delegation(tiny, torch.randn(1, 3, 16, 16)) == {"xnnpack_partitions": 1, "portable_ops": 0}
+
+
+def test_executorch_softmax_after_conv(tmp_path):
+    """XNNPACK computes softmax(-1) of a conv output over the wrong (channels-last) axis; latvit's
+    partitioner keeps that softmax off XNNPACK (EfficientFormerV2's talking heads need it)."""
+    rt = usable("executorch")
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.Softmax(dim=-1)).eval()
+    x = torch.randn(2, 4, 8, 8)
+    assert_close(rt.prepare(model, x, threads=1, workdir=tmp_path)(x.numpy()), model(x).detach().numpy())
+
+
+# -- availability messages -----------------------------------------------------------------------------
+@pytest.mark.parametrize("runtime, package, extra", [
+    ("openvino", "openvino", "openvino"), ("executorch", "executorch", "executorch"),
+    ("coreml", "coremltools", "coreml"), ("tensorrt", "tensorrt", "tensorrt"), ("ort", "onnxruntime", "onnx")])
+def test_missing_package_names_the_extra(runtime, package, extra, monkeypatch):
+    for mod in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, package, None)  # makes `import package` raise ImportError
+    rt = get_runtime(runtime)
+    assert rt.missing() == f"{package} is not installed: pip install 'latvit[{extra}]'"
+    assert rt.cannot_run() == rt.missing()
+
+
+def test_coreml_runs_only_on_macos(monkeypatch):
+    rt = get_runtime("coreml")
+    if rt.missing():
+        pytest.skip(rt.missing())
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    assert rt.cannot_run() == "CoreML predicts only on macOS: export only"
+    with pytest.raises(LatvitError, match="only on macOS"):
+        rt.load(Path("x.mlpackage"), torch.zeros(1, 3, SIZE, SIZE), 1)
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    assert rt.cannot_run() is None
+
+
+# -- TensorRT: the builder logic without a GPU ---------------------------------------------------------
+class FakeTensorRT:
+    """Just enough of the `tensorrt` module to drive `build_engine`, recording the builder config."""
+
+    def __init__(self, parses: bool = True):
+        self.calls: list[tuple] = []
+        self.parses = parses
+        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+        self.BuilderFlag = types.SimpleNamespace(FP16="fp16", TF32="tf32")
+        fake = self
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size):
+                fake.calls.append(("pool", pool, size))
+
+            def set_flag(self, flag):
+                fake.calls.append(("set", flag))
+
+            def clear_flag(self, flag):
+                fake.calls.append(("clear", flag))
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return "network"
+
+            def create_builder_config(self):
+                return Config()
+
+            def build_serialized_network(self, network, config):
+                return b"engine"
+
+        class Parser:
+            num_errors = 1
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse(self, data):
+                fake.calls.append(("parse", data))
+                return fake.parses
+
+            def get_error(self, i):
+                return "Unsupported op Foo"
+
+        self.Builder, self.OnnxParser = Builder, Parser
+
+
+@pytest.mark.parametrize("precision, flag", [("fp32", ("clear", "tf32")), ("fp16", ("set", "fp16"))])
+def test_tensorrt_builder_config(precision, flag):
+    from latvit.runtimes.tensorrt import build_engine
+
+    trt = FakeTensorRT()
+    assert build_engine(trt, b"onnx", precision) == b"engine"
+    assert ("parse", b"onnx") in trt.calls and flag in trt.calls
+    assert len([c for c in trt.calls if c[0] in ("set", "clear")]) == 1
+
+
+def test_tensorrt_errors():
+    from latvit.runtimes.tensorrt import NO_CUDA, TensorRTRuntime, build_engine
+
+    with pytest.raises(LatvitError, match="cannot parse the ONNX export: Unsupported op Foo"):
+        build_engine(FakeTensorRT(parses=False), b"onnx", "fp32")
+    with pytest.raises(LatvitError, match="unknown TensorRT precision 'int4'"):
+        TensorRTRuntime("int4")
+    rt = TensorRTRuntime("fp16")
+    assert rt.name == "tensorrt_fp16"
+    if not torch.cuda.is_available():
+        assert rt.cannot_run() in (rt.missing(), NO_CUDA)
+        with pytest.raises(LatvitError, match="tensorrt is not installed|needs an NVIDIA GPU"):
+            export_model("mobilevit_xxs", "tensorrt", "m.engine", img_size=SIZE)
+
+
+def test_tensorrt_onnx_part(tmp_path, randomize):
+    """The ONNX TensorRT parses is latvit's ORT export: static shape, one input, one output."""
+    if get_runtime("ort").missing():
+        pytest.skip(get_runtime("ort").missing())
+    import onnx
+
+    from latvit.runtimes.base import export_onnx
+
+    model, x, _ = build(small_spec("efficientformerv2_s0"), randomize)
+    graph = onnx.load(str(export_onnx(model, x, tmp_path / "m.onnx"))).graph
+    assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["logits"]
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [2, 3, SIZE, SIZE]
+
+
+# -- export: Python API and CLI ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_json(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("spec") / "small_xxs.json"
+    small_spec("mobilevit_xxs").to_json(path)
+    return str(path)
+
+
+def test_export_openvino_writes_xml_and_bin(small_json, tmp_path):
+    if get_runtime("openvino").missing():
+        pytest.skip(get_runtime("openvino").missing())
+    info = export_model(small_json, "openvino", tmp_path / "m.xml", img_size=SIZE, batch=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]  # nothing left over
+    assert info["checked"] and info["max_abs_diff"] < 1e-4 and info["batch"] == 2 and info["deployed"]
+
+
+@pytest.mark.slow
+def test_export_coreml_package(small_json, tmp_path):
+    rt = get_runtime("coreml")
+    if rt.missing():
+        pytest.skip(rt.missing())
+    info = export_model(small_json, "coreml", tmp_path / "m.mlpackage", img_size=SIZE)
+    assert (tmp_path / "m.mlpackage" / "Manifest.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.mlpackage"]
+    assert info["checked"] == (rt.cannot_run() is None) and info["note"] == rt.cannot_run()
+
+
+def test_cli_export_onnx(small_json, tmp_path, capsys):
+    if get_runtime("ort").missing():
+        pytest.skip(get_runtime("ort").missing())
+    out = tmp_path / "sub" / "m.onnx"
+    assert main(["export", small_json, "--format", "onnx", "-o", str(out), "--img-size", str(SIZE)]) == 0
+    assert out.is_file() and out.stat().st_size > 100_000
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"wrote {out}") and "max abs diff vs PyTorch" in printed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["mobilevit_xxs", "--format", "tflite", "-o", "m.tflite"], "unknown export format 'tflite'; choose from onnx"),
+    (["mobilevit_xxz", "--format", "onnx", "-o", "m.onnx"], "mobilevit_xxs"),
+    (["timm:resnet_5O", "--format", "onnx", "-o", "m.onnx"], "unknown timm model"),
+    (["efficientformer_l1", "--format", "onnx", "-o", "m.onnx", "--img-size", "100"], "input size 100"),
+    (["mobilevit_xxs", "--format", "onnx", "-o", "m.xml"], "onnx artifacts end in .onnx"),
+])
+def test_cli_export_errors_are_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("latvit: error: ") and "\n" not in err and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_export_leaves_no_partial_file(small_json, tmp_path, monkeypatch):
+    rt = get_runtime("ort")
+
+    def broken_export(model, example, path):
+        Path(path).write_bytes(b"half an onnx file")
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(rt, "export", broken_export)
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the previous export")
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        export_model(small_json, "onnx", out, img_size=SIZE, check=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"] and out.read_bytes() == b"the previous export"

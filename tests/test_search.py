@@ -1,0 +1,107 @@
+"""Search: weight inheritance, greedy slimming / MES loops, NSGA-II, on real spaces with cheap objectives."""
+import math
+import random
+
+import pytest
+import torch
+
+import latvit
+from latvit.errors import LatvitError
+from latvit.search.algorithms import dominates, greedy_search, pareto_search, shrink_actions
+from latvit.search.inherit import inherit_weights, recalibrate_bn
+from latvit.search.spaces import SPACES
+
+SPACE = SPACES["efficientformerv2"]
+
+
+def cost(choice, space=SPACE):
+    return latvit.spec_cost(space.spec(choice, 64))
+
+
+def latency(choice):  # a stand-in for the LUT predictor: deterministic, monotone in FLOPs
+    return 1.0 + cost(choice).flops / 1e7
+
+
+def accuracy(choice):  # a stand-in for inherited-weight accuracy: grows with capacity
+    return 50 + 5 * math.log(cost(choice).params)
+
+
+@pytest.mark.parametrize("name", ["efficientformer", "efficientformerv2", "mobilevit"])
+def test_inherited_subnets_take_supernet_slices(name):
+    space = SPACES[name]
+    supernet = latvit.create_model(space.spec(space.largest(), 64), num_classes=10)
+    sub = latvit.create_model(space.spec(space.sample(random.Random(1)), 64), num_classes=10)
+    inherit_weights(supernet, sub)
+    sd_sub, sd_sup = sub.state_dict(), supernet.state_dict()
+    stem = next(k for k in sd_sub if k.endswith("weight") and sd_sub[k].dim() == 4)
+    assert torch.equal(sd_sub[stem], sd_sup[stem][tuple(slice(0, d) for d in sd_sub[stem].shape)])
+    recalibrate_bn(sub, [torch.randn(4, 3, 64, 64)])
+    assert not sub.training and sub(torch.randn(1, 3, 64, 64)).isfinite().all()
+
+
+def test_mes_search_reaches_target_with_monotone_trace():
+    target = latency(SPACE.largest()) * 0.6
+    trace = greedy_search(SPACE, "efficientformerv2", accuracy, latency, target,
+                          params=lambda c: cost(c).params)
+    assert trace[0].action == "start" and trace[-1].latency_ms <= target
+    assert all(b.mes > a.mes for a, b in zip(trace, trace[1:]))  # every accepted action raised MES
+    assert len(trace) > 2
+
+
+def test_slimming_uses_the_seed_actions_and_reaches_target():
+    space = SPACES["efficientformer"]
+    labels = [label for label, _ in shrink_actions(space, space.largest(), "efficientformer")]
+    assert any("MB3D" in s for s in labels) and any("width" in s for s in labels) and any("depth" in s for s in labels)
+    lat = lambda c: 1.0 + latvit.spec_cost(space.spec(c, 64)).flops / 1e7  # noqa: E731
+    acc = lambda c: 50 + 5 * math.log(latvit.spec_cost(space.spec(c, 64)).params)  # noqa: E731
+    target = lat(space.largest()) * 0.7
+    trace = greedy_search(space, "efficientformer", acc, lat, target)
+    assert trace[-1].latency_ms <= target
+    assert all(b.latency_ms < a.latency_ms for a, b in zip(trace, trace[1:]))
+
+
+def test_impossible_target_is_a_clear_error():
+    with pytest.raises(LatvitError, match="below the smallest subnet"):
+        greedy_search(SPACE, "efficientformerv2", accuracy, latency, 0.5, params=lambda c: cost(c).params)
+
+
+def test_nsga2_front_is_non_dominated_and_resumes(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    trials, front = pareto_search(SPACE, accuracy, latency, trials=12, seed=0, storage=storage)
+    assert len(trials) == 12 and front
+    points = [(s.accuracy, s.latency_ms) for s in trials]
+    for s in front:
+        assert not any(dominates(p, (s.accuracy, s.latency_ms)) for p in points)
+    more, _ = pareto_search(SPACE, accuracy, latency, trials=16, seed=0, storage=storage)
+    assert len(more) == 16  # resumed: 4 new trials, the first 12 kept
+    assert [s.choice for s in more[:12]] == [s.choice for s in trials]
+
+
+def test_search_cli_end_to_end_and_resume(tmp_path, capsys):
+    """LUT (eager, plain sums) -> supernet on generated data -> MES search -> spec.json loadable."""
+    import json
+
+    from latvit.cli import main
+
+    lut = tmp_path / "lut.json"
+    assert main(["lut", "build", "--space", "efficientformerv2", "--runtime", "eager", "--img-size", "64",
+                 "--threads", "1", "--calibrate", "0", "--out", str(lut)]) == 0
+    from latvit.latency.predictor import predict_latency
+
+    top = predict_latency(SPACE.spec(SPACE.largest(), 64), lut).ms  # target just under it: one or two steps
+    argv = ["search", "--method", "efficientformerv2", "--lut", str(lut), "--target-ms", f"{0.97 * top:.4f}",
+            "--data", "synthetic", "--output", str(tmp_path / "out"), "--train-subset", "64", "--eval-images", "32",
+            "--batch-size", "32", "--bn-batches", "1", "--threads", "1", "--no-measure"]
+    assert main(argv) == 0
+    out = tmp_path / "out"
+    result = json.loads((out / "result.json").read_text())
+    assert result["predicted_ms"] <= 0.97 * top
+    model = latvit.create_model(out / "spec.json", num_classes=4)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4)
+    trace = json.loads((out / "trace.json").read_text())
+    assert trace[0]["action"] == "start" and len(trace) >= 2
+    cached = json.loads((out / "accuracy.json").read_text())
+    assert main(argv) == 0  # rerun: supernet reused, every evaluation comes from the cache
+    assert json.loads((out / "accuracy.json").read_text()) == cached
+    assert main(argv[:-1] + ["--no-measure", "--target-ms", "0.0001"]) == 2
+    assert "below the smallest subnet" in capsys.readouterr().err

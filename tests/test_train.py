@@ -1,0 +1,260 @@
+"""`latvit train` / `latvit validate`: a short run learns, a killed run resumes exactly, two gloo processes
+train under torchrun with the multi-scale sampler, distillation, data readers and config errors.
+
+Everything runs a ~50k-parameter spec at 32px on generated data, one thread per process."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import latvit
+from latvit.cli import main as cli
+from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
+from latvit.train import ConfigError, DataError, make_config, train, validate
+from latvit.train.checkpointing import load_checkpoint
+from latvit.train.data import FASHION_MNIST_DIR, idx_dataset, open_dataset, write_synthetic_imagefolder
+from latvit.train.distill import distillation_loss
+from latvit.train.sampler import ScaleBatchSampler, scaled_batch_size
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+# small and quick: 128 generated images of 4 classes, 8 steps of 16 per epoch, no workers, one thread
+QUICK = dict(data="synthetic", synthetic_train=128, batch_size=16, num_workers=0, threads=1,
+             progress=False, warmup_epochs=0.5, lr=5e-3, ema_decay=0.7, seed=3)
+
+
+def tiny_spec() -> NetSpec:
+    """Conv stem, a V2 FFN stage, and a MobileViT stage: accepts any multiple of 8 (for multi-scale)."""
+    return NetSpec(name="tiny", img_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                   stem=(BlockSpec("conv_bn_act", 16, stride=2, act="relu"),),
+                   stages=(StageSpec((BlockSpec("conv_bn_act", 24, stride=2, act="relu"), BlockSpec("ffn_local", 24))),
+                           StageSpec((BlockSpec("mv2", 32, stride=2, expansion=2.0),
+                                      BlockSpec("mobilevit", 32, dim=32, depth=1, heads=2, expansion=2.0)))),
+                   head=HeadSpec())
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("spec") / "tiny.json"
+    tiny_spec().to_json(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(spec_file, tmp_path_factory) -> dict:
+    """Two short epochs, shared by the tests that need a trained run."""
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    return train(make_config(model=spec_file, epochs=2, output=str(out), **QUICK))
+
+
+def test_short_run_learns_and_writes_its_files(trained):
+    out = Path(trained["output"])
+    first, last = trained["epochs"]
+    assert last["train_loss"] < first["train_loss"] - 0.05
+    assert last["val_top1"] > 40.0 > first["val_top1"]  # 4 classes: chance is 25%
+    assert trained["steps"] == 16
+    for name in ("config.yaml", "last.pt", "metrics.csv", "metrics.json", "model/model.safetensors", "best/spec.json"):
+        assert (out / name).is_file(), name
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+    saved = make_config(__import__("yaml").safe_load((out / "config.yaml").read_text()))
+    assert saved.lr == QUICK["lr"] and saved.output == str(out)
+    # the saved model dir holds the EMA weights that were evaluated: validate reproduces the metric
+    again = validate(str(out / "model"), "synthetic")  # the run's config.yaml gives its crop and sizes
+    assert again["top1"] == pytest.approx(last["val_top1"]) and again["images"] == 128
+    from_ckpt = validate(str(out / "model" / "spec.json"), "synthetic", checkpoint=out / "last.pt")
+    assert from_ckpt["top1"] == pytest.approx(last["val_top1"])
+    report = out / "validate.json"
+    assert cli(["validate", str(out / "best"), "--data", "synthetic", "--workers", "0", "--threads", "1",
+                "--json", str(report)]) == 0
+    assert set(json.loads(report.read_text())) >= {"top1", "top5", "loss", "images_per_sec"}
+
+
+KILL_AFTER_MID_EPOCH_CHECKPOINT = """
+import sys, time
+from pathlib import Path
+import latvit.train.checkpointing as ckpt
+save = ckpt.save_checkpoint
+def save_then_wait(path, payload):
+    save(path, payload)
+    if payload["epoch"] == 1 and payload["batch"] == 4:  # mid-epoch 2: tell the test, wait for SIGKILL
+        Path(sys.argv[1]).write_text(str(payload["step"]))
+        time.sleep(600)
+ckpt.save_checkpoint = save_then_wait
+from latvit.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(spec_file, tmp_path):
+    args = dict(QUICK, checkpoint_every=3, drop_path=0.1, mixup=0.2)  # mixup and drop path draw random numbers
+    flags = [f"--set={k}={v}" for k, v in args.items()]
+    run = tmp_path / "killed"
+    marker = tmp_path / "marker"
+    cmd = [sys.executable, "-c", KILL_AFTER_MID_EPOCH_CHECKPOINT, str(marker), "train", spec_file, "--epochs", "2",
+           "--output", str(run), *flags]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate(timeout=5) if proc.poll() is not None else "timed out"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = load_checkpoint(run / "last.pt")
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 4, 12)
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # header + epoch 1: killed in epoch 2
+
+    resumed = subprocess.run([sys.executable, "-m", "latvit", "train", "--resume", "--output", str(run)], env=ENV,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = train(make_config(model=spec_file, epochs=2, output=str(tmp_path / "straight"), **args))
+
+    a, b = load_checkpoint(run / "last.pt"), load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert a["step"] == b["step"] == 16
+    for part in ("model", "ema"):
+        for key, tensor in b[part].items():
+            assert torch.allclose(a[part][key].double(), tensor.double(), rtol=0, atol=1e-6), (part, key)
+    for ra, rb in zip(a["metrics"], b["metrics"]):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-6)
+        assert ra["val_top1"] == rb["val_top1"]
+    assert straight["epochs"][-1]["train_loss"] == pytest.approx(a["metrics"][-1]["train_loss"], abs=1e-6)
+
+
+def test_ddp_two_gloo_processes_with_multiscale(spec_file, tmp_path):
+    out = tmp_path / "ddp"
+    sets = dict(QUICK, multiscale=True, multiscale_sizes="[24,32,40]", checkpoint_every=2)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "latvit",
+           "train", spec_file, "--epochs", "1", "--output", str(out), *[f"--set={k}={v}" for k, v in sets.items()]]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["world_size"] == 2 and summary["sizes"] == [24, 32, 40]
+    # both ranks took the same batches-per-epoch as the sampler says for one rank of two
+    expected = len(ScaleBatchSampler(128, 16, 32, (24, 32, 40), seed=QUICK["seed"], rank=0, world_size=2)
+                   .epoch_batches(0))
+    state = load_checkpoint(out / "last.pt")
+    assert state["step"] == expected and state["world_size"] == 2 and len(state["rng"]) == 2
+    assert np.isfinite(summary["epochs"][0]["train_loss"]) and summary["epochs"][0]["val_top1"] > 0
+
+
+def test_multiscale_sampler_shards_and_sizes():
+    samplers = [ScaleBatchSampler(400, 8, 32, (24, 32, 40), seed=1, rank=r, world_size=2) for r in range(2)]
+    b0, b1 = (s.epoch_batches(0) for s in samplers)
+    assert len(b0) == len(b1) > 0
+    for x, y in zip(b0, b1):  # every rank: the same size and batch size at every step
+        assert {s for _, s in x} == {s for _, s in y} and len({s for _, s in x}) == 1
+        size = x[0][1]
+        assert len(x) == len(y) == scaled_batch_size(8, 32, size)
+    assert scaled_batch_size(8, 32, 24) == 14 and scaled_batch_size(8, 32, 40) == 5
+    assert scaled_batch_size(8, 32, 40, multiple=2) == 6
+    seen0 = {i for b in b0 for i, _ in b}
+    seen1 = {i for b in b1 for i, _ in b}
+    assert not seen0 & seen1  # disjoint shards
+    assert {s for b in b0 for _, s in b} == {24, 32, 40}
+    assert samplers[0].epoch_batches(1) != b0  # reshuffled every epoch
+    samplers[0].set_epoch(0, start_batch=3)  # resuming mid-epoch skips what was done
+    assert list(samplers[0]) == b0[3:] and len(samplers[0]) == len(b0) - 3
+
+
+def test_distillation_loss_and_run(trained, spec_file, tmp_path):
+    cls, dist = torch.randn(6, 4), torch.randn(6, 4)
+    teacher, target = torch.randn(6, 4), torch.randint(0, 4, (6,))
+    base = torch.nn.CrossEntropyLoss()
+    assert torch.allclose(distillation_loss((cls, dist), target, teacher, base, alpha=1.0),
+                          F.cross_entropy(dist, teacher.argmax(1)))
+    assert torch.allclose(distillation_loss((cls, dist), target, teacher, base, alpha=0.0), base(cls, target))
+    mixed = distillation_loss((cls, dist), target, teacher, base, alpha=0.5)
+    assert torch.allclose(mixed, 0.5 * base(cls, target) + 0.5 * F.cross_entropy(dist, teacher.argmax(1)))
+
+    # the trained run's saved model teaches a fresh student through an added distillation head
+    out = tmp_path / "student"
+    teacher = str(Path(trained["output"]) / "best")
+    result = train(make_config(model=spec_file, epochs=1, output=str(out), teacher=teacher, **QUICK))
+    state = load_checkpoint(out / "last.pt")
+    assert "head.fc_dist.weight" in state["model"] and np.isfinite(result["final"]["train_loss"])
+    assert latvit.create_model(str(out / "model")).spec.head.distill
+    again = validate(spec_file, "synthetic", checkpoint=out / "last.pt")
+    assert again["top1"] == pytest.approx(result["final"]["val_top1"])
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_reader_and_imagefolder(tmp_path):
+    g = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 20)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", g.integers(0, 255, (n, 28, 28)))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", g.integers(0, 10, n))
+    train_set, val_set = open_dataset(str(tmp_path), "train"), open_dataset(str(tmp_path), "val")
+    assert len(train_set) == 40 and len(val_set) == 20 and len(train_set.classes) == 10
+    img, label = train_set[3]
+    assert img.mode == "RGB" and img.size == (28, 28) and 0 <= label < 10
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05ab"))
+    with pytest.raises(DataError, match="truncated"):
+        open_dataset(str(tmp_path), "val")
+
+    root = write_synthetic_imagefolder(tmp_path / "folder", num_classes=3, train_per_class=4, val_per_class=2)
+    assert len(open_dataset(str(root), "train")) == 12 and len(open_dataset(str(root), "val").classes) == 3
+    with pytest.raises(DataError, match="no such directory"):
+        open_dataset(str(tmp_path / "missing"), "train")
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match="class sub-directories"):
+        open_dataset(str(tmp_path / "empty"), "train")
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist for this test")
+def test_fashion_mnist_from_the_debian_package():
+    val = idx_dataset(FASHION_MNIST_DIR, "val")
+    assert len(val) == 10_000 and val.classes[0] == "T-shirt/top"
+
+
+def test_bad_configs_give_one_line_errors(spec_file, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="did you mean lr"):
+        make_config(model="m", data="synthetic", lrr=0.1)
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        make_config(model="m", data="synthetic", label_smoothing=1.5)
+    with pytest.raises(ConfigError, match="expected an integer"):
+        make_config(model="m", data="synthetic", epochs="ten")
+    with pytest.raises(ConfigError, match="multiscale"):  # EfficientFormer takes one input size
+        train(make_config(model="efficientformer_l1", img_size=64, epochs=1, multiscale=True,
+                          output=str(tmp_path / "x"), **QUICK))
+    with pytest.raises(ConfigError, match="did you mean adamw"):
+        make_config(model="m", data="synthetic", optimizer="adamww")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1\n")
+    assert cli(["train", spec_file, "--data", "synthetic", "--config", str(bad)]) == 2
+    assert cli(["train", spec_file, "--data", str(tmp_path / "nope")]) == 2
+    assert cli(["train", spec_file, "--data", "synthetic", "--output", str(tmp_path / "y"), "--resume"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("latvit: error: ") for line in err)
+    assert "cannot be parsed" in err[0] and "no such directory" in err[1] and "without --resume" in err[2]
+
+
+def test_resume_refuses_a_changed_config_and_existing_runs(trained, spec_file):
+    out = trained["output"]
+    with pytest.raises(ConfigError, match="lr=0.1"):
+        train(make_config(model=spec_file, epochs=2, output=out, **{**QUICK, "lr": 0.1}), resume=True)
+    with pytest.raises(latvit.LatvitError, match="pass --resume"):
+        train(make_config(model=spec_file, epochs=2, output=out, **QUICK))
+    # resuming a finished run with more epochs continues it
+    more = train(make_config(model=spec_file, epochs=3, output=out, **QUICK), resume=True)
+    assert [r["epoch"] for r in more["epochs"]] == [1, 2, 3] and more["steps"] == 24
+
+
+def test_recipe_configs_are_valid():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert make_config(__import__("yaml").safe_load(path.read_text()), model="m", data="synthetic").epochs >= 1
