@@ -36,7 +36,9 @@ def test_registry_has_the_seed_families():
 
 @pytest.mark.parametrize("name", ALL)
 def test_forward_backward(name):
-    size = small_sizes(name)[0]
+    """The seed families at their default size (the foundation issue's contract); the larger later
+    families at their smallest valid size, so the whole zoo stays within the CI budget."""
+    size = MODELS[name].img_size if MODELS[name].family in TIMM_FAMILIES else small_sizes(name)[0]
     model = latvit.create_model(name, num_classes=7, img_size=size)
     x = torch.randn(2, 3, size, size)
     out = model(x)
