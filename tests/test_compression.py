@@ -126,7 +126,7 @@ def test_quantize_bad_arguments(small_model, tmp_path):
 
 
 # -- token merging -----------------------------------------------------------------------------------------
-from latvit.deploy.token_merging import MergingTransformer, TomeReport, match_tokens, merge_weighted, tome  # noqa: E402
+from latvit.deploy.token_merging import TomeReport, match_tokens, merge_weighted, tome  # noqa: E402
 
 
 def test_match_tokens_merges_r_and_keeps_order():

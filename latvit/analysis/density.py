@@ -242,14 +242,12 @@ def density_table(report: DensityReport):
 
 def plot_density(report: DensityReport, path: Path) -> None:
     """GFLOP/s (left) and Mparams/s (right) against resolution, one line per block type."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latvit.utils import atomic_write_bytes
+    from latvit.utils import save_png
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for label in dict.fromkeys(r["label"] for r in report.rows):
@@ -273,10 +271,7 @@ def plot_density(report: DensityReport, path: Path) -> None:
     axes[0].legend(fontsize=7)
     fig.suptitle(f"block density on {report.runtime_version}, {report.threads} threads", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    save_png(fig, path, dpi=120)
 
 
 __all__ = ["BLOCK_TYPES", "RESOLUTIONS", "DensityCase", "DensityReport", "density_cases", "density_table",

@@ -673,14 +673,12 @@ def profile_table(prof: Profile, top: int = 10):
 
 def plot_profile(prof: Profile, path: Path) -> None:
     """Stacked bars: one bar per block (ms by category), plus the end-to-end bar with overhead."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latvit.utils import atomic_write_bytes
+    from latvit.utils import save_png
 
     rows = prof.by_block()
     labels = [r["block"] for r in rows] + ["total"]
@@ -699,10 +697,7 @@ def plot_profile(prof: Profile, path: Path) -> None:
                  f"(ops explain {100 * prof.coverage:.0f}%)", fontsize=9)
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    save_png(fig, path, dpi=120)
 
 
 __all__ = ["CATEGORIES", "COVERAGE_MIN", "OpTime", "PROFILERS", "Profile", "plot_profile", "profile_model",

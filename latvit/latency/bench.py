@@ -348,7 +348,7 @@ def plot_records(records: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latvit.utils import atomic_write_bytes
+    from latvit.utils import save_png
 
     rows = [r for r in records if r["status"] == STATUS_OK and r.get("top1") is not None]
     if not rows:
@@ -370,9 +370,5 @@ def plot_records(records: list[dict], path: Path) -> Path:
     ax.set_title("latvit bench: accuracy vs latency measured here")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return save_png(fig, path)

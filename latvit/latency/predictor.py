@@ -22,7 +22,6 @@ statistic (medians, or minima for tables built with `statistic="min"`), for entr
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,7 +272,7 @@ def write_plot(report: ValidationReport, path: "str | Path") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latvit.utils import atomic_write_bytes
+    from latvit.utils import save_png
 
     rows = report.rows
     m = np.array([r["measured_ms"] for r in rows])
@@ -303,12 +302,7 @@ def write_plot(report: ValidationReport, path: "str | Path") -> Path:
     ax.set_title(f"{meta.get('space')} on {meta.get('runtime_version')}, {meta.get('threads')} threads", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path, dpi=110, bbox_inches="tight")
 
 
 def format_report(report: ValidationReport) -> str:

@@ -112,14 +112,12 @@ def train_supernet(space, img_size: int, req: SearchRequest, out: Path):
 
 
 def write_pareto_plot(points: list[Step], front: list[Step], result: Step, path: Path, target_ms: float) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latvit.utils import atomic_write_bytes
+    from latvit.utils import save_png
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.scatter([p.latency_ms for p in points], [p.accuracy for p in points], s=12, c="lightgray", label="evaluated")
@@ -130,11 +128,8 @@ def write_pareto_plot(points: list[Step], front: list[Step], result: Step, path:
     ax.set_ylabel("top-1 with inherited weights (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def search(req: SearchRequest) -> dict:
