@@ -486,8 +486,8 @@ def run_search(args) -> None:
 
 
 # -- the command ------------------------------------------------------------------------------------------
-SUBCOMMANDS = [add_models, add_train, add_validate, add_bench, add_profile, add_density, add_lut, add_quantize,
-               add_convert, add_export, add_search]
+SUBCOMMANDS = [add_models, add_bench, add_export, add_profile, add_density, add_lut, add_train, add_validate,
+               add_search, add_quantize, add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:
