@@ -175,15 +175,12 @@ def measure_density(cases: list[DensityCase], runtime: str = "ort", *, threads: 
     GFLOP/s, Mparams/s and % of the GEMM peak. A case that fails to export or run becomes a row with
     `error` set; the others go on. `statistic` ("median" or "min") is the latency density is computed from:
     on a machine shared with other jobs the minimum is the robust choice."""
-    from latvit.runtimes import get_runtime
+    from latvit.runtimes import runnable_runtime
     from latvit.space.builder import build_model
 
     if statistic not in ("median", "min"):
         raise LatvitError(f"statistic must be 'median' or 'min', got '{statistic}'")
-    rt = get_runtime(runtime)
-    reason = rt.cannot_run()
-    if reason:
-        raise LatvitError(reason)
+    rt = runnable_runtime(runtime)
     threads = threads or default_threads()
     peak_gflops = gemm_peak_gflops(threads) if peak else 0.0
     rows = []

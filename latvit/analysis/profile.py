@@ -474,12 +474,9 @@ def _paths_with_neighbours(names: list[str], paths: list[str | None], op_types: 
 
 def _profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, workdir: Path) -> _Raw:
     """ONNX Runtime's profiler JSON: node `_kernel_time` events inside the timed `model_run`s."""
-    from latvit.runtimes import get_runtime
+    from latvit.runtimes import runnable_runtime
 
-    rt = get_runtime("ort")
-    reason = rt.cannot_run()
-    if reason:
-        raise LatvitError(reason)
+    rt = runnable_runtime("ort")
     path = rt.export(model, x, workdir / "model.onnx")
     xn = x.numpy()
     plain = rt.load(path, x, threads)
@@ -531,12 +528,9 @@ def _ov_module_path(names: list[str]) -> str | None:
 def _profile_openvino(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, workdir: Path) -> _Raw:
     """OpenVINO per-layer performance counters of the model the openvino runtime compiles (direct torch
     frontend, fp32), with PERF_COUNT on; a fused layer maps through its `originalLayersNames`."""
-    from latvit.runtimes import get_runtime
+    from latvit.runtimes import runnable_runtime
 
-    rt = get_runtime("openvino")
-    reason = rt.cannot_run()
-    if reason:
-        raise LatvitError(reason)
+    rt = runnable_runtime("openvino")
     import openvino as ov
 
     from latvit.runtimes.openvino import compile_config

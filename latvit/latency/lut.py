@@ -445,14 +445,11 @@ def build_lut(space: str, runtime: str = "ort", out: str | Path = "lut.json", *,
     force: discard an existing `out` that was built under other settings instead of refusing.
     Resumable: `out` is rewritten atomically after every measurement; rerunning continues.
     """
-    from latvit.runtimes import get_runtime
+    from latvit.runtimes import runnable_runtime
 
     if statistic not in STATISTICS:
         raise LatvitError(f"unknown statistic '{statistic}'; choose one of {', '.join(STATISTICS)}")
-    rt = get_runtime(runtime)
-    reason = rt.cannot_run()
-    if reason:
-        raise LatvitError(reason)
+    rt = runnable_runtime(runtime)
     threads = threads or default_threads()
     set_threads(threads)
     deploy = bool(deploy)

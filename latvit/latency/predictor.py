@@ -212,14 +212,11 @@ def validate(lut: "str | Path | LatencyTable", samples: int = 50, *, seed: int =
     same measurements (which favours the baseline). Writes a predicted-vs-measured PNG to `plot`."""
     from latvit.latency.lut import progress_bar
     from latvit.latency.protocol import set_threads
-    from latvit.runtimes import get_runtime
+    from latvit.runtimes import runnable_runtime
 
     table = load_table(lut)
     table.check_device(force=force)
-    rt = get_runtime(table.meta["runtime"])
-    reason = rt.cannot_run()
-    if reason:
-        raise LatvitError(reason)
+    rt = runnable_runtime(table.meta["runtime"])
     threads, deploy = int(table.meta["threads"]), bool(table.meta["deploy"])
     set_threads(threads)
     specs, skipped = validation_specs(table, samples, seed, zoo)

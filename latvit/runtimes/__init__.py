@@ -45,4 +45,14 @@ def get_runtime(name: str) -> Runtime:
     return getattr(importlib.import_module(module), attribute or "RUNTIME")
 
 
-__all__ = ["RUNTIME_MODULES", "RUNTIME_NAMES", "Runtime", "get_runtime"]
+def runnable_runtime(name: str) -> Runtime:
+    """`get_runtime(name)`, raising a one-line LatvitError when it cannot run models on this machine
+    (a missing package names its extra; CoreML off macOS and TensorRT without CUDA say so)."""
+    runtime = get_runtime(name)
+    reason = runtime.cannot_run()
+    if reason:
+        raise LatvitError(reason)
+    return runtime
+
+
+__all__ = ["RUNTIME_MODULES", "RUNTIME_NAMES", "Runtime", "get_runtime", "runnable_runtime"]
