@@ -1,18 +1,30 @@
-"""fp32 vs token merging vs int8 vs 50% sparsity for the seed models, per runtime, as ratios in one run.
+"""fp32 vs token merging vs int8 vs 50% sparsity, per runtime: latency ratios in one run, and top-1.
 
 Every variant of a model is prepared first, then all are timed round-robin for `--rounds` rounds (so
-machine drift hits each alike); the table gives each variant's median and its speed-up over fp32 on the
-same runtime. With `--checkpoints DIR` (directories written by `latvit train`/`latvit.save`, one per
-model name, trained on Fashion-MNIST) it also reports top-1 on the Fashion-MNIST test split per variant.
+machine drift hits each alike); each row gives the variant's median and its speed-up over fp32 on the
+same runtime.
+
+Without checkpoints it measures the seed models at their default size (random weights: latency only).
+With `--checkpoint MODEL=RUN_DIR/best` (repeatable; a `latvit.save` directory, e.g. from `latvit train` on
+Fashion-MNIST) it also reports test top-1 of every variant, at the checkpoint's own input size:
+- fp32, ToMe (r tokens per layer, `--tome`) and sparse (global magnitude pruning, no fine-tuning): eager
+  PyTorch, the same function the runtimes run;
+- int8: each runtime's own artifact (`latvit.deploy.quantize`, `vit` recipe), calibrated on
+  `--calib-images` training images, run on that runtime one image at a time.
 
     python benchmarks/compression.py [--models a,b] [--runtimes ort,openvino] [--tome 16] [--threads 2]
-        [--checkpoints runs/] [--json compression.json]
+    python benchmarks/compression.py --checkpoint mobilevit_xxs=runs/fmnist-mobilevit_xxs-32-e20-n60000/best \\
+        --checkpoint efficientformerv2_s0=runs/fmnist-efficientformerv2_s0-32-e12-n60000/best
+
+Writes JSON (machine metadata + flat rows) to benchmarks/results/compression.json, or
+compression_fmnist.json with checkpoints (`--json` to choose), and prints a markdown table.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,79 +34,155 @@ import torch
 import latvit
 from latvit.deploy import deploy
 from latvit.deploy.quantize import calibration_batches, quantize
-from latvit.deploy.sparsity import make_permanent, prune_magnitude
-from latvit.deploy.token_merging import tome
+from latvit.deploy.sparsity import make_permanent, prune_magnitude, sparsity_report
+from latvit.deploy.token_merging import TomeReport, tome
+from latvit.errors import LatvitError
 from latvit.latency.protocol import default_threads, machine_info, measure_latency, set_threads
 from latvit.runtimes import get_runtime
+from latvit.utils import atomic_write_text
 
 SEEDS = ["efficientformer_l1", "efficientformerv2_s1", "mobilevit_xxs", "mobilevit_s"]
+RESULTS = Path(__file__).resolve().parent / "results"
+INT8_RUNTIMES = ("ort", "openvino", "executorch")
+
+
+def parse_checkpoints(items: list[str]) -> dict[str, Path]:
+    """['NAME=DIR', ...] -> {NAME: DIR}; DIR must be a latvit.save directory (it holds spec.json)."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise LatvitError(f"--checkpoint {item}: expected MODEL=RUN_DIR/best")
+        if not (Path(path) / "spec.json").is_file():
+            raise LatvitError(f"--checkpoint {item}: {path} is not a latvit.save directory (no spec.json)")
+        out[name] = Path(path)
+    return out
+
+
+def evaluation_set(data: str, img_size: int, mean, std, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` test ('val' split) images of `data`, transformed for evaluation: (N, 3, S, S), (N,)."""
+    from latvit.train.data import eval_transform, open_dataset
+
+    dataset = open_dataset(data, "val")
+    transform = eval_transform(img_size, mean, std)
+    idx = range(min(count, len(dataset)))
+    return (torch.stack([transform(dataset[i][0]) for i in idx]).numpy(),
+            np.array([int(dataset[i][1]) for i in idx]))
 
 
 def top1(run, images: np.ndarray, labels: np.ndarray, batch: int) -> float:
+    """Top-1 (%) of `run` (numpy (B, 3, S, S) -> logits) over the set, `batch` images per call."""
     correct = 0
     for i in range(0, len(images), batch):
         correct += int((np.asarray(run(images[i:i + batch])).argmax(-1) == labels[i:i + batch]).sum())
     return 100.0 * correct / len(images)
 
 
-def main() -> None:
+def eager(model: torch.nn.Module):
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+    return run
+
+
+def measure_model(name: str, source, args, rows: list[dict]) -> None:
+    """All variants of one model on every runtime; appends flat rows."""
+    base = latvit.create_model(source).eval()
+    spec = base.spec
+    size = spec.img_size
+    fp32 = deploy(base)
+    report = TomeReport()
+    tome_label, sparse_label = f"tome r={args.tome}", f"sparse {args.sparsity:.0%}"
+    sparse = make_permanent(prune_magnitude(fp32, args.sparsity))
+    variants = {"fp32": fp32, tome_label: tome(fp32, args.tome, report), sparse_label: sparse}
+    info = {"model": name, "img_size": size, "tome_merged_layers": report.merged_layers,
+            "sparsity": round(sparsity_report(sparse)["prunable_sparsity"], 4)}
+    calib = calibration_batches(args.calib, size, spec.mean, spec.std, count=args.calib_images)
+    x = calib[0]
+    accuracy = {}
+    eval_set = None
+    if args.checkpoint:
+        eval_set = evaluation_set(args.data, size, spec.mean, spec.std, args.eval_images)
+        accuracy = {label: top1(eager(m), *eval_set, batch=250) for label, m in variants.items()}
+        print(f"{name}: top-1 " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()), flush=True)
+    for rt_name in args.runtimes.split(","):
+        rt = get_runtime(rt_name)
+        if rt.cannot_run():
+            print(f"{rt_name}: {rt.cannot_run()}")
+            continue
+        with tempfile.TemporaryDirectory(prefix="latvit-compression-") as tmp:
+            runners = {label: rt.prepare(m, torch.from_numpy(x), args.threads, Path(tmp) / str(i))
+                       for i, (label, m) in enumerate(variants.items())}
+            acc = dict(accuracy)
+            if rt_name in INT8_RUNTIMES:
+                path = quantize(fp32, rt_name, calib, Path(tmp) / "int8" / "model.x", recipe=args.recipe)
+                runners["int8"] = rt.load(path, torch.from_numpy(x), args.threads)
+                if eval_set is not None:  # int8 artifacts are exported at batch 1
+                    acc["int8"] = top1(runners["int8"], *eval_set, batch=1)
+            medians = {label: [] for label in runners}
+            for _ in range(args.rounds):
+                for label, run in runners.items():
+                    medians[label].append(measure_latency(lambda: run(x), warmup=3, iters=5,
+                                                          min_seconds=args.seconds).median_ms)
+            base_ms = statistics.median(medians["fp32"])
+            for label in runners:
+                ms = statistics.median(medians[label])
+                row = {**info, "runtime": rt_name, "variant": label, "median_ms": ms, "speedup": base_ms / ms,
+                       "rounds_ms": medians[label], "top1": acc.get(label),
+                       "top1_drop": (acc["fp32"] - acc[label]) if label in acc else None}
+                rows.append(row)
+                print(f"{name:22s} {rt_name:10s} {label:12s} {ms:8.2f} ms  x{base_ms / ms:.2f}"
+                      + (f"  top-1 {acc[label]:.2f}" if label in acc else ""), flush=True)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | runtime | variant | ms | vs fp32 | top-1 | drop |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = "" if r["top1"] is None else f"{r['top1']:.2f}"
+        d = "" if r["top1_drop"] is None else f"{r['top1_drop']:+.2f}"
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['variant']} | {r['median_ms']:.2f} | "
+                     f"{r['speedup']:.2f}x | {t} | {d} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(SEEDS))
+    ap.add_argument("--models", default=",".join(SEEDS), help="zoo models (ignored with --checkpoint)")
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=RUN_DIR/best",
+                    help="a trained model to measure and evaluate (repeatable)")
+    ap.add_argument("--data", default="fashion-mnist", help="test set for top-1 (default fashion-mnist)")
+    ap.add_argument("--calib", default=None, help="int8 calibration images (default: --data's training split)")
+    ap.add_argument("--calib-images", type=int, default=64)
+    ap.add_argument("--eval-images", type=int, default=10000, help="test images for top-1 (default: all)")
     ap.add_argument("--runtimes", default="ort,openvino")
+    ap.add_argument("--recipe", default="vit", help="int8 recipe (vit or all)")
     ap.add_argument("--tome", type=int, default=16, help="tokens merged per transformer layer")
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=1.0)
-    ap.add_argument("--checkpoints", help="directory with one latvit.save directory per model (Fashion-MNIST)")
-    ap.add_argument("--eval-images", type=int, default=500)
-    ap.add_argument("--json", default="compression.json")
-    args = ap.parse_args()
+    ap.add_argument("--json", help="output (default benchmarks/results/compression[_fmnist].json)")
+    args = ap.parse_args(argv)
+    args.calib = args.calib or args.data
+    sources = parse_checkpoints(args.checkpoint) if args.checkpoint else {m: m for m in args.models.split(",")}
     set_threads(args.threads)
-    rows = []
-    for name in args.models.split(","):
-        ckpt = Path(args.checkpoints) / name if args.checkpoints else None
-        base = latvit.create_model(ckpt if ckpt else name).eval()
-        spec = base.spec
-        fp32 = deploy(base)
-        variants = {"fp32": fp32, f"tome r={args.tome}": tome(fp32, args.tome),
-                    f"sparse {args.sparsity:.0%}": make_permanent(prune_magnitude(fp32, args.sparsity))}
-        calib = calibration_batches("fashion-mnist", spec.img_size, spec.mean, spec.std, count=32)
-        x = calib[0]
-        eval_set = None
-        if ckpt:
-            from latvit.train.data import eval_transform, open_dataset
-
-            data = open_dataset("fashion-mnist", "val")
-            tf = eval_transform(spec.img_size, spec.mean, spec.std)
-            idx = range(min(args.eval_images, len(data)))
-            eval_set = (torch.stack([tf(data[i][0]) for i in idx]).numpy(), np.array([data[i][1] for i in idx]))
-        for rt_name in args.runtimes.split(","):
-            rt = get_runtime(rt_name)
-            if rt.cannot_run():
-                print(f"{rt_name}: {rt.cannot_run()}")
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                runners = {label: rt.prepare(m, torch.from_numpy(x), args.threads, Path(tmp) / str(i))
-                           for i, (label, m) in enumerate(variants.items())}
-                if rt_name in ("ort", "openvino", "executorch"):
-                    path = quantize(fp32, rt_name, calib, Path(tmp) / "int8" / "model.x")
-                    runners["int8"] = rt.load(path, torch.from_numpy(x), args.threads)
-                medians = {label: [] for label in runners}
-                for _ in range(args.rounds):
-                    for label, run in runners.items():
-                        medians[label].append(measure_latency(lambda: run(x), warmup=3, iters=5,
-                                                              min_seconds=args.seconds).median_ms)
-                base_ms = statistics.median(medians["fp32"])
-                for label, run in runners.items():
-                    ms = statistics.median(medians[label])
-                    acc = top1(run, *eval_set, batch=1) if eval_set else None
-                    rows.append({"model": name, "runtime": rt_name, "variant": label, "median_ms": ms,
-                                 "speedup": base_ms / ms, "top1": acc})
-                    print(f"{name:20s} {rt_name:9s} {label:14s} {ms:8.2f} ms  x{base_ms / ms:.2f}"
-                          + (f"  top-1 {acc:.1f}" if acc is not None else ""), flush=True)
-    Path(args.json).write_text(json.dumps({"machine": machine_info(args.threads), "rows": rows}, indent=1))
+    rows: list[dict] = []
+    for name, source in sources.items():
+        measure_model(name, source, args, rows)
+    result = {"machine": machine_info(args.threads), "tome_r": args.tome, "sparsity": args.sparsity,
+              "recipe": args.recipe, "data": args.data if args.checkpoint else None,
+              "eval_images": args.eval_images if args.checkpoint else None, "calib_images": args.calib_images,
+              "checkpoints": {k: str(v) for k, v in sources.items()} if args.checkpoint else None, "rows": rows}
+    default = "compression_fmnist.json" if args.checkpoint else "compression.json"
+    out = Path(args.json) if args.json else RESULTS / default
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    print(markdown(rows))
+    print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LatvitError as e:
+        sys.exit(f"compression.py: error: {e}")

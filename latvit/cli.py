@@ -213,7 +213,7 @@ def run_validate(args) -> None:
 def add_profile(sub) -> None:
     p = sub.add_parser("profile", help="per-op latency breakdown by block and category on one runtime")
     p.add_argument("model", help="model name, spec JSON file or saved model directory")
-    p.add_argument("--runtime", default="ort", help="eager, ort or openvino (default: ort)")
+    p.add_argument("--runtime", default="ort", help="eager, ort, openvino or executorch (default: ort)")
     p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
     p.add_argument("--iters", type=_positive_int, default=20, help="profiled inferences (default: 20)")
@@ -468,6 +468,9 @@ def add_search(sub) -> None:
     p.add_argument("--trials", type=_positive_int, default=40, help="NSGA-II trials (default 40)")
     p.add_argument("--threads", type=_positive_int)
     p.add_argument("--no-measure", action="store_true", help="do not measure the result on the runtime")
+    p.add_argument("--supernet", choices=("auto", "plain"), default="auto",
+                   help="auto: Gumbel MetaPath supernet (efficientformer) or sandwich-trained slimmable supernet "
+                        "(efficientformerv2 space); plain: the largest spec trained with drop path")
     p.set_defaults(run=run_search)
 
 
@@ -478,7 +481,7 @@ def run_search(args) -> None:
                              output=args.output, runtime=args.runtime, img_size=args.img_size,
                              supernet_epochs=args.supernet_epochs, batch_size=args.batch_size,
                              train_subset=args.train_subset, eval_images=args.eval_images, bn_batches=args.bn_batches,
-                             trials=args.trials,
+                             trials=args.trials, supernet=args.supernet,
                              threads=args.threads, measure=not args.no_measure))
     measured = f", measured {r['measured_ms']:.2f} ms" if r.get("measured_ms") else ""
     print(f"{r['method']} on {r['space']}: predicted {r['predicted_ms']:.2f} ms (target {r['target_ms']:g}){measured}, "

@@ -1,4 +1,4 @@
-"""Small helpers shared across latvit: atomic file writes."""
+"""Small helpers shared across latvit: atomic file writes, PNG output, progress bars."""
 from __future__ import annotations
 
 import os
@@ -41,3 +41,41 @@ def save_png(fig, path, **savefig_kwargs) -> Path:
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
+
+
+class progress_bar:
+    """A rich progress bar with ETA, or nothing when disabled (bench, LUT builds, predictor validation).
+
+    `with progress_bar(on, total, title) as advance: advance("label")` marks the previous step done and
+    shows the next one's label."""
+
+    def __init__(self, enabled: bool, total: int, title: str):
+        self.enabled, self.total, self.title = enabled, total, title
+        self.bar, self.task, self.started = None, None, False
+
+    def __enter__(self):
+        if self.enabled and self.total:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task(self.title, total=self.total)
+        return self.advance
+
+    def advance(self, label: str | None) -> None:
+        if self.bar is None:
+            return
+        if self.started:
+            self.bar.advance(self.task)
+        self.started = True
+        if label is not None:
+            self.bar.update(self.task, description=f"{self.title}: {label[:60]}")
+        else:
+            self.bar.update(self.task, description=self.title)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False

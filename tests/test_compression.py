@@ -162,10 +162,10 @@ def test_tome_r0_is_the_original_and_r_changes_little(name):
 
 
 def test_tome_reports_where_it_cannot_merge_and_rejects_bad_r():
-    model = latvit.create_model("efficientformerv2_s0", img_size=64)
+    model = latvit.create_model("trtvit_a", img_size=64)
     report = TomeReport()
     tome(model, 4, report)
-    assert report.merged_layers == 0 and report.skipped  # V2 keeps a 4-D grid: said, not hidden
+    assert report.merged_layers == 0 and report.skipped  # spatial-reduction attention: said, not hidden
     with pytest.raises(LatvitError, match="r must be >= 0"):
         tome(model, -1)
 

@@ -36,21 +36,22 @@ def _overloaded() -> bool:
     return os.getloadavg()[0] > 1.5 * (os.cpu_count() or 1)
 
 
-# ONNX Runtime's node profiler leaves a fixed ~1 ms per run unattributed (its per-node bookkeeping between
-# kernel events), so the bound is checked at the models' own input sizes, where it is measured (quiet
-# 2-core machine, 1 thread): L1 95%, V2-S0 91%, MobileViT-XXS 89%. At 96 px the same gap is 13-34% of
-# the run; MobileViT-XXS (~450 small nodes) stays below 90%, which docs/analysis.md states.
-ORT_MIN = {"efficientformer_l1": COVERAGE_MIN, "efficientformerv2_s0": 0.88, "mobilevit_xxs": 0.85}
+# ONNX Runtime's node profiler times kernels only; the executor's 3-4 us between nodes (dispatch and the
+# profiler's bookkeeping) is attributed to the following node as the `runtime` category. With it, ops explain
+# the run at the models' own sizes (>= 97% measured); kernels alone explain (quiet 2-core machine, 1 thread)
+# L1 95%, V2-S0 97%, MobileViT-XXS 88% (~360 small nodes), which docs/analysis.md states.
+KERNEL_MIN = {"efficientformer_l1": COVERAGE_MIN, "efficientformerv2_s0": COVERAGE_MIN, "mobilevit_xxs": 0.85}
 
 
 @pytest.mark.parametrize("model", SEEDS)
 def test_ort_ops_account_for_the_end_to_end_latency_at_full_size(model):
     pytest.importorskip("onnxruntime")
     prof = profile_model(model, "ort", warmup=2, iters=5, min_seconds=0.0, threads=1)
-    if prof.coverage < ORT_MIN[model] and _overloaded():
+    if (prof.coverage < COVERAGE_MIN or prof.kernel_coverage < KERNEL_MIN[model]) and _overloaded():
         pytest.xfail(f"machine overloaded (load {__import__('os').getloadavg()[0]:.1f}): ops explain {prof.coverage:.1%}")
-    assert prof.coverage >= ORT_MIN[model], f"{model}/ort: ops explain {prof.coverage:.1%}"
-    assert prof.coverage <= 1.05
+    assert prof.coverage >= COVERAGE_MIN, f"{model}/ort: ops explain {prof.coverage:.1%}"
+    assert prof.kernel_coverage >= KERNEL_MIN[model], f"{model}/ort: kernels explain {prof.kernel_coverage:.1%}"
+    assert prof.kernel_coverage <= prof.coverage <= 1.05
 
 
 def test_ops_account_for_the_end_to_end_latency(prof):
@@ -132,8 +133,6 @@ def test_bad_runtime_and_model_give_one_line():
         profile_model("mobilevit_xxs", "onxx")
     with pytest.raises(LatvitError, match="no per-op profiler"):
         profile_model("mobilevit_xxs", "tensorrt")
-    with pytest.raises(LatvitError, match="executorch .*not wired into latvit"):
-        profile_model("mobilevit_xxs", "executorch")
     with pytest.raises(LatvitError, match="unknown model 'mobilevit_xxx'"):
         profile_model("mobilevit_xxx", "eager")
     with pytest.raises(LatvitError, match="input size 100"):

@@ -100,8 +100,10 @@ def test_search_cli_end_to_end_and_resume(tmp_path, capsys):
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4)
     trace = json.loads((out / "trace.json").read_text())
     assert trace[0]["action"] == "start" and len(trace) >= 2
-    cached = json.loads((out / "accuracy.json").read_text())
+    assert result["supernet"] == "sandwich"  # the efficientformerv2 space trains the slimmable supernet
+    cache = out / "supernet_sandwich" / "accuracy.json"  # the evaluation cache lives with its supernet
+    cached = json.loads(cache.read_text())
     assert main(argv) == 0  # rerun: supernet reused, every evaluation comes from the cache
-    assert json.loads((out / "accuracy.json").read_text()) == cached
+    assert json.loads(cache.read_text()) == cached
     assert main(argv[:-1] + ["--no-measure", "--target-ms", "0.0001"]) == 2
     assert "below the smallest subnet" in capsys.readouterr().err

@@ -14,23 +14,30 @@ Each runtime is profiled with its own profiler, on the artifact it really runs:
               runtime converts it (torch frontend, fp32); a fused layer is mapped to its module through
               the `originalLayersNames` (`__module.stem.0.bn/aten::...`) of the compiled graph.
 
-ExecuTorch is not covered yet: its Python runtime can write an ETDump (`load_program(enable_etdump=True)`)
-for `executorch.devtools.Inspector`, but mapping its events (XNNPACK delegate calls) back to latvit
-modules is not done; see docs/analysis.md.
+- `executorch`: ExecuTorch's own event tracer (ETDump, `load_program(enable_etdump=True)`) read with
+              `executorch.devtools.Inspector`: portable-kernel ops are `OPERATOR_CALL` events located
+              through their debug handle; an XNNPACK partition is one `DELEGATE_CALL` event holding
+              XNNPACK's per-operator events ("Convolution (NHWC, F32) IGEMM #2"), which carry no
+              debug handle: they are matched in order to the partition's XNNPACK nodes, whose
+              serialized debug handles lead to the torch modules.
 
 Every op gets a latvit location (block `stages[2][3]`, its kind, its module path) and a category:
 
-    stem, downsampling, token_mixer, mlp, norm, activation, reshape, other
+    stem, downsampling, token_mixer, mlp, norm, activation, reshape, other, runtime
 
 Layout ops (reshape, transpose, copies, the runtimes' own layout reorders) are `reshape` wherever they
 sit; normalisation and activation ops (also decomposed ones: LayerNorm as ReduceMean/Sub/Pow..., GELU as
 Erf/Mul...) are `norm` / `activation`; everything else takes the role of where it sits: the stem, a
 downsampling block, a block's token mixer or its MLP. `other` is only the classifier head and residual
 additions (and, in eager, the Python of the network, stage and block forwards), each with its reason.
-Every op also carries the rule that chose its category (`reason`).
+`runtime` is time the runtime's profiler measures inside an inference but outside every op, attributed to
+the op it serves: ORT's executor between two node events (given to the node that follows), an XNNPACK
+delegate call's time before its first and after its last operator. Every op also carries the rule that
+chose its category (`reason`).
 
 The end-to-end latency of the same run (profiler on) is measured with `latvit.latency.protocol`; the
 per-op times must account for at least 90% of it (`coverage`), the rest is reported as overhead.
+`kernel_coverage` is the same share without the `runtime` category.
 """
 from __future__ import annotations
 
@@ -62,6 +69,15 @@ CATEGORIES: dict[str, str] = {
     "activation": "activation",
     "reshape": "reshape / transpose / copy",
     "other": "other (head, residual adds, glue)",
+    "runtime": "runtime between ops (executor, delegate)",
+}
+# op types the profilers give to runtime time between ops, and the reason each is `runtime`
+RUNTIME_OPS = {
+    "ORT executor": "ONNX Runtime's executor between the previous node event and this node's (dispatch, profiler "
+                    "bookkeeping, any preemption there)",
+    "XNNPACK delegate setup": "XNNPACK delegate call before its first operator (inputs, runtime setup)",
+    "XNNPACK delegate return": "XNNPACK delegate call after its last operator (outputs, and the whole-microsecond "
+                               "rounding of XNNPACK's operator timer)",
 }
 
 # -- op kinds, by lower-case op type with any "aten::" prefix removed --------------------------------------
@@ -69,6 +85,8 @@ LAYOUT_OPS = {
     # ONNX / ORT
     "reshape", "transpose", "flatten", "squeeze", "unsqueeze", "concat", "slice", "split", "expand", "identity",
     "cast", "shape", "tile", "reorderinput", "reorderoutput", "depthtospace", "spacetodepth", "memcpy",
+    # XNNPACK operators (names as ExecuTorch's ETDump gives them, spaces removed)
+    "staticreshape", "copy", "concatenate", "constantpad", "staticslice", "statictranspose",
     # OpenVINO
     "reorder", "concatenation", "stridedslice", "convert", "broadcast", "shapeof", "variadicsplit",
     # aten
@@ -135,10 +153,17 @@ class Profile:
     latency: Timing | None  # end-to-end latency of the same runner without the profiler
     blocks: list[dict[str, Any]]  # the network plan: where, kind, shapes, analytic GFLOPs per block
     machine: dict[str, Any] = field(default_factory=dict)
+    runtime_events: dict[str, float] = field(default_factory=dict)  # the runtime's own whole-run events, mean ms
 
     @property
     def op_ms(self) -> float:
         return sum(op.ms for op in self.ops)
+
+    @property
+    def kernel_coverage(self) -> float:
+        """`coverage` without the `runtime` category: the share the op events themselves explain."""
+        kernels = sum(op.ms for op in self.ops if op.category != "runtime")
+        return kernels / self.e2e.mean_ms if self.e2e.mean_ms > 0 else 0.0
 
     @property
     def overhead_ms(self) -> float:
@@ -193,6 +218,7 @@ class Profile:
             "img_size": self.img_size, "threads": self.threads, "source": self.source,
             "e2e": self.e2e.as_dict(), "latency": self.latency.as_dict() if self.latency else None,
             "op_ms": self.op_ms, "overhead_ms": self.overhead_ms, "coverage": self.coverage,
+            "kernel_coverage": self.kernel_coverage, "runtime_events": self.runtime_events,
             "categories": self.by_category(), "category_labels": CATEGORIES,
             "blocks": self.by_block(), "plan": self.blocks, "op_types": self.by_op_type(),
             "ops": [asdict(op) for op in self.ops], "machine": self.machine,
@@ -245,7 +271,13 @@ class Locator:
 
     def classify(self, op_type: str, path: str) -> tuple[str, str]:
         """(category, reason) of an op of type `op_type` issued inside module `path`."""
+        if op_type in RUNTIME_OPS:
+            return "runtime", RUNTIME_OPS[op_type]
         t = op_type.lower().removeprefix("aten::").split("::")[-1]
+        # XNNPACK's "Static Reshape (NC)" -> "staticreshape"; ExecuTorch's edge ops "squeeze_copy" -> "squeeze"
+        t = re.sub(r"\s*\(.*$", "", t).replace(" ", "")
+        if t not in LAYOUT_OPS and t.endswith("_copy"):
+            t = t[: -len("_copy")]
         inner = self.modules.get(path)
         if t in LAYOUT_OPS:
             return "reshape", f"layout op {op_type}"
@@ -326,6 +358,7 @@ class _Raw:
     latency: Timing | None
     source: str
     version: str
+    runtime_events: dict[str, float] = field(default_factory=dict)  # mean ms per run of whole-run events
 
 
 def _profile_eager(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, workdir: Path) -> _Raw:
@@ -491,16 +524,19 @@ def _profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, w
     scopes, producer = _onnx_scopes(path)
     locator_paths: dict[str, str | None] = {}
     totals: dict[str, list] = {}
-    r, seq = 0, []
+    r, seq, prev_end, gaps = 0, [], None, {}
     for ev in nodes:
         while r < len(runs) and ev["ts"] > runs[r]["ts"] + runs[r]["dur"]:
-            r += 1
+            r, prev_end = r + 1, None
         if r >= len(runs) or ev["ts"] < runs[r]["ts"]:
             continue
         node = ev["name"][: -len("_kernel_time")]
         acc = totals.setdefault(node, [ev["args"].get("op_name", "?"), 0.0, 0])
         acc[1] += ev["dur"]
         acc[2] += 1
+        if prev_end is not None:  # the executor's time between the previous node event and this one
+            gaps[node] = gaps.get(node, 0.0) + max(0.0, ev["ts"] - prev_end)
+        prev_end = ev["ts"] + ev["dur"]
         if r == len(runs) - 1:
             seq.append(node)  # execution order of one run, for the neighbour rule
     for node in seq or totals:
@@ -510,10 +546,14 @@ def _profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, w
     filled = _paths_with_neighbours(order, [locator_paths[n] for n in order], [totals[n][0] for n in order])
     scope_of = dict(zip(order, filled))
     ops = [(n, t, scope_of.get(n, ""), us, c) for n, (t, us, c) in totals.items()]
+    ops += [(f"{n} (executor)", "ORT executor", scope_of.get(n, ""), us, totals[n][2]) for n, us in gaps.items()]
+    executor = sorted((e for e in events if e.get("name") == "SequentialExecutor::Execute"), key=lambda e: e["ts"])
+    mean_ms = lambda evs: sum(e["dur"] for e in evs) / len(evs) / 1e3 if evs else 0.0  # noqa: E731
     import onnxruntime
 
-    return _Raw(ops, len(runs), e2e, latency, "onnxruntime profiler (enable_profiling JSON, node kernel times)",
-                f"onnxruntime {onnxruntime.__version__}")
+    return _Raw(ops, len(runs), e2e, latency, "onnxruntime profiler (enable_profiling JSON, node kernel times; the "
+                "executor's time between node events as `runtime`)", f"onnxruntime {onnxruntime.__version__}",
+                {"model_run": mean_ms(runs), "SequentialExecutor::Execute": mean_ms(executor[-len(runs):])})
 
 
 def _ov_module_path(names: list[str]) -> str | None:
@@ -568,14 +608,142 @@ def _profile_openvino(model: nn.Module, x: torch.Tensor, threads: int, proto: di
                 "of as many calls as were timed", rt.version())
 
 
+_XNN_ALIASES = {  # XNNPACK node type (serialized, "XNN" removed) -> operator names it may run as
+    "conv2d": ("convolution", "fullyconnected"),  # a 1x1 convolution runs as a GEMM
+    "depthwiseconv2d": ("convolution",),
+    "convtranspose2d": ("deconvolution",),
+    "statictranspose": ("transpose",),
+    "staticslice": ("slice",),
+    "staticreshape": ("staticreshape", "reshape", "copy"),
+    "globalavgpooling2d": ("globalaveragepooling", "mean", "staticmean"),
+    "avgpooling2d": ("averagepooling",),
+    "maxpooling2d": ("maxpooling",),
+    "div": ("divide",),
+    "staticresizebilinear2d": ("resizebilinear",),
+    "staticconstantpad": ("constantpad",),
+}
+
+
+def _xnn_key(name: str) -> str:
+    """"Convolution (NHWC, F32) IGEMM #3" -> "convolution"; "XNNConcatenate3" -> "concatenate"."""
+    key = re.sub(r"[^a-z0-9]", "", re.sub(r"\s*\(.*$|\s*#\d+$", "", name).removeprefix("XNN").lower())
+    return "concatenate" if key.startswith("concatenate") else key
+
+
+def align_xnnpack(op_names: list[str], xnodes: list[tuple[str, int | None]]) -> list[int | None]:
+    """The debug handle behind each XNNPACK operator of one partition (names in execution order) from the
+    partition's serialized nodes (type, handle) in definition order. XNNPACK runs the nodes in that order,
+    one operator per node, except nodes its subgraph passes fuse away (a clamp into its convolution):
+    so each operator takes the next node of a compatible type, looking at most `lookahead` nodes ahead
+    (a misnamed operator must not swallow the rest); None where no node fits."""
+    out: list[int | None] = []
+    j, lookahead = 0, 4
+    for name in op_names:
+        key = _xnn_key(name)
+        for k in range(j, min(j + lookahead, len(xnodes))):
+            xkey = _xnn_key(xnodes[k][0])
+            if key in _XNN_ALIASES.get(xkey, (xkey,)) or key.startswith(xkey) or xkey.startswith(key):
+                out.append(xnodes[k][1])
+                j = k + 1
+                break
+        else:
+            out.append(None)
+    return out
+
+
+def _profile_executorch(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, workdir: Path) -> _Raw:
+    """ExecuTorch's ETDump (event tracer of the Python runtime), read with `executorch.devtools.Inspector`."""
+    from latvit.runtimes import runnable_runtime
+
+    rt = runnable_runtime("executorch")
+    from executorch.devtools import Inspector
+
+    from latvit.runtimes.executorch import export_for_profiling, load_profiled
+
+    pte = workdir / "model.pte"
+    info = export_for_profiling(model, x, pte)
+    xn = x.numpy()
+    plain = rt.load(pte, x, threads)
+    latency = measure_latency(lambda: plain(xn), **proto)
+    program, run = load_profiled(pte, threads)
+    if not program._program.has_etdump():
+        raise LatvitError("the installed executorch pybindings were built without the ETDump event tracer "
+                          "(EXECUTORCH_ENABLE_EVENT_TRACER); install the executorch wheel from PyPI")
+    e2e = measure_latency(lambda: run(xn), **proto)
+    program.write_etdump_result_to_file(str(workdir / "etdump.etdp"), str(workdir / "debug.bin"))
+    block = next((b for b in Inspector(etdump_path=str(workdir / "etdump.etdp")).event_blocks
+                  if b.name == "Execute"), None)
+    if block is None:
+        raise LatvitError("executorch wrote an ETDump without Execute events; its event tracer is not working "
+                          "in this install (profile on ort, openvino or eager instead)")
+    n = e2e.iters  # the ETDump holds every call since loading: keep the timed ones, the last n
+
+    def us(ev) -> np.ndarray:
+        return np.asarray(ev.perf_data.raw[-n:], dtype=float) * 1e3  # Inspector gives ms
+
+    def scopes(handle) -> str:
+        return "\x00".join(info.scopes.get(handle, [])) if handle is not None else ""
+
+    partition_of = {tuple(p.handles): p for p in info.partitions}
+    xnn: dict[int, list] = {}
+    for ev in block.events:
+        if ev.is_delegated_op:
+            xnn.setdefault(ev._instruction_id, []).append(ev)
+    rows: list[tuple[float, str, str, str | None, float]] = []  # (start, name, op type, scopes | None, total us)
+    events = {}
+    for ev in block.events:
+        iid = ev._instruction_id
+        if ev.name == "Method::execute":
+            events["Method::execute"] = float(us(ev).mean()) / 1e3
+        elif ev.name == "OPERATOR_CALL":  # a portable kernel with its argument handling (native_call_* inside)
+            handle = info.instructions.get(iid)
+            target = info.targets.get(handle, "portable op").replace("aten.", "aten::")
+            rows.append((ev._start_time[-1], f"{target}#{iid}", target, scopes(handle) or None, us(ev).sum()))
+        elif ev.name == "DELEGATE_CALL":
+            handles = info.instructions.get(iid)
+            part = partition_of.get(tuple(handles) if isinstance(handles, list) else (handles,))
+            ops = sorted(xnn.get(iid, []), key=lambda e: e._start_time[-1])
+            if not ops:  # no per-operator events: the partition is one op, at its first node
+                first = handles[0] if isinstance(handles, list) and handles else handles
+                rows.append((ev._start_time[-1], f"xnnpack#{iid}", "XNNPACK partition", scopes(first) or None,
+                             us(ev).sum()))
+                continue
+            names = [re.sub(r"\s*#\d+$", "", o.name) for o in ops]
+            aligned = align_xnnpack([o.name for o in ops], part.xnodes if part else [])
+            inside = np.zeros(n)
+            for o, name, handle in zip(ops, names, aligned):
+                t = us(o)
+                inside += t
+                rows.append((o._start_time[-1], f"{o.name}@{iid}", name, scopes(handle) or None, t.sum()))
+            call = us(ev)
+            # the call's time outside its operators, split where it happens: before the first operator
+            # (ns timestamps of the last run give the proportion) and after the last
+            head_ns = ops[0]._start_time[-1] - ev._start_time[-1]
+            end_ns = lambda e: e._start_time[-1] + e.perf_data.raw[-1] * 1e6  # noqa: E731 - raw is in ms
+            tail_ns = end_ns(ev) - end_ns(ops[-1])
+            rest = np.maximum(call - inside, 0.0).sum()
+            share = head_ns / (head_ns + tail_ns) if head_ns + tail_ns > 0 else 0.5
+            rows.append((ops[0]._start_time[-1] - 0.5, f"xnnpack#{iid} setup", "XNNPACK delegate setup", None,
+                         rest * share))
+            rows.append((ops[-1]._start_time[-1] + 0.5, f"xnnpack#{iid} return", "XNNPACK delegate return", None,
+                         rest * (1 - share)))
+    rows.sort(key=lambda r: r[0])
+    # delegate setup takes the place of the partition's first operator, return that of its last one;
+    # layout transposes XNNPACK inserts (no debug handle) take their producer's place
+    paths = [r[3] for r in rows]
+    types = ["input" if r[2] == "XNNPACK delegate setup" else r[2] for r in rows]
+    filled = _paths_with_neighbours([r[1] for r in rows], paths, types)
+    ops = [(r[1], r[2], path, r[4], n) for r, path in zip(rows, filled)]
+    return _Raw(ops, n, e2e, latency, "executorch ETDump (event tracer) via executorch.devtools.Inspector: portable "
+                "OPERATOR_CALLs, XNNPACK per-operator events, delegate time outside them as `runtime`",
+                rt.version(), events)
+
+
 PROFILERS: dict[str, Callable[..., _Raw]] = {
     "eager": _profile_eager,
     "ort": _profile_ort,
     "openvino": _profile_openvino,
-}
-NO_PROFILER = {  # runtimes latvit measures but cannot break down per op, and why
-    "executorch": "per-op profiling on executorch (its ETDump event trace) is not wired into latvit yet; "
-                  "profile on ort, openvino or eager instead (see docs/analysis.md)",
+    "executorch": _profile_executorch,
 }
 
 
@@ -583,13 +751,12 @@ def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_si
                   threads: int | None = None, warmup: int = 5, iters: int = 20, min_seconds: float = 0.5,
                   workdir: Path | None = None) -> Profile:
     """Profile one image (1, 3, S, S) through `model` (a name, spec, spec file, saved directory or a built
-    `LatvitNet`) on `runtime` ("eager", "ort", "openvino"). Returns a `Profile`; see the module docstring."""
+    `LatvitNet`) on `runtime` ("eager", "ort", "openvino", "executorch"). Returns a `Profile`; see the module
+    docstring."""
     from latvit.models import create_model
     from latvit.runtimes import RUNTIME_NAMES
     from latvit.space.builder import LatvitNet
 
-    if runtime in NO_PROFILER:
-        raise LatvitError(NO_PROFILER[runtime])
     if runtime not in PROFILERS:
         known = ", ".join(PROFILERS)
         if runtime in RUNTIME_NAMES:
@@ -621,7 +788,7 @@ def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_si
         ops.append(locator.op(name, op_type, path, us, count, raw.runs))
     ops.sort(key=lambda o: -o.ms)
     return Profile(net.spec.name, runtime, raw.version, size, threads, raw.source, ops, raw.e2e, raw.latency,
-                   _plan_rows(plan), machine_info(threads))
+                   _plan_rows(plan), machine_info(threads), raw.runtime_events)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -629,7 +796,7 @@ def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_si
 # ---------------------------------------------------------------------------------------------------
 CATEGORY_COLORS = {
     "stem": "#8c564b", "downsampling": "#9467bd", "token_mixer": "#d62728", "mlp": "#1f77b4", "norm": "#2ca02c",
-    "activation": "#ff7f0e", "reshape": "#e377c2", "other": "#7f7f7f", "overhead": "#c7c7c7",
+    "activation": "#ff7f0e", "reshape": "#e377c2", "other": "#7f7f7f", "runtime": "#bcbd22", "overhead": "#c7c7c7",
 }
 
 
@@ -640,7 +807,8 @@ def profile_table(prof: Profile, top: int = 10):
 
     head = (f"{prof.model} @ {prof.img_size} on {prof.runtime_version}, {prof.threads} threads: "
             f"{prof.e2e.mean_ms:.3f} ms/img profiled (unprofiled median "
-            f"{prof.latency.median_ms:.3f} ms), ops explain {100 * prof.coverage:.1f}%")
+            f"{prof.latency.median_ms:.3f} ms), ops explain {100 * prof.coverage:.1f}% "
+            f"({100 * prof.kernel_coverage:.1f}% without runtime)")
     cats = Table(title=head)
     cats.add_column("category")
     cats.add_column("ms", justify="right")

@@ -3,7 +3,9 @@
 - `ort`: ONNX Runtime static quantization in QDQ format (`onnxruntime.quantization.quantize_static`),
   per-channel symmetric int8 weights, uint8 activations, MinMax calibration.
 - `openvino`: NNCF post-training quantization of the OpenVINO model (`nncf.quantize`, transformer mode).
-- `executorch`: PT2E with the XNNPACK quantizer (torchao `prepare_pt2e`/`convert_pt2e`), lowered to XNNPACK.
+- `executorch`: PT2E with the XNNPACK quantizer (torchao `prepare_pt2e`/`convert_pt2e`), lowered to XNNPACK
+  with the same partitioner as fp32 (`latvit.runtimes.executorch.partitioner`); both recipes are XNNPACK's
+  own annotation, which is measured best there (see `_quantize_executorch`).
 
 Recipes say which operators become int8:
 - `vit` (default): only the dense matrix products (Conv, MatMul, Gemm; depthwise convs stay in float;
@@ -149,29 +151,28 @@ def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str) -> P
 
 def _quantize_executorch(model, example, calibration, tmp: Path, recipe: str) -> Path:
     try:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                              get_symmetric_quantization_config)
         from executorch.exir import to_edge_transform_and_lower
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as e:
         raise missing_extra(e.name or "executorch", "executorch") from None
-    # XNNPACK's quantizer annotates conv/linear/matmul patterns (plus add/mul in `all`); softmax, norms and
-    # GELU stay in float either way, as XNNPACK has no int8 kernels for them.
-    config = get_symmetric_quantization_config(is_per_channel=True)
-    quantizer = XNNPACKQuantizer().set_global(config)
-    if recipe == "vit":
-        quantizer = XNNPACKQuantizer()
-        for module_type in (nn.Conv2d, nn.Linear):
-            quantizer.set_module_type(module_type, config)
+    # Both recipes use XNNPACK's own annotation (conv, linear, add, mul, pooling, ...): it already keeps
+    # softmax, norms and GELU in float, as XNNPACK has no int8 kernels for them, so it is a `vit` recipe.
+    # Restricting it to Conv2d/Linear modules (the other runtimes' `vit` recipe) left the residual adds and
+    # pooling in float between int8 convs, each a convert pair, and measured slower on XNNPACK:
+    # EfficientFormer-L1 ~1.1x over fp32 against 2.5-2.8x, V2-S1 0.98x against 1.65x (docs/compression.md).
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     captured = torch.export.export(model, (example,), strict=False).module()
     prepared = prepare_pt2e(captured, quantizer)
     with torch.no_grad():
         for x in calibration:
             prepared(torch.from_numpy(x[:1]))
     converted = convert_pt2e(prepared)
+    from latvit.runtimes.executorch import partitioner  # XNNPACK's, with the fp32 path's softmax fix
+
     program = to_edge_transform_and_lower(torch.export.export(converted, (example,), strict=False),
-                                          partitioner=[XnnpackPartitioner()]).to_executorch()
+                                          partitioner=[partitioner()]).to_executorch()
     out = tmp / "int8.pte"
     out.write_bytes(program.buffer)
     return out

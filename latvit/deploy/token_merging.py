@@ -11,11 +11,16 @@ runtimes do not support. A running membership matrix A (B, N_cur, N_0) records w
 each current token holds; sizes are its row sums, and unmerging (for blocks that must return their full
 feature map, MobileViT and EfficientFormer) is one product A^T x.
 
-Where merging cannot apply (kept honest in `TomeReport.skipped`):
-- EfficientFormerV2 attention keeps a 4-D (B, C, H, W) grid through depthwise convs and talking heads,
-  so there is no token sequence to shrink.
-- TRT-ViT's spatial-reduction transformer already pools its keys and values by the ratio S; its blocks
-  are not wrapped.
+EfficientFormerV2 keeps a 4-D (B, C, H, W) grid through depthwise convs, talking heads and its stride-2
+attention downsampling, so no token can leave the stream. There latvit merges on the key/value side only
+(`KVMergingAttention`): inside each attention call, r keys (and their values) merge by the same matching,
+every query stays, so the output is the full grid and nothing needs unmerging. The learned position
+bias is merged with them (the mean of the merged keys' bias columns) and + log(size) is added where the
+softmax runs, after the first talking-head mix, which is linear across heads and would otherwise mix the
+size terms of different heads.
+
+Where merging cannot apply (kept honest in `TomeReport.skipped`): TRT-ViT's spatial-reduction transformer
+already pools its keys and values by the ratio S; its blocks are not wrapped.
 """
 from __future__ import annotations
 
@@ -124,6 +129,74 @@ class MergingTransformer(nn.Module):
         return A.transpose(1, 2) @ x if self.unmerge else x
 
 
+# -- key/value-side merging on the 4-D grid (EfficientFormerV2) -----------------------------------------------
+def merge_keys_values(k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, r: int):
+    """Merge r of the N keys and values of one attention call; every token starts with size 1.
+
+    k (B, heads, kd, N), v (B, heads, N, vd), bias (heads, Nq, N) -> k (B, heads, kd, N - r),
+    v (B, heads, N - r, vd), bias (B, heads, Nq, N - r), size (B, 1, 1, N - r). Merged keys, values and
+    bias columns are means over the tokens they hold, so q @ k and the bias merge alike.
+    """
+    M = match_tokens(k.mean(dim=1).transpose(1, 2), r)  # keys averaged over heads as metric: (B, N - r, N)
+    size = M.sum(dim=-1)  # (B, N - r)
+    W = (M / size.unsqueeze(-1)).transpose(1, 2).unsqueeze(1)  # column-averaging weights (B, 1, N, N - r)
+    k = k @ W  # (B, heads, kd, N - r)
+    v = W.transpose(-2, -1) @ v  # (B, heads, N - r, vd)
+    bias = bias.unsqueeze(0) @ W  # (B, heads, Nq, N - r)
+    return k, v, bias, size[:, None, None, :]
+
+
+class KVMergingAttention(nn.Module):
+    """EfficientFormerV2 attention (talking-head or downsampling) with r keys/values merged per call.
+
+    Wraps the original module (its weights are shared, not copied): (B, C, H, W) -> the same output shape
+    as the wrapped attention. With r = 0 it calls the original forward, so the function is exactly the
+    original; r is capped at half the keys.
+    """
+
+    def __init__(self, attn: nn.Module, r: int):
+        super().__init__()
+        self.attn, self.r = attn, r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from latvit.layers.efficientformer import AttentionDownsample
+
+        a = self.attn
+        n = a.resolution[0] * a.resolution[1]  # keys seen by the attention (after any stride conv)
+        r = min(self.r, n // 2)
+        if r == 0:
+            return a(x)
+        B = x.shape[0]
+        if isinstance(a, AttentionDownsample):
+            (rh, rw), (qh, qw), talking = a.resolution, a.resolution2, False
+            q = a.q(x)  # queries at half resolution (B, heads * kd, H/2, W/2)
+        else:
+            if a.stride_conv is not None:
+                x = a.stride_conv(x)  # (B, C, H/s, W/s)
+            (rh, rw), talking = a.resolution, True
+            (qh, qw), q = (rh, rw), a.q(x)
+        nq = qh * qw
+        q = q.reshape(B, a.heads, -1, nq).transpose(2, 3)  # (B, heads, Nq, kd)
+        k = a.k(x).reshape(B, a.heads, -1, n)  # (B, heads, kd, N)
+        v = a.v(x)  # (B, heads * vd, rh, rw)
+        v_local = a.v_local(v)  # the local branch sees the full grid, unmerged
+        v = v.reshape(B, a.heads, -1, n).transpose(2, 3)  # (B, heads, N, vd)
+        k, v, bias, size = merge_keys_values(k, v, a.attention_bias(), r)
+        attn = (q @ k) * a.scale + bias  # (B, heads, Nq, N - r)
+        if talking:
+            # The first head mix is linear and keeps column means, so + log(size) goes after it. The second
+            # mixes probabilities, whose columns now stand for `size` keys each: its bias counts per key.
+            attn = (a.talking_head1(attn) + size.log()).softmax(dim=-1)
+            th2 = a.talking_head2
+            attn = th2(attn) if th2.bias is None else th2(attn) + th2.bias.view(1, -1, 1, 1) * (size - 1)
+        else:
+            attn = (attn + size.log()).softmax(dim=-1)
+        x = (attn @ v).transpose(2, 3).reshape(B, -1, qh, qw) + v_local  # (B, heads * vd, qh, qw)
+        if talking and a.upsample is not None:
+            x = a.upsample(x)
+        return a.proj(a.act(x))
+
+
 # -- applying it to a model ------------------------------------------------------------------------------------
 @dataclass
 class TomeReport:
@@ -136,10 +209,10 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
 
     r: tokens merged per layer (an int for every layer, or a list used in order across all wrapped
        layers; each layer merges at most half its tokens). r = 0 gives the original function.
-    Works on latvit MobileViT and EfficientFormer (MB3D) models and on timm ViTs (e.g. DeiT); see the
-    module docstring for the blocks where merging cannot apply.
+    Works on latvit MobileViT and EfficientFormer (MB3D) models, EfficientFormerV2 (key/value side, one r
+    per attention call) and timm ViTs (e.g. DeiT); see the module docstring for where merging cannot apply.
     """
-    from latvit.layers.efficientformer import Meta3D
+    from latvit.layers.efficientformer import AttentionDownsample, Meta3D, TalkingHeadAttention2d
     from latvit.layers.mobile import MobileViTBlock
     from latvit.space.builder import LatvitNet, Stage
 
@@ -165,7 +238,13 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
                     merged = MergingTransformer(blocks[run[0]:], take(len(run)), unmerge=True)
                     module.blocks = nn.ModuleList(blocks[:run[0]] + [merged])
                     report.merged_layers += len(run)
-        handled = {id(m) for mt in model.modules() if isinstance(mt, MergingTransformer) for m in mt.modules()}
+            elif not isinstance(module, KVMergingAttention):  # EfficientFormerV2: attention is a block attribute
+                for child_name, child in list(module.named_children()):
+                    if isinstance(child, (TalkingHeadAttention2d, AttentionDownsample)):
+                        setattr(module, child_name, KVMergingAttention(child, take(1)[0]))
+                        report.merged_layers += 1
+        wrappers = (MergingTransformer, KVMergingAttention)
+        handled = {id(m) for mt in model.modules() if isinstance(mt, wrappers) for m in mt.modules()}
         report.skipped += [name for name, m in model.named_modules()
                            if "Attention" in type(m).__name__ and id(m) not in handled]
         return model

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from latvit.errors import LatvitError
+from latvit.utils import progress_bar
 
 # The default bench: the seed models plus the two classic CNN baselines, on ONNX Runtime, batch 1.
 SEED_MODELS = ["efficientformer_l1", "efficientformerv2_s0", "efficientformerv2_s1", "mobilevit_xxs",
@@ -232,7 +233,7 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
     peak = probe.value if probe.ok else None
     pairs = [(m, r) for m in req.models for r in req.runtimes]
     records: list[dict] = []
-    with _progress(progress, len(pairs)) as advance:
+    with progress_bar(progress, len(pairs), "bench") as advance:
         for model, runtime in pairs:
             advance(f"{model_label(model)} on {runtime}")
             rt = get_runtime(runtime)
@@ -253,34 +254,6 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
             if on_row:
                 on_row(record)
     return records
-
-
-class _progress:
-    """A rich progress bar (or nothing): `with _progress(on, total) as advance: advance("label")`."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.bar, self.task, self.started = enabled, total, None, None, False
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("", total=self.total)
-        return self.advance
-
-    def advance(self, label: str) -> None:
-        if self.bar is not None:
-            if self.started:
-                self.bar.advance(self.task)
-            self.started = True
-            self.bar.update(self.task, description=label)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
 
 
 # -- reports ----------------------------------------------------------------------------------------------

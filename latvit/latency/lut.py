@@ -40,7 +40,7 @@ from latvit.layers.common import ClassifierHead
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.plan import NetPlan, PlannedBlock, plan_network
 from latvit.space.spec import HeadSpec, NetSpec, spec_to_dict
-from latvit.utils import atomic_write_text
+from latvit.utils import atomic_write_text, progress_bar
 
 FORMAT = "latvit-lut"
 FORMAT_VERSION = 1
@@ -512,36 +512,3 @@ def _resume_or_new(out: Path, meta: dict[str, Any], force: bool) -> LatencyTable
     return table
 
 
-class progress_bar:
-    """A rich progress bar with ETA (or nothing when disabled); `advance(label)` starts the next step."""
-
-    def __init__(self, enabled: bool, total: int, title: str):
-        self.enabled, self.total, self.title = enabled, total, title
-        self.bar, self.task, self.started = None, None, False
-
-    def __enter__(self):
-        if self.enabled and self.total:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task(self.title, total=self.total)
-        return self.advance
-
-    def advance(self, label: str | None) -> None:
-        if self.bar is None:
-            return
-        if self.started:
-            self.bar.advance(self.task)
-        self.started = True
-        if label is not None:
-            self.bar.update(self.task, description=f"{self.title}: {label[:60]}")
-        else:
-            self.bar.update(self.task, description=self.title)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False

@@ -210,7 +210,7 @@ def validate(lut: "str | Path | LatencyTable", samples: int = 50, *, seed: int =
     """Measure the zoo models the table covers and `samples` random specs of its space end to end on the
     table's runtime, and compare (a) the LUT predictor and (b) latency = k * FLOPs with k fitted on these
     same measurements (which favours the baseline). Writes a predicted-vs-measured PNG to `plot`."""
-    from latvit.latency.lut import progress_bar
+    from latvit.utils import progress_bar
     from latvit.latency.protocol import set_threads
     from latvit.runtimes import runnable_runtime
 

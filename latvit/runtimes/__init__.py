@@ -17,6 +17,7 @@ RUNTIME_MODULES: dict[str, str] = {
     "inductor": "latvit.runtimes.inductor",
     "ort": "latvit.runtimes.ort",
     "openvino": "latvit.runtimes.openvino",
+    "openvino_bf16": "latvit.runtimes.openvino:RUNTIME_BF16",  # a precision change: never a default
     "executorch": "latvit.runtimes.executorch",
     "tensorrt": "latvit.runtimes.tensorrt",
     "tensorrt_fp16": "latvit.runtimes.tensorrt:RUNTIME_FP16",

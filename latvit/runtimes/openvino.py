@@ -18,15 +18,37 @@ from latvit.errors import missing_extra
 from latvit.runtimes.base import Runner, Runtime, export_onnx
 
 
-def compile_config(threads: int) -> dict[str, str]:
-    """CPU plugin settings: explicit threads, one inference at a time (latency, not throughput), and fp32
-    arithmetic so outputs match PyTorch (on CPUs with bf16/fp16 units OpenVINO would otherwise pick them)."""
+# precision -> OpenVINO's INFERENCE_PRECISION_HINT
+PRECISIONS = {"f32": "f32", "bf16": "bf16"}
+
+
+def compile_config(threads: int, precision: str = "f32") -> dict[str, str]:
+    """CPU plugin settings: explicit threads, one inference at a time (latency, not throughput), and the
+    arithmetic precision. f32 by default so outputs match PyTorch: on CPUs with bf16 units (AMX,
+    AVX512-BF16) OpenVINO's own default is bf16, which moves logits by ~0.5% of their scale."""
     return {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32"}
+            "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 natively here (AMX or AVX512-BF16)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVinoRuntime(Runtime):
-    name, extra, suffix = "openvino", "openvino", ".xml"
+    """precision "f32" (runtime `openvino`, outputs match PyTorch) or "bf16" (runtime `openvino_bf16`: a
+    precision change, 1.2-2.6x faster than f32 on the seed models on an AMX CPU, logits within ~0.7%
+    of their scale; the artifact is the same fp32 IR, only the compiled kernels differ)."""
+
+    extra, suffix = "openvino", ".xml"
+
+    def __init__(self, precision: str = "f32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.name = "openvino" if precision == "f32" else f"openvino_{precision}"
 
     def missing(self) -> str | None:
         try:
@@ -34,6 +56,12 @@ class OpenVinoRuntime(Runtime):
         except ImportError:
             return str(missing_extra("openvino", self.extra))
         return None
+
+    def cannot_run(self) -> str | None:
+        reason = self.missing()
+        if reason is None and self.precision == "bf16" and not cpu_has_bf16():
+            reason = "openvino_bf16 needs a CPU with bf16 units (AMX or AVX512-BF16); use openvino (f32) here"
+        return reason
 
     def version(self) -> str:
         import openvino
@@ -69,7 +97,7 @@ class OpenVinoRuntime(Runtime):
     def load(self, path: Path, example: torch.Tensor, threads: int) -> Runner:
         import openvino as ov
 
-        compiled = ov.Core().compile_model(str(path), "CPU", compile_config(threads))
+        compiled = ov.Core().compile_model(str(path), "CPU", compile_config(threads, self.precision))
         request = compiled.create_infer_request()  # one reusable request: no per-call allocation
 
         def run(x: np.ndarray) -> np.ndarray:
@@ -79,3 +107,4 @@ class OpenVinoRuntime(Runtime):
 
 
 RUNTIME = OpenVinoRuntime()
+RUNTIME_BF16 = OpenVinoRuntime("bf16")

@@ -10,10 +10,16 @@
 - `pareto_search`: NSGA-II (optuna) over the whole space, maximising accuracy and minimising latency;
   returns the non-dominated set. With a storage URL, an interrupted search resumes.
 
-`accuracy(choice) -> float` (e.g. supernet weights inherited and evaluated on a held-out split) and
-`latency(choice) -> float` (ms, e.g. the LUT predictor) are given by the caller; both are memoised here.
-The EfficientFormer seed ranks MetaPaths by learned importance alphas; latvit evaluates each candidate
-action's accuracy directly, which ranks the same actions by what the alphas estimate.
+- `importance_slimming`: EfficientFormer's slimming as the seed states it, on a Gumbel MetaPath supernet
+  (`latvit.search.supernet.GumbelSupernet`): the points are `PathState`s (which candidate each MetaPath
+  keeps, and the stage widths), and the learned importance of each MetaPath picks the one candidate of
+  each action kind: (a) the least important MetaPath becomes Identity, (b) the first MB3D becomes MB4D,
+  (c) the least important stage loses 16 channels. Each is scored by accuracy drop per millisecond.
+
+`accuracy(point) -> float` (e.g. supernet weights inherited and evaluated on a held-out split) and
+`latency(point) -> float` (ms, e.g. the LUT predictor) are given by the caller; both are memoised here.
+`greedy_search(method="efficientformer")` evaluates every shrink of every stage instead of letting the
+alphas choose (more evaluations, no Gumbel supernet needed): `latvit search --supernet plain`.
 """
 from __future__ import annotations
 
@@ -36,10 +42,38 @@ class Step:
     latency_ms: float
     accuracy: float
     mes: float | None = None
+    paths: tuple[tuple[str, ...], ...] | None = None  # importance slimming: the kind each MetaPath keeps
 
     def as_dict(self) -> dict:
-        return {"action": self.action, "choice": dataclasses.asdict(self.choice), "latency_ms": self.latency_ms,
-                "accuracy": self.accuracy, "mes": self.mes}
+        d = {"action": self.action, "choice": dataclasses.asdict(self.choice), "latency_ms": self.latency_ms,
+             "accuracy": self.accuracy, "mes": self.mes}
+        if self.paths is not None:
+            d["paths"] = [list(stage) for stage in self.paths]
+        return d
+
+
+@dataclass(frozen=True)
+class PathState:
+    """A subnet of the Gumbel MetaPath supernet: per stage, the candidate each MetaPath keeps ("meta4d",
+    "meta3d" or "identity"), and the stage widths. MB3D paths are the trailing kept paths of the last
+    stage (a latvit spec reshapes to tokens once), so every state is a point of the space (`choice`)."""
+
+    kinds: tuple[tuple[str, ...], ...]
+    widths: tuple[int, ...]
+    expansion: float = 4.0
+
+    def depths(self) -> tuple[int, ...]:
+        return tuple(sum(k != "identity" for k in stage) for stage in self.kinds)
+
+    def choice(self) -> Choice:
+        depths = self.depths()
+        return Choice(self.widths, depths, tuple((self.expansion,) * d for d in depths),
+                      sum(k == "meta3d" for k in self.kinds[-1]))
+
+    def replace(self, stage: int, path: int, kind: str) -> PathState:
+        kinds = list(map(list, self.kinds))
+        kinds[stage][path] = kind
+        return dataclasses.replace(self, kinds=tuple(map(tuple, kinds)))
 
 
 def _smaller(options: tuple, value) -> object | None:
@@ -73,6 +107,20 @@ def shrink_actions(space: SearchSpace, c: Choice, method: str) -> list[tuple[str
         if extra is not None:
             out.append((f"drop the first MB3D ({c.extra} -> {extra})", dataclasses.replace(c, extra=extra)))
     return out
+
+
+def best_action(actions: list[tuple[str, object]], current, accuracy: Callable, gain: Callable):
+    """The (label, point) with the smallest accuracy drop per unit of gain (ms saved, MES gained), among the
+    actions that gain anything; None if none does."""
+    best, best_score = None, None
+    for label, cand in actions:
+        g = gain(cand)
+        if g <= 0:
+            continue
+        score = (max(accuracy(current) - accuracy(cand), 0.0) + 1e-9) / g  # ties favour the bigger gain
+        if best_score is None or score < best_score:
+            best, best_score = (label, cand), score
+    return best
 
 
 class _Memo:
@@ -114,18 +162,11 @@ def greedy_search(space: SearchSpace, method: str, accuracy: Callable[[Choice], 
     if on_step:
         on_step(trace[0])
     while latency(current) > target_ms:
-        best, best_score = None, None
-        for label, cand in shrink_actions(space, current, method):
-            drop = max(accuracy(current) - accuracy(cand), 0.0) + 1e-9  # ties favour the bigger gain
-            if method == "efficientformer":
-                gain = latency(current) - latency(cand)
-            else:
-                gain = score_mes(cand) - score_mes(current)
-            if gain <= 0:
-                continue
-            score = drop / gain
-            if best_score is None or score < best_score:
-                best, best_score = (label, cand), score
+        if method == "efficientformer":
+            gain = lambda cand: latency(current) - latency(cand)  # noqa: E731
+        else:
+            gain = lambda cand: score_mes(cand) - score_mes(current)  # noqa: E731
+        best = best_action(shrink_actions(space, current, method), current, accuracy, gain)
         if best is None:
             raise LatvitError(f"no action lowers the latency below {latency(current):.2f} ms; target {target_ms:g} ms "
                               "cannot be reached from this point")
@@ -135,6 +176,69 @@ def greedy_search(space: SearchSpace, method: str, accuracy: Callable[[Choice], 
         trace.append(step)
         if on_step:
             on_step(step)
+    return trace
+
+
+# -- importance-driven slimming (EfficientFormer V1, Gumbel MetaPath supernet) ------------------------------
+def slimming_actions(space: SearchSpace, state: PathState,
+                     importance: tuple[tuple[float, ...], ...]) -> list[tuple[str, PathState]]:
+    """The seed's three actions from `state`, each picked by the MetaPath importance scores (per stage, per
+    path: (p_4D + p_3D) / p_I of the path's softmaxed alphas). A stage's importance is the mean score of its
+    kept paths (the seed sums them; the mean does not single out the shallowest stage). Actions that
+    would leave the space (depth or MB3D count below its smallest, width below its narrowest) are left out.
+    """
+    out = []
+    depths, n3d = state.depths(), sum(k == "meta3d" for k in state.kinds[-1])
+    removable = [(importance[si][pi], si, pi) for si, stage in enumerate(state.kinds) for pi, kind in enumerate(stage)
+                 if kind != "identity" and depths[si] > min(space.depths[si])
+                 and (kind != "meta3d" or n3d > min(space.extras))]
+    if removable:
+        score, si, pi = min(removable)
+        out.append((f"stage {si + 1} path {pi + 1} ({state.kinds[si][pi]}, importance {score:.3g}) -> Identity",
+                    state.replace(si, pi, "identity")))
+    if n3d > min(space.extras):
+        pi = state.kinds[-1].index("meta3d")
+        out.append((f"drop the first MB3D (stage {len(state.kinds)} path {pi + 1} -> MB4D)",
+                    state.replace(len(state.kinds) - 1, pi, "meta4d")))
+    stage_scores = []
+    for si, stage in enumerate(state.kinds):
+        kept = [importance[si][pi] for pi, kind in enumerate(stage) if kind != "identity"]
+        if kept and _smaller(space.widths[si], state.widths[si]) is not None:
+            stage_scores.append((sum(kept) / len(kept), si))
+    if stage_scores:
+        score, si = min(stage_scores)
+        width = _smaller(space.widths[si], state.widths[si])
+        widths = state.widths[:si] + (width,) + state.widths[si + 1:]
+        out.append((f"stage {si + 1} (importance {score:.3g}): width {state.widths[si]} -> {width}",
+                    dataclasses.replace(state, widths=widths)))
+    return out
+
+
+def importance_slimming(space: SearchSpace, start: PathState, importance: tuple[tuple[float, ...], ...],
+                        accuracy: Callable[[PathState], float], latency: Callable[[PathState], float],
+                        target_ms: float, on_step: Callable[[Step], None] | None = None) -> list[Step]:
+    """EfficientFormer's latency-driven slimming: from `start`, take the best of the three
+    `slimming_actions` (smallest accuracy drop per ms saved) until `latency <= target_ms`.
+    Returns the trace (start, then one Step per action; the last is the result)."""
+    accuracy, latency = _Memo(accuracy), _Memo(latency)
+
+    def step(action: str, s: PathState) -> Step:
+        return Step(action, s.choice(), latency(s), accuracy(s), paths=s.kinds)
+
+    current = start
+    trace = [step("start", current)]
+    if on_step:
+        on_step(trace[0])
+    while latency(current) > target_ms:
+        best = best_action(slimming_actions(space, current, importance), current, accuracy,
+                           lambda cand: latency(current) - latency(cand))
+        if best is None:
+            raise LatvitError(f"no slimming action lowers the latency below {latency(current):.2f} ms; target "
+                              f"{target_ms:g} ms cannot be reached: raise --target-ms")
+        current = best[1]
+        trace.append(step(best[0], current))
+        if on_step:
+            on_step(trace[-1])
     return trace
 
 

@@ -1,10 +1,17 @@
 """`latvit search`: supernet -> accuracy by weight inheritance -> latency from the LUT -> search -> result.
 
-1. The supernet (the space's largest spec) is trained with `latvit train` (drop path gives elastic
-   depth); its run directory lives in OUTPUT/supernet and resumes like any run.
-2. A candidate's accuracy: supernet weights inherited (`latvit.search.inherit`), BatchNorm re-estimated on
-   a few training batches, top-1 on a held-out split. Evaluations are cached in OUTPUT/accuracy.json, so
-   a killed search resumes without re-evaluating (NSGA-II also keeps its optuna study in OUTPUT/nsga2.db).
+1. The supernet (`--supernet auto`, the default, picks the one the method's paper uses):
+   - `efficientformer`: the Gumbel MetaPath supernet (`latvit.search.supernet.GumbelSupernet`), trained
+     in OUTPUT/supernet_gumbel; its learned MetaPath importance drives the slimming actions;
+   - the `efficientformerv2` space (methods efficientformerv2 and nsga2): the slimmable supernet trained
+     with the sandwich rule and switchable BatchNorm (`SandwichSupernet`), in OUTPUT/supernet_sandwich;
+   - `plain` (and nsga2 on the other spaces): the space's largest spec trained with `latvit train` (drop
+     path gives elastic depth), in OUTPUT/supernet; it resumes like any run.
+2. A candidate's accuracy: top-1 on a held-out split with weights inherited from the supernet. Subnets of
+   the plain and Gumbel supernets get their BatchNorm statistics re-estimated on a few training batches;
+   sandwich subnets use their own width's statistics. Evaluations are cached (OUTPUT/accuracy.json, or
+   accuracy.json inside the supernet's directory), so a killed search resumes without re-evaluating
+   (NSGA-II also keeps its optuna study in OUTPUT/nsga2.db).
 3. Latency: the LUT predictor (`latvit.predict_latency`) on the table's runtime and device.
 4. The chosen spec is written to OUTPUT/spec.json, with trace.json, pareto.json/png and result.json,
    where the result's latency is measured on the runtime next to the predicted one.
@@ -18,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latvit.errors import LatvitError
-from latvit.search.algorithms import METHODS, Step, greedy_search, pareto_search
+from latvit.search.algorithms import METHODS, PathState, Step, greedy_search, importance_slimming, pareto_search
 from latvit.search.spaces import Choice, get_space
+from latvit.search.supernet import SupernetTraining, train_gumbel, train_sandwich
 from latvit.utils import atomic_write_text
 
 METHOD_SPACE = {"efficientformer": "efficientformer", "efficientformerv2": "efficientformerv2"}
+SUPERNETS = ("auto", "plain")
 
 
 @dataclass
@@ -43,25 +52,34 @@ class SearchRequest:
     threads: int | None = None
     seed: int = 0
     measure: bool = True
+    supernet: str = "auto"  # auto: Gumbel (efficientformer) / sandwich (efficientformerv2 space); plain: drop path
+    progress: bool = True
+
+
+def supernet_kind(method: str, space_name: str, requested: str = "auto") -> str:
+    """Which supernet a search trains: "gumbel", "sandwich" or "plain" (see the module docstring)."""
+    if requested not in SUPERNETS:
+        raise LatvitError(f"unknown --supernet '{requested}'; choose {' or '.join(SUPERNETS)}")
+    if requested == "plain":
+        return "plain"
+    if method == "efficientformer":
+        return "gumbel"
+    return "sandwich" if space_name == "efficientformerv2" else "plain"
 
 
 def _choice_key(c: Choice) -> str:
     return json.dumps(dataclasses.asdict(c), sort_keys=True)
 
 
-class InheritedAccuracy:
-    """Top-1 (%) of a subnet with supernet weights, BN re-estimated; cached on disk after each evaluation."""
+class HeldOut:
+    """The held-out images a subnet is scored on, and training batches to re-estimate BatchNorm with."""
 
-    def __init__(self, supernet, space, img_size: int, data: str, eval_images: int, cache: Path, threads: int,
-                 bn_batches: int = 8):
+    def __init__(self, data: str, img_size: int, mean, std, eval_images: int, bn_batches: int = 8):
         import torch
 
         from latvit.train.data import Subset, eval_transform, open_dataset
 
-        self.supernet, self.space, self.img_size, self.cache_path = supernet, space, img_size, cache
-        self.cache = json.loads(cache.read_text()) if cache.is_file() else {}
-        spec = supernet.spec
-        tf = eval_transform(img_size, spec.mean, spec.std)
+        tf = eval_transform(img_size, mean, std)
         val = Subset(open_dataset(data, "val"), eval_images)
         train = open_dataset(data, "train")
         self.val = [(torch.stack([tf(val[i][0]) for i in range(j, min(j + 100, len(val)))]),
@@ -70,24 +88,55 @@ class InheritedAccuracy:
         step = max(1, len(train) // (32 * bn_batches))  # spread over the set
         self.calib = [torch.stack([tf(train[(k * 32 + i) * step % len(train)][0]) for i in range(32)])
                       for k in range(bn_batches)]
-        self.num_classes = supernet.num_classes
-        torch.set_num_threads(threads)
 
-    def __call__(self, choice: Choice) -> float:
+    def top1(self, model) -> float:
         import torch
 
-        from latvit.models import create_model
-        from latvit.search.inherit import inherit_weights, recalibrate_bn
+        with torch.inference_mode():
+            correct = sum(int((model(x).argmax(-1) == y).sum()) for x, y in self.val)
+        return 100.0 * correct / sum(len(y) for _, y in self.val)
 
-        key = _choice_key(choice)
+
+class CachedAccuracy:
+    """Top-1 (%) of `subnet(point)` (a model with inherited weights, ready to evaluate) on the held-out
+    split; cached on disk after each evaluation under `key(point)`."""
+
+    def __init__(self, subnet, held_out: HeldOut, cache: Path, key=None, choice_of_key=None):
+        self.subnet, self.held_out, self.cache_path = subnet, held_out, cache
+        self.key = key or _choice_key
+        self.choice_of_key = choice_of_key or json_choice
+        self.cache = json.loads(cache.read_text()) if cache.is_file() else {}
+
+    def __call__(self, point) -> float:
+        key = self.key(point)
         if key not in self.cache:
-            sub = create_model(self.space.spec(choice, self.img_size), num_classes=self.num_classes)
-            recalibrate_bn(inherit_weights(self.supernet, sub), self.calib)
-            with torch.inference_mode():
-                correct = sum(int((sub(x).argmax(-1) == y).sum()) for x, y in self.val)
-            self.cache[key] = 100.0 * correct / sum(len(y) for _, y in self.val)
+            self.cache[key] = self.held_out.top1(self.subnet(point))
             atomic_write_text(self.cache_path, json.dumps(self.cache))
         return self.cache[key]
+
+    def evaluated(self) -> list[tuple[Choice, float]]:
+        return [(self.choice_of_key(k), v) for k, v in self.cache.items()]
+
+
+def _state_key(state: PathState) -> str:
+    return json.dumps(dataclasses.asdict(state), sort_keys=True)
+
+
+def _state_choice(key: str) -> Choice:
+    d = json.loads(key)
+    return PathState(tuple(map(tuple, d["kinds"])), tuple(d["widths"]), d["expansion"]).choice()
+
+
+def plain_accuracy(supernet, space, img_size: int, held_out: HeldOut, cache: Path) -> CachedAccuracy:
+    """Plain supernet: a subnet inherits the leading slices of its tensors, BatchNorm re-estimated."""
+    from latvit.models import create_model
+    from latvit.search.inherit import inherit_weights, recalibrate_bn
+
+    def subnet(choice: Choice):
+        sub = create_model(space.spec(choice, img_size), num_classes=supernet.num_classes)
+        return recalibrate_bn(inherit_weights(supernet, sub), held_out.calib)
+
+    return CachedAccuracy(subnet, held_out, cache)
 
 
 def train_supernet(space, img_size: int, req: SearchRequest, out: Path):
@@ -165,43 +214,71 @@ def search(req: SearchRequest) -> dict:
     if floor > req.target_ms:  # before any training: an impossible target costs nothing
         raise LatvitError(f"target {req.target_ms:g} ms is below the smallest subnet of {space_name} ({floor:.2f} ms "
                           "predicted): raise --target-ms or use a smaller --img-size")
+    kind = supernet_kind(req.method, space_name, req.supernet)
     start = time.perf_counter()
-    supernet = train_supernet(space, img_size, req, out)
-    accuracy = InheritedAccuracy(supernet, space, img_size, req.data, req.eval_images, out / "accuracy.json", threads,
-                                 req.bn_batches)
+    import torch
+
+    torch.set_num_threads(threads)
+    training = SupernetTraining(data=req.data, epochs=req.supernet_epochs, batch_size=req.batch_size,
+                                train_subset=req.train_subset, seed=req.seed, threads=threads, progress=req.progress)
     trace_path = out / "trace.json"
+    steps: list[Step] = []
 
-    if req.method == "nsga2":
-        points, front = pareto_search(space, accuracy, latency, trials=req.trials, seed=req.seed,
-                                      storage=f"sqlite:///{(out / 'nsga2.db').resolve()}", target_ms=req.target_ms)
-        if not front:
-            raise LatvitError(f"no evaluated spec meets {req.target_ms:g} ms; raise --trials or --target-ms")
-        result, trace = max(front, key=lambda s: s.accuracy), points
+    def save_step(step: Step) -> None:
+        steps.append(step)
+        atomic_write_text(trace_path, json.dumps([s.as_dict() for s in steps], indent=1))
+
+    def held_out(spec) -> HeldOut:
+        return HeldOut(req.data, img_size, spec.mean, spec.std, req.eval_images, req.bn_batches)
+
+    if kind == "gumbel":
+        from latvit.search.inherit import recalibrate_bn
+
+        run = out / "supernet_gumbel"
+        supernet = train_gumbel(space, img_size, training, run)
+        held = held_out(supernet.spec)
+        importance = supernet.importance()
+        atomic_write_text(run / "importance.json", json.dumps(
+            {"importance": importance, "alpha_softmax": [[dict(zip(p.kinds, p.probabilities().tolist())) for p in stage]
+                                                         for stage in supernet.paths]}, indent=1))
+        accuracy = CachedAccuracy(lambda s: recalibrate_bn(supernet.subnet(s), held.calib), held, run / "accuracy.json",
+                                  key=_state_key, choice_of_key=_state_choice)
+        trace = importance_slimming(space, supernet.start_state(), importance, accuracy,
+                                    lambda s: latency(s.choice()), req.target_ms, on_step=save_step)
+        result = trace[-1]
     else:
-        steps: list[Step] = []
-
-        def save_step(step: Step) -> None:
-            steps.append(step)
-            atomic_write_text(trace_path, json.dumps([s.as_dict() for s in steps], indent=1))
-
-        trace = greedy_search(space, req.method, accuracy, latency, req.target_ms,
-                              params=lambda c: spec_cost(space.spec(c, img_size)).params, on_step=save_step)
-        result, points = trace[-1], trace
-        evaluated = [Step("evaluated", json_choice(k), latency(json_choice(k)), v) for k, v in accuracy.cache.items()]
+        if kind == "sandwich":
+            run = out / "supernet_sandwich"
+            supernet = train_sandwich(space, img_size, training, run)
+            accuracy = CachedAccuracy(supernet.subnet, held_out(supernet.spec), run / "accuracy.json")
+        else:
+            supernet = train_supernet(space, img_size, req, out)
+            accuracy = plain_accuracy(supernet, space, img_size, held_out(supernet.spec), out / "accuracy.json")
+        if req.method == "nsga2":
+            points, front = pareto_search(space, accuracy, latency, trials=req.trials, seed=req.seed,
+                                          storage=f"sqlite:///{(out / 'nsga2.db').resolve()}", target_ms=req.target_ms)
+            if not front:
+                raise LatvitError(f"no evaluated spec meets {req.target_ms:g} ms; raise --trials or --target-ms")
+            result, trace = max(front, key=lambda s: s.accuracy), points
+        else:
+            trace = greedy_search(space, req.method, accuracy, latency, req.target_ms,
+                                  params=lambda c: spec_cost(space.spec(c, img_size)).params, on_step=save_step)
+            result = trace[-1]
+    if req.method != "nsga2":
         from latvit.search.algorithms import dominates
 
-        front = sorted((s for s in evaluated if not any(
-            dominates((o.accuracy, o.latency_ms), (s.accuracy, s.latency_ms)) for o in evaluated)),
+        points = [Step("evaluated", c, latency(c), acc) for c, acc in accuracy.evaluated()]
+        front = sorted((s for s in points if not any(
+            dominates((o.accuracy, o.latency_ms), (s.accuracy, s.latency_ms)) for o in points)),
             key=lambda s: s.latency_ms)
-        points = evaluated
     atomic_write_text(trace_path, json.dumps([s.as_dict() for s in trace], indent=1))
     spec = dataclasses.replace(space.spec(result.choice, img_size), name=f"{space_name}_{req.method}_{req.target_ms:g}ms")
     atomic_write_text(out / "spec.json", spec.to_json() + "\n")
     atomic_write_text(out / "pareto.json", json.dumps([s.as_dict() for s in front], indent=1))
     write_pareto_plot(points, front, result, out / "pareto.png", req.target_ms)
-    record = {"method": req.method, "space": space_name, "img_size": img_size, "target_ms": req.target_ms,
-              "predicted_ms": result.latency_ms, "accuracy_inherited": result.accuracy, "params_m":
-              spec_cost(spec).params / 1e6, "search_seconds": time.perf_counter() - start,
+    record = {"method": req.method, "space": space_name, "supernet": kind, "img_size": img_size,
+              "target_ms": req.target_ms, "predicted_ms": result.latency_ms, "accuracy_inherited": result.accuracy,
+              "params_m": spec_cost(spec).params / 1e6, "search_seconds": time.perf_counter() - start,
               "runtime": table.meta.get("runtime"), "spec": str(out / "spec.json")}
     if req.measure:
         measured = run_isolated("latvit.latency.bench:measure_row", {
