@@ -59,12 +59,21 @@ def parse_checkpoints(items: list[str]) -> dict[str, Path]:
     return out
 
 
-def evaluation_set(data: str, img_size: int, mean, std, count: int) -> tuple[np.ndarray, np.ndarray]:
+def training_crop_pct(checkpoint: Path) -> float:
+    """The evaluation crop the run was trained and validated with (RUN/config.yaml next to RUN/best), as
+    `latvit validate` uses it; timm's 0.875 when the directory is not inside a run."""
+    import yaml
+
+    config = checkpoint.parent / "config.yaml"
+    return float((yaml.safe_load(config.read_text()) or {}).get("crop_pct", 0.875)) if config.is_file() else 0.875
+
+
+def evaluation_set(data: str, img_size: int, mean, std, count: int, crop_pct: float = 0.875):
     """The first `count` test ('val' split) images of `data`, transformed for evaluation: (N, 3, S, S), (N,)."""
     from latvit.train.data import eval_transform, open_dataset
 
     dataset = open_dataset(data, "val")
-    transform = eval_transform(img_size, mean, std)
+    transform = eval_transform(img_size, mean, std, crop_pct=crop_pct)
     idx = range(min(count, len(dataset)))
     return (torch.stack([transform(dataset[i][0]) for i in idx]).numpy(),
             np.array([int(dataset[i][1]) for i in idx]))
@@ -102,7 +111,7 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
     accuracy = {}
     eval_set = None
     if args.checkpoint:
-        eval_set = evaluation_set(args.data, size, spec.mean, spec.std, args.eval_images)
+        eval_set = evaluation_set(args.data, size, spec.mean, spec.std, args.eval_images, training_crop_pct(Path(source)))
         accuracy = {label: top1(eager(m), *eval_set, batch=250) for label, m in variants.items()}
         print(f"{name}: top-1 " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()), flush=True)
     for rt_name in args.runtimes.split(","):
