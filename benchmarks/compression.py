@@ -120,8 +120,16 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
             print(f"{rt_name}: {rt.cannot_run()}")
             continue
         with tempfile.TemporaryDirectory(prefix="latvit-compression-") as tmp:
-            runners = {label: rt.prepare(m, torch.from_numpy(x), args.threads, Path(tmp) / str(i))
-                       for i, (label, m) in enumerate(variants.items())}
+            runners = {}
+            for i, (label, m) in enumerate(variants.items()):
+                try:
+                    runners[label] = rt.prepare(m, torch.from_numpy(x), args.threads, Path(tmp) / str(i))
+                except Exception as e:  # e.g. ToMe's sort has no ExecuTorch kernel: a row that says so, not a crash
+                    if label == "fp32":
+                        raise
+                    reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:120]
+                    rows.append({**info, "runtime": rt_name, "variant": label, "error": reason})
+                    print(f"{name:22s} {rt_name:10s} {label:12s} failed: {reason}", flush=True)
             acc = dict(accuracy)
             if rt_name in INT8_RUNTIMES:
                 path = quantize(fp32, rt_name, calib, Path(tmp) / "int8" / "model.x", recipe=args.recipe)
@@ -147,6 +155,9 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | runtime | variant | ms | vs fp32 | top-1 | drop |", "|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['runtime']} | {r['variant']} | failed: {r['error']} | | | |")
+            continue
         t = "" if r["top1"] is None else f"{r['top1']:.2f}"
         d = "" if r["top1_drop"] is None else f"{r['top1_drop']:+.2f}"
         lines.append(f"| {r['model']} | {r['runtime']} | {r['variant']} | {r['median_ms']:.2f} | "
