@@ -6,6 +6,7 @@ thread settings) happens when the runner is prepared, so timing the runner times
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from latvit.errors import LatvitError
+from latvit.errors import LatvitError, missing_extra
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -24,15 +25,22 @@ class Runtime:
     name:   the CLI name (`--runtimes ort`).
     extra:  the pip extra that installs it (`pip install "latvit[onnx]"`), or None when always present.
     suffix: file suffix of the exported artifact, or None when the runtime has no artifact (eager).
+    requires: the modules it imports; `missing()` names the first one absent and the extra to install.
     """
 
     name: str = ""
     extra: str | None = None
     suffix: str | None = None
+    requires: tuple[str, ...] = ()
 
     # -- what this machine can do --------------------------------------------------------------------
     def missing(self) -> str | None:
         """Why this runtime cannot export here (a missing package: name the extra), or None."""
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                return str(missing_extra(module.split(".")[0], self.extra))
         return None
 
     def cannot_run(self) -> str | None:

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from latvit.errors import missing_extra
 from latvit.runtimes.base import Runner, Runtime
 
 MACOS_ONLY = "CoreML predicts only on macOS: export only"
@@ -51,13 +50,7 @@ def _no_progress_bars():
 
 class CoreMLRuntime(Runtime):
     name, extra, suffix = "coreml", "coreml", ".mlpackage"
-
-    def missing(self) -> str | None:
-        try:
-            import coremltools  # noqa: F401
-        except ImportError:
-            return str(missing_extra("coremltools", self.extra))
-        return None
+    requires = ("coremltools",)
 
     def cannot_run(self) -> str | None:
         return self.missing() or (None if platform.system() == "Darwin" else MACOS_ONLY)

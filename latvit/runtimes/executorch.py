@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from latvit.errors import missing_extra
 from latvit.runtimes.base import Runner, Runtime
 
 
@@ -82,14 +81,7 @@ def lower(model: nn.Module, example: torch.Tensor):
 
 class ExecuTorchRuntime(Runtime):
     name, extra, suffix = "executorch", "executorch", ".pte"
-
-    def missing(self) -> str | None:
-        try:
-            import executorch.exir  # noqa: F401
-            import executorch.runtime  # noqa: F401
-        except ImportError:
-            return str(missing_extra("executorch", self.extra))
-        return None
+    requires = ("executorch.exir", "executorch.runtime")
 
     def version(self) -> str:
         from importlib.metadata import version

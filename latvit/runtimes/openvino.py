@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from latvit.errors import missing_extra
 from latvit.runtimes.base import Runner, Runtime, export_onnx
 
 
@@ -43,6 +42,7 @@ class OpenVinoRuntime(Runtime):
     of their scale; the artifact is the same fp32 IR, only the compiled kernels differ)."""
 
     extra, suffix = "openvino", ".xml"
+    requires = ("openvino",)
 
     def __init__(self, precision: str = "f32"):
         if precision not in PRECISIONS:
@@ -50,12 +50,6 @@ class OpenVinoRuntime(Runtime):
         self.precision = precision
         self.name = "openvino" if precision == "f32" else f"openvino_{precision}"
 
-    def missing(self) -> str | None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return str(missing_extra("openvino", self.extra))
-        return None
 
     def cannot_run(self) -> str | None:
         reason = self.missing()

@@ -7,20 +7,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from latvit.errors import missing_extra
 from latvit.runtimes.base import Runner, Runtime, export_onnx
 
 
 class OnnxRuntime(Runtime):
     name, extra, suffix = "ort", "onnx", ".onnx"
-
-    def missing(self) -> str | None:
-        for pkg in ("onnx", "onnxruntime", "onnxscript"):
-            try:
-                __import__(pkg)
-            except ImportError:
-                return str(missing_extra(pkg, self.extra))
-        return None
+    requires = ("onnx", "onnxruntime", "onnxscript")
 
     def version(self) -> str:
         import onnxruntime

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from latvit.errors import LatvitError, missing_extra
+from latvit.errors import LatvitError
 from latvit.runtimes.base import Runner, Runtime, export_onnx
 
 NO_CUDA = "TensorRT needs an NVIDIA GPU with CUDA (torch.cuda.is_available() is False here)"
@@ -62,18 +62,13 @@ def build_engine(trt: Any, onnx_bytes: bytes, precision: str) -> bytes:
 
 class TensorRTRuntime(Runtime):
     extra, suffix = "tensorrt", ".engine"
+    requires = ("tensorrt",)
 
     def __init__(self, precision: str = "fp32"):
         builder_flags(precision)  # validates
         self.precision = precision
         self.name = "tensorrt" if precision == "fp32" else f"tensorrt_{precision}"
 
-    def missing(self) -> str | None:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            return str(missing_extra("tensorrt", self.extra))
-        return None
 
     def cannot_run(self) -> str | None:
         return self.missing() or (None if torch.cuda.is_available() else NO_CUDA)
