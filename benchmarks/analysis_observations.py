@@ -11,7 +11,8 @@ on the CPU runtimes here, through `latvit.latency.protocol` and `latvit.analysis
     <out-dir>/analysis_observations.md     the tables docs/analysis.md quotes
 
     python benchmarks/analysis_observations.py [--runtimes eager,ort,openvino] [--threads N] [--iters 20]
-        [--img-size 224] [--density] [--out-dir benchmarks/results]
+        [--img-size 224] [--sections patch,reshape,norm,act,profiles]
+        [--profile-also executorch] [--out-dir benchmarks/results]
 
 On a shared machine expect noise: medians are reported, with the coefficient of variation.
 """
@@ -129,6 +130,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--sections", default="patch,reshape,norm,act,profiles")
+    ap.add_argument("--profile-also", default="executorch", type=lambda v: [r for r in v.split(",") if r],
+                    help="runtimes profiled in the per-op section only (not timed in sections 1-4)")
     ap.add_argument("--out-dir", default="benchmarks/results")
     args = ap.parse_args()
     runtimes = [r for r in args.runtimes.split(",") if r]
@@ -186,21 +189,23 @@ def main() -> None:
     if "profiles" in sections:
         out["profiles"] = {}
         md.append("**Per-op profiles (share of end-to-end latency, %)**\n")
-        cats = ["stem", "downsampling", "token_mixer", "mlp", "norm", "activation", "reshape", "other", "overhead"]
-        md.append("| model | runtime | ms (profiled) | " + " | ".join(cats) + " | ops explain |")
-        md.append("|---|---|---:|" + "---:|" * (len(cats) + 1))
+        cats = ["stem", "downsampling", "token_mixer", "mlp", "norm", "activation", "reshape", "other", "runtime",
+                "overhead"]
+        md.append("| model | runtime | ms (profiled) | " + " | ".join(cats) + " | ops explain | kernels explain |")
+        md.append("|---|---|---:|" + "---:|" * (len(cats) + 2))
         for model in ("efficientformer_l1", "efficientformerv2_s1", "mobilevit_xs"):
-            for r in runtimes:
+            for r in runtimes + args.profile_also:
                 try:
                     p = profile_model(model, r, img_size=S, threads=args.threads, iters=args.iters, min_seconds=0.5)
                 except Exception as e:  # noqa: BLE001
                     print("profile failed", model, r, e, flush=True)
                     continue
                 d = p.to_dict()
-                out["profiles"][f"{model}/{r}"] = {k: d[k] for k in ("e2e", "latency", "coverage", "categories", "op_types")}
+                out["profiles"][f"{model}/{r}"] = {k: d[k] for k in ("e2e", "latency", "coverage", "kernel_coverage",
+                                                                      "categories", "op_types")}
                 c = d["categories"]
                 md.append(f"| {model} | {r} | {p.e2e.mean_ms:.2f} | " + " | ".join(
-                    f"{100 * c[k] / p.e2e.mean_ms:.1f}" for k in cats) + f" | {100 * p.coverage:.0f}% |")
+                    f"{100 * c.get(k, 0.0) / p.e2e.mean_ms:.1f}" for k in cats) + f" | {100 * p.coverage:.0f}% | {100 * p.kernel_coverage:.0f}% |")
                 print("profile", model, r, f"{p.e2e.mean_ms:.2f} ms cov {p.coverage:.2f}", flush=True)
         md.append("")
     out["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

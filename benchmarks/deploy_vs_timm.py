@@ -1,7 +1,8 @@
 """latvit's deployed seed models against the same timm models exported the ordinary way.
 
 For each seed model: timm.create_model(NAME) exported the ordinary way (ONNX Runtime:
-`torch.onnx.export(model, (x,), path)` with torch's defaults; OpenVINO: `ov.convert_model`), versus latvit.create_model(NAME) carrying
+`torch.onnx.export(model, (x,), path)` with torch's defaults; OpenVINO: `ov.convert_model(model,
+example_input=x)`, which leaves the input shape dynamic), versus latvit.create_model(NAME) carrying
 the *same weights* (loaded from the timm model's state dict) and passed through `latvit.deploy`, on ONNX
 Runtime and OpenVINO. Both paths are measured in this one run, interleaved round by round (the order
 alternates) so drift on a shared machine hits both alike; the speedup is the median over rounds of the
@@ -57,7 +58,14 @@ def ordinary_runner(rt, model, x: torch.Tensor, threads: int, workdir: Path):
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (x,), str(workdir / "model.onnx"), verbose=False)
         return rt.load(workdir / "model.onnx", x, threads)
-    return rt.prepare(model, x, threads, workdir)  # OpenVINO: ov.convert_model from the torch model
+    import openvino as ov  # OpenVINO: ov.convert_model from the torch model (dynamic shapes, its default)
+
+    from latvit.runtimes.openvino import compile_config
+
+    compiled = ov.Core().compile_model(ov.convert_model(model.eval(), example_input=x), "CPU",
+                                       compile_config(threads, rt.precision))
+    request = compiled.create_infer_request()
+    return lambda xn: request.infer({0: xn})[0]
 
 
 def main() -> None:

@@ -221,6 +221,7 @@ def add_profile(sub) -> None:
     p.add_argument("--top", type=_positive_int, default=12, help="slowest ops to list (default: 12)")
     p.add_argument("--json", metavar="PATH", help="write the full profile as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a stacked-bar PNG (per block, by category)")
+    p.add_argument("--no-deploy", action="store_true", help="profile the model as built, without deploy folding")
     p.set_defaults(run=run_profile)
 
 
@@ -230,7 +231,7 @@ def run_profile(args) -> None:
     from latvit.analysis.profile import COVERAGE_MIN, plot_profile, profile_model, profile_table
 
     prof = profile_model(args.model, args.runtime, img_size=args.img_size, threads=args.threads,
-                         warmup=args.warmup, iters=args.iters)
+                         warmup=args.warmup, iters=args.iters, deploy=not args.no_deploy)
     Console(width=max(Console().width, 120)).print(profile_table(prof, top=args.top))
     if prof.coverage < COVERAGE_MIN:
         print(f"warning: ops explain only {100 * prof.coverage:.1f}% of the end-to-end latency "

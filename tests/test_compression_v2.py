@@ -157,6 +157,32 @@ def test_executorch_int8_end_to_end(tmp_path):
     assert not np.array_equal(out, ref)  # it really is the quantized program
 
 
+@pytest.mark.slow  # ExecuTorch's XNNPACK lowering has a fixed cost of tens of seconds per process
+def test_executorch_int8_talking_head_attention(tmp_path):
+    """EfficientFormerV2's talking heads (1x1 conv over heads, then softmax over the last dim) in an int8
+    program: the softmax reads the conv through a dequantize node, and XNNPACK's channels-last layout once
+    made it normalise over heads (63% of the output range off). Quantization error alone is ~4%."""
+    from latvit.deploy import deploy
+    from latvit.deploy.quantize import quantize
+    from latvit.layers.efficientformer import TalkingHeadAttention2d
+    from latvit.runtimes import get_runtime
+
+    et = get_runtime("executorch")
+    if et.missing():
+        pytest.skip(et.missing())
+    torch.manual_seed(0)
+    attn = TalkingHeadAttention2d(64, resolution=(7, 7), key_dim=16, heads=4).eval()
+    with torch.no_grad():
+        attn.talking_head1.weight.mul_(8.0)  # peaky attention, so that the wrong axis shows
+    attn = deploy(attn).eval()
+    calib = [torch.randn(1, 64, 7, 7).numpy() for _ in range(4)]
+    run = et.load(quantize(attn, "executorch", calib, tmp_path / "attn.pte"), torch.from_numpy(calib[0]), 1)
+    x = torch.randn(1, 64, 7, 7)
+    with torch.no_grad():
+        ref = attn(x).numpy()
+    assert np.abs(run(x.numpy()) - ref).max() <= 0.15 * np.abs(ref).max()
+
+
 # -- benchmarks/compression.py accuracy columns ------------------------------------------------------------
 def _benchmark():
     spec = importlib.util.spec_from_file_location("compression_bench", ROOT / "benchmarks" / "compression.py")

@@ -70,8 +70,10 @@ def test_ops_account_for_the_end_to_end_latency(prof):
 def test_every_op_is_located_and_categorised(prof):
     plan = plan_network(latvit.get_spec(prof.model), SIZE)
     wheres = {b.where for b in plan.blocks}
-    located = sum(op.ms for op in prof.ops if op.block in wheres or op.block == "head")
-    assert located >= 0.95 * prof.op_ms  # nearly all time lands on a planned block or the head
+    # eager's `python` rows (the interpreter between module calls, e.g. a stage's own loop) are not ops
+    compute = [op for op in prof.ops if op.op_type != "python"]
+    located = sum(op.ms for op in compute if op.block in wheres or op.block == "head")
+    assert located >= 0.95 * sum(op.ms for op in compute)  # nearly all time lands on a planned block or the head
     unexplained = {(op.op_type, op.module, op.reason) for op in prof.ops
                    if op.category == "other" and op.reason not in EXPLAINED_OTHER}
     assert not unexplained

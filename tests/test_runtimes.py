@@ -114,12 +114,30 @@ def test_executorch_delegation_counts():
 
 
 def test_executorch_softmax_after_conv(tmp_path):
-    """XNNPACK computes softmax(-1) of a conv output over the wrong (channels-last) axis; latvit's
-    partitioner keeps that softmax off XNNPACK (EfficientFormerV2's talking heads need it)."""
+    """XNNPACK computes softmax(-1) of a conv output over the wrong (channels-last) axis; latvit's lowering
+    gives that softmax a 3-D view, so it is right and still delegated (EfficientFormerV2's talking heads)."""
     rt = usable("executorch")
+    from latvit.runtimes.executorch import delegation
+
     model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.Softmax(dim=-1)).eval()
-    x = torch.randn(2, 4, 8, 8)
+    x = 4 * torch.randn(2, 4, 8, 8)  # peaky: a softmax over channels instead of W is far off
     assert_close(rt.prepare(model, x, threads=1, workdir=tmp_path)(x.numpy()), model(x).detach().numpy())
+    assert delegation(model, x) == {"xnnpack_partitions": 1, "portable_ops": 0}
+
+
+class _QK(torch.nn.Module):
+    def forward(self, x):  # (B, heads, N, d) -> (B, heads, N, N)
+        return (x @ x.transpose(-2, -1)).softmax(-1)
+
+
+def test_executorch_no_noop_expand_between_partitions():
+    """A 4-D matmul decomposes into expand + bmm; the no-op expands must not break the graph into several
+    XNNPACK partitions with portable ops in between (they did: 17 partitions for EfficientFormerV2-S1)."""
+    usable("executorch")
+    from latvit.runtimes.executorch import delegation
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), _QK(), torch.nn.Linear(6, 6)).eval()
+    assert delegation(model, torch.randn(1, 2, 6, 8)) == {"xnnpack_partitions": 1, "portable_ops": 0}
 
 
 # -- availability messages -----------------------------------------------------------------------------
@@ -251,6 +269,45 @@ def test_export_openvino_writes_xml_and_bin(small_json, tmp_path):
     info = export_model(small_json, "openvino", tmp_path / "m.xml", img_size=SIZE, batch=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]  # nothing left over
     assert info["checked"] and info["max_abs_diff"] < 1e-4 and info["batch"] == 2 and info["deployed"]
+
+
+def test_openvino_model_has_static_shapes(small_json, tmp_path):
+    """OpenVINO IR pinned to the example's shape (convert_model alone leaves it dynamic: slower, and it
+    crashed the CPU plugin in int8, see the next test)."""
+    usable("openvino")
+    export_model(small_json, "openvino", tmp_path / "m.xml", img_size=SIZE, batch=2)
+    import openvino as ov
+
+    shape = ov.Core().read_model(str(tmp_path / "m.xml")).inputs[0].get_partial_shape()
+    assert shape.is_static and list(shape.to_shape()) == [2, 3, SIZE, SIZE]
+
+
+def test_openvino_mobilevit_at_32px_matches(tmp_path):
+    """At 32 px MobileViT's blocks resize maps that do not divide into patches; with dynamic input shapes
+    OpenVINO computed garbage there (max abs diff = the logit scale). Static shapes fix it."""
+    rt = usable("openvino")
+    torch.manual_seed(0)
+    model = latvit.create_model("mobilevit_xxs", img_size=32, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert_close(rt.prepare(latvit.deploy(model), x, threads=1, workdir=tmp_path)(x.numpy()), ref)
+
+
+@pytest.mark.slow
+def test_openvino_int8_mobilevit_at_32px_runs(tmp_path):
+    """NNCF int8 MobileViT-XXS at 32 px with dynamic input shapes made OpenVINO's CPU plugin segfault at
+    the first inference (rc -11). A subprocess, so that a crash fails this test, not the whole run; the
+    CLI's own comparison runs the int8 model."""
+    import subprocess
+
+    usable("openvino")
+    pytest.importorskip("nncf")
+    proc = subprocess.run([sys.executable, "-m", "latvit", "quantize", "mobilevit_xxs", "--img-size", "32",
+                           "--runtime", "openvino", "--calib", "synthetic", "--calib-images", "8",
+                           "--threads", "1", "-o", str(tmp_path / "m.xml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "int8" in proc.stdout and (tmp_path / "m.xml").is_file()
 
 
 @pytest.mark.slow

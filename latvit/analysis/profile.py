@@ -749,10 +749,11 @@ PROFILERS: dict[str, Callable[..., _Raw]] = {
 
 def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_size: int | None = None,
                   threads: int | None = None, warmup: int = 5, iters: int = 20, min_seconds: float = 0.5,
-                  workdir: Path | None = None) -> Profile:
+                  deploy: bool = True, workdir: Path | None = None) -> Profile:
     """Profile one image (1, 3, S, S) through `model` (a name, spec, spec file, saved directory or a built
-    `LatvitNet`) on `runtime` ("eager", "ort", "openvino", "executorch"). Returns a `Profile`; see the module
-    docstring."""
+    `LatvitNet`) on `runtime` ("eager", "ort", "openvino", "executorch"). With `deploy` (the default, as in
+    `latvit bench`) the deployed model is profiled, BatchNorm folded and attention biases precomputed;
+    `deploy=False` profiles the model as built. Returns a `Profile`; see the module docstring."""
     from latvit.models import create_model
     from latvit.runtimes import RUNTIME_NAMES
     from latvit.space.builder import LatvitNet
@@ -772,6 +773,10 @@ def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_si
     else:
         net = create_model(model, img_size=img_size)
     net = net.eval()
+    if deploy:
+        from latvit.deploy import deploy as deploy_model
+
+        net = deploy_model(net).eval()
     size = img_size or net.img_size
     plan = plan_network(net.spec, size, num_classes=net.num_classes)
     x = torch.randn(1, net.in_chans, size, size)

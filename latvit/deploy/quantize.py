@@ -140,7 +140,9 @@ def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str) -> P
         import openvino as ov
     except ImportError as e:
         raise missing_extra(e.name or "nncf", "openvino") from None
-    ov_model = ov.convert_model(model, example_input=example)
+    from latvit.runtimes.openvino import RUNTIME
+
+    ov_model = RUNTIME.convert(model, example)  # static shapes, as the fp32 path
     kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if recipe == "vit" else {}
     quantized = nncf.quantize(ov_model, nncf.Dataset(calibration), subset_size=len(calibration),
                               preset=nncf.QuantizationPreset.MIXED, **kwargs)
@@ -153,12 +155,11 @@ def _quantize_executorch(model, example, calibration, tmp: Path, recipe: str) ->
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                              get_symmetric_quantization_config)
-        from executorch.exir import to_edge_transform_and_lower
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as e:
         raise missing_extra(e.name or "executorch", "executorch") from None
     # Both recipes use XNNPACK's own annotation (conv, linear, add, mul, pooling, ...): it already keeps
-    # softmax, norms and GELU in float, as XNNPACK has no int8 kernels for them, so it is a `vit` recipe.
+    # softmax and norms in float, as XNNPACK has no int8 kernels for them, so it is a `vit` recipe.
     # Restricting it to Conv2d/Linear modules (the other runtimes' `vit` recipe) left the residual adds and
     # pooling in float between int8 convs, each a convert pair, and measured slower on XNNPACK:
     # EfficientFormer-L1 ~1.1x over fp32 against 2.5-2.8x, V2-S1 0.98x against 1.65x (docs/compression.md).
@@ -169,10 +170,9 @@ def _quantize_executorch(model, example, calibration, tmp: Path, recipe: str) ->
         for x in calibration:
             prepared(torch.from_numpy(x[:1]))
     converted = convert_pt2e(prepared)
-    from latvit.runtimes.executorch import partitioner  # XNNPACK's, with the fp32 path's softmax fix
+    from latvit.runtimes.executorch import to_xnnpack  # the fp32 path's lowering, with its fixes
 
-    program = to_edge_transform_and_lower(torch.export.export(converted, (example,), strict=False),
-                                          partitioner=[partitioner()]).to_executorch()
+    program = to_xnnpack(torch.export.export(converted, (example,), strict=False)).to_executorch()
     out = tmp / "int8.pte"
     out.write_bytes(program.buffer)
     return out

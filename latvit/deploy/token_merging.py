@@ -48,8 +48,11 @@ def match_tokens(metric: torch.Tensor, r: int, protect_first: bool = False) -> t
     if protect_first:
         scores[:, 0] = -torch.inf
     best, partner = scores.max(dim=-1)  # (B, Na)
-    rank = best.argsort(dim=-1, descending=True).argsort(dim=-1)  # rank of each a-token's edge
-    is_src = rank < r  # (B, Na): merged away
+    # the r strongest edges merge away. topk and a comparison rather than a double argsort (ExecuTorch's
+    # portable runtime has no sort kernel) or a scatter (kept out of the exported graph throughout)
+    strongest = best.topk(r, dim=-1).indices  # (B, r)
+    positions = torch.arange(best.shape[1], device=metric.device).view(1, -1, 1)
+    is_src = (positions == strongest.unsqueeze(1)).any(dim=-1)  # (B, Na): merged away
     # destination of every current token in the new sequence [kept tokens in order] + ... see below
     from_a = torch.zeros(B, N, dtype=torch.bool, device=metric.device)
     from_a[:, ::2] = is_src

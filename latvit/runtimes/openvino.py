@@ -24,9 +24,16 @@ PRECISIONS = {"f32": "f32", "bf16": "bf16"}
 def compile_config(threads: int, precision: str = "f32") -> dict[str, str]:
     """CPU plugin settings: explicit threads, one inference at a time (latency, not throughput), and the
     arithmetic precision. f32 by default so outputs match PyTorch: on CPUs with bf16 units (AMX,
-    AVX512-BF16) OpenVINO's own default is bf16, which moves logits by ~0.5% of their scale."""
-    return {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+    AVX512-BF16) OpenVINO's own default is bf16, which moves logits by ~0.5% of their scale.
+
+    In f32 the "snippets" subgraph compiler is off: on static shapes (which `convert` gives) it fused
+    MobileViT's attention with an approximate exp, 3e-4 of the logit scale off PyTorch against 1e-6
+    without it, for 1-2% of latency."""
+    config = {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+    if precision == "f32":
+        config["SNIPPETS_MODE"] = "DISABLE"
+    return config
 
 
 def cpu_has_bf16() -> bool:
@@ -63,7 +70,12 @@ class OpenVinoRuntime(Runtime):
         return f"openvino {openvino.__version__.split('-')[0]}"
 
     def convert(self, model: nn.Module, example: torch.Tensor):
-        """An `ov.Model` of `model` at `example`'s static shape (direct frontend, ONNX as the fallback)."""
+        """An `ov.Model` of `model` at `example`'s static shape (direct frontend, ONNX as the fallback).
+
+        `convert_model(example_input=...)` alone leaves the batch and spatial dims dynamic; pinning them
+        made the seed models 1.03-1.12x faster in fp32 (MobileViT most), fixed a trained MobileViT-XXS at
+        32 px whose dynamic-shape logits were 7% of their scale off PyTorch, and avoids a CPU-plugin
+        segfault in NNCF int8 MobileViT-XXS at 32 px (docs/runtimes.md)."""
         import tempfile
         import warnings
 
@@ -73,11 +85,13 @@ class OpenVinoRuntime(Runtime):
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             try:
-                return ov.convert_model(model, example_input=example)
+                converted = ov.convert_model(model, example_input=example)
             except Exception:  # noqa: BLE001 - any frontend failure: go through ONNX instead
                 with tempfile.TemporaryDirectory(prefix="latvit-ov-") as tmp:
                     onnx_path = export_onnx(model, example, Path(tmp) / "model.onnx")
-                    return ov.convert_model(str(onnx_path))
+                    converted = ov.convert_model(str(onnx_path))
+        converted.reshape(list(example.shape))
+        return converted
 
     def export(self, model: nn.Module, example: torch.Tensor, path: Path) -> Path:
         """Write OpenVINO IR: `path` (.xml, the graph) and the .bin next to it (the weights)."""
