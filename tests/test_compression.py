@@ -170,12 +170,15 @@ def test_tome_reports_where_it_cannot_merge_and_rejects_bad_r():
         tome(model, -1)
 
 
-def test_tome_exports_to_onnx_runtime(tmp_path):
-    pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("runtime, package", [("ort", "onnxruntime"),
+                                               pytest.param("executorch", "executorch", marks=pytest.mark.slow)])
+def test_tome_exports_and_runs_on_runtime(runtime, package, tmp_path):
+    # ExecuTorch: the merge must avoid sort (no portable kernel) and scatter: `match_tokens` uses topk
+    pytest.importorskip(package)
     from latvit.runtimes import get_runtime
 
     model = tome(latvit.create_model("mobilevit_xxs", img_size=64).eval(), 8)
     x = torch.randn(1, 3, 64, 64)
-    run = get_runtime("ort").prepare(model, x, 1, tmp_path)
+    run = get_runtime(runtime).prepare(model, x, 1, tmp_path)
     with torch.no_grad():
         assert np.abs(run(x.numpy()) - model(x).numpy()).max() < 1e-4
