@@ -14,7 +14,7 @@ Fashion-MNIST) it also reports test top-1 of every variant, at the checkpoint's 
 
     python benchmarks/compression.py [--models a,b] [--runtimes ort,openvino] [--tome 16] [--threads 2]
     python benchmarks/compression.py --checkpoint mobilevit_xxs=runs/fmnist-mobilevit_xxs-32-e20-n60000/best \\
-        --checkpoint efficientformerv2_s0=runs/fmnist-efficientformerv2_s0-32-e12-n60000/best
+        --checkpoint efficientformerv2_s0=runs/fmnist-efficientformerv2_s0-32-e15-n60000/best
 
 Writes JSON (machine metadata + flat rows) to benchmarks/results/compression.json, or
 compression_fmnist.json with checkpoints (`--json` to choose), and prints a markdown table.

@@ -3,8 +3,9 @@
 # accuracy with). Needs `apt-get install dataset-fashion-mnist`. Weights go to runs/ (not committed).
 #
 #   benchmarks/train_fashion_mnist.sh                        # mobilevit_xxs, 20 epochs at 32 px (docs/train.md)
-#   EPOCHS=8 benchmarks/train_fashion_mnist.sh efficientformerv2_s0   # the other measured run
-#   EPOCHS=30 SIZE=64 benchmarks/train_fashion_mnist.sh efficientformerv2_s0 mobilevit_xxs   # next to try
+#   EPOCHS=15 benchmarks/train_fashion_mnist.sh efficientformerv2_s0  # the other measured run
+# The two measured runs ran side by side, one thread each (THREADS, WORKERS below); a killed run resumes
+# where it stopped when the same command is run again (its last.pt is found and --resume added).
 # Training evaluates the first VAL_SUBSET test images each epoch; the final `latvit validate` uses all 10000.
 #
 # On a CPU shared with other jobs, one thread per process is much faster than several (no spin-waiting).
