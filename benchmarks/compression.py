@@ -2,7 +2,8 @@
 
 Every variant of a model is prepared first, then all are timed round-robin for `--rounds` rounds (so
 machine drift hits each alike); each row gives the variant's median and its speed-up over fp32 on the
-same runtime.
+same runtime. Each exported variant first runs once in a child process: one the runtime cannot export or
+run, even one that crashes it, becomes a failed row with the reason, and the others are still measured.
 
 Without checkpoints it measures the seed models at their default size (random weights: latency only).
 With `--checkpoint MODEL=RUN_DIR/best` (repeatable; a `latvit.save` directory, e.g. from `latvit train` on
@@ -37,7 +38,7 @@ from latvit.deploy.quantize import calibration_batches, quantize
 from latvit.deploy.sparsity import make_permanent, prune_magnitude, sparsity_report
 from latvit.deploy.token_merging import TomeReport, tome
 from latvit.errors import LatvitError
-from latvit.latency.protocol import default_threads, machine_info, measure_latency, set_threads
+from latvit.latency.protocol import default_threads, machine_info, measure_latency, run_isolated, set_threads
 from latvit.runtimes import get_runtime
 from latvit.utils import atomic_write_text
 
@@ -94,6 +95,21 @@ def eager(model: torch.nn.Module):
     return run
 
 
+def prepare_checked(rt, model: torch.nn.Module, x: np.ndarray, threads: int, workdir: Path):
+    """`rt.prepare`, but the exported artifact first runs once in a child process: a program that crashes
+    the runtime's native code (merged EfficientFormerV2 segfaults ExecuTorch 1.5.1) raises here instead of
+    taking the whole benchmark down when it is measured."""
+    example = torch.from_numpy(x)
+    if rt.suffix is None:  # no artifact (eager, inductor): nothing native to isolate
+        return rt.prepare(model, example, threads, workdir)
+    path = rt.export(model, example, workdir / f"model{rt.suffix}")
+    probe = run_isolated("latvit.runtimes:run_artifact_once",
+                         {"runtime": rt.name, "path": str(path), "shape": list(x.shape)}, timeout=600)
+    if not probe.ok:
+        raise LatvitError(f"the exported program fails on {rt.name}: {probe.error}")
+    return rt.load(path, example, threads)
+
+
 def measure_model(name: str, source, args, rows: list[dict]) -> None:
     """All variants of one model on every runtime; appends flat rows."""
     base = latvit.create_model(source).eval()
@@ -123,8 +139,8 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
             runners = {}
             for i, (label, m) in enumerate(variants.items()):
                 try:
-                    runners[label] = rt.prepare(m, torch.from_numpy(x), args.threads, Path(tmp) / str(i))
-                except Exception as e:  # e.g. ToMe's sort has no ExecuTorch kernel: a row that says so, not a crash
+                    runners[label] = prepare_checked(rt, m, x, args.threads, Path(tmp) / str(i))
+                except Exception as e:  # a variant the runtime cannot export or run: a row that says so, not a crash
                     if label == "fp32":
                         raise
                     reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:120]

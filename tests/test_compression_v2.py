@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,29 @@ def _spec_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.json"
     tiny_et_spec().to_json(path)
     return path
+
+
+def test_compression_benchmark_turns_a_runtime_crash_into_an_error(tmp_path, monkeypatch):
+    """A program that kills the runtime's process (as merged EfficientFormerV2 segfaults ExecuTorch) is
+    probed in a child process first, so the benchmark gets a one-line error instead of dying."""
+    from latvit.errors import LatvitError
+    from latvit.runtimes import get_runtime
+
+    package = tmp_path / "crashpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "runtime.py").write_text(
+        "import os\nfrom pathlib import Path\nfrom latvit.runtimes.base import Runtime\n\n"
+        "class CrashingRuntime(Runtime):\n"
+        "    name, suffix = 'crashpkg.runtime', '.bin'\n\n"
+        "    def export(self, model, example, path):\n"
+        "        Path(path).write_bytes(b'program')\n"
+        "        return Path(path)\n\n"
+        "    def load(self, path, example, threads):\n"
+        "        os.abort()  # what a segfault in native code does: the process dies with a signal\n\n"
+        "RUNTIME = CrashingRuntime()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    x = np.zeros((1, 3, 8, 8), dtype=np.float32)
+    with pytest.raises(LatvitError, match=r"fails on crashpkg.runtime: crashed \(killed by signal 6\)"):
+        _benchmark().prepare_checked(get_runtime("crashpkg.runtime"), torch.nn.Identity(), x, 1, tmp_path)

@@ -112,7 +112,10 @@ class MergingTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
-        A = torch.eye(N, dtype=x.dtype, device=x.device).expand(B, N, N)  # membership (B, N_cur, N_0)
+        # membership (B, N_cur, N_0), the identity at first. Not `torch.eye`: its decomposition builds a uint16
+        # arange at N >= 256, which ExecuTorch's edge dialect rejects
+        index = torch.arange(N, device=x.device)
+        A = (index[:, None] == index[None, :]).to(x.dtype).expand(B, N, N)
         for layer, r in zip(self.layers, self.r):
             norm1, attn, ls1, norm2, mlp, ls2 = _layer_parts(layer)
             size = A.sum(dim=-1)  # (B, N_cur)

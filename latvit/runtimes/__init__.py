@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from pathlib import Path
 
 from latvit.errors import LatvitError
 from latvit.runtimes.base import Runtime
@@ -56,4 +57,18 @@ def runnable_runtime(name: str) -> Runtime:
     return runtime
 
 
-__all__ = ["RUNTIME_MODULES", "RUNTIME_NAMES", "Runtime", "get_runtime", "runnable_runtime"]
+def run_artifact_once(runtime: str, path: str, shape: list[int]) -> float:
+    """Load an artifact that `runtime`'s export wrote at `path`, run it once on zeros of `shape` (B, C, H, W)
+    on one thread, and return the largest absolute output value.
+
+    Meant for `latvit.latency.protocol.run_isolated`: a program that crashes the runtime's native code (a
+    segfault takes the whole Python process) then becomes a failed probe instead of ending its caller."""
+    import numpy as np
+    import torch
+
+    example = torch.zeros(*shape)
+    out = runnable_runtime(runtime).load(Path(path), example, 1)(example.numpy())
+    return float(np.abs(out).max())
+
+
+__all__ = ["RUNTIME_MODULES", "RUNTIME_NAMES", "Runtime", "get_runtime", "run_artifact_once", "runnable_runtime"]
