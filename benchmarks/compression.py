@@ -95,19 +95,22 @@ def eager(model: torch.nn.Module):
     return run
 
 
-def prepare_checked(rt, model: torch.nn.Module, x: np.ndarray, threads: int, workdir: Path):
-    """`rt.prepare`, but the exported artifact first runs once in a child process: a program that crashes
-    the runtime's native code (merged EfficientFormerV2 segfaults ExecuTorch 1.5.1) raises here instead of
-    taking the whole benchmark down when it is measured."""
-    example = torch.from_numpy(x)
-    if rt.suffix is None:  # no artifact (eager, inductor): nothing native to isolate
-        return rt.prepare(model, example, threads, workdir)
-    path = rt.export(model, example, workdir / f"model{rt.suffix}")
+def load_checked(rt, path: Path, x: np.ndarray, threads: int):
+    """`rt.load`, after the artifact has run once in a child process: a program that crashes the runtime's
+    native code (merged EfficientFormerV2 segfaults ExecuTorch 1.5.1) raises here instead of taking the
+    whole benchmark down when it is measured."""
     probe = run_isolated("latvit.runtimes:run_artifact_once",
                          {"runtime": rt.name, "path": str(path), "shape": list(x.shape)}, timeout=600)
     if not probe.ok:
         raise LatvitError(f"the exported program fails on {rt.name}: {probe.error}")
-    return rt.load(path, example, threads)
+    return rt.load(path, torch.from_numpy(x), threads)
+
+
+def prepare_checked(rt, model: torch.nn.Module, x: np.ndarray, threads: int, workdir: Path):
+    """`rt.prepare` with `load_checked`."""
+    if rt.suffix is None:  # no artifact (eager, inductor): nothing native to isolate
+        return rt.prepare(model, torch.from_numpy(x), threads, workdir)
+    return load_checked(rt, rt.export(model, torch.from_numpy(x), workdir / f"model{rt.suffix}"), x, threads)
 
 
 def measure_model(name: str, source, args, rows: list[dict]) -> None:
@@ -149,7 +152,7 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
             acc = dict(accuracy)
             if rt_name in INT8_RUNTIMES:
                 path = quantize(fp32, rt_name, calib, Path(tmp) / "int8" / "model.x", recipe=args.recipe)
-                runners["int8"] = rt.load(path, torch.from_numpy(x), args.threads)
+                runners["int8"] = load_checked(rt, path, x, args.threads)
                 if eval_set is not None:  # int8 artifacts are exported at batch 1
                     acc["int8"] = top1(runners["int8"], *eval_set, batch=1)
             medians = {label: [] for label in runners}
