@@ -60,12 +60,10 @@ def ordinary_runner(rt, model, x: torch.Tensor, threads: int, workdir: Path):
         return rt.load(workdir / "model.onnx", x, threads)
     import openvino as ov  # OpenVINO: ov.convert_model from the torch model (dynamic shapes, its default)
 
-    from latvit.runtimes.openvino import compile_config
-
-    compiled = ov.Core().compile_model(ov.convert_model(model.eval(), example_input=x), "CPU",
-                                       compile_config(threads, rt.precision))
-    request = compiled.create_infer_request()
-    return lambda xn: request.infer({0: xn})[0]
+    workdir.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.convert_model(model.eval(), example_input=x), str(workdir / "model.xml"),
+                  compress_to_fp16=False)  # fp32 weights, as latvit's export
+    return rt.load(workdir / "model.xml", x, threads)  # the same compile settings as latvit's path
 
 
 def main() -> None:
