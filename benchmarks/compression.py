@@ -13,7 +13,7 @@ Fashion-MNIST) it also reports test top-1 of every variant, at the checkpoint's 
 - int8: each runtime's own artifact (`latvit.deploy.quantize`, `vit` recipe), calibrated on
   `--calib-images` training images, run on that runtime one image at a time.
 
-    python benchmarks/compression.py [--models a,b] [--runtimes ort,openvino] [--tome 16] [--threads 2]
+    python benchmarks/compression.py [--models a,b] [--runtimes ort,openvino] [--tome 16[,32,...]] [--threads 2]
     python benchmarks/compression.py --checkpoint mobilevit_xxs=runs/fmnist-mobilevit_xxs-32-e20-n60000/best \\
         --checkpoint efficientformerv2_s0=runs/fmnist-efficientformerv2_s0-32-e15-n60000/best
 
@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import latvit
 from latvit.deploy import deploy
 from latvit.deploy.quantize import calibration_batches, quantize
 from latvit.deploy.sparsity import make_permanent, prune_magnitude, sparsity_report
 from latvit.deploy.token_merging import TomeReport, tome
 from latvit.errors import LatvitError
+from latvit.latency.bench import input_normalization, load_bench_model
 from latvit.latency.protocol import default_threads, machine_info, measure_latency, run_isolated, set_threads
 from latvit.runtimes import get_runtime
 from latvit.utils import atomic_write_text
@@ -45,6 +45,17 @@ from latvit.utils import atomic_write_text
 SEEDS = ["efficientformer_l1", "efficientformerv2_s1", "mobilevit_xxs", "mobilevit_s"]
 RESULTS = Path(__file__).resolve().parent / "results"
 INT8_RUNTIMES = ("ort", "openvino", "executorch")
+
+
+def parse_r_list(text: str) -> list[int]:
+    """'16' or '16,32,64' -> [16, 32, 64] (argparse type: a bad value is a one-line usage error)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"r must be >= 0, got {text!r}")
+    return values
 
 
 def parse_checkpoints(items: list[str]) -> dict[str, Path]:
@@ -115,22 +126,21 @@ def prepare_checked(rt, model: torch.nn.Module, x: np.ndarray, threads: int, wor
 
 def measure_model(name: str, source, args, rows: list[dict]) -> None:
     """All variants of one model on every runtime; appends flat rows."""
-    base = latvit.create_model(source).eval()
-    spec = base.spec
-    size = spec.img_size
+    base, size, kind = load_bench_model(str(source))  # latvit names, saved directories and timm:NAME
+    mean, std = input_normalization(base, kind)
     fp32 = deploy(base)
-    report = TomeReport()
-    tome_label, sparse_label = f"tome r={args.tome}", f"sparse {args.sparsity:.0%}"
+    report = TomeReport()  # which layers merge does not depend on r: one report, from the first
+    merged = {f"tome r={r}": tome(fp32, r, report if i == 0 else None) for i, r in enumerate(args.tome)}
     sparse = make_permanent(prune_magnitude(fp32, args.sparsity))
-    variants = {"fp32": fp32, tome_label: tome(fp32, args.tome, report), sparse_label: sparse}
+    variants = {"fp32": fp32, **merged, f"sparse {args.sparsity:.0%}": sparse}
     info = {"model": name, "img_size": size, "tome_merged_layers": report.merged_layers,
             "sparsity": round(sparsity_report(sparse)["prunable_sparsity"], 4)}
-    calib = calibration_batches(args.calib, size, spec.mean, spec.std, count=args.calib_images)
+    calib = calibration_batches(args.calib, size, mean, std, count=args.calib_images)
     x = calib[0]
     accuracy = {}
     eval_set = None
     if args.checkpoint:
-        eval_set = evaluation_set(args.data, size, spec.mean, spec.std, args.eval_images, training_crop_pct(Path(source)))
+        eval_set = evaluation_set(args.data, size, mean, std, args.eval_images, training_crop_pct(Path(source)))
         accuracy = {label: top1(eager(m), *eval_set, batch=250) for label, m in variants.items()}
         print(f"{name}: top-1 " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()), flush=True)
     for rt_name in args.runtimes.split(","):
@@ -186,7 +196,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(SEEDS), help="zoo models (ignored with --checkpoint)")
+    ap.add_argument("--models", default=",".join(SEEDS), help="zoo models or timm:NAME (ignored with --checkpoint)")
     ap.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=RUN_DIR/best",
                     help="a trained model to measure and evaluate (repeatable)")
     ap.add_argument("--data", default="fashion-mnist", help="test set for top-1 (default fashion-mnist)")
@@ -195,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eval-images", type=int, default=10000, help="test images for top-1 (default: all)")
     ap.add_argument("--runtimes", default="ort,openvino")
     ap.add_argument("--recipe", default="vit", help="int8 recipe (vit or all)")
-    ap.add_argument("--tome", type=int, default=16, help="tokens merged per transformer layer")
+    ap.add_argument("--tome", type=parse_r_list, default=[16],
+                    help="tokens merged per transformer layer; a comma list measures several (e.g. 16,32,64)")
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--rounds", type=int, default=3)

@@ -131,3 +131,14 @@ def test_cli_writes_json_csv_and_plot(tmp_path, monkeypatch):
     assert len(records) == 1 and records[0]["status"] == "ok"
     assert (tmp_path / "latvit-bench.png").stat().st_size > 1000
     assert (tmp_path / "b.csv").read_text().count("\n") == 2
+
+
+def test_input_normalization_follows_the_models_source():
+    from latvit.latency.bench import input_normalization, load_bench_model
+
+    model, _, source = load_bench_model("mobilevit_xxs", 64)
+    assert source == "latvit" and input_normalization(model, source) == (tuple(model.spec.mean),
+                                                                          tuple(model.spec.std))
+    model, _, source = load_bench_model("timm:deit_tiny_patch16_224")
+    assert source == "timm" and input_normalization(model, source) == (tuple(model.pretrained_cfg["mean"]),
+                                                                        tuple(model.pretrained_cfg["std"]))

@@ -139,9 +139,9 @@ def test_match_tokens_merges_r_and_keeps_order():
     size = torch.ones(2, 9)
     assert torch.equal((M @ size.unsqueeze(-1)).sum((1, 2)), torch.full((2,), 9.0))  # sizes sum to N
     x = torch.randn(2, 9, 4)
-    merged = merge_weighted(M, x, size)
-    new_size = M @ size.unsqueeze(-1)  # (2, 6, 1)
-    assert torch.allclose((merged * new_size).sum(1), x.sum(1), atol=1e-5)  # a size-weighted mean conserves mass
+    merged, new_size = merge_weighted(M, x, size)
+    assert torch.equal(new_size, (M @ size.unsqueeze(-1)).squeeze(-1)) and new_size.sum() == 2 * 9
+    assert torch.allclose((merged * new_size.unsqueeze(-1)).sum(1), x.sum(1), atol=1e-5)  # mass is conserved
 
 
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "efficientformer_l1", "timm:deit_tiny_patch16_224"])
@@ -170,16 +170,20 @@ def test_tome_reports_where_it_cannot_merge_and_rejects_bad_r():
         tome(model, -1)
 
 
-@pytest.mark.parametrize("runtime, package, size", [
-    ("ort", "onnxruntime", 64),
+@pytest.mark.parametrize("runtime, package, name, size", [
+    ("ort", "onnxruntime", "mobilevit_xxs", 64),
+    ("openvino", "openvino", "mobilevit_xxs", 64),
+    # 49 tokens in L1's last stage: OpenVINO's PyTorch frontend got the merge's strided slice wrong there,
+    # so the runtime converts through ONNX when the direct conversion fails its shape check
+    ("openvino", "openvino", "efficientformer_l1", 224),
     # ExecuTorch: the merge must avoid sort (no portable kernel) and scatter, and at 256 px (256 tokens per
     # patch position) torch.eye, whose decomposition makes a uint16 arange the edge dialect rejects
-    pytest.param("executorch", "executorch", 256, marks=pytest.mark.slow)])
-def test_tome_exports_and_runs_on_runtime(runtime, package, size, tmp_path):
+    pytest.param("executorch", "executorch", "mobilevit_xxs", 256, marks=pytest.mark.slow)])
+def test_tome_exports_and_runs_on_runtime(runtime, package, name, size, tmp_path):
     pytest.importorskip(package)
     from latvit.runtimes import get_runtime
 
-    model = tome(latvit.create_model("mobilevit_xxs", img_size=size).eval(), 8)
+    model = tome(latvit.create_model(name, img_size=size).eval(), 8)
     x = torch.randn(1, 3, size, size)
     run = get_runtime(runtime).prepare(model, x, 1, tmp_path)
     with torch.no_grad():

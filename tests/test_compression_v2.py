@@ -206,16 +206,18 @@ def test_compression_benchmark_reports_accuracy_per_variant(tmp_path):
     bench = _benchmark()
     out = tmp_path / "result.json"
     result = bench.main(["--checkpoint", f"tiny={run_dir / 'best'}", "--data", "synthetic", "--runtimes", "ort",
-                         "--eval-images", "64", "--calib-images", "8", "--tome", "2", "--rounds", "1",
+                         "--eval-images", "64", "--calib-images", "8", "--tome", "2,1", "--rounds", "1",
                          "--seconds", "0", "--threads", "1", "--json", str(out)])
     rows = {r["variant"]: r for r in result["rows"]}
-    assert set(rows) == {"fp32", "tome r=2", "sparse 50%", "int8"}
+    assert set(rows) == {"fp32", "tome r=2", "tome r=1", "sparse 50%", "int8"}
     assert all(0 <= r["top1"] <= 100 and r["speedup"] > 0 for r in rows.values())
     assert rows["fp32"]["top1"] > 40  # learned something (4 classes: chance is 25%)
     assert rows["fp32"]["top1_drop"] == 0 and rows["fp32"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(result["rows"]))
     with pytest.raises(LatvitError, match="MODEL=RUN_DIR/best"):
         bench.main(["--checkpoint", "no-equals-sign"])
+    with pytest.raises(SystemExit):  # argparse: one usage line naming the bad --tome value
+        bench.main(["--tome", "2,x"])
     with pytest.raises(LatvitError, match="not a latvit.save directory"):
         bench.main(["--checkpoint", f"x={tmp_path}"])
 

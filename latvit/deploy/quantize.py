@@ -2,18 +2,20 @@
 
 - `ort`: ONNX Runtime static quantization in QDQ format (`onnxruntime.quantization.quantize_static`),
   per-channel symmetric int8 weights, uint8 activations, MinMax calibration.
-- `openvino`: NNCF post-training quantization of the OpenVINO model (`nncf.quantize`, transformer mode).
+- `openvino`: NNCF post-training quantization of the OpenVINO model (`nncf.quantize`, symmetric activations).
 - `executorch`: PT2E with the XNNPACK quantizer (torchao `prepare_pt2e`/`convert_pt2e`), lowered to XNNPACK
   with the same partitioner as fp32 (`latvit.runtimes.executorch.partitioner`); both recipes are XNNPACK's
   own annotation, which is measured best there (see `_quantize_executorch`).
 
-Recipes say which operators become int8:
-- `vit` (default): only the dense matrix products (Conv, MatMul, Gemm; depthwise convs stay in float;
-  for NNCF its transformer model type, which also keeps Softmax, LayerNorm and GELU in float). Softmax, normalisation and activations stay in
-  float: quantizing them adds a quantize/dequantize pair around each cheap op, which on CPU costs more
-  than the op itself, and their outputs (attention probabilities, pre-norm activations) have ranges
-  that int8 represents badly.
-- `all`: every operator the tool can quantize (the tool's default; kept to measure the difference).
+Recipes say which operators become int8; each runtime's was chosen by measurement (docs/compression.md):
+- `vit` (default), the fastest recipe measured per runtime with top-1 within 0.5 points:
+  - ort: only the dense matrix products with a weight (Conv, MatMul, Gemm); depthwise convs and the
+    attention's activation x activation MatMuls stay float (`float_nodes`), as do softmax, norms and
+    activations: on ORT a quantize/dequantize pair around a cheap op costs more than the op itself.
+  - openvino: NNCF with symmetric activations; the CPU plugin fuses each quantize into the op that
+    produces its input, so int8 flows through norms, adds and transposes; softmax stays float.
+  - executorch: XNNPACK's own annotation (softmax and norms stay float, XNNPACK has no int8 kernels for them).
+- `all`: every operator the tool can quantize, with its default settings (kept to measure the difference).
 
 Inputs: a model (eval mode), a list of calibration batches (numpy float32, (B, 3, H, W), normalised as
 the model expects); output: the quantized artifact written atomically (no partial file on failure).
@@ -143,9 +145,16 @@ def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str) -> P
     from latvit.runtimes.openvino import RUNTIME
 
     ov_model = RUNTIME.convert(model, example)  # static shapes, as the fp32 path
-    kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if recipe == "vit" else {}
-    quantized = nncf.quantize(ov_model, nncf.Dataset(calibration), subset_size=len(calibration),
-                              preset=nncf.QuantizationPreset.MIXED, **kwargs)
+    # `vit`: symmetric int8 activations (NNCF's PERFORMANCE preset), NNCF's default model type. Measured
+    # (OpenVINO 2 threads, quiet machine, docs/compression.md): with the asymmetric activations of NNCF's
+    # default MIXED preset, the CPU plugin runs the 1x1 convolutions with zero-point compensation in a slower
+    # kernel family (jit_amx_1x1 "I8" against brgconv "i8"): MobileViT-S 1.4x over fp32 against 1.96x,
+    # EfficientFormerV2-S1 1.24x against 1.64x. The TRANSFORMER model type, which keeps the inputs of
+    # LayerNorm, residual adds and multiplies in float, adds float islands (1.36x on V2-S1). Softmax stays
+    # float in both. Top-1 on the Fashion-MNIST checkpoints moved by -0.02 (MobileViT-XXS) and -0.15
+    # (EfficientFormerV2-S0) points. `all` is NNCF's default (MIXED), kept to measure the difference.
+    preset = nncf.QuantizationPreset.PERFORMANCE if recipe == "vit" else nncf.QuantizationPreset.MIXED
+    quantized = nncf.quantize(ov_model, nncf.Dataset(calibration), subset_size=len(calibration), preset=preset)
     out = tmp / "int8.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     return out

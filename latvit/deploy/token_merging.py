@@ -65,9 +65,11 @@ def match_tokens(metric: torch.Tensor, r: int, protect_first: bool = False) -> t
     return (dest.unsqueeze(1) == torch.arange(N - r, device=metric.device).view(1, -1, 1)).to(metric.dtype)
 
 
-def merge_weighted(M: torch.Tensor, x: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    """Size-weighted mean of merged tokens: x (B, N, C), size (B, N) -> (B, N - r, C)."""
-    return (M @ (x * size.unsqueeze(-1))) / (M @ size.unsqueeze(-1))
+def merge_weighted(M: torch.Tensor, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Size-weighted mean of merged tokens and their new sizes: x (B, N, C), size (B, N) ->
+    (B, N - r, C), (B, N - r)."""
+    merged_size = M @ size.unsqueeze(-1)  # (B, N - r, 1)
+    return (M @ (x * size.unsqueeze(-1))) / merged_size, merged_size.squeeze(-1)
 
 
 # -- attention with merged tokens ----------------------------------------------------------------------------
@@ -106,19 +108,26 @@ class MergingTransformer(nn.Module):
     """
 
     def __init__(self, layers: list[nn.Module], r: list[int], unmerge: bool, protect_first: bool = False):
+        from latvit.layers.efficientformer import TokenAttention
+
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.r, self.unmerge, self.protect_first = list(r), unmerge, protect_first
+        # which original tokens each current token holds is needed only to unmerge and to average a learned
+        # attention bias; otherwise the sizes alone are tracked (a plain ViT: two fewer ops per layer)
+        self.track_members = unmerge or any(isinstance(_layer_parts(layer)[1], TokenAttention) for layer in layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
-        # membership (B, N_cur, N_0), the identity at first. Not `torch.eye`: its decomposition builds a uint16
-        # arange at N >= 256, which ExecuTorch's edge dialect rejects
-        index = torch.arange(N, device=x.device)
-        A = (index[:, None] == index[None, :]).to(x.dtype).expand(B, N, N)
+        size = x.new_ones(B, N)  # (B, N_cur): original tokens per current token
+        A = None
+        if self.track_members:
+            # membership (B, N_cur, N_0), the identity at first. Not `torch.eye`: its decomposition builds a
+            # uint16 arange at N >= 256, which ExecuTorch's edge dialect rejects
+            index = torch.arange(N, device=x.device)
+            A = (index[:, None] == index[None, :]).to(x.dtype).expand(B, N, N)
         for layer, r in zip(self.layers, self.r):
             norm1, attn, ls1, norm2, mlp, ls2 = _layer_parts(layer)
-            size = A.sum(dim=-1)  # (B, N_cur)
             q, k, v, scale, bias, project = _attention_parts(attn, norm1(x))
             logits = (q @ k.transpose(-2, -1)) * scale + size.log()[:, None, None, :]  # proportional attention
             if bias is not None:  # mean bias over the merged (query, key) position pairs
@@ -129,8 +138,9 @@ class MergingTransformer(nn.Module):
             r = min(r, (x.shape[1] - int(self.protect_first)) // 2)
             if r > 0:
                 M = match_tokens(k.mean(dim=1), r, self.protect_first)  # keys, averaged over heads, as metric
-                x = merge_weighted(M, x, size)
-                A = M @ A
+                x, size = merge_weighted(M, x, size)
+                if A is not None:
+                    A = M @ A
             x = x + ls2(mlp(norm2(x)))
         return A.transpose(1, 2) @ x if self.unmerge else x
 

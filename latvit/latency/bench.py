@@ -71,6 +71,15 @@ def load_bench_model(ref: str, img_size: int | None = None):
     return create_model(ref, img_size=size).eval(), size, "latvit"
 
 
+def input_normalization(model, source: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) a model from `load_bench_model` expects its input normalised with: the spec's for latvit
+    models, timm's pretrained config for timm ones (ImageNet's when it has none)."""
+    if source == "latvit":
+        return tuple(model.spec.mean), tuple(model.spec.std)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+
 def model_label(ref: str) -> str:
     """Short row label: the registered name, or the spec's name for files and directories."""
     if ref.startswith("timm:") or "/" not in ref and not ref.endswith(".json"):

@@ -86,11 +86,14 @@ class OpenVinoRuntime(Runtime):
             warnings.simplefilter("ignore")
             try:
                 converted = ov.convert_model(model, example_input=example)
+                converted.reshape(list(example.shape))
             except Exception:  # noqa: BLE001 - any frontend failure: go through ONNX instead
+                # e.g. token-merged EfficientFormer-L1: the PyTorch frontend gives `tokens[:, ::2]` of its 49
+                # tokens length 49, not 25, which the static reshape's shape inference rejects
                 with tempfile.TemporaryDirectory(prefix="latvit-ov-") as tmp:
                     onnx_path = export_onnx(model, example, Path(tmp) / "model.onnx")
                     converted = ov.convert_model(str(onnx_path))
-        converted.reshape(list(example.shape))
+                converted.reshape(list(example.shape))
         return converted
 
     def export(self, model: nn.Module, example: torch.Tensor, path: Path) -> Path:
