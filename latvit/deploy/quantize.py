@@ -12,8 +12,8 @@ Recipes say which operators become int8; each runtime's was chosen by measuremen
   - ort: only the dense matrix products with a weight (Conv, MatMul, Gemm); depthwise convs and the
     attention's activation x activation MatMuls stay float (`float_nodes`), as do softmax, norms and
     activations: on ORT a quantize/dequantize pair around a cheap op costs more than the op itself.
-  - openvino: NNCF with symmetric activations; the CPU plugin fuses each quantize into the op that
-    produces its input, so int8 flows through norms, adds and transposes; softmax stays float.
+  - openvino: NNCF's defaults (symmetric activations; both recipes): the CPU plugin fuses each quantize
+    into the op that produces its input, so int8 flows through norms, adds and transposes; softmax stays float.
   - executorch: XNNPACK's own annotation (softmax and norms stay float, XNNPACK has no int8 kernels for them).
 - `all`: every operator the tool can quantize, with its default settings (kept to measure the difference).
 
@@ -145,16 +145,18 @@ def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str) -> P
     from latvit.runtimes.openvino import RUNTIME
 
     ov_model = RUNTIME.convert(model, example)  # static shapes, as the fp32 path
-    # `vit`: symmetric int8 activations (NNCF's PERFORMANCE preset), NNCF's default model type. Measured
-    # (OpenVINO 2 threads, quiet machine, docs/compression.md): with the asymmetric activations of NNCF's
-    # default MIXED preset, the CPU plugin runs the 1x1 convolutions with zero-point compensation in a slower
-    # kernel family (jit_amx_1x1 "I8" against brgconv "i8"): MobileViT-S 1.4x over fp32 against 1.96x,
-    # EfficientFormerV2-S1 1.24x against 1.64x. The TRANSFORMER model type, which keeps the inputs of
-    # LayerNorm, residual adds and multiplies in float, adds float islands (1.36x on V2-S1). Softmax stays
-    # float in both. int8 top-1 against fp32 stayed within 0.25 points on the five Fashion-MNIST checkpoints
-    # (docs/benchmarks.md). `all` is NNCF's default (MIXED), kept to measure the difference.
-    preset = nncf.QuantizationPreset.PERFORMANCE if recipe == "vit" else nncf.QuantizationPreset.MIXED
-    quantized = nncf.quantize(ov_model, nncf.Dataset(calibration), subset_size=len(calibration), preset=preset)
+    # Both recipes are NNCF's own defaults for a model of no particular type: symmetric int8 activations
+    # (the PERFORMANCE preset, pinned here) and int8 through norms, adds and transposes. Measured (OpenVINO,
+    # 2 threads, quiet machine, docs/compression.md) against the transformer model type with asymmetric
+    # activations (the MIXED preset) that the `vit` recipe used until session 6: with asymmetric
+    # activations the CPU plugin runs the 1x1 convolutions with zero-point compensation in a slower kernel
+    # family (jit_amx_1x1 "I8" against brgconv "i8"): MobileViT-S 1.4x over fp32 against 1.96x,
+    # EfficientFormerV2-S1 1.24x against 1.64x; the transformer model type, which keeps LayerNorm, add and
+    # multiply inputs in float, adds float islands (1.36x on V2-S1 with symmetric activations). Softmax
+    # stays float either way. int8 top-1 against fp32 stayed within 0.25 points on the five Fashion-MNIST
+    # checkpoints (docs/benchmarks.md).
+    quantized = nncf.quantize(ov_model, nncf.Dataset(calibration), subset_size=len(calibration),
+                              preset=nncf.QuantizationPreset.PERFORMANCE)
     out = tmp / "int8.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     return out
