@@ -7,15 +7,20 @@ run, even one that crashes it, becomes a failed row with the reason, and the oth
 
 Without checkpoints it measures the seed models at their default size (random weights: latency only).
 With `--checkpoint MODEL=RUN_DIR/best` (repeatable; a `latvit.save` directory, e.g. from `latvit train` on
-Fashion-MNIST) it also reports test top-1 of every variant, at the checkpoint's own input size:
+Fashion-MNIST, or `timm:NAME=RUN_DIR` with the weights of benchmarks/train_timm_fashion_mnist.py) it also
+reports test top-1 of every variant, at the checkpoint's own input size:
 - fp32, ToMe (r tokens per layer, `--tome`) and sparse (global magnitude pruning, no fine-tuning): eager
   PyTorch, the same function the runtimes run;
 - int8: each runtime's own artifact (`latvit.deploy.quantize`, `vit` recipe), calibrated on
-  `--calib-images` training images, run on that runtime one image at a time.
+  `--calib-images` training images, run on that runtime `--batch` images at a time.
+Latency is measured at `--batch` images per call (default 1); token merging's cost is per call, so its
+speed-up grows with the batch.
 
     python benchmarks/compression.py [--models a,b] [--runtimes ort,openvino] [--tome 16[,32,...]] [--threads 2]
     python benchmarks/compression.py --checkpoint mobilevit_xxs=runs/fmnist-mobilevit_xxs-32-e20-n60000/best \\
         --checkpoint efficientformerv2_s0=runs/fmnist-efficientformerv2_s0-32-e15-n60000/best
+    python benchmarks/compression.py --checkpoint timm:deit_tiny_patch16_224=runs/fmnist-deit_tiny_patch16_224-224-e2-n20000 \\
+        --tome 8,13,16 --batch 8
 
 Writes JSON (machine metadata + flat rows) to benchmarks/results/compression.json, or
 compression_fmnist.json with checkpoints (`--json` to choose), and prints a markdown table.
@@ -47,35 +52,61 @@ RESULTS = Path(__file__).resolve().parent / "results"
 INT8_RUNTIMES = ("ort", "openvino", "executorch")
 
 
-def parse_r_list(text: str) -> list[int]:
-    """'16' or '16,32,64' -> [16, 32, 64] (argparse type: a bad value is a one-line usage error)."""
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"r must be >= 0, got {text!r}")
+def parse_r_list(text: str) -> list[str]:
+    """'16', '16,32,64' or '13,26x6' -> ['16', ...] (argparse type: a bad value is a one-line usage error).
+    'RxL' is a decreasing schedule: R tokens merged in each of the first L transformer layers, none after."""
+    values = [v.strip() for v in text.split(",")]
+    for v in values:
+        r, x, layers = v.partition("x")
+        if not (r.isdigit() and (layers.isdigit() or not x)):
+            raise argparse.ArgumentTypeError(f"expected r (>= 0) or RxLAYERS, separated by commas, got {text!r}")
     return values
 
 
+def tome_schedule(entry: str) -> int | list[int]:
+    """'13' -> 13 (every layer), '26x6' -> [26] * 6 (the first 6 layers; `tome` merges none after the list)."""
+    r, _, layers = entry.partition("x")
+    return [int(r)] * int(layers) if layers else int(r)
+
+
 def parse_checkpoints(items: list[str]) -> dict[str, Path]:
-    """['NAME=DIR', ...] -> {NAME: DIR}; DIR must be a latvit.save directory (it holds spec.json)."""
+    """['NAME=DIR', ...] -> {NAME: DIR}; DIR must be a latvit.save directory (it holds spec.json), or for
+    NAME = timm:MODEL a run directory of train_timm_fashion_mnist.py (it holds model.safetensors)."""
     out = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise LatvitError(f"--checkpoint {item}: expected MODEL=RUN_DIR/best")
-        if not (Path(path) / "spec.json").is_file():
+        if name.startswith("timm:"):
+            if not (Path(path) / "model.safetensors").is_file():
+                raise LatvitError(f"--checkpoint {item}: {path} holds no model.safetensors "
+                                  f"(train one with benchmarks/train_timm_fashion_mnist.py)")
+        elif not (Path(path) / "spec.json").is_file():
             raise LatvitError(f"--checkpoint {item}: {path} is not a latvit.save directory (no spec.json)")
         out[name] = Path(path)
     return out
 
 
+def load_trained(name: str, checkpoint: Path):
+    """A trained model, as `load_bench_model` returns one: (model, size, source)."""
+    if not name.startswith("timm:"):
+        return load_bench_model(str(checkpoint))
+    from safetensors.torch import load_file
+
+    model, size, source = load_bench_model(name)
+    state = load_file(str(checkpoint / "model.safetensors"))
+    model.reset_classifier(state[model.pretrained_cfg["classifier"] + ".weight"].shape[0])
+    model.load_state_dict(state)
+    return model.eval(), size, source
+
+
 def training_crop_pct(checkpoint: Path) -> float:
-    """The evaluation crop the run was trained and validated with (RUN/config.yaml next to RUN/best), as
-    `latvit validate` uses it; timm's 0.875 when the directory is not inside a run."""
+    """The evaluation crop the run was trained and validated with (RUN/config.yaml next to RUN/best, or
+    the timm run's train.json), as `latvit validate` uses it; timm's 0.875 when the directory is not a run."""
     import yaml
 
+    if (checkpoint / "train.json").is_file():
+        return float(json.loads((checkpoint / "train.json").read_text()).get("crop_pct", 0.875))
     config = checkpoint.parent / "config.yaml"
     return float((yaml.safe_load(config.read_text()) or {}).get("crop_pct", 0.875)) if config.is_file() else 0.875
 
@@ -92,10 +123,13 @@ def evaluation_set(data: str, img_size: int, mean, std, count: int, crop_pct: fl
 
 
 def top1(run, images: np.ndarray, labels: np.ndarray, batch: int) -> float:
-    """Top-1 (%) of `run` (numpy (B, 3, S, S) -> logits) over the set, `batch` images per call."""
+    """Top-1 (%) of `run` (numpy (B, 3, S, S) -> logits) over the set, `batch` images per call (a short last
+    batch is padded with copies of its first image, for artifacts exported at a static batch)."""
     correct = 0
     for i in range(0, len(images), batch):
-        correct += int((np.asarray(run(images[i:i + batch])).argmax(-1) == labels[i:i + batch]).sum())
+        chunk = images[i:i + batch]
+        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk), axis=0)])
+        correct += int((np.asarray(run(padded))[:len(chunk)].argmax(-1) == labels[i:i + batch]).sum())
     return 100.0 * correct / len(images)
 
 
@@ -126,16 +160,17 @@ def prepare_checked(rt, model: torch.nn.Module, x: np.ndarray, threads: int, wor
 
 def measure_model(name: str, source, args, rows: list[dict]) -> None:
     """All variants of one model on every runtime; appends flat rows."""
-    base, size, kind = load_bench_model(str(source))  # latvit names, saved directories and timm:NAME
+    # latvit names, saved directories and timm:NAME; trained weights with --checkpoint
+    base, size, kind = load_trained(name, source) if args.checkpoint else load_bench_model(str(source))
     mean, std = input_normalization(base, kind)
     fp32 = deploy(base)
     report = TomeReport()  # which layers merge does not depend on r: one report, from the first
-    merged = {f"tome r={r}": tome(fp32, r, report if i == 0 else None) for i, r in enumerate(args.tome)}
+    merged = {f"tome r={r}": tome(fp32, tome_schedule(r), report if i == 0 else None) for i, r in enumerate(args.tome)}
     sparse = make_permanent(prune_magnitude(fp32, args.sparsity))
     variants = {"fp32": fp32, **merged, f"sparse {args.sparsity:.0%}": sparse}
-    info = {"model": name, "img_size": size, "tome_merged_layers": report.merged_layers,
+    info = {"model": name, "img_size": size, "batch": args.batch, "tome_merged_layers": report.merged_layers,
             "sparsity": round(sparsity_report(sparse)["prunable_sparsity"], 4)}
-    calib = calibration_batches(args.calib, size, mean, std, count=args.calib_images)
+    calib = calibration_batches(args.calib, size, mean, std, count=args.calib_images, batch=args.batch)
     x = calib[0]
     accuracy = {}
     eval_set = None
@@ -163,8 +198,8 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
             if rt_name in INT8_RUNTIMES:
                 path = quantize(fp32, rt_name, calib, Path(tmp) / "int8" / "model.x", recipe=args.recipe)
                 runners["int8"] = load_checked(rt, path, x, args.threads)
-                if eval_set is not None:  # int8 artifacts are exported at batch 1
-                    acc["int8"] = top1(runners["int8"], *eval_set, batch=1)
+                if eval_set is not None:  # int8 artifacts are exported at --batch
+                    acc["int8"] = top1(runners["int8"], *eval_set, batch=args.batch)
             medians = {label: [] for label in runners}
             for _ in range(args.rounds):
                 for label, run in runners.items():
@@ -206,20 +241,24 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runtimes", default="ort,openvino")
     ap.add_argument("--recipe", default="vit", help="int8 recipe (vit or all)")
     ap.add_argument("--tome", type=parse_r_list, default=[16],
-                    help="tokens merged per transformer layer; a comma list measures several (e.g. 16,32,64)")
+                    help="tokens merged per transformer layer; a comma list measures several (e.g. 16,32,64); "
+                         "RxL merges R in each of the first L layers only (e.g. 26x6)")
     ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--batch", type=int, default=1, help="images per call for latency (and int8 artifacts)")
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--json", help="output (default benchmarks/results/compression[_fmnist].json)")
     args = ap.parse_args(argv)
     args.calib = args.calib or args.data
+    if args.batch < 1:
+        ap.error(f"--batch must be >= 1, got {args.batch}")
     sources = parse_checkpoints(args.checkpoint) if args.checkpoint else {m: m for m in args.models.split(",")}
     set_threads(args.threads)
     rows: list[dict] = []
     for name, source in sources.items():
         measure_model(name, source, args, rows)
-    result = {"machine": machine_info(args.threads), "tome_r": args.tome, "sparsity": args.sparsity,
+    result = {"machine": machine_info(args.threads), "batch": args.batch, "tome_r": args.tome, "sparsity": args.sparsity,
               "recipe": args.recipe, "data": args.data if args.checkpoint else None,
               "eval_images": args.eval_images if args.checkpoint else None, "calib_images": args.calib_images,
               "checkpoints": {k: str(v) for k, v in sources.items()} if args.checkpoint else None, "rows": rows}

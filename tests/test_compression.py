@@ -96,6 +96,13 @@ def small_model():
 def test_calibration_batches_from_generated_data():
     batches = calibration_batches("synthetic", 64, (0.5,) * 3, (0.25,) * 3, count=8, batch=4)
     assert [b.shape for b in batches] == [(4, 3, 64, 64)] * 2 and batches[0].dtype == np.float32
+    # full batches only: an artifact takes one static batch size
+    assert [b.shape[0] for b in calibration_batches("synthetic", 32, (0.5,) * 3, (0.25,) * 3, count=7, batch=3)] == [3, 3]
+    with pytest.raises(LatvitError, match="at least one batch"):
+        calibration_batches("synthetic", 32, (0.5,) * 3, (0.25,) * 3, count=2, batch=3)
+    with pytest.raises(LatvitError, match="differ in shape"):
+        quantize(torch.nn.Identity(), "ort", [np.zeros((2, 3, 8, 8), np.float32), np.zeros((1, 3, 8, 8), np.float32)],
+                 "x.onnx")
     with pytest.raises(LatvitError, match="no such directory"):
         calibration_batches("/nonexistent/data", 64, (0.5,) * 3, (0.25,) * 3)
 
@@ -126,22 +133,35 @@ def test_quantize_bad_arguments(small_model, tmp_path):
 
 
 # -- token merging -----------------------------------------------------------------------------------------
-from latvit.deploy.token_merging import TomeReport, match_tokens, merge_weighted, tome  # noqa: E402
+from latvit.deploy.token_merging import (  # noqa: E402
+    TomeReport, follow_merge, match_tokens, merge_tokens, merge_weighted, tome)
 
 
-def test_match_tokens_merges_r_and_keeps_order():
+def test_match_tokens_merges_the_r_most_similar_and_tracks_where_tokens_go():
     torch.manual_seed(0)
     metric = torch.randn(2, 9, 8)
-    M = match_tokens(metric, 3, protect_first=True)
-    assert M.shape == (2, 6, 9)
-    assert torch.equal(M.sum(1), torch.ones(2, 9))  # every token goes to exactly one place
-    assert (M[:, 0, 0] == 1).all() and (M[:, 0].sum(-1) == 1).all()  # the protected first token stays alone, first
-    size = torch.ones(2, 9)
-    assert torch.equal((M @ size.unsqueeze(-1)).sum((1, 2)), torch.full((2,), 9.0))  # sizes sum to N
-    x = torch.randn(2, 9, 4)
-    merged, new_size = merge_weighted(M, x, size)
-    assert torch.equal(new_size, (M @ size.unsqueeze(-1)).squeeze(-1)) and new_size.sum() == 2 * 9
+    m = match_tokens(metric, 3, protect_first=True)
+    # merging the identity gives the membership matrix: which original tokens each new token holds
+    members = merge_tokens(m, torch.eye(9).expand(2, 9, 9))  # (2, 6, 9)
+    assert members.shape == (2, 6, 9)
+    assert torch.equal(members.sum(1), torch.ones(2, 9))  # every token goes to exactly one place
+    assert torch.equal(members[:, 0, 0], torch.ones(2)) and torch.equal(members[:, 0].sum(-1), torch.ones(2))  # protected, alone, first
+    unit = metric / metric.norm(dim=-1, keepdim=True)
+    for b in range(2):
+        for group in members[b]:
+            held = group.nonzero().flatten()
+            if len(held) > 1:  # a merged pair: an even (set a) token and its most similar odd (set b) token
+                a, dst = [int(i) for i in held if i % 2 == 0], [int(i) for i in held if i % 2 == 1]
+                assert len(dst) == 1
+                for i in a:
+                    assert dst[0] == int((unit[b, 1::2] @ unit[b, i]).argmax()) * 2 + 1
+    position = follow_merge(m, torch.arange(9).expand(2, 9))  # each original token's new index
+    assert torch.equal(members.gather(1, position.unsqueeze(1)).squeeze(1), torch.ones(2, 9))
+    x, size = torch.randn(2, 9, 4), torch.ones(2, 9)
+    merged, new_size = merge_weighted(m, x, size)
+    assert torch.equal(new_size, members.sum(-1)) and new_size.sum() == 2 * 9  # sizes sum to N
     assert torch.allclose((merged * new_size.unsqueeze(-1)).sum(1), x.sum(1), atol=1e-5)  # mass is conserved
+    assert torch.allclose(merged, (members @ x) / new_size.unsqueeze(-1), atol=1e-6)  # means over each group
 
 
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "efficientformer_l1", "timm:deit_tiny_patch16_224"])

@@ -13,7 +13,7 @@ import torch
 
 import latvit
 from latvit.cli import main as cli
-from latvit.deploy.token_merging import KVMergingAttention, TomeReport, match_tokens, merge_keys_values, tome
+from latvit.deploy.token_merging import KVMergingAttention, TomeReport, match_tokens, merge_keys_values, merge_tokens, tome
 from latvit.layers.efficientformer import AttentionDownsample, TalkingHeadAttention2d
 from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
 
@@ -96,7 +96,7 @@ def test_merge_keys_values_averages_bias_columns_of_each_group():
     k2, v2_, bias2, size = merge_keys_values(k, v, bias, 4)
     assert k2.shape == (2, 3, 5, 6) and v2_.shape == (2, 3, 6, 4) and bias2.shape == (2, 3, 7, 6)
     assert torch.equal(size.sum(-1).flatten(), torch.full((2,), 10.0))  # sizes sum to the original count
-    M = match_tokens(k.mean(1).transpose(1, 2), 4)  # (2, 6, 10): the same matching
+    M = merge_tokens(match_tokens(k.mean(1).transpose(1, 2), 4), torch.eye(10).expand(2, 10, 10))  # (2, 6, 10) members
     for b in range(2):
         for j in range(6):
             members = M[b, j].nonzero().flatten()
@@ -206,13 +206,15 @@ def test_compression_benchmark_reports_accuracy_per_variant(tmp_path):
     bench = _benchmark()
     out = tmp_path / "result.json"
     result = bench.main(["--checkpoint", f"tiny={run_dir / 'best'}", "--data", "synthetic", "--runtimes", "ort",
-                         "--eval-images", "64", "--calib-images", "8", "--tome", "2,1", "--rounds", "1",
-                         "--seconds", "0", "--threads", "1", "--json", str(out)])
+                         "--eval-images", "63", "--calib-images", "8", "--tome", "2,1x1", "--rounds", "1",
+                         "--seconds", "0", "--threads", "1", "--batch", "2", "--json", str(out)])
     rows = {r["variant"]: r for r in result["rows"]}
-    assert set(rows) == {"fp32", "tome r=2", "tome r=1", "sparse 50%", "int8"}
+    assert set(rows) == {"fp32", "tome r=2", "tome r=1x1", "sparse 50%", "int8"}
     assert all(0 <= r["top1"] <= 100 and r["speedup"] > 0 for r in rows.values())
     assert rows["fp32"]["top1"] > 40  # learned something (4 classes: chance is 25%)
     assert rows["fp32"]["top1_drop"] == 0 and rows["fp32"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    # int8 ran at a static batch of 2 over 63 images (the last call padded): its top-1 counts 63 images
+    assert result["batch"] == 2 and round(rows["int8"]["top1"] * 63 / 100, 6).is_integer()
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(result["rows"]))
     with pytest.raises(LatvitError, match="MODEL=RUN_DIR/best"):
         bench.main(["--checkpoint", "no-equals-sign"])
@@ -220,6 +222,27 @@ def test_compression_benchmark_reports_accuracy_per_variant(tmp_path):
         bench.main(["--tome", "2,x"])
     with pytest.raises(LatvitError, match="not a latvit.save directory"):
         bench.main(["--checkpoint", f"x={tmp_path}"])
+    with pytest.raises(LatvitError, match="no model.safetensors"):
+        bench.main(["--checkpoint", f"timm:deit_tiny_patch16_224={tmp_path}"])
+    with pytest.raises(SystemExit):
+        bench.main(["--batch", "0"])
+
+
+def test_compression_benchmark_loads_a_trained_timm_model(tmp_path):
+    """`--checkpoint timm:NAME=RUN` takes the weights train_timm_fashion_mnist.py writes, head size included."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    trained = timm.create_model("deit_tiny_patch16_224", num_classes=10).eval()
+    save_file(trained.state_dict(), str(tmp_path / "model.safetensors"))
+    (tmp_path / "train.json").write_text(json.dumps({"crop_pct": 1.0}))
+    bench = _benchmark()
+    model, size, source = bench.load_trained("timm:deit_tiny_patch16_224", tmp_path)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained(x)) and model(x).shape == (1, 10)
+    assert (size, source) == (224, "timm") and bench.training_crop_pct(tmp_path) == 1.0
 
 
 def _spec_file(tmp_path: Path) -> Path:
@@ -252,3 +275,24 @@ def test_compression_benchmark_turns_a_runtime_crash_into_an_error(tmp_path, mon
     x = np.zeros((1, 3, 8, 8), dtype=np.float32)
     with pytest.raises(LatvitError, match=r"fails on crashpkg.runtime: crashed \(killed by signal 6\)"):
         _benchmark().prepare_checked(get_runtime("crashpkg.runtime"), torch.nn.Identity(), x, 1, tmp_path)
+
+
+def test_timm_training_script_writes_weights_the_benchmark_loads_and_resumes(tmp_path, capsys):
+    """benchmarks/train_timm_fashion_mnist.py on generated data: weights + train.json, which compression.py
+    loads (head sized to the data's classes); started again, it resumes from last.pt instead of retraining."""
+    spec = importlib.util.spec_from_file_location("train_timm", ROOT / "benchmarks" / "train_timm_fashion_mnist.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "run"
+    argv = ["--data", "synthetic", "--subset", "16", "--batch-size", "8", "--epochs", "1", "--threads", "1",
+            "--output", str(out)]
+    summary = script.main(argv)
+    assert summary["steps"] == 2 and (out / "model.safetensors").is_file() and (out / "last.pt").is_file()
+    again = script.main(argv)
+    assert "resuming" in capsys.readouterr().out and again["steps"] == 2
+    model, size, _ = _benchmark().load_trained("timm:deit_tiny_patch16_224", out)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 4)  # synthetic data: 4 classes
+    with pytest.raises(SystemExit):  # no full batch: a usage error, not an empty run
+        script.main(["--data", "synthetic", "--subset", "4", "--batch-size", "8", "--output", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()

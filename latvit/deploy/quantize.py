@@ -39,22 +39,24 @@ MATRIX_OPS = ["Conv", "MatMul", "Gemm"]
 
 def calibration_batches(calib: str, img_size: int, mean, std, count: int = 64, batch: int = 1) -> list[np.ndarray]:
     """`count` images from `calib` ('fashion-mnist', 'synthetic' or an ImageFolder root, train split),
-    transformed as for evaluation, grouped into float32 batches (B, 3, img_size, img_size)."""
+    transformed as for evaluation, grouped into float32 batches (batch, 3, img_size, img_size); the
+    remainder of count / batch is left out (an artifact takes one batch size)."""
     from latvit.train.data import eval_transform, open_dataset
 
-    if count < 1:
-        raise LatvitError(f"calibration needs at least 1 image, got {count}")
+    if count < batch or batch < 1:
+        raise LatvitError(f"calibration needs at least one batch: {count} images, batch {batch}")
     dataset = open_dataset(calib, "train")
     transform = eval_transform(img_size, mean, std)
     step = max(1, len(dataset) // count)  # spread over the set: the first images are often one class
     images = [transform(dataset[i * step][0]) for i in range(min(count, len(dataset)))]
-    return [torch.stack(images[i:i + batch]).numpy() for i in range(0, len(images), batch)]
+    return [torch.stack(images[i:i + batch]).numpy() for i in range(0, len(images) - batch + 1, batch)]
 
 
 def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path: str | Path,
              recipe: str = "vit") -> Path:
     """Quantize `model` for `runtime` with `calibration` batches; write the int8 artifact to `path`.
 
+    The artifact takes the calibration batches' shape (B, 3, S, S) as its static input shape.
     Returns the path (a .onnx file for ort, .xml(+.bin) for openvino, .pte for executorch); load it with
     `latvit.runtimes.get_runtime(runtime).load(path, example, threads)`.
     """
@@ -70,9 +72,12 @@ def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path
     reason = rt.missing()
     if reason:
         raise LatvitError(reason)
+    if len({c.shape for c in calibration}) > 1:  # the artifact takes one static input shape: the batches'
+        raise LatvitError(f"calibration batches differ in shape ({sorted({c.shape for c in calibration})}); "
+                          f"give batches of one size")
     path = Path(path)
     model = model.eval()
-    example = torch.from_numpy(calibration[0][:1])
+    example = torch.from_numpy(calibration[0])
     with tempfile.TemporaryDirectory(prefix="latvit-quant-") as tmp:
         tmp = Path(tmp)
         produced = {"ort": _quantize_ort, "openvino": _quantize_openvino,

@@ -5,11 +5,11 @@ similar partners by bipartite soft matching on the attention keys; merged tokens
 attention is proportional (each key's logit gets + log(size), so a merged token counts as the tokens it
 stands for), and relative-position biases (EfficientFormer MB3D) are averaged over the merged positions.
 
-Written for export: the merge is a (N_new, N) one-hot matrix built with comparisons and applied by
-matrix products, instead of the reference implementation's `scatter_reduce`, which the ONNX exporters and
-runtimes do not support. A running membership matrix A (B, N_cur, N_0) records which original tokens
-each current token holds; sizes are its row sums, and unmerging (for blocks that must return their full
-feature map, MobileViT and EfficientFormer) is one product A^T x.
+Written for export: the merge gathers the kept and merged tokens and adds the merged ones to their
+partners with a small (r, N_b) one-hot product, instead of the reference implementation's
+`scatter_reduce`, which the ONNX exporters and runtimes do not support. Where a block must return its full
+feature map (MobileViT, EfficientFormer), each original token's current position is followed through the
+merges, and unmerging is one gather.
 
 EfficientFormerV2 keeps a 4-D (B, C, H, W) grid through depthwise convs, talking heads and its stride-2
 attention downsampling, so no token can leave the stream. There latvit merges on the key/value side only
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -34,42 +35,64 @@ from latvit.errors import LatvitError
 
 
 # -- matching -----------------------------------------------------------------------------------------------
-def match_tokens(metric: torch.Tensor, r: int, protect_first: bool = False) -> torch.Tensor:
-    """Bipartite soft matching. metric (B, N, D) -> merge matrix M (B, N - r, N) with one 1 per column.
+class Matching(NamedTuple):
+    """One bipartite matching over N tokens: set a = even positions (Na of them), set b = odd (Nb)."""
 
-    Tokens alternate between sets a (even positions) and b (odd); each a-token's most similar b-token
-    (cosine) is its candidate edge; the r strongest edges merge their a-token into the b-token. Kept
-    tokens stay in their original order (so a protected class token stays first).
-    """
-    B, N, _ = metric.shape
+    order: torch.Tensor  # (B, Na) a-positions, weakest edge first: the first Na - r stay, the last r merge away
+    partner: torch.Tensor  # (B, Na) each a-token's most similar b-position
+    r: int
+
+
+def match_tokens(metric: torch.Tensor, r: int, protect_first: bool = False) -> Matching:
+    """Bipartite soft matching on metric (B, N, D): each a-token's most similar b-token (cosine) is its
+    candidate edge, and the r strongest edges merge their a-token into the b-token."""
     metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     a, b = metric[:, ::2], metric[:, 1::2]  # (B, Na, D), (B, Nb, D)
-    scores = a @ b.transpose(1, 2)  # (B, Na, Nb)
-    if protect_first:
-        scores[:, 0] = -torch.inf
-    best, partner = scores.max(dim=-1)  # (B, Na)
-    # the r strongest edges merge away. topk and a comparison rather than a double argsort (ExecuTorch's
-    # portable runtime has no sort kernel) or a scatter (kept out of the exported graph throughout)
-    strongest = best.topk(r, dim=-1).indices  # (B, r)
-    positions = torch.arange(best.shape[1], device=metric.device).view(1, -1, 1)
-    is_src = (positions == strongest.unsqueeze(1)).any(dim=-1)  # (B, Na): merged away
-    # destination of every current token in the new sequence [kept tokens in order] + ... see below
-    from_a = torch.zeros(B, N, dtype=torch.bool, device=metric.device)
-    from_a[:, ::2] = is_src
-    kept = ~from_a  # (B, N): tokens that survive (all b-tokens and unmerged a-tokens)
-    new_index = kept.long().cumsum(dim=-1) - 1  # index among survivors, original order kept
-    b_index = new_index[:, 1::2]  # (B, Nb): where each b-token landed
-    dest_of_src = b_index.gather(1, partner)  # (B, Na): a merged a-token goes to its partner's slot
-    dest = new_index.clone()
-    dest[:, ::2] = torch.where(is_src, dest_of_src, new_index[:, ::2])
-    return (dest.unsqueeze(1) == torch.arange(N - r, device=metric.device).view(1, -1, 1)).to(metric.dtype)
+    best, partner = (a @ b.transpose(1, 2)).max(dim=-1)  # (B, Na)
+    if protect_first:  # -inf sorts first below, so a class token is never merged and stays in front
+        best = best.masked_fill(torch.arange(best.shape[1], device=best.device) == 0, -torch.inf)
+    # a full topk, not sort/argsort: ExecuTorch's portable runtime has no sort kernel
+    order = best.topk(best.shape[1], dim=-1, largest=False).indices
+    return Matching(order, partner, r)
 
 
-def merge_weighted(M: torch.Tensor, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Batched row gather: x (B, N, C), index (B, K) -> (B, K, C). One flat `Gather` in the exported graph,
+    not `gather` with an index broadcast to (B, K, C)."""
+    B, N, C = x.shape
+    flat = (index + torch.arange(B, device=x.device).view(B, 1) * N).reshape(-1)
+    return x.reshape(B * N, C)[flat].view(B, -1, C)
+
+
+def merge_tokens(m: Matching, x: torch.Tensor) -> torch.Tensor:
+    """Sum merged tokens: x (B, N, C) -> (B, N - r, C), the kept a-tokens followed by every b-token plus the
+    a-tokens merged into it. A gather and an (r, Nb) one-hot product, not the reference's scatter_reduce,
+    which the ONNX exporters and runtimes do not support, nor an (N - r, N) merge matrix, whose product
+    costs N^2 C per layer."""
+    b = x[:, 1::2]  # (B, Nb, C)
+    n_kept = m.order.shape[1] - m.r
+    kept, merged = take_tokens(x, 2 * m.order).split([n_kept, m.r], dim=1)  # set a in `order`: (B, Na - r | r, C)
+    into = m.partner.gather(1, m.order[:, n_kept:])  # (B, r): the b-position each merged token joins
+    one_hot = (into.unsqueeze(-1) == torch.arange(b.shape[1], device=x.device)).to(x.dtype)  # (B, r, Nb)
+    return torch.cat([kept, b + one_hot.transpose(1, 2) @ merged], dim=1)
+
+
+def merge_weighted(m: Matching, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Size-weighted mean of merged tokens and their new sizes: x (B, N, C), size (B, N) ->
     (B, N - r, C), (B, N - r)."""
-    merged_size = M @ size.unsqueeze(-1)  # (B, N - r, 1)
-    return (M @ (x * size.unsqueeze(-1))) / merged_size, merged_size.squeeze(-1)
+    # the sizes ride along as one more channel, so the tokens and their sizes merge in one pass
+    size = size.unsqueeze(-1)  # (B, N, 1)
+    summed, size = merge_tokens(m, torch.cat([x * size, size], dim=-1)).split([x.shape[-1], 1], dim=-1)
+    return summed / size, size.squeeze(-1)
+
+
+def follow_merge(m: Matching, position: torch.Tensor) -> torch.Tensor:
+    """Where tokens go: position (B, K) indexes the current tokens -> their index after `merge_tokens`."""
+    n_kept = m.order.shape[1] - m.r
+    rank = m.order.topk(m.order.shape[1], dim=-1, largest=False).indices  # (B, Na): the inverse permutation
+    dest_a = torch.where(rank < n_kept, rank, n_kept + m.partner)  # kept: its rank; merged: its partner's slot
+    half = torch.div(position, 2, rounding_mode="floor")
+    return torch.where(position % 2 == 0, dest_a.gather(1, half), n_kept + half)
 
 
 # -- attention with merged tokens ----------------------------------------------------------------------------
@@ -113,36 +136,34 @@ class MergingTransformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.r, self.unmerge, self.protect_first = list(r), unmerge, protect_first
-        # which original tokens each current token holds is needed only to unmerge and to average a learned
-        # attention bias; otherwise the sizes alone are tracked (a plain ViT: two fewer ops per layer)
-        self.track_members = unmerge or any(isinstance(_layer_parts(layer)[1], TokenAttention) for layer in layers)
+        # where each original token now is: needed to unmerge and to average a learned attention bias
+        self.track_positions = unmerge or any(isinstance(_layer_parts(layer)[1], TokenAttention) for layer in layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
         size = x.new_ones(B, N)  # (B, N_cur): original tokens per current token
-        A = None
-        if self.track_members:
-            # membership (B, N_cur, N_0), the identity at first. Not `torch.eye`: its decomposition builds a
-            # uint16 arange at N >= 256, which ExecuTorch's edge dialect rejects
-            index = torch.arange(N, device=x.device)
-            A = (index[:, None] == index[None, :]).to(x.dtype).expand(B, N, N)
+        position = torch.arange(N, device=x.device).expand(B, N) if self.track_positions else None  # (B, N_0)
         for layer, r in zip(self.layers, self.r):
             norm1, attn, ls1, norm2, mlp, ls2 = _layer_parts(layer)
             q, k, v, scale, bias, project = _attention_parts(attn, norm1(x))
             logits = (q @ k.transpose(-2, -1)) * scale + size.log()[:, None, None, :]  # proportional attention
-            if bias is not None:  # mean bias over the merged (query, key) position pairs
-                pair = torch.einsum("bin,hnm,bjm->bhij", A, bias, A)
+            if bias is not None:  # this layer's bias, averaged over the merged (query, key) position pairs
+                members = position.unsqueeze(1) == torch.arange(x.shape[1], device=x.device).view(1, -1, 1)
+                members = members.to(x.dtype)  # (B, N_cur, N_0): the original tokens each current token holds
+                pair = torch.einsum("bin,hnm,bjm->bhij", members, bias, members)
                 logits = logits + pair / (size[:, None, :, None] * size[:, None, None, :])
             out = logits.softmax(dim=-1) @ v  # (B, heads, N_cur, dv)
             x = x + ls1(project(out.transpose(1, 2).reshape(B, x.shape[1], -1)))
             r = min(r, (x.shape[1] - int(self.protect_first)) // 2)
             if r > 0:
-                M = match_tokens(k.mean(dim=1), r, self.protect_first)  # keys, averaged over heads, as metric
-                x, size = merge_weighted(M, x, size)
-                if A is not None:
-                    A = M @ A
+                m = match_tokens(k.mean(dim=1), r, self.protect_first)  # keys, averaged over heads, as metric
+                x, size = merge_weighted(m, x, size)
+                if position is not None:
+                    position = follow_merge(m, position)
             x = x + ls2(mlp(norm2(x)))
-        return A.transpose(1, 2) @ x if self.unmerge else x
+        if self.unmerge:  # every original token takes its group's value
+            x = take_tokens(x, position)
+        return x
 
 
 # -- key/value-side merging on the 4-D grid (EfficientFormerV2) -----------------------------------------------
@@ -153,13 +174,18 @@ def merge_keys_values(k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, r: i
     v (B, heads, N - r, vd), bias (B, heads, Nq, N - r), size (B, 1, 1, N - r). Merged keys, values and
     bias columns are means over the tokens they hold, so q @ k and the bias merge alike.
     """
-    M = match_tokens(k.mean(dim=1).transpose(1, 2), r)  # keys averaged over heads as metric: (B, N - r, N)
-    size = M.sum(dim=-1)  # (B, N - r)
-    W = (M / size.unsqueeze(-1)).transpose(1, 2).unsqueeze(1)  # column-averaging weights (B, 1, N, N - r)
-    k = k @ W  # (B, heads, kd, N - r)
-    v = W.transpose(-2, -1) @ v  # (B, heads, N - r, vd)
-    bias = bias.unsqueeze(0) @ W  # (B, heads, Nq, N - r)
-    return k, v, bias, size[:, None, None, :]
+    B, heads, kd, N = k.shape
+    m = match_tokens(k.mean(dim=1).transpose(1, 2), r)  # keys averaged over heads as metric
+    # keys, values, bias columns and a count merge together as the channels of N tokens
+    parts = [k.flatten(1, 2).transpose(1, 2), v.transpose(1, 2).flatten(2),  # (B, N, heads*kd), (B, N, heads*vd)
+             bias.flatten(0, 1).transpose(0, 1).expand(B, -1, -1), k.new_ones(B, N, 1)]  # (B, N, heads*Nq), (B, N, 1)
+    summed = merge_tokens(m, torch.cat(parts, dim=-1))  # (B, N - r, ...)
+    size = summed[..., -1:]
+    k, v, bias = (summed[..., :-1] / size).split([p.shape[-1] for p in parts[:3]], dim=-1)
+    k = k.transpose(1, 2).reshape(B, heads, kd, N - r)
+    v = v.reshape(B, N - r, heads, -1).transpose(1, 2)  # (B, heads, N - r, vd)
+    bias = bias.transpose(1, 2).reshape(B, heads, -1, N - r)  # (B, heads, Nq, N - r)
+    return k, v, bias, size.view(B, 1, 1, N - r)
 
 
 class KVMergingAttention(nn.Module):
