@@ -40,7 +40,7 @@ import torch
 from latvit.deploy import deploy
 from latvit.deploy.quantize import calibration_batches, quantize
 from latvit.deploy.sparsity import make_permanent, prune_magnitude, sparsity_report
-from latvit.deploy.token_merging import TomeReport, tome
+from latvit.deploy.token_merging import TomeReport, parse_schedule, tome
 from latvit.errors import LatvitError
 from latvit.latency.bench import input_normalization, load_bench_model
 from latvit.latency.protocol import default_threads, machine_info, measure_latency, run_isolated, set_threads
@@ -53,20 +53,15 @@ INT8_RUNTIMES = ("ort", "openvino", "executorch")
 
 
 def parse_r_list(text: str) -> list[str]:
-    """'16', '16,32,64' or '13,26x6' -> ['16', ...] (argparse type: a bad value is a one-line usage error).
-    'RxL' is a decreasing schedule: R tokens merged in each of the first L transformer layers, none after."""
+    """'16', '16,32,64' or '13,26x6' -> ['16', ...], each a `parse_schedule` entry ('RxL': R tokens merged in
+    each of the first L layers). An argparse type: a bad value is a one-line usage error."""
     values = [v.strip() for v in text.split(",")]
     for v in values:
-        r, x, layers = v.partition("x")
-        if not (r.isdigit() and (layers.isdigit() or not x)):
-            raise argparse.ArgumentTypeError(f"expected r (>= 0) or RxLAYERS, separated by commas, got {text!r}")
+        try:
+            parse_schedule(v)
+        except LatvitError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return values
-
-
-def tome_schedule(entry: str) -> int | list[int]:
-    """'13' -> 13 (every layer), '26x6' -> [26] * 6 (the first 6 layers; `tome` merges none after the list)."""
-    r, _, layers = entry.partition("x")
-    return [int(r)] * int(layers) if layers else int(r)
 
 
 def parse_checkpoints(items: list[str]) -> dict[str, Path]:
@@ -165,7 +160,7 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
     mean, std = input_normalization(base, kind)
     fp32 = deploy(base)
     report = TomeReport()  # which layers merge does not depend on r: one report, from the first
-    merged = {f"tome r={r}": tome(fp32, tome_schedule(r), report if i == 0 else None) for i, r in enumerate(args.tome)}
+    merged = {f"tome r={r}": tome(fp32, parse_schedule(r), report if i == 0 else None) for i, r in enumerate(args.tome)}
     sparse = make_permanent(prune_magnitude(fp32, args.sparsity))
     variants = {"fp32": fp32, **merged, f"sparse {args.sparsity:.0%}": sparse}
     info = {"model": name, "img_size": size, "batch": args.batch, "tome_merged_layers": report.merged_layers,

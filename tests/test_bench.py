@@ -66,6 +66,16 @@ def test_timm_model_goes_through_the_same_path():
     assert record["max_abs_diff"] == 0.0 and record["params_m"] > 1
 
 
+def test_token_merging_rows_count_the_merged_model():
+    """`--tome R` and the decreasing schedule `--tome RxL` measure the merged model; its FLOPs are counted."""
+    plain = measure_row("timm:deit_tiny_patch16_224", "eager", img_size=224, threads=1, **FAST)
+    constant = measure_row("timm:deit_tiny_patch16_224", "eager", img_size=224, threads=1, tome_r=13, **FAST)
+    schedule = measure_row("timm:deit_tiny_patch16_224", "eager", img_size=224, threads=1, tome_r="26x6", **FAST)
+    assert (plain["tome_r"], constant["tome_r"], schedule["tome_r"]) == (0, 13, "26x6")
+    # 197 tokens: 13 fewer in each of 12 layers, or 26 fewer in each of the first 6 (the same 41 tokens, sooner)
+    assert schedule["gflops"] < constant["gflops"] < 0.75 * plain["gflops"]
+
+
 HANGING_RUNTIME = textwrap.dedent('''
     import time
     from latvit.runtimes.eager import EagerRuntime
@@ -112,6 +122,7 @@ def test_reports_json_csv_plot(tmp_path):
     (["--models", "timm:resnet5000"], "unknown timm model"),
     (["--runtimes", "ortt"], "unknown runtime 'ortt'; did you mean ort?"),
     (["--batch", "0"], "batch must be >= 1"),
+    (["--tome", "26x"], "token merging schedule '26x': expected R"),
     (["--models", "efficientformer_l1", "--img-size", "100"], "multiple of 32"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):

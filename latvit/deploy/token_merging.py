@@ -240,6 +240,16 @@ class KVMergingAttention(nn.Module):
 
 
 # -- applying it to a model ------------------------------------------------------------------------------------
+def parse_schedule(text: str | int) -> int | list[int]:
+    """A merging schedule as the command line writes it: '13' -> 13 (every layer); 'RxL', e.g. '26x6' ->
+    [26] * 6 (R tokens in each of the first L layers, none after: a decreasing schedule)."""
+    r, x, layers = str(text).strip().partition("x")
+    if not (r.isdigit() and (layers.isdigit() or not x)):
+        raise LatvitError(f"token merging schedule '{text}': expected R (tokens merged per layer, >= 0) or RxL "
+                          f"(R in each of the first L layers), e.g. 13 or 26x6")
+    return [int(r)] * int(layers) if x else int(r)
+
+
 @dataclass
 class TomeReport:
     merged_layers: int = 0

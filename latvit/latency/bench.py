@@ -92,7 +92,7 @@ def model_label(ref: str) -> str:
 # -- one row, in a child process ------------------------------------------------------------------------
 def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None = None, threads: int = 1,
                 warmup: int = 10, iters: int = 50, min_seconds: float = 1.0, deploy: bool = True,
-                tome_r: int = 0, peak_gflops: float | None = None, seed: int = 0) -> dict[str, Any]:
+                tome_r: int | str = 0, peak_gflops: float | None = None, seed: int = 0) -> dict[str, Any]:
     """Measure one (model, runtime) pair and return its flat record (see RECORD_FIELDS).
 
     The output check compares the runtime's logits with eager PyTorch on the model *as built* (before
@@ -120,13 +120,15 @@ def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None =
         from latvit.deploy import deploy as deploy_model
 
         net = deploy_model(net)
-    if tome_r:  # token merging: FLOPs are counted on the merged model (what actually runs)
-        from latvit.deploy.token_merging import tome
+    from latvit.deploy.token_merging import parse_schedule, tome
 
-        net = tome(net, tome_r)
+    schedule = parse_schedule(tome_r)  # 13, or [26] * 6 for '26x6'
+    if any(schedule) if isinstance(schedule, list) else schedule:  # FLOPs count the merged model (what runs)
+        net = tome(net, schedule)
         flops = measured_flops(net, example)
     record = base_record(model, runtime, batch, size, threads) | machine_info(threads) | {
-        "source": source, "runtime_version": rt.version(), "deployed": deployed, "tome_r": tome_r,
+        "source": source, "runtime_version": rt.version(), "deployed": deployed,
+        "tome_r": schedule if isinstance(schedule, int) else str(tome_r),
         "params_m": params / 1e6, "gflops": flops / 1e9}
     with tempfile.TemporaryDirectory(prefix="latvit-bench-") as workdir:
         if rt.cannot_run():  # e.g. CoreML off macOS: prove the export works, report no latency
@@ -176,7 +178,7 @@ class BenchRequest:
     iters: int = 50
     min_seconds: float = 1.0
     deploy: bool = True
-    tome_r: int = 0  # tokens merged per transformer layer (0: no token merging)
+    tome_r: int | str = 0  # tokens merged per transformer layer (0: none), or 'RxL' (R in the first L layers)
     timeout: float = 300.0  # per row, seconds
 
 
@@ -190,8 +192,9 @@ def check_request(req: BenchRequest) -> None:
         raise LatvitError(f"image size must be >= 1, got {req.img_size}")
     if req.threads is not None and req.threads < 1:
         raise LatvitError(f"threads must be >= 1, got {req.threads}")
-    if req.tome_r < 0:
-        raise LatvitError(f"--tome must be >= 0 tokens per layer, got {req.tome_r}")
+    from latvit.deploy.token_merging import parse_schedule
+
+    parse_schedule(req.tome_r)  # one line naming the expected forms
     if req.iters < 1 or req.warmup < 0 or req.min_seconds < 0 or req.timeout <= 0:
         raise LatvitError("iters must be >= 1, warmup >= 0, min-seconds >= 0 and timeout > 0")
     if not req.models or not req.runtimes:
