@@ -134,7 +134,7 @@ def test_quantize_bad_arguments(small_model, tmp_path):
 
 # -- token merging -----------------------------------------------------------------------------------------
 from latvit.deploy.token_merging import (  # noqa: E402
-    TomeReport, follow_merge, match_tokens, merge_tokens, merge_weighted, tome)
+    TomeReport, follow_merge, match_tokens, merge_tokens, merge_weighted, parse_schedule, tome)
 
 
 def test_match_tokens_merges_the_r_most_similar_and_tracks_where_tokens_go():
@@ -182,12 +182,44 @@ def test_tome_r0_is_the_original_and_r_changes_little(name):
 
 
 def test_tome_reports_where_it_cannot_merge_and_rejects_bad_r():
-    model = latvit.create_model("trtvit_a", img_size=64)
+    model = latvit.create_model("mixformer_b0", img_size=224)
     report = TomeReport()
     tome(model, 4, report)
-    assert report.merged_layers == 0 and report.skipped  # spatial-reduction attention: said, not hidden
+    assert report.merged_layers == 0 and report.skipped  # window attention: said, not hidden
     with pytest.raises(LatvitError, match="r must be >= 0"):
         tome(model, -1)
+    with pytest.raises(LatvitError, match="expected R .* or RxL"):
+        parse_schedule("26x")
+    assert parse_schedule("13") == 13 and parse_schedule("26x6") == [26] * 6
+
+
+def test_tome_on_trtvit_shares_the_mlp_of_merged_tokens(tmp_path):
+    """TRT-ViT's one-layer spatial-reduction transformers: merged for the MLP only, each token keeps its own
+    value, so exact duplicates merge with no change; r = 0 is the original; it exports to ONNX Runtime."""
+    from latvit.deploy.token_merging import MergingMapTransformer
+    from latvit.layers.trtvit import SRTransformer
+
+    torch.manual_seed(0)
+    model = latvit.deploy(latvit.create_model("trtvit_a", img_size=64)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    report = TomeReport()
+    with torch.no_grad():
+        assert torch.equal(tome(model, 0, report)(x), model(x))
+        assert report.merged_layers == 4 and not report.skipped  # three MixBlock branches and one block
+        assert not torch.allclose(tome(model, 8)(x), model(x), atol=1e-6)
+        for sr in (2, 1):
+            layer = SRTransformer(32, 32, sr=sr).eval()
+            twins = torch.randn(2, 32, 4, 2).repeat_interleave(2, dim=-1)  # neighbours (one even, one odd) equal
+            assert torch.allclose(MergingMapTransformer(layer, 8)(twins), layer(twins), atol=1e-6)
+        single = torch.randn(2, 32, 1, 1)  # nothing to merge (sr = 1: the last layer above)
+        assert torch.allclose(MergingMapTransformer(layer, 4)(single), layer(single), atol=1e-6)
+    pytest.importorskip("onnxruntime")
+    from latvit.runtimes import get_runtime
+
+    merged = tome(model, 8)
+    run = get_runtime("ort").prepare(merged, x[:1], 1, tmp_path)
+    with torch.no_grad():
+        assert np.abs(run(x[:1].numpy()) - merged(x[:1]).numpy()).max() < 1e-4
 
 
 @pytest.mark.parametrize("runtime, package, name, size", [

@@ -19,8 +19,13 @@ bias is merged with them (the mean of the merged keys' bias columns) and + log(s
 softmax runs, after the first talking-head mix, which is linear across heads and would otherwise mix the
 size terms of different heads.
 
-Where merging cannot apply (kept honest in `TomeReport.skipped`): TRT-ViT's spatial-reduction transformer
-already pools its keys and values by the ratio S; its blocks are not wrapped.
+TRT-ViT's transformer is one layer on a map whose keys and values come from the map pooled S times
+(spatial-reduction attention), so its keys say nothing about single tokens and there is no next layer to
+carry merged tokens to. There (`MergingMapTransformer`) the attention runs on every token, then r tokens
+merge by the similarity of their features, the MLP runs on the merged tokens, and each token adds its
+group's MLP output to its own value: only the MLP is shared.
+
+`TomeReport.skipped` names any attention module that none of these wrappers covers.
 """
 from __future__ import annotations
 
@@ -239,6 +244,38 @@ class KVMergingAttention(nn.Module):
         return a.proj(a.act(x))
 
 
+# -- one transformer layer on a map (TRT-ViT) ------------------------------------------------------------------
+class MergingMapTransformer(nn.Module):
+    """TRT-ViT's `SRTransformer` with r tokens merged for its MLP: (B, C_in, H, W) -> (B, C, H', W').
+
+    Wraps the original layer (weights shared). x + Attn(LN(x)) on all tokens, then the r most similar
+    token pairs (cosine of the features) merge, the MLP runs on N - r tokens, and every token adds its
+    group's MLP output. r = 0 calls the original forward; r is capped at half the tokens.
+    """
+
+    def __init__(self, layer: nn.Module, r: int):
+        super().__init__()
+        self.layer, self.r = layer, r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        if self.r == 0:
+            return layer(x)
+        x = layer.embed(x)
+        B, C, H, W = x.shape
+        r = min(self.r, H * W // 2)
+        t = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        t = t + layer.attn(layer.norm1(t), H, W)
+        if r > 0:
+            m = match_tokens(t, r)
+            merged, _ = merge_weighted(m, t, t.new_ones(B, H * W))  # (B, N - r, C)
+            position = follow_merge(m, torch.arange(H * W, device=x.device).expand(B, -1))  # each token's group
+            t = t + take_tokens(layer.mlp(layer.norm2(merged)), position)
+        else:  # a one-token map: nothing to merge
+            t = t + layer.mlp(layer.norm2(t))
+        return t.transpose(1, 2).reshape(B, C, H, W)
+
+
 # -- applying it to a model ------------------------------------------------------------------------------------
 def parse_schedule(text: str | int) -> int | list[int]:
     """A merging schedule as the command line writes it: '13' -> 13 (every layer); 'RxL', e.g. '26x6' ->
@@ -262,10 +299,12 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
     r: tokens merged per layer (an int for every layer, or a list used in order across all wrapped
        layers; each layer merges at most half its tokens). r = 0 gives the original function.
     Works on latvit MobileViT and EfficientFormer (MB3D) models, EfficientFormerV2 (key/value side, one r
-    per attention call) and timm ViTs (e.g. DeiT); see the module docstring for where merging cannot apply.
+    per attention call), TRT-ViT (for the MLP of each transformer layer) and timm ViTs (e.g. DeiT); see the
+    module docstring for how, and `report.skipped` for attention it does not cover.
     """
     from latvit.layers.efficientformer import AttentionDownsample, Meta3D, TalkingHeadAttention2d
     from latvit.layers.mobile import MobileViTBlock
+    from latvit.layers.trtvit import SRTransformer
     from latvit.space.builder import LatvitNet, Stage
 
     schedule = iter(r) if isinstance(r, (list, tuple)) else None
@@ -290,12 +329,15 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
                     merged = MergingTransformer(blocks[run[0]:], take(len(run)), unmerge=True)
                     module.blocks = nn.ModuleList(blocks[:run[0]] + [merged])
                     report.merged_layers += len(run)
-            elif not isinstance(module, KVMergingAttention):  # EfficientFormerV2: attention is a block attribute
+            elif not isinstance(module, (KVMergingAttention, MergingMapTransformer)):
                 for child_name, child in list(module.named_children()):
-                    if isinstance(child, (TalkingHeadAttention2d, AttentionDownsample)):
+                    if isinstance(child, (TalkingHeadAttention2d, AttentionDownsample)):  # EfficientFormerV2
                         setattr(module, child_name, KVMergingAttention(child, take(1)[0]))
                         report.merged_layers += 1
-        wrappers = (MergingTransformer, KVMergingAttention)
+                    elif isinstance(child, SRTransformer):  # TRT-ViT: a block, or a MixBlock's branch
+                        setattr(module, child_name, MergingMapTransformer(child, take(1)[0]))
+                        report.merged_layers += 1
+        wrappers = (MergingTransformer, KVMergingAttention, MergingMapTransformer)
         handled = {id(m) for mt in model.modules() if isinstance(mt, wrappers) for m in mt.modules()}
         report.skipped += [name for name, m in model.named_modules()
                            if "Attention" in type(m).__name__ and id(m) not in handled]
