@@ -160,7 +160,8 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
     mean, std = input_normalization(base, kind)
     fp32 = deploy(base)
     report = TomeReport()  # which layers merge does not depend on r: one report, from the first
-    merged = {f"tome r={r}": tome(fp32, parse_schedule(r), report if i == 0 else None) for i, r in enumerate(args.tome)}
+    merged = {f"tome r={r}": tome(fp32, parse_schedule(r), report if i == 0 else None)
+              for i, r in enumerate(args.tome)}
     sparse = make_permanent(prune_magnitude(fp32, args.sparsity))
     variants = {"fp32": fp32, **merged, f"sparse {args.sparsity:.0%}": sparse}
     info = {"model": name, "img_size": size, "batch": args.batch, "tome_merged_layers": report.merged_layers,
@@ -253,7 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows: list[dict] = []
     for name, source in sources.items():
         measure_model(name, source, args, rows)
-    result = {"machine": machine_info(args.threads), "batch": args.batch, "tome_r": args.tome, "sparsity": args.sparsity,
+    result = {"machine": machine_info(args.threads), "batch": args.batch, "tome_r": args.tome,
+              "sparsity": args.sparsity,
               "recipe": args.recipe, "data": args.data if args.checkpoint else None,
               "eval_images": args.eval_images if args.checkpoint else None, "calib_images": args.calib_images,
               "checkpoints": {k: str(v) for k, v in sources.items()} if args.checkpoint else None, "rows": rows}

@@ -4,7 +4,8 @@ token-merging accuracy at ViT token counts (issue #9: DeiT-Tiny's ImageNet weigh
 `latvit train` builds latvit specs only; this script trains the timm architecture itself, with latvit's data
 pipeline (Fashion-MNIST replicated to 3 channels, timm's RandomResizedCrop) and timm's AdamW, cosine schedule
 and label smoothing. A killed run resumes from OUT/last.pt when started again with the same arguments.
-Writes OUT/model.safetensors (the weights) and OUT/train.json (settings, loss curve, wall time).
+Writes OUT/model.safetensors (the weights) and OUT/train.json (settings, first and last losses, wall time);
+OUT/last.pt keeps the whole loss curve.
 
     python benchmarks/train_timm_fashion_mnist.py --epochs 2 --subset 20000     # ~35 min on 2 cores, 66% top-1
     python benchmarks/compression.py --checkpoint timm:deit_tiny_patch16_224=runs/fmnist-deit_tiny_patch16_224-224-e2-n20000 \\
@@ -68,8 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
     loss_fn = LabelSmoothingCrossEntropy(0.1)
 
     step, losses, wall = 0, [], 0.0
+    settings = {k: getattr(args, k) for k in ("model", "data", "epochs", "subset", "batch_size", "lr", "seed")}
     if (out / "last.pt").is_file():
         payload = load_checkpoint(out / "last.pt")
+        if payload.get("settings") != settings:
+            ap.error(f"{out} holds a run with other settings ({payload['settings']}); choose another --output")
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         set_rng_state(payload["rng"])
@@ -78,12 +82,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     def checkpoint():
         save_checkpoint(out / "last.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "rng": rng_state(), "step": step, "losses": losses, "wall": wall})
+                                          "rng": rng_state(), "step": step, "losses": losses, "wall": wall,
+                                          "settings": settings})
 
     model.train()
     start = time.perf_counter() - wall
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-               TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
     with Progress(*columns) as progress:
         task = progress.add_task(f"training {args.model}", total=total, completed=step, loss="-")
         while step < total:

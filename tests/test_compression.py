@@ -97,7 +97,8 @@ def test_calibration_batches_from_generated_data():
     batches = calibration_batches("synthetic", 64, (0.5,) * 3, (0.25,) * 3, count=8, batch=4)
     assert [b.shape for b in batches] == [(4, 3, 64, 64)] * 2 and batches[0].dtype == np.float32
     # full batches only: an artifact takes one static batch size
-    assert [b.shape[0] for b in calibration_batches("synthetic", 32, (0.5,) * 3, (0.25,) * 3, count=7, batch=3)] == [3, 3]
+    batches = calibration_batches("synthetic", 32, (0.5,) * 3, (0.25,) * 3, count=7, batch=3)
+    assert [b.shape[0] for b in batches] == [3, 3]
     with pytest.raises(LatvitError, match="at least one batch"):
         calibration_batches("synthetic", 32, (0.5,) * 3, (0.25,) * 3, count=2, batch=3)
     with pytest.raises(LatvitError, match="differ in shape"):
@@ -145,7 +146,8 @@ def test_match_tokens_merges_the_r_most_similar_and_tracks_where_tokens_go():
     members = merge_tokens(m, torch.eye(9).expand(2, 9, 9))  # (2, 6, 9)
     assert members.shape == (2, 6, 9)
     assert torch.equal(members.sum(1), torch.ones(2, 9))  # every token goes to exactly one place
-    assert torch.equal(members[:, 0, 0], torch.ones(2)) and torch.equal(members[:, 0].sum(-1), torch.ones(2))  # protected, alone, first
+    # the protected token: first, alone
+    assert torch.equal(members[:, 0, 0], torch.ones(2)) and torch.equal(members[:, 0].sum(-1), torch.ones(2))
     unit = metric / metric.norm(dim=-1, keepdim=True)
     for b in range(2):
         for group in members[b]:

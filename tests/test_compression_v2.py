@@ -13,7 +13,8 @@ import torch
 
 import latvit
 from latvit.cli import main as cli
-from latvit.deploy.token_merging import KVMergingAttention, TomeReport, match_tokens, merge_keys_values, merge_tokens, tome
+from latvit.deploy.token_merging import (KVMergingAttention, TomeReport, match_tokens, merge_keys_values, merge_tokens,
+                                         tome)
 from latvit.layers.efficientformer import AttentionDownsample, TalkingHeadAttention2d
 from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
 
@@ -290,6 +291,8 @@ def test_timm_training_script_writes_weights_the_benchmark_loads_and_resumes(tmp
     assert summary["steps"] == 2 and (out / "model.safetensors").is_file() and (out / "last.pt").is_file()
     again = script.main(argv)
     assert "resuming" in capsys.readouterr().out and again["steps"] == 2
+    with pytest.raises(SystemExit):  # the run directory holds a run with other settings: not mixed
+        script.main([*argv, "--lr", "0.01"])
     model, size, _ = _benchmark().load_trained("timm:deit_tiny_patch16_224", out)
     with torch.no_grad():
         assert model(torch.randn(1, 3, size, size)).shape == (1, 4)  # synthetic data: 4 classes
