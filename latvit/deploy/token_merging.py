@@ -184,9 +184,8 @@ def merge_keys_values(k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, r: i
     # keys, values, bias columns and a count merge together as the channels of N tokens
     parts = [k.flatten(1, 2).transpose(1, 2), v.transpose(1, 2).flatten(2),  # (B, N, heads*kd), (B, N, heads*vd)
              bias.flatten(0, 1).transpose(0, 1).expand(B, -1, -1), k.new_ones(B, N, 1)]  # (B, N, heads*Nq), (B, N, 1)
-    summed = merge_tokens(m, torch.cat(parts, dim=-1))  # (B, N - r, ...)
-    size = summed[..., -1:]
-    k, v, bias = (summed[..., :-1] / size).split([p.shape[-1] for p in parts[:3]], dim=-1)
+    *sums, size = merge_tokens(m, torch.cat(parts, dim=-1)).split([p.shape[-1] for p in parts], dim=-1)
+    k, v, bias = (s / size for s in sums)  # means over each group, (B, N - r, ...)
     k = k.transpose(1, 2).reshape(B, heads, kd, N - r)
     v = v.reshape(B, N - r, heads, -1).transpose(1, 2)  # (B, heads, N - r, vd)
     bias = bias.transpose(1, 2).reshape(B, heads, -1, N - r)  # (B, heads, Nq, N - r)
