@@ -3,7 +3,6 @@ accounting bound, the XNNPACK operator alignment, and the one-line error when ex
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import pytest
@@ -16,8 +15,12 @@ from latvit.errors import LatvitError
 from latvit.space import plan_network
 
 MODEL, SIZE = "mobilevit_xxs", 64  # LayerNorm stays on portable kernels: many partitions, both kinds of event
-# measured at 64 px, 1 thread, on the loaded 2-core CI machine: 94% (79% without `runtime`)
-ET_MIN = 0.85
+# The accounting check is against ExecuTorch's own whole-call event, `Method::execute`: both sides are
+# timed by the runtime, so the share does not move with the host (98.5-98.8% measured, 64 px, 1 thread).
+# Against the Python-timed call it also counts the Python binding's fixed cost, which follows the host:
+# 88-94% on a quiet machine, 83.6% on a slow CI host; that share is only a floor against lost events.
+ET_MIN = 0.95
+E2E_FLOOR = 0.6
 EXPLAINED_OTHER = {"classifier head", "residual add"}
 
 
@@ -27,18 +30,15 @@ def prof():
     return profile_model(MODEL, "executorch", img_size=SIZE, threads=1, warmup=1, iters=3, min_seconds=0.0)
 
 
-def _overloaded() -> bool:
-    return os.getloadavg()[0] > 1.5 * (os.cpu_count() or 1)
-
-
 def test_ops_account_for_the_end_to_end_latency(prof):
     assert prof.e2e.iters >= 3 and prof.runtime == "executorch"
     assert 0.0 <= prof.kernel_coverage <= prof.coverage <= 1.05  # op times lie inside the calls they belong to
-    if prof.coverage < ET_MIN and _overloaded():
-        pytest.xfail(f"machine overloaded (load {os.getloadavg()[0]:.1f}): ops explain {prof.coverage:.1%}")
-    assert prof.coverage >= ET_MIN, f"ops explain {prof.coverage:.1%}"
+    execute = prof.runtime_events["Method::execute"]
     # ExecuTorch's own whole-call event is inside the Python call that timed it
-    assert 0 < prof.runtime_events["Method::execute"] <= 1.05 * prof.e2e.mean_ms
+    assert 0 < execute <= 1.05 * prof.e2e.mean_ms
+    # the op events (kernels and the runtime's own steps) add up to the whole call: none is lost or doubled
+    assert ET_MIN * execute <= prof.op_ms <= 1.01 * execute, f"ops explain {prof.op_ms / execute:.1%} of execute"
+    assert prof.coverage >= E2E_FLOOR, f"ops explain {prof.coverage:.1%} of the Python call"
 
 
 def test_events_are_mapped_to_blocks(prof):
