@@ -9,7 +9,7 @@ Without checkpoints it measures the seed models at their default size (random we
 With `--checkpoint MODEL=RUN_DIR/best` (repeatable; a `latvit.save` directory, e.g. from `latvit train` on
 Fashion-MNIST, or `timm:NAME=RUN_DIR` with the weights of benchmarks/train_timm_fashion_mnist.py) it also
 reports test top-1 of every variant, at the checkpoint's own input size:
-- fp32, ToMe (r tokens per layer, `--tome`) and sparse (global magnitude pruning, no fine-tuning): eager
+- fp32, ToMe (r tokens per layer or an entrance merge, `--tome`) and sparse (global magnitude pruning, no fine-tuning): eager
   PyTorch, the same function the runtimes run;
 - int8: each runtime's own artifact (`latvit.deploy.quantize`, `vit` recipe), calibrated on
   `--calib-images` training images, run on that runtime `--batch` images at a time.
@@ -40,7 +40,7 @@ import torch
 from latvit.deploy import deploy
 from latvit.deploy.quantize import calibration_batches, quantize
 from latvit.deploy.sparsity import make_permanent, prune_magnitude, sparsity_report
-from latvit.deploy.token_merging import TomeReport, parse_schedule, tome
+from latvit.deploy.token_merging import TomeReport, parse_tome, tome
 from latvit.errors import LatvitError
 from latvit.latency.bench import input_normalization, load_bench_model
 from latvit.latency.protocol import default_threads, machine_info, measure_latency, run_isolated, set_threads
@@ -53,12 +53,13 @@ INT8_RUNTIMES = ("ort", "openvino", "executorch")
 
 
 def parse_r_list(text: str) -> list[str]:
-    """'16', '16,32,64' or '13,26x6' -> ['16', ...], each a `parse_schedule` entry ('RxL': R tokens merged in
-    each of the first L layers). An argparse type: a bad value is a one-line usage error."""
+    """'16', '16,32,64' or '13,26x6,keep0.25' -> ['16', ...], each a `parse_tome` entry ('RxL': R tokens merged
+    in each of the first L layers; 'keepF': merged at each transformer's entrance until the fraction F is
+    left). An argparse type: a bad value is a one-line usage error."""
     values = [v.strip() for v in text.split(",")]
     for v in values:
         try:
-            parse_schedule(v)
+            parse_tome(v)
         except LatvitError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     return values
@@ -160,7 +161,8 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
     mean, std = input_normalization(base, kind)
     fp32 = deploy(base)
     report = TomeReport()  # which layers merge does not depend on r: one report, from the first
-    merged = {f"tome r={r}": tome(fp32, parse_schedule(r), report if i == 0 else None)
+    merged = {(f"tome {r}" if "keep" in r else f"tome r={r}"): tome(fp32, report=report if i == 0 else None,
+                                                                    **parse_tome(r))
               for i, r in enumerate(args.tome)}
     sparse = make_permanent(prune_magnitude(fp32, args.sparsity))
     variants = {"fp32": fp32, **merged, f"sparse {args.sparsity:.0%}": sparse}
@@ -238,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--recipe", default="vit", help="int8 recipe (vit or all)")
     ap.add_argument("--tome", type=parse_r_list, default=[16],
                     help="tokens merged per transformer layer; a comma list measures several (e.g. 16,32,64); "
-                         "RxL merges R in each of the first L layers only (e.g. 26x6)")
+                         "RxL merges R in each of the first L layers only (e.g. 26x6); keepF merges each "
+                         "transformer's tokens at its entrance until the fraction F is left (e.g. keep0.25)")
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--batch", type=int, default=1, help="images per call for latency (and int8 artifacts)")
     ap.add_argument("--threads", type=int, default=default_threads())

@@ -80,9 +80,10 @@ def add_bench(sub) -> None:
     p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long (default 1.0)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per row before it is killed (default 300)")
     p.add_argument("--no-deploy", action="store_true", help="measure models as built, without deploy folding")
-    p.add_argument("--tome", default="0", metavar="R|RxL",
+    p.add_argument("--tome", default="0", metavar="R|RxL|keepF",
                    help="token merging: merge R tokens in every transformer layer, or RxL: R in each of the first "
-                        "L layers (e.g. 26x6); default 0: off")
+                        "L layers (e.g. 26x6); keepF: merge each transformer's tokens at its entrance until the "
+                        "fraction F is left (e.g. keep0.25; R+keepF for both); default 0: off")
     p.add_argument("--json", default="latvit-bench.json", help="records as JSON (default %(default)s; '' for none)")
     p.add_argument("--csv", help="records as CSV")
     p.add_argument("--plot", default="latvit-bench.png",

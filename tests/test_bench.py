@@ -71,9 +71,13 @@ def test_token_merging_rows_count_the_merged_model():
     plain = measure_row("timm:deit_tiny_patch16_224", "eager", img_size=224, threads=1, **FAST)
     constant = measure_row("timm:deit_tiny_patch16_224", "eager", img_size=224, threads=1, tome_r=13, **FAST)
     schedule = measure_row("timm:deit_tiny_patch16_224", "eager", img_size=224, threads=1, tome_r="26x6", **FAST)
-    assert (plain["tome_r"], constant["tome_r"], schedule["tome_r"]) == (0, 13, "26x6")
+    entrance = measure_row("timm:deit_tiny_patch16_224", "eager", img_size=224, threads=1, tome_r="keep0.5", **FAST)
+    assert (plain["tome_r"], constant["tome_r"], schedule["tome_r"], entrance["tome_r"]) == (0, 13, "26x6", "keep0.5")
     # 197 tokens: 13 fewer in each of 12 layers, or 26 fewer in each of the first 6 (the same 41 tokens, sooner)
     assert schedule["gflops"] < constant["gflops"] < 0.75 * plain["gflops"]
+    # keep 0.5: every layer on 98 of the 197 tokens, about half the FLOPs (timm's fused attention in the plain
+    # row is counted by its own formula, so the bounds are loose)
+    assert 0.4 * plain["gflops"] < entrance["gflops"] < 0.6 * plain["gflops"]
 
 
 HANGING_RUNTIME = textwrap.dedent('''
@@ -122,7 +126,7 @@ def test_reports_json_csv_plot(tmp_path):
     (["--models", "timm:resnet5000"], "unknown timm model"),
     (["--runtimes", "ortt"], "unknown runtime 'ortt'; did you mean ort?"),
     (["--batch", "0"], "batch must be >= 1"),
-    (["--tome", "26x"], "token merging schedule '26x': expected R"),
+    (["--tome", "26x"], "token merging setting '26x': expected R"),
     (["--models", "efficientformer_l1", "--img-size", "100"], "multiple of 32"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):

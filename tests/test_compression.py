@@ -137,7 +137,8 @@ def test_quantize_bad_arguments(small_model, tmp_path):
 
 # -- token merging -----------------------------------------------------------------------------------------
 from latvit.deploy.token_merging import (  # noqa: E402
-    MergingTransformer, TomeReport, follow_merge, match_tokens, merge_tokens, merge_weighted, parse_schedule, tome)
+    MergingTransformer, TomeReport, follow_merge, match_tokens, merge_tokens, merge_weighted, parse_schedule, parse_tome,
+    tome)
 
 
 def test_match_tokens_merges_the_r_most_similar_and_tracks_where_tokens_go():
@@ -180,9 +181,51 @@ def test_tome_r0_is_the_original_and_r_changes_little(name):
     with torch.no_grad():
         ref = model(x)
         assert torch.allclose(tome(model, 0, report)(x), ref, atol=1e-5)
+        assert torch.allclose(tome(model, 0, keep=1.0)(x), ref, atol=1e-5)
         merged = tome(model, 4)(x)
+        entrance = tome(model, 0, keep=0.5)(x)
     assert report.merged_layers > 0 and not report.skipped
     assert merged.shape == ref.shape and not torch.allclose(merged, ref, atol=1e-7)
+    assert entrance.shape == ref.shape and not torch.allclose(entrance, ref, atol=1e-7)
+
+
+def test_entrance_merge_is_exact_on_twin_tokens_and_leaves_the_fraction_kept():
+    """Tokens that come in identical (a, b) pairs: merging each into its twin at the entrance, with
+    size-weighted means and proportional attention, computes what the full run computes, so the unmerged
+    output (and a protected class token's) is the original's. The layers see round(N * keep) tokens."""
+    block = latvit.create_model("mobilevit_xxs", img_size=64).eval().stages[2].blocks[1]  # a MobileViTBlock
+    layers = list(block.transformer)
+    C = layers[0].norm1.normalized_shape[0]
+    twins = torch.randn(2, 32, C).repeat_interleave(2, dim=1)  # (B, 64, C): tokens 2i and 2i + 1 equal
+    with_cls = torch.cat([torch.randn(2, 1, C), twins], dim=1)  # (B, 65, C): twins at 2i + 1, 2i + 2
+    seen = []
+    layers[0].norm1.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].shape[1]))
+
+    def run(x, **kw):
+        with torch.no_grad():
+            return MergingTransformer(layers, [0, 0], **kw)(x)
+
+    full, half = run(twins, unmerge=True), run(twins, unmerge=True, keep=0.5)
+    assert torch.allclose(half, full, atol=1e-5) and seen == [64, 32]
+    quarter = run(torch.randn(2, 64, C), unmerge=True, keep=0.25)  # two rounds: 64 -> 32 -> 16
+    assert quarter.shape == (2, 64, C) and seen[-1] == 16
+    cls_full = run(with_cls, unmerge=False, protect_first=True)
+    cls_half = run(with_cls, unmerge=False, protect_first=True, keep=33 / 65)
+    assert seen[-2:] == [65, 33] and cls_half.shape == (2, 33, C)
+    assert torch.allclose(cls_half[:, 0], cls_full[:, 0], atol=1e-5)  # never merged, stays in front
+
+
+def test_tome_settings_parse_and_bad_keep_is_refused():
+    assert parse_tome("13") == {"r": 13, "keep": 1.0} and parse_tome("26x6") == {"r": [26] * 6, "keep": 1.0}
+    assert parse_tome("keep0.25") == {"r": 0, "keep": 0.25} and parse_tome("8+keep0.5") == {"r": 8, "keep": 0.5}
+    for bad in ("keep0", "keep1.5", "8keep0.5", "8+", "+keep0.5", "26x"):
+        with pytest.raises(LatvitError, match="expected R, RxL, keepF or R\\+keepF"):
+            parse_tome(bad)
+    model = latvit.create_model("efficientformerv2_s0", img_size=224)
+    with pytest.raises(LatvitError, match="no token-sequence transformer to merge at the entrance"):
+        tome(model, 4, keep=0.5)
+    with pytest.raises(LatvitError, match="0 < keep <= 1"):
+        tome(model, 4, keep=0.0)
 
 
 def test_tome_reports_where_it_cannot_merge_and_rejects_bad_r():
@@ -224,6 +267,19 @@ def test_tome_on_trtvit_shares_the_mlp_of_merged_tokens(tmp_path):
     run = get_runtime("ort").prepare(merged, x[:1], 1, tmp_path)
     with torch.no_grad():
         assert np.abs(run(x[:1].numpy()) - merged(x[:1]).numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize("runtime, package", [("ort", "onnxruntime"), ("openvino", "openvino")])
+def test_entrance_merge_exports_and_runs_on_runtime(runtime, package, tmp_path):
+    """Two rounds of entrance merging (keep 0.25) in every MobileViT block, exported as gathers."""
+    pytest.importorskip(package)
+    from latvit.runtimes import get_runtime
+
+    model = tome(latvit.create_model("mobilevit_xxs", img_size=64).eval(), 2, keep=0.25)
+    x = torch.randn(1, 3, 64, 64)
+    run = get_runtime(runtime).prepare(model, x, 1, tmp_path)
+    with torch.no_grad():
+        assert np.abs(run(x.numpy()) - model(x).numpy()).max() < 1e-4
 
 
 # stem to 32 x 32, then one MobileViT block over 2 x 2 patches: 4 sequences of 256 tokens

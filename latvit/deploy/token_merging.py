@@ -30,6 +30,7 @@ group's MLP output to its own value: only the MLP is shared.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -129,18 +130,26 @@ def _layer_parts(layer: nn.Module):
 
 
 class MergingTransformer(nn.Module):
-    """A run of pre-norm transformer layers with `r[i]` tokens merged after layer i's attention.
+    """A run of pre-norm transformer layers with `r[i]` tokens merged after layer i's attention, and
+    optionally merged at the entrance until a fraction `keep` of the tokens is left.
 
-    (B, N, C) -> (B, N, C) when `unmerge` (every original token gets its group's value), else
-    (B, N - sum(r), C). Merging only happens in eval mode semantics (no drop path).
+    (B, N, C) -> (B, N, C) when `unmerge` (every original token gets its group's value), else the merged
+    tokens (B, N', C). Merging only happens in eval mode semantics (no drop path).
+
+    The entrance merge is for short runs that must unmerge (MobileViT: 2-4 layers per block): merging
+    after each attention leaves the first attention on every token and at most halves the tokens per
+    layer, so the run never gets cheap. There, before the first layer, tokens merge by the cosine
+    similarity of their own features in bipartite rounds of at most half the tokens each, and every layer
+    then runs on round(N * keep) tokens, with proportional attention.
     """
 
-    def __init__(self, layers: list[nn.Module], r: list[int], unmerge: bool, protect_first: bool = False):
+    def __init__(self, layers: list[nn.Module], r: list[int], unmerge: bool, protect_first: bool = False,
+                 keep: float = 1.0):
         from latvit.layers.efficientformer import TokenAttention
 
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.r, self.unmerge, self.protect_first = list(r), unmerge, protect_first
+        self.r, self.unmerge, self.protect_first, self.keep = list(r), unmerge, protect_first, keep
         # where each original token now is: needed to unmerge and to average a learned attention bias
         self.track_positions = unmerge or any(isinstance(_layer_parts(layer)[1], TokenAttention) for layer in layers)
 
@@ -148,6 +157,13 @@ class MergingTransformer(nn.Module):
         B, N, _ = x.shape
         size = x.new_ones(B, N)  # (B, N_cur): original tokens per current token
         position = torch.arange(N, device=x.device).expand(B, N) if self.track_positions else None  # (B, N_0)
+        target = max(1 + int(self.protect_first), round(N * self.keep))
+        while x.shape[1] > target:  # the entrance merge, in rounds of at most half the tokens
+            m = match_tokens(x, min(x.shape[1] - target, (x.shape[1] - int(self.protect_first)) // 2),
+                             self.protect_first)
+            x, size = merge_weighted(m, x, size)
+            if position is not None:
+                position = follow_merge(m, position)
         for layer, r in zip(self.layers, self.r):
             norm1, attn, ls1, norm2, mlp, ls2 = _layer_parts(layer)
             q, k, v, scale, bias, project = _attention_parts(attn, norm1(x))
@@ -286,17 +302,33 @@ def parse_schedule(text: str | int) -> int | list[int]:
     return [int(r)] * int(layers) if x else int(r)
 
 
+def parse_tome(text: str | int) -> dict:
+    """A token merging setting as the command line writes it -> `tome` keyword arguments: a schedule
+    ('13', '26x6', see `parse_schedule`), 'keepF' (the entrance merge alone, e.g. keep0.25), or both
+    ('8+keep0.5'). `tome(model, **parse_tome(text))`."""
+    found = re.fullmatch(r"(?:(\d+(?:x\d+)?)(?:\+keep(\d*\.?\d+))?|keep(\d*\.?\d+))", str(text).strip())
+    keep = float(found[2] or found[3] or 1.0) if found else 0.0
+    if not found or not 0.0 < keep <= 1.0:
+        raise LatvitError(f"token merging setting '{text}': expected R, RxL, keepF or R+keepF with 0 < F <= 1 "
+                          f"(the fraction of tokens left by the entrance merge), e.g. 13, 26x6, keep0.25, 8+keep0.5")
+    return {"r": parse_schedule(found[1]) if found[1] else 0, "keep": keep}
+
+
 @dataclass
 class TomeReport:
     merged_layers: int = 0
     skipped: list[str] = field(default_factory=list)
 
 
-def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = None) -> nn.Module:
+def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = None,
+         keep: float = 1.0) -> nn.Module:
     """A copy of `model` (eval mode) with token merging in its transformer layers.
 
     r: tokens merged per layer (an int for every layer, or a list used in order across all wrapped
-       layers; each layer merges at most half its tokens). r = 0 gives the original function.
+       layers; each layer merges at most half its tokens). r = 0 and keep = 1 give the original function.
+    keep: the entrance merge (`MergingTransformer`): each run of transformer layers first merges its
+       tokens until this fraction is left. For the token-sequence transformers only (MobileViT,
+       EfficientFormer MB3D, timm ViTs), not EfficientFormerV2's or TRT-ViT's map attention.
     Works on latvit MobileViT and EfficientFormer (MB3D) models, EfficientFormerV2 (key/value side, one r
     per attention call), TRT-ViT (for the MLP of each transformer layer) and timm ViTs (e.g. DeiT); see the
     module docstring for how, and `report.skipped` for attention it does not cover.
@@ -309,6 +341,8 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
     schedule = iter(r) if isinstance(r, (list, tuple)) else None
     if (isinstance(r, int) and r < 0) or (schedule is not None and any(v < 0 for v in r)):
         raise LatvitError(f"r must be >= 0 tokens per layer, got {r}")
+    if not 0.0 < keep <= 1.0:
+        raise LatvitError(f"keep is the fraction of tokens the entrance merge leaves: 0 < keep <= 1, got {keep}")
 
     def take(n: int) -> list[int]:
         return [next(schedule, 0) for _ in range(n)] if schedule is not None else [r] * n
@@ -319,13 +353,13 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
         for name, module in model.named_modules():
             if isinstance(module, MobileViTBlock):
                 layers = list(module.transformer)
-                module.transformer = MergingTransformer(layers, take(len(layers)), unmerge=True)
+                module.transformer = MergingTransformer(layers, take(len(layers)), unmerge=True, keep=keep)
                 report.merged_layers += len(layers)
             elif isinstance(module, Stage):
                 run = [i for i, b in enumerate(module.blocks) if isinstance(b, Meta3D)]
                 if run and run == list(range(run[0], len(module.blocks))):
                     blocks = list(module.blocks)
-                    merged = MergingTransformer(blocks[run[0]:], take(len(run)), unmerge=True)
+                    merged = MergingTransformer(blocks[run[0]:], take(len(run)), unmerge=True, keep=keep)
                     module.blocks = nn.ModuleList(blocks[:run[0]] + [merged])
                     report.merged_layers += len(run)
             elif not isinstance(module, (KVMergingAttention, MergingMapTransformer)):
@@ -336,6 +370,9 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
                     elif isinstance(child, SRTransformer):  # TRT-ViT: a block, or a MixBlock's branch
                         setattr(module, child_name, MergingMapTransformer(child, take(1)[0]))
                         report.merged_layers += 1
+        if keep < 1.0 and not any(isinstance(m, MergingTransformer) for m in model.modules()):
+            raise LatvitError(f"keep={keep}: {model.spec.name} has no token-sequence transformer to merge at the "
+                              f"entrance (EfficientFormerV2 and TRT-ViT attend over maps); use r alone")
         wrappers = (MergingTransformer, KVMergingAttention, MergingMapTransformer)
         handled = {id(m) for mt in model.modules() if isinstance(mt, wrappers) for m in mt.modules()}
         report.skipped += [name for name, m in model.named_modules()
@@ -345,7 +382,7 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
     if isinstance(blocks, nn.Sequential) and all(hasattr(b, "attn") and hasattr(b, "mlp") for b in blocks):
         cls_pooled = getattr(model, "global_pool", "") == "token" and getattr(model, "num_prefix_tokens", 1) == 1
         model.blocks = MergingTransformer(list(blocks), take(len(blocks)), unmerge=not cls_pooled,
-                                          protect_first=getattr(model, "num_prefix_tokens", 0) > 0)
+                                          protect_first=getattr(model, "num_prefix_tokens", 0) > 0, keep=keep)
         report.merged_layers += len(blocks)
         return model
     raise LatvitError(f"token merging supports latvit models and timm ViTs with a `blocks` sequence, "

@@ -120,15 +120,16 @@ def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None =
         from latvit.deploy import deploy as deploy_model
 
         net = deploy_model(net)
-    from latvit.deploy.token_merging import parse_schedule, tome
+    from latvit.deploy.token_merging import parse_tome, tome
 
-    schedule = parse_schedule(tome_r)  # 13, or [26] * 6 for '26x6'
-    if any(schedule) if isinstance(schedule, list) else schedule:  # FLOPs count the merged model (what runs)
-        net = tome(net, schedule)
-        flops = measured_flops(net, example)
+    setting = parse_tome(tome_r)  # {"r": 13 or [26] * 6 for '26x6', "keep": 0.25 for 'keep0.25' (else 1)}
+    schedule = setting["r"]
+    if (any(schedule) if isinstance(schedule, list) else schedule) or setting["keep"] < 1:
+        net = tome(net, **setting)
+        flops = measured_flops(net, example)  # FLOPs count the merged model (what runs)
     record = base_record(model, runtime, batch, size, threads) | machine_info(threads) | {
         "source": source, "runtime_version": rt.version(), "deployed": deployed,
-        "tome_r": schedule if isinstance(schedule, int) else str(tome_r),
+        "tome_r": schedule if isinstance(schedule, int) and setting["keep"] == 1 else str(tome_r).strip(),
         "params_m": params / 1e6, "gflops": flops / 1e9}
     with tempfile.TemporaryDirectory(prefix="latvit-bench-") as workdir:
         if rt.cannot_run():  # e.g. CoreML off macOS: prove the export works, report no latency
@@ -178,7 +179,7 @@ class BenchRequest:
     iters: int = 50
     min_seconds: float = 1.0
     deploy: bool = True
-    tome_r: int | str = 0  # tokens merged per transformer layer (0: none), or 'RxL' (R in the first L layers)
+    tome_r: int | str = 0  # token merging: R per transformer layer (0: none), 'RxL', 'keepF', 'R+keepF' (parse_tome)
     timeout: float = 300.0  # per row, seconds
 
 
@@ -192,9 +193,9 @@ def check_request(req: BenchRequest) -> None:
         raise LatvitError(f"image size must be >= 1, got {req.img_size}")
     if req.threads is not None and req.threads < 1:
         raise LatvitError(f"threads must be >= 1, got {req.threads}")
-    from latvit.deploy.token_merging import parse_schedule
+    from latvit.deploy.token_merging import parse_tome
 
-    parse_schedule(req.tome_r)  # one line naming the expected forms
+    parse_tome(req.tome_r)  # one line naming the expected forms
     if req.iters < 1 or req.warmup < 0 or req.min_seconds < 0 or req.timeout <= 0:
         raise LatvitError("iters must be >= 1, warmup >= 0, min-seconds >= 0 and timeout > 0")
     if not req.models or not req.runtimes:
