@@ -11,6 +11,11 @@ partners with a small (r, N_b) one-hot product, instead of the reference impleme
 feature map (MobileViT, EfficientFormer), each original token's current position is followed through the
 merges, and unmerging is one gather.
 
+The entrance merge (`keep`) is for short runs of layers that must unmerge (MobileViT's 2-4 layer
+transformers): before the first layer, tokens merge by the similarity of their own features until a fraction
+`keep` is left, so every layer, the first attention included, runs on fewer tokens and the matching runs
+once per run instead of once per layer.
+
 EfficientFormerV2 keeps a 4-D (B, C, H, W) grid through depthwise convs, talking heads and its stride-2
 attention downsampling, so no token can leave the stream. There latvit merges on the key/value side only
 (`KVMergingAttention`): inside each attention call, r keys (and their values) merge by the same matching,
