@@ -269,19 +269,6 @@ def test_tome_on_trtvit_shares_the_mlp_of_merged_tokens(tmp_path):
         assert np.abs(run(x[:1].numpy()) - merged(x[:1]).numpy()).max() < 1e-4
 
 
-@pytest.mark.parametrize("runtime, package", [("ort", "onnxruntime"), ("openvino", "openvino")])
-def test_entrance_merge_exports_and_runs_on_runtime(runtime, package, tmp_path):
-    """Two rounds of entrance merging (keep 0.25) in every MobileViT block, exported as gathers."""
-    pytest.importorskip(package)
-    from latvit.runtimes import get_runtime
-
-    model = tome(latvit.create_model("mobilevit_xxs", img_size=64).eval(), 2, keep=0.25)
-    x = torch.randn(1, 3, 64, 64)
-    run = get_runtime(runtime).prepare(model, x, 1, tmp_path)
-    with torch.no_grad():
-        assert np.abs(run(x.numpy()) - model(x).numpy()).max() < 1e-4
-
-
 # stem to 32 x 32, then one MobileViT block over 2 x 2 patches: 4 sequences of 256 tokens
 ONE_BLOCK_MOBILEVIT = NetSpec(
     name="one_block_mobilevit", stem=(BlockSpec("conv_bn_act", 16, stride=2, act="silu", bias=False),),
@@ -290,25 +277,29 @@ ONE_BLOCK_MOBILEVIT = NetSpec(
     family="mobilevit")
 
 
-@pytest.mark.parametrize("runtime, package, name, size", [
-    ("ort", "onnxruntime", "mobilevit_xxs", 64),
-    ("openvino", "openvino", "mobilevit_xxs", 64),
+@pytest.mark.parametrize("runtime, package, name, size, setting", [
+    ("ort", "onnxruntime", "mobilevit_xxs", 64, "8"),
+    ("openvino", "openvino", "mobilevit_xxs", 64, "8"),
+    # the entrance merge (two bipartite rounds, keep 0.25) in every MobileViT block, then 2 per layer
+    ("ort", "onnxruntime", "mobilevit_xxs", 64, "2+keep0.25"),
+    ("openvino", "openvino", "mobilevit_xxs", 64, "2+keep0.25"),
     # 49 tokens in L1's last stage: OpenVINO's PyTorch frontend got the merge's strided slice wrong there,
     # so the runtime converts through ONNX when the direct conversion fails its shape check
-    ("openvino", "openvino", "efficientformer_l1", 224),
+    ("openvino", "openvino", "efficientformer_l1", 224, "8"),
     # ExecuTorch: the merge must avoid sort (no portable kernel) and scatter, and with 256 tokens per patch
     # position (MobileViT at 256 px) torch.eye, whose decomposition makes a uint16 arange the edge dialect
     # rejects; a one-block MobileViT at 64 px has those 256 tokens and lowers in a quarter of the time
-    ("executorch", "executorch", "one_block_mobilevit", 64)])
-def test_tome_exports_and_runs_on_runtime(runtime, package, name, size, tmp_path):
+    ("executorch", "executorch", "one_block_mobilevit", 64, "8")])
+def test_tome_exports_and_runs_on_runtime(runtime, package, name, size, setting, tmp_path):
+    """A merged model (`setting` as `--tome` takes it) exports, runs on the runtime and matches PyTorch."""
     pytest.importorskip(package)
     from latvit.runtimes import get_runtime
 
     if name == "one_block_mobilevit":
-        model = tome(build_model(ONE_BLOCK_MOBILEVIT, num_classes=10).eval(), 8)
+        model = tome(build_model(ONE_BLOCK_MOBILEVIT, num_classes=10).eval(), **parse_tome(setting))
         assert any(isinstance(m, MergingTransformer) for m in model.modules())
     else:
-        model = tome(latvit.create_model(name, img_size=size).eval(), 8)
+        model = tome(latvit.create_model(name, img_size=size).eval(), **parse_tome(setting))
     x = torch.randn(1, 3, size, size)
     run = get_runtime(runtime).prepare(model, x, 1, tmp_path)
     with torch.no_grad():
