@@ -11,7 +11,7 @@ Fashion-MNIST, or `timm:NAME=RUN_DIR` with the weights of benchmarks/train_timm_
 reports test top-1 of every variant, at the checkpoint's own input size:
 - fp32, ToMe (r tokens per layer or an entrance merge, `--tome`) and sparse (global magnitude pruning, no fine-tuning): eager
   PyTorch, the same function the runtimes run;
-- int8: each runtime's own artifact (`latvit.deploy.quantize`, `vit` recipe), calibrated on
+- int8: each runtime's own artifact (`latvit.deploy.quantize`, `--recipe`, default `vit`), calibrated on
   `--calib-images` training images, run on that runtime `--batch` images at a time.
 Latency is measured at `--batch` images per call (default 1); token merging's cost is per call, so its
 speed-up grows with the batch.
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from latvit.deploy import deploy
-from latvit.deploy.quantize import calibration_batches, quantize
+from latvit.deploy.quantize import calibration_batches, quantize, validation_batches
 from latvit.deploy.sparsity import make_permanent, prune_magnitude, sparsity_report
 from latvit.deploy.token_merging import TomeReport, parse_tome, tome
 from latvit.errors import LatvitError
@@ -194,7 +194,11 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
                     print(f"{name:22s} {rt_name:10s} {label:12s} failed: {reason}", flush=True)
             acc = dict(accuracy)
             if rt_name in INT8_RUNTIMES:
-                path = quantize(fp32, rt_name, calib, Path(tmp) / "int8" / "model.x", recipe=args.recipe)
+                control = {}
+                if args.max_drop is not None and rt_name == "openvino":  # NNCF's accuracy control
+                    control = {"max_drop": args.max_drop, "validation": validation_batches(
+                        args.calib, size, mean, std, count=args.val_images, batch=args.batch)}
+                path = quantize(fp32, rt_name, calib, Path(tmp) / "int8" / "model.x", recipe=args.recipe, **control)
                 runners["int8"] = load_checked(rt, path, x, args.threads)
                 if eval_set is not None:  # int8 artifacts are exported at --batch
                     acc["int8"] = top1(runners["int8"], *eval_set, batch=args.batch)
@@ -237,11 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--calib-images", type=int, default=64)
     ap.add_argument("--eval-images", type=int, default=10000, help="test images for top-1 (default: all)")
     ap.add_argument("--runtimes", default="ort,openvino")
-    ap.add_argument("--recipe", default="vit", help="int8 recipe (vit or all)")
+    ap.add_argument("--recipe", default="vit", help="int8 recipe (vit, all or transformer)")
     ap.add_argument("--tome", type=parse_r_list, default=[16],
                     help="tokens merged per transformer layer; a comma list measures several (e.g. 16,32,64); "
                          "RxL merges R in each of the first L layers only (e.g. 26x6); keepF merges each "
                          "transformer's tokens at its entrance until the fraction F is left (e.g. keep0.25)")
+    ap.add_argument("--max-drop", type=float, help="OpenVINO int8 with accuracy control: top-1 points allowed "
+                                                     "on --val-images labelled training images")
+    ap.add_argument("--val-images", type=int, default=300)
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--batch", type=int, default=1, help="images per call for latency (and int8 artifacts)")
     ap.add_argument("--threads", type=int, default=default_threads())
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         measure_model(name, source, args, rows)
     result = {"machine": machine_info(args.threads), "batch": args.batch, "tome_r": args.tome,
               "sparsity": args.sparsity,
-              "recipe": args.recipe, "data": args.data if args.checkpoint else None,
+              "recipe": args.recipe, "max_drop": args.max_drop, "data": args.data if args.checkpoint else None,
               "eval_images": args.eval_images if args.checkpoint else None, "calib_images": args.calib_images,
               "checkpoints": {k: str(v) for k, v in sources.items()} if args.checkpoint else None, "rows": rows}
     default = "compression_fmnist.json" if args.checkpoint else "compression.json"

@@ -373,7 +373,13 @@ def add_quantize(sub) -> None:
     p.add_argument("--img-size", type=int, help="input size (default: the model's)")
     p.add_argument("--calib-images", type=_positive_int, default=64, help="calibration images (default 64)")
     p.add_argument("--recipe", default="vit", help="vit (default: the fastest recipe measured for the runtime, "
-                                                   "docs/compression.md) or all (the tool's own defaults)")
+                                                   "docs/compression.md), all (the tool's own defaults) or "
+                                                   "transformer (openvino: float norms and adds, more accurate)")
+    p.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="openvino: accuracy control (NNCF): return the most harmful int8 ops to float until top-1 "
+                        "on --val-images labelled training images is within POINTS of fp32's (e.g. 0.5)")
+    p.add_argument("--val-images", type=_positive_int, default=300,
+                   help="labelled images of --calib's training split for --max-drop (default 300)")
     p.add_argument("--threads", type=_positive_int, help="threads for the comparison (default: all cores)")
     p.add_argument("--no-compare", action="store_true", help="skip the fp32-vs-int8 latency comparison")
     p.set_defaults(run=run_quantize)
@@ -381,7 +387,7 @@ def add_quantize(sub) -> None:
 
 def run_quantize(args) -> None:
     from latvit.deploy import deploy
-    from latvit.deploy.quantize import calibration_batches, compare_int8, quantize
+    from latvit.deploy.quantize import calibration_batches, compare_int8, quantize, validation_batches
     from latvit.latency.bench import input_normalization, load_bench_model
     from latvit.latency.protocol import default_threads
 
@@ -390,7 +396,10 @@ def run_quantize(args) -> None:
         model = deploy(model)
     mean, std = input_normalization(model, source)
     batches = calibration_batches(args.calib, size, mean, std, count=args.calib_images)
-    path = quantize(model, args.runtime, batches, args.output, recipe=args.recipe)
+    validation = (validation_batches(args.calib, size, mean, std, count=args.val_images)
+                  if args.max_drop is not None else None)
+    path = quantize(model, args.runtime, batches, args.output, recipe=args.recipe, max_drop=args.max_drop,
+                    validation=validation)
     print(f"wrote {path}")
     if not args.no_compare:
         r = compare_int8(model, args.runtime, path, batches[:16], args.threads or default_threads())

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 import latvit
 from latvit.deploy import deploy
-from latvit.deploy.quantize import calibration_batches, compare_int8, quantize
+from latvit.deploy.quantize import calibration_batches, compare_int8, quantize, validation_batches
 from latvit.deploy.sparsity import make_permanent, prune_2_4, prune_magnitude, sparsity_report
 from latvit.errors import LatvitError
 from latvit.space import build_model
@@ -132,7 +132,77 @@ def test_quantize_bad_arguments(small_model, tmp_path):
         quantize(small_model, "eager", batch, tmp_path / "x")
     with pytest.raises(LatvitError, match="unknown quantization recipe"):
         quantize(small_model, "ort", batch, tmp_path / "x.onnx", recipe="fast")
+    with pytest.raises(LatvitError, match="recipe 'transformer' is NNCF's .*use vit or all"):
+        quantize(small_model, "ort", batch, tmp_path / "x.onnx", recipe="transformer")
+    labelled = [(batch[0], np.zeros(1, np.int64))]
+    with pytest.raises(LatvitError, match="--max-drop is NNCF's accuracy control .*not available on ort"):
+        quantize(small_model, "ort", batch, tmp_path / "x.onnx", max_drop=0.5, validation=labelled)
+    with pytest.raises(LatvitError, match="needs max_drop >= 0 .* labelled validation batches"):
+        quantize(small_model, "openvino", batch, tmp_path / "x.xml", max_drop=0.5)
+    with pytest.raises(LatvitError, match="needs max_drop >= 0"):
+        quantize(small_model, "openvino", batch, tmp_path / "x.xml", max_drop=-1, validation=labelled)
     assert not list(tmp_path.iterdir())
+
+
+def test_validation_batches_are_labelled_and_apart_from_calibration():
+    import torch.nn.functional as F
+
+    mean, std = (0.5,) * 3, (0.25,) * 3
+    batches = validation_batches("synthetic", 32, mean, std, count=8, batch=2)
+    assert [(x.shape, y.shape) for x, y in batches] == [((2, 3, 32, 32), (2,))] * 4
+    assert all(y.dtype.kind == "i" for _, y in batches)
+    calibration = np.concatenate(calibration_batches("synthetic", 32, mean, std, count=8))
+    validation = np.concatenate([x for x, _ in batches])
+    distance = F.pairwise_distance(torch.from_numpy(validation).flatten(1)[:, None],
+                                   torch.from_numpy(calibration).flatten(1)[None])
+    assert distance.min() > 1e-3  # not one calibration image among them
+    with pytest.raises(LatvitError, match="at least one batch"):
+        validation_batches("synthetic", 32, mean, std, count=1, batch=2)
+
+
+def test_openvino_accuracy_control_keeps_top1_within_max_drop(tmp_path):
+    """NNCF's accuracy control end to end: the artifact it writes runs, and its top-1 on the validation
+    batches is within max_drop of fp32's. (An untrained model predicts one class whatever the input, so
+    plain int8 keeps its top-1 too; that accuracy control recovers a real loss is measured on a trained
+    EfficientFormer-L1 in docs/compression.md.)"""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from latvit.runtimes import get_runtime
+
+    torch.manual_seed(0)
+    model = deploy(build_model(ONE_BLOCK_MOBILEVIT, num_classes=10)).eval()
+    calibration = calibration_batches("synthetic", 64, model.spec.mean, model.spec.std, count=4)
+    validation = validation_batches("synthetic", 64, model.spec.mean, model.spec.std, count=16)
+    with pytest.raises(LatvitError, match="the calibration batches' shape"):
+        quantize(model, "openvino", calibration, tmp_path / "m.xml", max_drop=0.0, validation=[
+            (np.concatenate([x for x, _ in validation[:2]]), np.concatenate([y for _, y in validation[:2]]))])
+    path = quantize(model, "openvino", calibration, tmp_path / "m.xml", max_drop=0.0, validation=validation)
+    run = get_runtime("openvino").load(path, torch.from_numpy(validation[0][0]), 1)
+
+    def top1(predict) -> float:
+        return float(np.mean(np.concatenate([predict(x).argmax(-1) == y for x, y in validation])))
+
+    with torch.no_grad():
+        assert top1(run) >= top1(lambda x: model(torch.from_numpy(x)).numpy())
+
+
+def test_openvino_transformer_recipe_keeps_norms_and_adds_float(small_model, tmp_path):
+    """`transformer` (NNCF's transformer model type) quantizes fewer tensors than `vit`: LayerNorm inputs and
+    residual adds stay float; both artifacts run on OpenVINO close to fp32."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    batches = calibration_batches("synthetic", 64, small_model.spec.mean, small_model.spec.std, count=4)
+    logit_range = float(np.ptp(small_model(torch.from_numpy(batches[0])).detach().numpy()))
+    fake_quantizes = {}
+    for recipe in ("vit", "transformer"):
+        path = quantize(small_model, "openvino", batches, tmp_path / recipe / "m.xml", recipe=recipe)
+        fake_quantizes[recipe] = sum(op.get_type_name() == "FakeQuantize"
+                                     for op in ov.Core().read_model(str(path)).get_ordered_ops())
+        report = compare_int8(small_model, "openvino", path, batches, threads=1, min_seconds=0.0)
+        assert report["max_abs_diff"] <= 0.1 * logit_range
+    assert 0 < fake_quantizes["transformer"] < fake_quantizes["vit"]
 
 
 # -- token merging -----------------------------------------------------------------------------------------
@@ -304,3 +374,22 @@ def test_tome_exports_and_runs_on_runtime(runtime, package, name, size, setting,
     run = get_runtime(runtime).prepare(model, x, 1, tmp_path)
     with torch.no_grad():
         assert np.abs(run(x.numpy()) - model(x).numpy()).max() < 1e-4
+
+
+def test_cli_quantize_max_drop(tmp_path, capsys):
+    """`latvit quantize --max-drop`: accuracy control on OpenVINO with labelled images of --calib's training
+    split; on another runtime one line naming the problem, and no file."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from latvit.cli import main as cli
+
+    torch.manual_seed(0)
+    latvit.save(build_model(ONE_BLOCK_MOBILEVIT, num_classes=10).eval(), tmp_path / "saved")
+    common = [str(tmp_path / "saved"), "--calib", "synthetic", "--calib-images", "4", "--no-compare"]
+    assert cli(["quantize", *common, "--runtime", "ort", "--max-drop", "0.5", "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--max-drop is NNCF's accuracy control" in err
+    assert not (tmp_path / "m.onnx").exists()
+    assert cli(["quantize", *common, "--runtime", "openvino", "--max-drop", "0.5", "--val-images", "8",
+                "-o", str(tmp_path / "m.xml")]) == 0
+    assert (tmp_path / "m.xml").is_file() and (tmp_path / "m.bin").is_file()

@@ -102,3 +102,22 @@ def test_malformed_spec_json(text, message, tmp_path):
 def test_unknown_model_suggests_names():
     with pytest.raises(UnknownModelError, match="did you mean .*efficientformer_l1"):
         latvit.create_model("efficientformer_l2")
+
+
+def test_benchmark_specs_build():
+    """The spec files the benchmarks read (benchmarks/specs) stay valid as the spec format evolves; the ReLU
+    MobileViT-S differs from the zoo's only in its activations."""
+    from pathlib import Path
+
+    from latvit.models import get_spec
+    from latvit.space.spec import spec_from_json
+
+    files = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "specs").glob("*.json"))
+    assert files
+    for path in files:
+        latvit.create_model(str(path), img_size=64)
+    relu = spec_from_json(Path(__file__).resolve().parents[1] / "benchmarks" / "specs" / "mobilevit_s_relu.json")
+    silu = get_spec("mobilevit_s")
+    drop_act = lambda b: dataclasses.replace(b, act="")  # noqa: E731
+    assert relu.map_blocks(drop_act, name="x").stages == silu.map_blocks(drop_act, name="x").stages
+    assert {b.act for s in relu.stages for b in s.blocks} == {"relu"} and relu.head.act == "relu"
