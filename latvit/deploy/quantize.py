@@ -52,15 +52,8 @@ def calibration_batches(calib: str, img_size: int, mean, std, count: int = 64, b
     """`count` images from `calib` ('fashion-mnist', 'synthetic' or an ImageFolder root, train split),
     transformed as for evaluation, grouped into float32 batches (batch, 3, img_size, img_size); the
     remainder of count / batch is left out (an artifact takes one batch size)."""
-    from latvit.train.data import eval_transform, open_dataset
-
-    if count < batch or batch < 1:
-        raise LatvitError(f"calibration needs at least one batch: {count} images, batch {batch}")
-    dataset = open_dataset(calib, "train")
-    transform = eval_transform(img_size, mean, std)
-    step = max(1, len(dataset) // count)  # spread over the set: the first images are often one class
-    images = [transform(dataset[i * step][0]) for i in range(min(count, len(dataset)))]
-    return [torch.stack(images[i:i + batch]).numpy() for i in range(0, len(images) - batch + 1, batch)]
+    images, _ = _spread_sample(calib, img_size, mean, std, count, batch, "calibration", half_stride=False)
+    return [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
 
 
 def validation_batches(data: str, img_size: int, mean, std, count: int = 300, batch: int = 1
@@ -68,17 +61,24 @@ def validation_batches(data: str, img_size: int, mean, std, count: int = 300, ba
     """`count` labelled images of `data`'s train split for accuracy control: (images (batch, 3, S, S),
     labels (batch,)) pairs, spread over the set half a stride after the images `calibration_batches` takes
     (so never the same images when the set has at least twice `count`)."""
+    images, labels = _spread_sample(data, img_size, mean, std, count, batch, "validation", half_stride=True)
+    return [(images[i:i + batch], labels[i:i + batch]) for i in range(0, len(images) - batch + 1, batch)]
+
+
+def _spread_sample(data: str, img_size: int, mean, std, count: int, batch: int, purpose: str, half_stride: bool):
+    """`count` images of `data`'s train split evenly spaced over it (the first images are often one class),
+    shifted by half the spacing when `half_stride`; transformed for evaluation: ((N, 3, S, S), (N,))."""
     from latvit.train.data import eval_transform, open_dataset
 
     if count < batch or batch < 1:
-        raise LatvitError(f"validation needs at least one batch: {count} images, batch {batch}")
+        raise LatvitError(f"{purpose} needs at least one batch: {count} images, batch {batch}")
     dataset = open_dataset(data, "train")
     transform = eval_transform(img_size, mean, std)
     step = max(1, len(dataset) // count)
-    picks = [dataset[min(i * step + step // 2, len(dataset) - 1)] for i in range(min(count, len(dataset)))]
-    images = torch.stack([transform(img) for img, _ in picks]).numpy()
-    labels = np.array([int(label) for _, label in picks])
-    return [(images[i:i + batch], labels[i:i + batch]) for i in range(0, len(images) - batch + 1, batch)]
+    shift = step // 2 if half_stride else 0
+    picks = [dataset[min(i * step + shift, len(dataset) - 1)] for i in range(min(count, len(dataset)))]
+    return (torch.stack([transform(img) for img, _ in picks]).numpy(),
+            np.array([int(label) for _, label in picks]))
 
 
 def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path: str | Path,
