@@ -112,11 +112,12 @@ def test_benchmark_specs_build():
     from latvit.models import get_spec
     from latvit.space.spec import spec_from_json
 
-    files = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "specs").glob("*.json"))
+    specs = Path(__file__).resolve().parents[1] / "benchmarks" / "specs"
+    files = sorted(specs.glob("*.json"))
     assert files
     for path in files:
         latvit.create_model(str(path), img_size=64)
-    relu = spec_from_json(Path(__file__).resolve().parents[1] / "benchmarks" / "specs" / "mobilevit_s_relu.json")
+    relu = spec_from_json(specs / "mobilevit_s_relu.json")
     silu = get_spec("mobilevit_s")
     drop_act = lambda b: dataclasses.replace(b, act="")  # noqa: E731
     assert relu.map_blocks(drop_act, name="x").stages == silu.map_blocks(drop_act, name="x").stages
