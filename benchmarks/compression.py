@@ -55,7 +55,9 @@ INT8_RUNTIMES = ("ort", "openvino", "executorch")
 def parse_r_list(text: str) -> list[str]:
     """'16', '16,32,64' or '13,26x6,keep0.25' -> ['16', ...], each a `parse_tome` entry ('RxL': R tokens merged
     in each of the first L layers; 'keepF': merged at each transformer's entrance until the fraction F is
-    left). An argparse type: a bad value is a one-line usage error."""
+    left); 'none' -> [] (no token-merging rows). An argparse type: a bad value is a one-line usage error."""
+    if text.strip() == "none":
+        return []
     values = [v.strip() for v in text.split(",")]
     for v in values:
         try:
@@ -164,10 +166,11 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
     merged = {(f"tome {r}" if "keep" in r else f"tome r={r}"): tome(fp32, report=report if i == 0 else None,
                                                                     **parse_tome(r))
               for i, r in enumerate(args.tome)}
-    sparse = make_permanent(prune_magnitude(fp32, args.sparsity))
-    variants = {"fp32": fp32, **merged, f"sparse {args.sparsity:.0%}": sparse}
-    info = {"model": name, "img_size": size, "batch": args.batch, "tome_merged_layers": report.merged_layers,
-            "sparsity": round(sparsity_report(sparse)["prunable_sparsity"], 4)}
+    variants = {"fp32": fp32, **merged}
+    info = {"model": name, "img_size": size, "batch": args.batch, "tome_merged_layers": report.merged_layers}
+    if args.sparsity > 0:
+        variants[f"sparse {args.sparsity:.0%}"] = sparse = make_permanent(prune_magnitude(fp32, args.sparsity))
+        info["sparsity"] = round(sparsity_report(sparse)["prunable_sparsity"], 4)
     calib = calibration_batches(args.calib, size, mean, std, count=args.calib_images, batch=args.batch)
     x = calib[0]
     accuracy = {}
@@ -249,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-drop", type=float, help="OpenVINO int8 with accuracy control: top-1 points allowed "
                                                      "on --val-images labelled training images")
     ap.add_argument("--val-images", type=int, default=300)
-    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--sparsity", type=float, default=0.5, help="pruned fraction of the sparse row; 0: no sparse row")
     ap.add_argument("--batch", type=int, default=1, help="images per call for latency (and int8 artifacts)")
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--rounds", type=int, default=3)

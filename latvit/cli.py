@@ -147,6 +147,8 @@ def add_train(sub) -> None:
     p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int)
+    p.add_argument("--init", help="start from these weights (checkpoint or saved model dir), e.g. to fine-tune "
+                                  "MODEL = that model's spec with another activation")
     p.add_argument("--teacher", help="distil from this latvit model or timm:NAME (hard distillation)")
     p.add_argument("--teacher-checkpoint", help="the teacher's trained weights")
     p.add_argument("--output", help="run directory (default runs/MODEL-DATA)")
@@ -162,7 +164,7 @@ def run_train(args) -> None:
 
     values = read_config_file(args.config) if args.config else {}
     flags = dict(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                 img_size=args.img_size, lr=args.lr, seed=args.seed, teacher=args.teacher,
+                 img_size=args.img_size, lr=args.lr, seed=args.seed, init=args.init, teacher=args.teacher,
                  teacher_checkpoint=args.teacher_checkpoint, output=args.output)
     flags.update(parse_set(args.set))
     if args.resume:  # the run's saved config underneath, so `--resume --output DIR` is enough

@@ -217,6 +217,11 @@ def test_compression_benchmark_reports_accuracy_per_variant(tmp_path):
     # int8 ran at a static batch of 2 over 63 images (the last call padded): its top-1 counts 63 images
     assert result["batch"] == 2 and round(rows["int8"]["top1"] * 63 / 100, 6).is_integer()
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(result["rows"]))
+    # --tome none --sparsity 0: only the fp32 and int8 rows (the int8 studies)
+    only = bench.main(["--checkpoint", f"tiny={run_dir / 'best'}", "--data", "synthetic", "--runtimes", "ort",
+                       "--eval-images", "16", "--calib-images", "2", "--tome", "none", "--sparsity", "0",
+                       "--rounds", "1", "--seconds", "0", "--threads", "1", "--json", str(tmp_path / "only.json")])
+    assert [r["variant"] for r in only["rows"]] == ["fp32", "int8"] and "sparsity" not in only["rows"][0]
     with pytest.raises(LatvitError, match="MODEL=RUN_DIR/best"):
         bench.main(["--checkpoint", "no-equals-sign"])
     with pytest.raises(SystemExit):  # argparse: one usage line naming the bad --tome value

@@ -117,8 +117,23 @@ def test_benchmark_specs_build():
     assert files
     for path in files:
         latvit.create_model(str(path), img_size=64)
-    relu = spec_from_json(specs / "mobilevit_s_relu.json")
-    silu = get_spec("mobilevit_s")
-    drop_act = lambda b: dataclasses.replace(b, act="")  # noqa: E731
-    assert relu.map_blocks(drop_act, name="x").stages == silu.map_blocks(drop_act, name="x").stages
-    assert {b.act for s in relu.stages for b in s.blocks} == {"relu"} and relu.head.act == "relu"
+    for name in ("mobilevit_s", "efficientformerv2_s1"):  # the int8 study's ReLU variants (docs/compression.md)
+        assert spec_from_json(specs / f"{name}_relu.json") == get_spec(name).with_act("relu", name=f"{name}_relu")
+
+
+def test_with_act_swaps_every_activation_and_keeps_the_parameters():
+    from latvit.models import get_spec
+
+    for name in ("mobilevit_s", "efficientformerv2_s1", "efficientformer_l1"):
+        spec = get_spec(name)
+        relu = spec.with_act("relu")
+        blocks = lambda s: [*s.stem, *(b for st in s.stages for b in st.blocks)]  # noqa: E731
+        assert [b.act == "none" for b in blocks(spec)] == [b.act == "none" for b in blocks(relu)]
+        assert {b.act for b in blocks(relu)} <= {"relu", "none"} and relu.head.act == "relu"
+        drop_act = lambda b: dataclasses.replace(b, act="")  # noqa: E731
+        assert [drop_act(b) for b in blocks(relu)] == [drop_act(b) for b in blocks(spec)]
+        a = latvit.create_model(spec, img_size=64)
+        b = latvit.create_model(relu, img_size=64)
+        b.load_state_dict(a.state_dict())  # strict: the same parameters
+        kinds = lambda m: {type(x).__name__ for x in m.modules()}  # noqa: E731
+        assert "ReLU" in kinds(b) and not kinds(b) & {"GELU", "SiLU"}

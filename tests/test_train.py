@@ -188,6 +188,32 @@ def test_distillation_loss_and_run(trained, spec_file, tmp_path):
     assert again["top1"] == pytest.approx(result["final"]["val_top1"])
 
 
+def test_init_fine_tunes_a_spec_edit_from_trained_weights(trained, tmp_path, capsys):
+    """--init loads a trained model's weights into MODEL: here its spec with every activation swapped (the
+    int8 route of docs/compression.md). With a vanishing learning rate the result keeps those weights."""
+    best = Path(trained["output"]) / "best"
+    swapped = tmp_path / "tiny_silu.json"
+    latvit.create_model(str(best)).spec.with_act("silu", name="tiny_silu").to_json(swapped)
+    out = tmp_path / "silu"
+    quiet = dict(QUICK, lr=1e-12, warmup_lr=0.0, min_lr=0.0, weight_decay=0.0)
+    train(make_config(model=str(swapped), init=str(best), epochs=1, output=str(out), **quiet))
+    before = latvit.create_model(str(best)).state_dict()
+    after = latvit.create_model(str(out / "model"))
+    assert {b.act for s in after.spec.stages for b in s.blocks} == {"silu"}
+    for name, tensor in after.state_dict().items():
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):  # BN statistics move
+            assert torch.allclose(tensor, before[name], atol=1e-6), name
+    # without --init the same spec starts from random weights
+    fresh = train(make_config(model=str(swapped), epochs=1, output=str(tmp_path / "fresh"), **quiet))
+    assert not torch.allclose(latvit.create_model(str(tmp_path / "fresh" / "model")).state_dict()["head.fc.weight"],
+                              before["head.fc.weight"])
+    assert fresh["steps"] == 8
+    # a missing --init path is a one-line error, and no run directory is made
+    assert cli(["train", str(swapped), "--data", "synthetic", "--init", str(tmp_path / "nope"),
+                "--output", str(tmp_path / "z")]) == 2
+    assert "config.init" in capsys.readouterr().err and not (tmp_path / "z").exists()
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
     with gzip.open(path, "wb") as f:

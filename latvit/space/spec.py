@@ -96,6 +96,18 @@ class NetSpec:
         stages = tuple(StageSpec(tuple(fn(b) for b in s.blocks)) for s in self.stages)
         return dataclasses.replace(self, stages=stages, name=name or self.name)
 
+    def with_act(self, act: str, name: str | None = None) -> NetSpec:
+        """A copy with every activation (stem, stage blocks, head) set to `act`; blocks built without one
+        (act "none", e.g. the Conv-BN downsamplings) keep none. The parameters are unchanged, so a
+        checkpoint of this spec loads into the copy (then fine-tune: see docs/compression.md)."""
+        def swap(b):
+            return b if b.act == "none" else dataclasses.replace(b, act=act)
+
+        head = self.head if self.head.act == "none" else dataclasses.replace(self.head, act=act)
+        stages = tuple(StageSpec(tuple(swap(b) for b in s.blocks)) for s in self.stages)
+        return dataclasses.replace(self, stem=tuple(swap(b) for b in self.stem), stages=stages, head=head,
+                                   name=name or self.name)
+
     def with_img_size(self, img_size: int | None) -> NetSpec:
         return self if img_size is None else dataclasses.replace(self, img_size=int(img_size))
 

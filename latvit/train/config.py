@@ -27,6 +27,8 @@ class TrainConfig:
     """Everything a run needs; saved as `config.yaml` in the output directory."""
 
     model: str = ""  # anything latvit.create_model accepts: name, spec JSON, saved-model directory
+    init: str | None = None  # start from these weights (checkpoint file or saved-model dir), loaded strictly
+    #                          into `model`: fine-tune a spec edit that keeps the parameters (another act)
     data: str = ""  # "fashion-mnist", "synthetic", or an ImageFolder root with train/ and val/ (or idx .gz files)
     output: str = ""  # run directory; default runs/<model>-<data>
     # schedule and optimiser
@@ -169,6 +171,8 @@ def _check_ranges(c: TrainConfig) -> None:
         bad("multiscale_sizes", "sizes must be positive")
     if c.device not in DEVICES and not c.device.startswith("cuda:"):
         bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
+    if c.init is not None and not Path(c.init).exists():
+        bad("init", "no such checkpoint file or saved-model directory")
     if c.teacher_checkpoint and not c.teacher:
         bad("teacher_checkpoint", "is given without a teacher (pass --teacher MODEL)")
     if c.randaugment is not None and not c.randaugment.startswith("rand"):

@@ -75,6 +75,9 @@ class Trainer:
 
         self.d = d
         spec, weights = resolve_spec(config.model)
+        if config.init is not None:  # --init replaces a saved model's own weights
+            init = Path(config.init)
+            weights = resolve_spec(init)[1] if init.is_dir() else init
         if not config.output:
             config = dataclasses.replace(config, output=default_output(spec.name, config.data))
         self.config = c = config
