@@ -212,6 +212,8 @@ def test_init_fine_tunes_a_spec_edit_from_trained_weights(trained, tmp_path, cap
     assert cli(["train", str(swapped), "--data", "synthetic", "--init", str(tmp_path / "nope"),
                 "--output", str(tmp_path / "z")]) == 2
     assert "config.init" in capsys.readouterr().err and not (tmp_path / "z").exists()
+    with pytest.raises(ConfigError, match="saved model directory"):  # a directory without weights
+        make_config(model=str(swapped), init=str(tmp_path), data="synthetic")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -104,9 +104,7 @@ class NetSpec:
             return b if b.act == "none" else dataclasses.replace(b, act=act)
 
         head = self.head if self.head.act == "none" else dataclasses.replace(self.head, act=act)
-        stages = tuple(StageSpec(tuple(swap(b) for b in s.blocks)) for s in self.stages)
-        return dataclasses.replace(self, stem=tuple(swap(b) for b in self.stem), stages=stages, head=head,
-                                   name=name or self.name)
+        return dataclasses.replace(self.map_blocks(swap, name), stem=tuple(swap(b) for b in self.stem), head=head)
 
     def with_img_size(self, img_size: int | None) -> NetSpec:
         return self if img_size is None else dataclasses.replace(self, img_size=int(img_size))

@@ -171,8 +171,10 @@ def _check_ranges(c: TrainConfig) -> None:
         bad("multiscale_sizes", "sizes must be positive")
     if c.device not in DEVICES and not c.device.startswith("cuda:"):
         bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
-    if c.init is not None and not Path(c.init).exists():
-        bad("init", "no such checkpoint file or saved-model directory")
+    from latvit.models import WEIGHTS_FILE
+
+    if c.init is not None and not (Path(c.init).is_file() or (Path(c.init) / WEIGHTS_FILE).is_file()):
+        bad("init", f"neither a checkpoint file nor a saved model directory (one holding {WEIGHTS_FILE})")
     if c.teacher_checkpoint and not c.teacher:
         bad("teacher_checkpoint", "is given without a teacher (pass --teacher MODEL)")
     if c.randaugment is not None and not c.randaugment.startswith("rand"):

@@ -71,13 +71,13 @@ class Trainer:
     """Builds everything a run needs from a `TrainConfig` and runs it (`fit`). One per process."""
 
     def __init__(self, config: TrainConfig, d: Dist, *, resume: bool = False):
-        from latvit.models import create_model, resolve_spec
+        from latvit.models import WEIGHTS_FILE, create_model, resolve_spec
 
         self.d = d
         spec, weights = resolve_spec(config.model)
         if config.init is not None:  # --init replaces a saved model's own weights
             init = Path(config.init)
-            weights = resolve_spec(init)[1] if init.is_dir() else init
+            weights = init / WEIGHTS_FILE if init.is_dir() else init
         if not config.output:
             config = dataclasses.replace(config, output=default_output(spec.name, config.data))
         self.config = c = config
