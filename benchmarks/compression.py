@@ -39,7 +39,7 @@ import torch
 
 from latvit.deploy import deploy
 from latvit.deploy.quantize import calibration_batches, quantize, validation_batches
-from latvit.deploy.sparsity import make_permanent, prune_magnitude, sparsity_report
+from latvit.deploy.sparsity import sparsify, sparsity_report
 from latvit.deploy.token_merging import TomeReport, parse_tome, tome
 from latvit.errors import LatvitError
 from latvit.latency.bench import input_normalization, load_bench_model
@@ -169,7 +169,7 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
     variants = {"fp32": fp32, **merged}
     info = {"model": name, "img_size": size, "batch": args.batch, "tome_merged_layers": report.merged_layers}
     if args.sparsity > 0:
-        variants[f"sparse {args.sparsity:.0%}"] = sparse = make_permanent(prune_magnitude(fp32, args.sparsity))
+        variants[f"sparse {args.sparsity:.0%}"] = sparse = sparsify(fp32, args.sparsity)
         info["sparsity"] = round(sparsity_report(sparse)["prunable_sparsity"], 4)
     calib = calibration_batches(args.calib, size, mean, std, count=args.calib_images, batch=args.batch)
     x = calib[0]

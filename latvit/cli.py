@@ -22,6 +22,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_compression(p, what: str) -> None:
+    """--tome and --sparsity: the float compressions (latvit.deploy.compress) applied to the model `what`."""
+    p.add_argument("--tome", default="0", metavar="R|RxL|keepF",
+                   help=f"token merging in the model {what}: merge R tokens in every transformer layer, or RxL: R "
+                        "in each of the first L layers (e.g. 26x6); keepF: merge each transformer's tokens at its "
+                        "entrance until the fraction F is left (e.g. keep0.25; R+keepF for both); default 0: off")
+    p.add_argument("--sparsity", metavar="F|2:4",
+                   help=f"prune the model {what}: the fraction F of smallest weights of its convs and linears "
+                        "(global magnitude, e.g. 0.5), or 2:4 (two of every four); no fine-tuning (default: off)")
+
+
 # -- latvit models --------------------------------------------------------------------------------------
 def add_models(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo: params, GFLOPs, input size, paper")
@@ -80,10 +91,7 @@ def add_bench(sub) -> None:
     p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long (default 1.0)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per row before it is killed (default 300)")
     p.add_argument("--no-deploy", action="store_true", help="measure models as built, without deploy folding")
-    p.add_argument("--tome", default="0", metavar="R|RxL|keepF",
-                   help="token merging: merge R tokens in every transformer layer, or RxL: R in each of the first "
-                        "L layers (e.g. 26x6); keepF: merge each transformer's tokens at its entrance until the "
-                        "fraction F is left (e.g. keep0.25; R+keepF for both); default 0: off")
+    _add_compression(p, "measured")
     p.add_argument("--json", default="latvit-bench.json", help="records as JSON (default %(default)s; '' for none)")
     p.add_argument("--csv", help="records as CSV")
     p.add_argument("--plot", default="latvit-bench.png",
@@ -111,7 +119,7 @@ def run_bench(args) -> None:
     req = BenchRequest(models=expand_models(args.models), runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()],
                        batch=args.batch, img_size=args.img_size, threads=args.threads, warmup=args.warmup,
                        iters=args.iters, min_seconds=args.min_seconds, deploy=not args.no_deploy, tome_r=args.tome,
-                       timeout=args.timeout)
+                       sparsity=args.sparsity, timeout=args.timeout)
     console = Console(stderr=True)
     measured: list[dict] = []
 
@@ -193,6 +201,7 @@ def add_validate(sub) -> None:
                                                    "run's, else 0.875)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    _add_compression(p, "evaluated")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
     p.set_defaults(run=run_validate)
 
@@ -203,12 +212,14 @@ def run_validate(args) -> None:
 
     result = validate(args.model, args.data, checkpoint=args.checkpoint, img_size=args.img_size,
                       batch_size=args.batch_size, num_workers=args.workers, subset=args.subset,
-                      crop_pct=args.crop_pct, device=args.device, threads=args.threads)
+                      crop_pct=args.crop_pct, device=args.device, threads=args.threads, tome=args.tome,
+                      sparsity=args.sparsity)
     if args.json:
         from pathlib import Path
 
         atomic_write_text(Path(args.json), json.dumps(result, indent=1) + "\n")
-    print(f"{result['model']} on {result['data']} ({result['images']} images at {result['img_size']}px): "
+    changed = "".join(f", {k} {result[k]}" for k in ("tome", "sparsity") if result.get(k) not in (None, "0"))
+    print(f"{result['model']}{changed} on {result['data']} ({result['images']} images at {result['img_size']}px): "
           f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  "
           f"{result['images_per_sec']:.0f} images/s")
 
@@ -447,6 +458,7 @@ def add_export(sub) -> None:
     p.add_argument("--batch", type=_positive_int, default=1, help="batch size baked into the artifact (default 1)")
     p.add_argument("--no-deploy", action="store_true", help="export latvit models as built, without deploy folding")
     p.add_argument("--no-check", action="store_true", help="skip running the artifact against PyTorch")
+    _add_compression(p, "exported")
     p.set_defaults(run=run_export)
 
 
@@ -454,11 +466,13 @@ def run_export(args) -> None:
     from latvit.runtimes.export import export_model
 
     r = export_model(args.model, args.format, args.output, img_size=args.img_size, batch=args.batch,
-                     check=not args.no_check, deploy=not args.no_deploy)
-    check = (f"max abs diff vs PyTorch {r['max_abs_diff']:.2e} (relative {r['max_rel_diff']:.2e})" if r["checked"]
+                     check=not args.no_check, deploy=not args.no_deploy, tome=args.tome, sparsity=args.sparsity)
+    changed = "".join(f", {k} {r[k]}" for k in ("tome", "sparsity") if r[k] not in (None, "0"))
+    against = "the merged/pruned model in PyTorch" if changed else "PyTorch"
+    check = (f"max abs diff vs {against} {r['max_abs_diff']:.2e} (relative {r['max_rel_diff']:.2e})" if r["checked"]
              else f"not checked: {r['note'] or 'skipped'}")
-    print(f"wrote {r['path']} ({r['format']}, {r['bytes'] / 1e6:.1f} MB, input {r['batch']}x3x{r['img_size']}x"
-          f"{r['img_size']}, {r['runtime_version']}) in {r['seconds']:.1f} s; {check}")
+    print(f"wrote {r['path']} ({r['format']}{changed}, {r['bytes'] / 1e6:.1f} MB, input {r['batch']}x3x"
+          f"{r['img_size']}x{r['img_size']}, {r['runtime_version']}) in {r['seconds']:.1f} s; {check}")
 
 
 # -- latvit search ----------------------------------------------------------------------------------------

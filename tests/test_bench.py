@@ -157,3 +157,12 @@ def test_input_normalization_follows_the_models_source():
     model, _, source = load_bench_model("timm:deit_tiny_patch16_224")
     assert source == "timm" and input_normalization(model, source) == (tuple(model.pretrained_cfg["mean"]),
                                                                         tuple(model.pretrained_cfg["std"]))
+
+
+def test_sparsity_rows_measure_the_pruned_model():
+    """`--sparsity` prunes the deployed model (zeros baked in) before the runtime sees it; the record says so,
+    and max_abs_diff (against the model as built) shows that the pruning changed the logits."""
+    plain = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, **FAST)
+    pruned = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, sparsity="0.5", **FAST)
+    assert plain["sparsity"] is None and pruned["sparsity"] == 0.5 and pruned["status"] == "ok"
+    assert plain["max_abs_diff"] < 1e-5 < pruned["max_abs_diff"]

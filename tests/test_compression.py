@@ -9,7 +9,10 @@ import torch.nn as nn
 import latvit
 from latvit.deploy import deploy
 from latvit.deploy.quantize import calibration_batches, compare_int8, quantize, validation_batches
-from latvit.deploy.sparsity import make_permanent, prune_2_4, prune_magnitude, sparsity_report
+from latvit.deploy.compress import check_compression, compress
+from latvit.deploy.sparsity import (make_permanent, parse_sparsity, prune_2_4, prune_magnitude, sparsify,
+                                    sparsity_report)
+from latvit.deploy.token_merging import MergingTransformer
 from latvit.errors import LatvitError
 from latvit.space import build_model
 from latvit.space.spec import BlockSpec, NetSpec, StageSpec
@@ -86,6 +89,36 @@ def test_two_four_pattern():
 def test_bad_sparsity():
     with pytest.raises(LatvitError, match=r"sparsity must be in \[0, 1\)"):
         prune_magnitude(nn.Linear(4, 4), 1.5)
+    for bad in ("1.5", "1", "-0.2", "3:4", "half"):
+        with pytest.raises(LatvitError, match=f"sparsity '{bad}': expected a pruned fraction in \\(0, 1\\)"):
+            parse_sparsity(bad)
+
+
+def test_sparsity_settings_as_the_command_line_writes_them():
+    assert [parse_sparsity(t) for t in (None, "", "0", "none", "0.5", 0.25, "2:4")] == [None] * 4 + [0.5, 0.25, "2:4"]
+    model = latvit.create_model("mobilevit_xxs", img_size=64, num_classes=4)
+    for setting, expected in ((0.5, 0.5), ("2:4", 0.5)):
+        pruned = sparsify(model, setting)  # zeros baked in: plain weights, no masks left
+        assert not any(n.endswith("_orig") for n, _ in pruned.named_parameters())
+        # 2:4 leaves layers whose fan-in is not a multiple of 4 dense (the 27-input stem conv): just under half
+        assert sparsity_report(pruned)["prunable_sparsity"] == pytest.approx(expected, abs=0.01)
+    assert sparsity_report(model)["prunable_sparsity"] < 0.01
+
+
+def test_compress_applies_pruning_and_merging_or_nothing():
+    torch.manual_seed(0)
+    model = latvit.create_model("mobilevit_xxs", img_size=64, num_classes=4).eval()
+    assert compress(model, "0", None) is model  # nothing asked: the model itself, untouched
+    both = compress(model, "keep0.5", "0.5")
+    assert any(isinstance(m, MergingTransformer) for m in both.modules())
+    assert sparsity_report(both)["prunable_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert not torch.allclose(both(x), model(x), atol=1e-3)
+    with pytest.raises(LatvitError, match="token merging setting 'keep2'"):
+        check_compression("keep2", None)
+    with pytest.raises(LatvitError, match="sparsity '0.5x'"):
+        check_compression("0", "0.5x")
 
 
 # -- int8 ------------------------------------------------------------------------------------------------
@@ -207,7 +240,7 @@ def test_openvino_transformer_recipe_keeps_norms_and_adds_float(small_model, tmp
 
 # -- token merging -----------------------------------------------------------------------------------------
 from latvit.deploy.token_merging import (  # noqa: E402
-    MergingTransformer, TomeReport, follow_merge, match_tokens, merge_tokens, merge_weighted, parse_schedule, parse_tome,
+    TomeReport, follow_merge, match_tokens, merge_tokens, merge_weighted, parse_schedule, parse_tome,
     tome)
 
 

@@ -271,6 +271,24 @@ def test_export_openvino_writes_xml_and_bin(small_json, tmp_path):
     assert info["checked"] and info["max_abs_diff"] < 1e-4 and info["batch"] == 2 and info["deployed"]
 
 
+def test_export_merged_and_pruned_model(small_json, tmp_path):
+    """`--tome`/`--sparsity` put the compressed model in the artifact: it matches that model in PyTorch, not
+    the original (whose logits merging and pruning change)."""
+    from latvit.deploy.compress import compress
+
+    usable("ort")
+    model = latvit.create_model(small_json, img_size=SIZE).eval()
+    info = export_model(model, "onnx", tmp_path / "m.onnx", tome="keep0.5", sparsity="0.5")
+    assert info["checked"] and info["max_abs_diff"] < 1e-4 and (info["tome"], info["sparsity"]) == ("keep0.5", 0.5)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    out = np.asarray(get_runtime("ort").load(tmp_path / "m.onnx", x, 1)(x.numpy()))
+    with torch.inference_mode():
+        original, compressed = model(x).numpy(), compress(latvit.deploy(model), "keep0.5", "0.5")(x).numpy()
+    assert np.abs(out - compressed).max() < 1e-4 * max(1.0, np.abs(compressed).max())
+    assert np.abs(out - original).max() > 1e-3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 def test_openvino_model_has_static_shapes(small_json, tmp_path):
     """OpenVINO IR pinned to the example's shape (convert_model alone leaves it dynamic: slower, and it
     crashed the CPU plugin in int8, see the next test)."""

@@ -80,6 +80,21 @@ def test_short_run_learns_and_writes_its_files(trained):
     assert set(json.loads(report.read_text())) >= {"top1", "top5", "loss", "images_per_sec"}
 
 
+def test_validate_a_merged_or_pruned_model(trained, capsys):
+    """`validate --tome/--sparsity` evaluates the trained model with merging / pruning and no fine-tuning."""
+    model = str(Path(trained["output"]) / "model")
+    plain = validate(model, "synthetic")
+    merged = validate(model, "synthetic", tome="keep0.5")
+    pruned = validate(model, "synthetic", sparsity="0.9")
+    assert (plain["tome"], plain["sparsity"], merged["tome"], pruned["sparsity"]) == ("0", None, "keep0.5", 0.9)
+    assert merged["loss"] != pytest.approx(plain["loss"]) and pruned["loss"] != pytest.approx(plain["loss"])
+    assert cli(["validate", model, "--data", "synthetic", "--workers", "0", "--sparsity", "2:4", "--tome", "1"]) == 0
+    assert "tiny, tome 1, sparsity 2:4 on synthetic" in capsys.readouterr().out
+    assert cli(["validate", model, "--data", "synthetic", "--sparsity", "2"]) == 2
+    assert capsys.readouterr().err.strip() == ("latvit: error: sparsity '2': expected a pruned fraction in (0, 1), "
+                                               "e.g. 0.5, or 2:4")
+
+
 KILL_AFTER_MID_EPOCH_CHECKPOINT = """
 import sys, time
 from pathlib import Path

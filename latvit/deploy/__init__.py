@@ -1,15 +1,17 @@
 """Deploy-time transforms, each a function returning a new model or artifact:
 `deploy(model)` (algebraic folding), `tome(model, r)` (token merging), `quantize(model, runtime, calib, path)`
-(int8 through the runtime's own tooling), `prune_magnitude` / `prune_2_4` (sparsity).
+(int8 through the runtime's own tooling), `prune_magnitude` / `prune_2_4` (sparsity), and `compress(model,
+tome, sparsity)`: merging and pruning as the command line's `--tome` / `--sparsity` write them.
 
 `latvit.deploy` (the attribute of the top-level package) is the function; the helpers that layers use to
 fold themselves are imported from here: `from latvit.deploy import fold_bn_`.
 """
+from latvit.deploy.compress import compress
 from latvit.deploy.fold import (deploy, fold_bn_, fold_layer_scale, fold_scale_, fold_sequential_, foldable_bn,
                                 fuse_tree_)
 from latvit.deploy.quantize import quantize
-from latvit.deploy.sparsity import make_permanent, prune_2_4, prune_magnitude
+from latvit.deploy.sparsity import make_permanent, prune_2_4, prune_magnitude, sparsify
 from latvit.deploy.token_merging import tome
 
-__all__ = ["deploy", "fold_bn_", "fold_layer_scale", "fold_scale_", "fold_sequential_", "foldable_bn", "fuse_tree_",
-           "make_permanent", "prune_2_4", "prune_magnitude", "quantize", "tome"]
+__all__ = ["compress", "deploy", "fold_bn_", "fold_layer_scale", "fold_scale_", "fold_sequential_", "foldable_bn",
+           "fuse_tree_", "make_permanent", "prune_2_4", "prune_magnitude", "quantize", "sparsify", "tome"]

@@ -85,3 +85,27 @@ def sparsity_report(model: nn.Module) -> dict[str, float]:
     all_total = total + sum(p.numel() for p in others)
     return {"prunable_sparsity": zeros / max(total, 1), "overall_sparsity": all_zeros / max(all_total, 1),
             "prunable_params": total}
+
+
+def parse_sparsity(text: str | float | None) -> float | str | None:
+    """A sparsity setting as the command line writes it: a fraction in (0, 1), e.g. '0.5' (global magnitude
+    pruning), or '2:4' (the semi-structured pattern); '0', '' and None mean none (returned as None)."""
+    value = "" if text is None else str(text).strip()
+    if value in ("", "0", "0.0", "none"):
+        return None
+    if value == "2:4":
+        return value
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = -1.0
+    if not 0.0 < fraction < 1.0:
+        raise LatvitError(f"sparsity '{text}': expected a pruned fraction in (0, 1), e.g. 0.5, or 2:4")
+    return fraction
+
+
+def sparsify(model: nn.Module, setting: float | str) -> nn.Module:
+    """A copy of `model` pruned as `setting` says (a `parse_sparsity` result: a fraction or '2:4'), with the
+    zeros baked into plain weights (`make_permanent`): ready to evaluate or export."""
+    pruned = prune_2_4(model) if setting == "2:4" else prune_magnitude(model, float(setting))
+    return make_permanent(pruned)

@@ -3,7 +3,8 @@
 Flow: `check_request` validates everything the user typed (before anything slow starts); the GEMM
 probe measures this machine's fp32 peak once; then every (model, runtime) pair runs `measure_row` in its
 own subprocess (`protocol.run_isolated`) so a crash or hang becomes a failed row and the bench goes on.
-`measure_row` builds the model, deploys it (`latvit.deploy`), prepares the runtime's runner, checks its
+`measure_row` builds the model, deploys it (`latvit.deploy`), merges tokens and prunes it where asked
+(`latvit.deploy.compress`), prepares the runtime's runner, checks its
 outputs against eager PyTorch on the model as built, and times it with `protocol.measure_latency`.
 
 Records are flat dicts (see RECORD_FIELDS) so they serve as JSON/CSV rows, plot points and LUT rows.
@@ -33,7 +34,7 @@ DEFAULT_RUNTIMES = ["ort"]
 
 RECORD_FIELDS = [
     "model", "source", "runtime", "runtime_version", "status", "error", "batch", "img_size", "threads",
-    "deployed", "tome_r", "params_m", "gflops", "median_ms", "p90_ms", "min_ms", "mean_ms", "cv", "iters",
+    "deployed", "tome_r", "sparsity", "params_m", "gflops", "median_ms", "p90_ms", "min_ms", "mean_ms", "cv", "iters",
     "gflops_per_s", "peak_gflops", "pct_peak", "max_abs_diff", "top1", "top1_source", "mes",
     "cpu", "cores", "platform", "python", "torch_version", "latvit_version", "seconds",
 ]
@@ -92,7 +93,8 @@ def model_label(ref: str) -> str:
 # -- one row, in a child process ------------------------------------------------------------------------
 def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None = None, threads: int = 1,
                 warmup: int = 10, iters: int = 50, min_seconds: float = 1.0, deploy: bool = True,
-                tome_r: int | str = 0, peak_gflops: float | None = None, seed: int = 0) -> dict[str, Any]:
+                tome_r: int | str = 0, sparsity: str | float | None = None, peak_gflops: float | None = None,
+                seed: int = 0) -> dict[str, Any]:
     """Measure one (model, runtime) pair and return its flat record (see RECORD_FIELDS).
 
     The output check compares the runtime's logits with eager PyTorch on the model *as built* (before
@@ -120,17 +122,19 @@ def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None =
         from latvit.deploy import deploy as deploy_model
 
         net = deploy_model(net)
-    from latvit.deploy.token_merging import parse_tome, tome
+    from latvit.deploy.compress import compress, merges_tokens
+    from latvit.deploy.sparsity import parse_sparsity
+    from latvit.deploy.token_merging import parse_tome
 
     setting = parse_tome(tome_r)  # {"r": 13 or [26] * 6 for '26x6', "keep": 0.25 for 'keep0.25' (else 1)}
     schedule = setting["r"]
-    if (any(schedule) if isinstance(schedule, list) else schedule) or setting["keep"] < 1:
-        net = tome(net, **setting)
+    net = compress(net, tome_r, sparsity)
+    if merges_tokens(setting):
         flops = measured_flops(net, example)  # FLOPs count the merged model (what runs)
     record = base_record(model, runtime, batch, size, threads) | machine_info(threads) | {
         "source": source, "runtime_version": rt.version(), "deployed": deployed,
         "tome_r": schedule if isinstance(schedule, int) and setting["keep"] == 1 else str(tome_r).strip(),
-        "params_m": params / 1e6, "gflops": flops / 1e9}
+        "sparsity": parse_sparsity(sparsity), "params_m": params / 1e6, "gflops": flops / 1e9}
     with tempfile.TemporaryDirectory(prefix="latvit-bench-") as workdir:
         if rt.cannot_run():  # e.g. CoreML off macOS: prove the export works, report no latency
             rt.export(net, example, Path(workdir) / f"model{rt.suffix or ''}")
@@ -180,6 +184,7 @@ class BenchRequest:
     min_seconds: float = 1.0
     deploy: bool = True
     tome_r: int | str = 0  # token merging: R per transformer layer (0: none), 'RxL', 'keepF', 'R+keepF' (parse_tome)
+    sparsity: str | float | None = None  # pruned weights: a fraction ('0.5', global magnitude) or '2:4' (parse_sparsity)
     timeout: float = 300.0  # per row, seconds
 
 
@@ -193,9 +198,9 @@ def check_request(req: BenchRequest) -> None:
         raise LatvitError(f"image size must be >= 1, got {req.img_size}")
     if req.threads is not None and req.threads < 1:
         raise LatvitError(f"threads must be >= 1, got {req.threads}")
-    from latvit.deploy.token_merging import parse_tome
+    from latvit.deploy.compress import check_compression
 
-    parse_tome(req.tome_r)  # one line naming the expected forms
+    check_compression(req.tome_r, req.sparsity)  # one line naming the expected forms
     if req.iters < 1 or req.warmup < 0 or req.min_seconds < 0 or req.timeout <= 0:
         raise LatvitError("iters must be >= 1, warmup >= 0, min-seconds >= 0 and timeout > 0")
     if not req.models or not req.runtimes:
@@ -258,7 +263,7 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
                 kwargs = {"model": model, "runtime": runtime, "batch": req.batch, "img_size": req.img_size,
                           "threads": threads, "warmup": req.warmup, "iters": req.iters,
                           "min_seconds": req.min_seconds, "deploy": req.deploy, "tome_r": req.tome_r,
-                          "peak_gflops": peak}
+                          "sparsity": req.sparsity, "peak_gflops": peak}
                 result = run_isolated("latvit.latency.bench:measure_row", kwargs, timeout=req.timeout, threads=threads)
                 record = result.value if result.ok else base_record(model, runtime, req.batch, req.img_size, threads) | {
                     "status": STATUS_FAILED, "error": result.error, "seconds": result.seconds}
@@ -294,6 +299,10 @@ def print_table(records: list[dict], console=None) -> None:
     console = console or Console(width=max(Console().width, 150))
     first = next((r for r in records if r.get("cpu")), {})
     title = f"latvit bench: {first.get('cpu', '')}, {first.get('threads', '')} threads, batch {records[0]['batch']}"
+    if first.get("tome_r") not in (None, 0, "0"):
+        title += f", token merging {first['tome_r']}"
+    if first.get("sparsity") is not None:  # top-1 stays the published model's: these models are changed
+        title += f", sparsity {first['sparsity']}"
     table = Table(title=title)
     for col in ("model", "runtime", "size"):
         table.add_column(col, no_wrap=True)

@@ -51,7 +51,8 @@ def resolve_model(model: str | nn.Module, img_size: int | None = None) -> tuple[
 
 
 def export_model(model: str | nn.Module, fmt: str, path: str | Path, img_size: int | None = None,
-                 batch: int = 1, check: bool = True, deploy: bool = True, seed: int = 0) -> dict[str, Any]:
+                 batch: int = 1, check: bool = True, deploy: bool = True, seed: int = 0, tome: str | int = 0,
+                 sparsity: str | float | None = None) -> dict[str, Any]:
     """Export `model` as `fmt` to `path` and return what was written and how well it matches PyTorch.
 
     model: anything `resolve_model` takes. fmt: one of FORMATS. batch, img_size: the static input shape.
@@ -59,15 +60,21 @@ def export_model(model: str | nn.Module, fmt: str, path: str | Path, img_size: i
         here; otherwise "checked" is False and "note" says why).
     deploy: fold latvit models with `latvit.deploy` first (BN, LayerScale, attention biases); the check
         still compares with the model as built.
+    tome, sparsity: export the model with token merging and/or pruned weights (`latvit.deploy.compress`,
+        after folding); the check then compares with that model in PyTorch, so it tests the runtime,
+        not what merging or pruning changed (measure that with `latvit validate --tome/--sparsity`).
     Returns {"path", "format", "runtime", "runtime_version", "img_size", "batch", "bytes", "seconds",
-    "deployed", "checked", "max_abs_diff", "max_rel_diff", "note"}.
+    "deployed", "tome", "sparsity", "checked", "max_abs_diff", "max_rel_diff", "note"}.
     """
+    from latvit.deploy.compress import check_compression, compress
+    from latvit.deploy.sparsity import parse_sparsity
     from latvit.runtimes import get_runtime
 
     if fmt not in FORMATS:
         raise LatvitError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
     if batch < 1:
         raise LatvitError(f"batch must be a positive integer, got {batch}")
+    check_compression(tome, sparsity)
     rt = get_runtime(FORMATS[fmt])
     reason = rt.missing() or (rt.cannot_run() if fmt == "tensorrt" else None)  # TensorRT builds on the GPU
     if reason:
@@ -85,8 +92,14 @@ def export_model(model: str | nn.Module, fmt: str, path: str | Path, img_size: i
         from latvit.deploy import deploy as deploy_model
 
         net = deploy_model(net)
+    compressed = compress(net, tome, sparsity)
+    if compressed is not net:  # the artifact holds the merged / pruned model: check against that
+        net = compressed
+        with torch.inference_mode():
+            reference = net(example).numpy()
     info: dict[str, Any] = {"path": str(path), "format": fmt, "runtime": rt.name, "runtime_version": rt.version(),
-                            "img_size": size, "batch": batch, "deployed": deployed, "checked": False,
+                            "img_size": size, "batch": batch, "deployed": deployed, "tome": str(tome).strip(),
+                            "sparsity": parse_sparsity(sparsity), "checked": False,
                             "max_abs_diff": None, "max_rel_diff": None, "note": None}
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))  # same filesystem: rename is atomic

@@ -72,7 +72,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_w
 
 def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = None, img_size: int | None = None,
              batch_size: int = 256, num_workers: int = 0, subset: int | None = None, crop_pct: float | None = None,
-             device: str = "auto", threads: int = 0) -> dict:
+             device: str = "auto", threads: int = 0, tome: str | int = 0, sparsity: str | float | None = None) -> dict:
     """Evaluate a model on the validation split of `data` ('fashion-mnist', 'synthetic', an ImageFolder
     root or a directory of idx files).
 
@@ -81,12 +81,17 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
     checkpoint: a latvit training checkpoint (`last.pt`: its EMA weights, input size and crop are used)
         or any checkpoint `create_model` loads (latvit, timm or official layouts).
     threads: torch CPU threads while evaluating (0 = torch's default; 1 is fastest on a busy machine).
-    Returns the `evaluate` metrics plus model, data, img_size and crop_pct.
+    tome, sparsity: evaluate the model with token merging and/or pruned weights, no fine-tuning
+        (`latvit.deploy.compress`; e.g. tome='keep0.5', sparsity='0.5' or '2:4').
+    Returns the `evaluate` metrics plus model, data, img_size, crop_pct, tome and sparsity.
     """
+    from latvit.deploy.compress import check_compression, compress
+    from latvit.deploy.sparsity import parse_sparsity
     from latvit.models import create_model
     from latvit.train.checkpointing import FORMAT, evaluation_weights, load_checkpoint
     from latvit.train.distributed import pick_device
 
+    check_compression(tome, sparsity)  # before the data and the model load
     weights, config = checkpoint, {}
     run_config = Path(model).parent / "config.yaml" if isinstance(model, (str, Path)) else None
     if run_config is not None and Path(model).is_dir() and run_config.is_file():  # RUN/best, RUN/model
@@ -114,8 +119,9 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
 
         model = with_distill_head(resolve_spec(model)[0])
     net = create_model(model, num_classes=len(base.classes), img_size=img_size, checkpoint=weights)
-    spec = net.spec
-    dataset = Transformed(base, lambda s: eval_transform(s, spec.mean, spec.std, crop_pct=crop_pct), net.img_size)
+    spec, img_size = net.spec, net.img_size
+    net = compress(net, tome, sparsity)
+    dataset = Transformed(base, lambda s: eval_transform(s, spec.mean, spec.std, crop_pct=crop_pct), img_size)
     dev = pick_device(device)
     before = torch.get_num_threads()
     if threads:
@@ -124,7 +130,8 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
         result = evaluate(net.to(dev), dataset, batch_size=batch_size, num_workers=num_workers, d=Dist(device=dev))
     finally:
         torch.set_num_threads(before)
-    return {"model": net.spec.name, "data": data, "img_size": net.img_size, "crop_pct": crop_pct, **result}
+    return {"model": spec.name, "data": data, "img_size": img_size, "crop_pct": crop_pct,
+            "tome": str(tome).strip(), "sparsity": parse_sparsity(sparsity), **result}
 
 
 __all__ = ["evaluate", "validate"]
