@@ -201,6 +201,12 @@ def test_distillation_loss_and_run(trained, spec_file, tmp_path):
     assert latvit.create_model(str(out / "model")).spec.head.distill
     again = validate(spec_file, "synthetic", checkpoint=out / "last.pt")
     assert again["top1"] == pytest.approx(result["final"]["val_top1"])
+    saved = validate(str(out / "model"), "synthetic")  # the saved directory's weights, not a fresh model's
+    assert saved["loss"] == pytest.approx(again["loss"])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(latvit.LatvitError):  # one line (CheckpointError), not an unpickling traceback
+        validate(spec_file, "synthetic", checkpoint=garbage)
 
 
 def test_init_fine_tunes_a_spec_edit_from_trained_weights(trained, tmp_path, capsys):
@@ -294,8 +300,17 @@ def test_resume_refuses_a_changed_config_and_existing_runs(trained, spec_file):
     with pytest.raises(latvit.LatvitError, match="pass --resume"):
         train(make_config(model=spec_file, epochs=2, output=out, **QUICK))
     # resuming a finished run with more epochs continues it
-    more = train(make_config(model=spec_file, epochs=3, output=out, **QUICK), resume=True)
+    config = make_config(model=spec_file, epochs=3, output=out, **QUICK)
+    more = train(config, resume=True)
     assert [r["epoch"] for r in more["epochs"]] == [1, 2, 3] and more["steps"] == 24
+    # on the schedule of a 3-epoch run (the 2-epoch schedule would have pinned epoch 3 at min_lr)
+    from timm.scheduler import CosineLRScheduler
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    CosineLRScheduler(opt, t_initial=3, lr_min=config.min_lr, warmup_t=config.warmup_epochs,
+                      warmup_lr_init=config.warmup_lr, t_in_epochs=True).step(2 + 7 / 8)  # epoch 3's last step
+    stretched = opt.param_groups[0]["lr"]
+    assert more["epochs"][2]["lr"] == pytest.approx(stretched) and stretched > 1.05 * config.min_lr
 
 
 def test_recipe_configs_are_valid():

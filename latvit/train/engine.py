@@ -226,7 +226,9 @@ class Trainer:
         if self.ema is not None and p.get("ema") is not None:
             self.ema.module.load_state_dict(p["ema"])
         self.optimizer.load_state_dict(p["optimizer"])
-        self.scheduler.load_state_dict(p["scheduler"])
+        # the scheduler is not restored: it is a function of the config and the fractional epoch it is stepped
+        # with, and timm's state would bring back the old `t_initial`, pinning a run resumed with more epochs at
+        # min_lr instead of stretching the cosine to the new length
         if self.scaler is not None and p.get("scaler"):
             self.scaler.load_state_dict(p["scaler"])
         self.epoch, self.batch, self.step = p["epoch"], p["batch"], p["step"]

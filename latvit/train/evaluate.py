@@ -99,7 +99,10 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
 
         config = yaml.safe_load(run_config.read_text()) or {}
     if checkpoint is not None and Path(checkpoint).suffix == ".pt" and Path(checkpoint).is_file():
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        try:
+            payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception:  # not a training checkpoint: create_model's reader says what it is, in one line
+            payload = None
         if isinstance(payload, dict) and payload.get("format") == FORMAT:
             payload = load_checkpoint(checkpoint)
             weights, config = evaluation_weights(payload), payload.get("config", {})
@@ -117,7 +120,8 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
         from latvit.models import resolve_spec
         from latvit.train.distill import with_distill_head
 
-        model = with_distill_head(resolve_spec(model)[0])
+        spec, saved_weights = resolve_spec(model)  # a saved directory's weights must still load
+        model, weights = with_distill_head(spec), weights if weights is not None else saved_weights
     net = create_model(model, num_classes=len(base.classes), img_size=img_size, checkpoint=weights)
     spec, img_size = net.spec, net.img_size
     net = compress(net, tome, sparsity)
