@@ -39,6 +39,21 @@ def test_inherited_subnets_take_supernet_slices(name):
     assert not sub.training and sub(torch.randn(1, 3, 64, 64)).isfinite().all()
 
 
+def test_fused_qkv_projections_inherit_per_chunk():
+    """A narrower subnet's q, k and v rows come from the supernet's q, k and v (MobileViT's fused `qkv`,
+    TRT-ViT's fused `kv`), not from one leading slice of the stacked rows."""
+    from latvit.layers.mobile import MultiHeadAttention
+
+    torch.manual_seed(0)
+    wide, narrow = MultiHeadAttention(96, heads=4), MultiHeadAttention(64, heads=4)
+    inherit_weights(wide, narrow)
+    for i in range(3):  # q, k, v
+        rows = slice(64 * i, 64 * (i + 1)), slice(96 * i, 96 * i + 64)
+        assert torch.equal(narrow.qkv.weight[rows[0]], wide.qkv.weight[rows[1], :64])
+        assert torch.equal(narrow.qkv.bias[rows[0]], wide.qkv.bias[rows[1]])
+    assert torch.equal(narrow.proj.weight, wide.proj.weight[:64, :64])  # not fused: a leading slice
+
+
 def test_mes_search_reaches_target_with_monotone_trace():
     target = latency(SPACE.largest()) * 0.6
     trace = greedy_search(SPACE, "efficientformerv2", accuracy, latency, target,

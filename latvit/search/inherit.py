@@ -3,7 +3,7 @@
 Every spec of a space builds modules with the same parameter names as the largest spec (stage i, block j
 is `stages.i.blocks.j` in both), and each tensor of a subnet is no larger than the supernet's along every
 dimension, so a subnet inherits the leading slice of each supernet tensor (the channel ordering that
-slimmable networks and once-for-all supernets train for). Blocks a shallower stage lacks are dropped.
+slimmable networks and once-for-all supernets train for; fused q/k/v projections per chunk, `leading_slice`). Blocks a shallower stage lacks are dropped.
 BatchNorm statistics of a sliced network no longer match its activations, so they are re-estimated on a
 few batches (`recalibrate_bn`), as once-for-all does, instead of keeping one BN per width.
 """
@@ -42,6 +42,23 @@ def _source_name(name: str, mapping: dict[str, str]) -> str:
     return name
 
 
+# fused projections: output rows stacked as (chunks, width), e.g. q, k, v; each chunk is sliced on its own
+FUSED_PROJECTIONS = {"qkv": 3, "kv": 2}
+
+
+def leading_slice(name: str, src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The leading `shape` slice of the supernet tensor `src` for the subnet tensor `name`: a view, except for
+    a fused projection (`...qkv.weight`, `...kv.bias`, see FUSED_PROJECTIONS) narrower than the supernet's,
+    whose q, k and v rows are sliced chunk by chunk so that the subnet's keys come from the supernet's keys
+    (a plain leading slice of a (3 D, D) weight would hand part of the queries to the keys)."""
+    parts = name.rsplit(".", 2)
+    chunks = FUSED_PROJECTIONS.get(parts[-2]) if len(parts) >= 2 and parts[-1] in ("weight", "bias") else None
+    if chunks and src.shape[0] != shape[0] and src.shape[0] % chunks == 0 and shape[0] % chunks == 0:
+        stacked = src.reshape(chunks, src.shape[0] // chunks, *src.shape[1:])  # (chunks, D, ...)
+        return stacked[(slice(None), slice(0, shape[0] // chunks), *(slice(0, d) for d in shape[1:]))].reshape(shape)
+    return src[tuple(slice(0, d) for d in shape)]
+
+
 def inherit_weights(supernet: nn.Module, subnet: nn.Module) -> nn.Module:
     """Copy into `subnet` (in place) the leading slice of each corresponding tensor of `supernet`."""
     mapping = block_map(supernet.spec, subnet.spec) if hasattr(supernet, "spec") else {}
@@ -61,7 +78,7 @@ def inherit_weights(supernet: nn.Module, subnet: nn.Module) -> nn.Module:
                 sliced[name] = src
                 continue
             raise LatvitError(f"{name}: subnet shape {tuple(dst.shape)} exceeds supernet shape {tuple(src.shape)}")
-        sliced[name] = src[tuple(slice(0, d) for d in dst.shape)].clone()
+        sliced[name] = leading_slice(name, src, tuple(dst.shape)).clone()
     subnet.load_state_dict(sliced)
     return subnet
 

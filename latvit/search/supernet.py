@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from latvit.errors import LatvitError
 from latvit.search.algorithms import PathState
-from latvit.search.inherit import _source_name, block_map, inherit_weights
+from latvit.search.inherit import _source_name, block_map, inherit_weights, leading_slice
 from latvit.search.spaces import Choice, SearchSpace
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.builder import LatvitNet, build_model
@@ -293,7 +293,7 @@ class SandwichSupernet(nn.Module):
         tensors, and the BatchNorm tensors of each norm's own width (updated in place in training)."""
         entry = self._entry(choice)
         shared = dict(self.net.named_parameters()) | dict(self.net.named_buffers())
-        out = {name: shared[src][tuple(slice(0, d) for d in shape)] if shape else shared[src]
+        out = {name: leading_slice(src, shared[src], shape) if shape else shared[src]
                for name, (src, shape) in entry.sources.items()}
         for name, (key, width) in entry.norms.items():
             bn = self.norms[key][str(width)]
