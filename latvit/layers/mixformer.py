@@ -68,6 +68,8 @@ class MixingAttention(nn.Module):
     """Window attention (C/2 wide) || depthwise conv (C wide, projected to C/2), with channel and spatial
     interactions, concatenated and projected. (B, H, W, C) -> (B, H, W, C)."""
 
+    fused_projections = {"qkv": 3}  # output rows stacked (chunks, width): see latvit.search.inherit
+
     def __init__(self, dim: int, *, heads: int, window: int = 7, kernel: int = 3, act: str = "gelu"):
         super().__init__()
         half = dim // 2

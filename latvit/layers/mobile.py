@@ -59,6 +59,8 @@ class MultiHeadAttention(nn.Module):
     the same way, its FLOPs are visible to `torch.utils.flop_counter`, and token merging can scale it.
     """
 
+    fused_projections = {"qkv": 3}  # output rows stacked (chunks, width): see latvit.search.inherit
+
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
         super().__init__()
         if dim % heads:

@@ -135,6 +135,8 @@ class SRAttention(nn.Module):
     `scaled_dot_product_attention`, so runtimes export it alike and `torch.utils.flop_counter` sees it.
     """
 
+    fused_projections = {"kv": 2}  # output rows stacked (chunks, width): see latvit.search.inherit
+
     def __init__(self, dim: int, *, head_dim: int = 32, sr: int = 1):
         super().__init__()
         self.heads = dim // head_dim

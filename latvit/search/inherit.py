@@ -3,7 +3,8 @@
 Every spec of a space builds modules with the same parameter names as the largest spec (stage i, block j
 is `stages.i.blocks.j` in both), and each tensor of a subnet is no larger than the supernet's along every
 dimension, so a subnet inherits the leading slice of each supernet tensor (the channel ordering that
-slimmable networks and once-for-all supernets train for; fused q/k/v projections per chunk, `leading_slice`). Blocks a shallower stage lacks are dropped.
+slimmable networks and once-for-all supernets train for; a fused q/k/v projection per chunk, `leading_slice`).
+Blocks a shallower stage lacks are dropped.
 BatchNorm statistics of a sliced network no longer match its activations, so they are re-estimated on a
 few batches (`recalibrate_bn`), as once-for-all does, instead of keeping one BN per width.
 """
@@ -42,21 +43,25 @@ def _source_name(name: str, mapping: dict[str, str]) -> str:
     return name
 
 
-# fused projections: output rows stacked as (chunks, width), e.g. q, k, v; each chunk is sliced on its own
-FUSED_PROJECTIONS = {"qkv": 3, "kv": 2}
+def fused_projections(model: nn.Module) -> dict[str, int]:
+    """Tensor name -> chunk count for every fused projection in `model`: a module declares them in its class
+    attribute `fused_projections` ({child name: chunks}), e.g. MobileViT's attention {"qkv": 3}, whose output
+    rows are stacked (chunks, width): q, k and v."""
+    fused = {}
+    for path, module in model.named_modules():
+        for child, chunks in getattr(module, "fused_projections", {}).items():
+            fused.update({f"{path}.{child}.{leaf}".lstrip("."): chunks for leaf in ("weight", "bias")})
+    return fused
 
 
-def leading_slice(name: str, src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """The leading `shape` slice of the supernet tensor `src` for the subnet tensor `name`: a view, except for
-    a fused projection (`...qkv.weight`, `...kv.bias`, see FUSED_PROJECTIONS) narrower than the supernet's,
-    whose q, k and v rows are sliced chunk by chunk so that the subnet's keys come from the supernet's keys
-    (a plain leading slice of a (3 D, D) weight would hand part of the queries to the keys)."""
-    parts = name.rsplit(".", 2)
-    chunks = FUSED_PROJECTIONS.get(parts[-2]) if len(parts) >= 2 and parts[-1] in ("weight", "bias") else None
-    if chunks and src.shape[0] != shape[0] and src.shape[0] % chunks == 0 and shape[0] % chunks == 0:
-        stacked = src.reshape(chunks, src.shape[0] // chunks, *src.shape[1:])  # (chunks, D, ...)
-        return stacked[(slice(None), slice(0, shape[0] // chunks), *(slice(0, d) for d in shape[1:]))].reshape(shape)
-    return src[tuple(slice(0, d) for d in shape)]
+def leading_slice(src: torch.Tensor, shape: tuple[int, ...], chunks: int = 1) -> torch.Tensor:
+    """The leading `shape` slice of the supernet tensor `src` (a view). With `chunks` > 1 (a fused projection,
+    `fused_projections`) the output rows are sliced chunk by chunk, so that a narrower subnet's keys come from
+    the supernet's keys (a plain leading slice of a (3 D, D) qkv weight would hand it part of the queries)."""
+    if chunks == 1 or src.shape[0] == shape[0]:
+        return src[tuple(slice(0, d) for d in shape)]
+    stacked = src.reshape(chunks, src.shape[0] // chunks, *src.shape[1:])  # (chunks, D, ...)
+    return stacked[(slice(None), slice(0, shape[0] // chunks), *(slice(0, d) for d in shape[1:]))].reshape(shape)
 
 
 def inherit_weights(supernet: nn.Module, subnet: nn.Module) -> nn.Module:
@@ -70,7 +75,7 @@ def inherit_weights(supernet: nn.Module, subnet: nn.Module) -> nn.Module:
     if missing:
         raise LatvitError(f"subnet has {len(missing)} tensors the supernet lacks (e.g. {missing[0]}): "
                           "is it from the same search space?")
-    sliced = {}
+    fused, sliced = fused_projections(subnet), {}
     for name, dst in target.items():
         src = source[name]
         if src.dim() != dst.dim() or any(s < d for s, d in zip(src.shape, dst.shape)):
@@ -78,7 +83,7 @@ def inherit_weights(supernet: nn.Module, subnet: nn.Module) -> nn.Module:
                 sliced[name] = src
                 continue
             raise LatvitError(f"{name}: subnet shape {tuple(dst.shape)} exceeds supernet shape {tuple(src.shape)}")
-        sliced[name] = leading_slice(name, src, tuple(dst.shape)).clone()
+        sliced[name] = leading_slice(src, tuple(dst.shape), fused.get(name, 1)).clone()
     subnet.load_state_dict(sliced)
     return subnet
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from latvit.errors import LatvitError
 from latvit.search.algorithms import PathState
-from latvit.search.inherit import _source_name, block_map, inherit_weights, leading_slice
+from latvit.search.inherit import _source_name, block_map, fused_projections, inherit_weights, leading_slice
 from latvit.search.spaces import Choice, SearchSpace
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.builder import LatvitNet, build_model
@@ -209,7 +209,7 @@ def _norm_key(name: str) -> str:
 @dataclass
 class _Subnet:
     module: LatvitNet
-    sources: dict[str, tuple[str, tuple[int, ...]]]  # subnet tensor -> (supernet tensor, shape)
+    sources: dict[str, tuple[str, tuple[int, ...], int]]  # subnet tensor -> (supernet tensor, shape, fused chunks)
     norms: dict[str, tuple[str, int]]  # subnet BatchNorm module -> (norm key, width)
 
 
@@ -253,7 +253,7 @@ class SandwichSupernet(nn.Module):
     def _describe(self, sub: LatvitNet) -> _Subnet:
         mapping = block_map(self.spec, sub.spec)
         own = self.net.state_dict()
-        sources, norms = {}, {}
+        sources, norms, fused = {}, {}, fused_projections(sub)
         bn_modules = {n: m for n, m in sub.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
         for name, m in bn_modules.items():
             source = _source_name(name + ".", mapping)[:-1]
@@ -269,7 +269,7 @@ class SandwichSupernet(nn.Module):
                     s < d for s, d in zip(own[source].shape, t.shape)):
                 raise LatvitError(f"subnet tensor {name} {tuple(t.shape)} does not fit the supernet's "
                                   f"{source}: is the subnet from space {self.space.name}?")
-            sources[name] = (source, tuple(t.shape))
+            sources[name] = (source, tuple(t.shape), fused.get(name, 1))
         return _Subnet(sub, sources, norms)
 
     def _entry(self, choice: Choice) -> _Subnet:
@@ -293,8 +293,8 @@ class SandwichSupernet(nn.Module):
         tensors, and the BatchNorm tensors of each norm's own width (updated in place in training)."""
         entry = self._entry(choice)
         shared = dict(self.net.named_parameters()) | dict(self.net.named_buffers())
-        out = {name: leading_slice(src, shared[src], shape) if shape else shared[src]
-               for name, (src, shape) in entry.sources.items()}
+        out = {name: leading_slice(shared[src], shape, chunks) if shape else shared[src]
+               for name, (src, shape, chunks) in entry.sources.items()}
         for name, (key, width) in entry.norms.items():
             bn = self.norms[key][str(width)]
             for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
