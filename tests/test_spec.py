@@ -51,6 +51,40 @@ def test_invalid_block_names_the_field(overrides, message):
         plan_network(tiny_spec(**overrides))
 
 
+def edit_blocks(spec, kind, **changes):
+    return spec.map_blocks(lambda b: dataclasses.replace(b, **changes) if b.kind == kind else b)
+
+
+MOBILEVIT, V2 = latvit.get_spec("mobilevit_xxs"), latvit.get_spec("efficientformerv2_s0")
+
+
+@pytest.mark.parametrize("spec, message", [  # each was a ZeroDivisionError or a torch error at build time
+    (edit_blocks(MOBILEVIT, "mv2", stride=0), "stages[0][0]: stride must be 1 or 2, got 0"),
+    (edit_blocks(MOBILEVIT, "mobilevit", heads=0), "heads must be >= 1, got 0"),
+    (edit_blocks(MOBILEVIT, "mv2", expansion=0.01), "expansion 0.01 leaves no hidden channels at width 16"),
+    (edit_blocks(MOBILEVIT, "mobilevit", expansion=0.001), "expansion 0.001 leaves no hidden channels at width 48"),
+    (edit_blocks(V2, "attn_ffn", attn_ratio=0.0), "attn_ratio 0.0 x key_dim 32 leaves no value channels"),
+    (dataclasses.replace(MOBILEVIT, head=dataclasses.replace(MOBILEVIT.head, dropout=1.5)),
+     "head.dropout must be in [0, 1), got 1.5"),
+    (dataclasses.replace(MOBILEVIT, head=dataclasses.replace(MOBILEVIT.head, conv_width=-3)),
+     "head.conv_width must be >= 0"),
+])
+def test_degenerate_blocks_and_heads_are_spec_errors(spec, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        latvit.create_model(spec, img_size=64)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("imgsize", 64, "spec: unknown field(s) ['imgsize']"),  # it used to leave img_size at its default, silently
+    ("mean", ["a", 1, 2], "spec.mean: expected a list of 3 numbers"),
+    ("std", [0, 1, 1], "spec.std: every channel's std must be > 0"),
+])
+def test_spec_top_level_fields_are_checked(key, value, message):
+    data = MOBILEVIT.to_dict() | {key: value}
+    with pytest.raises(SpecError, match=re.escape(message)):
+        latvit.space.spec_from_dict(data)
+
+
 def test_width_not_divisible_by_heads():
     spec = latvit.get_spec("mobilevit_xxs")
     stages = list(spec.stages)

@@ -50,6 +50,8 @@ def _check_stride_attention(b, c_in, h, w):
 def _check_mobilevit(b, c_in, h, w):
     if b.dim < 1:
         return f"dim (transformer width) must be >= 1, got {b.dim}"
+    if b.heads < 1:
+        return f"heads must be >= 1, got {b.heads}"
     if b.dim % b.heads:
         return f"dim {b.dim} is not divisible by heads={b.heads}"
     if b.depth < 1 or b.patch < 1:
@@ -139,6 +141,12 @@ def check_block(b, c_in: int, h: int, w: int) -> str | None:
         return f"stride must be 1 or 2, got {b.stride}"
     if b.expansion <= 0:
         return f"expansion must be > 0, got {b.expansion}"
+    narrowest = min(v for v in (c_in, b.width, b.dim) if v > 0)  # the widths an expansion multiplies
+    if "expansion" in kind.fields and int(narrowest * b.expansion) < 1:
+        return f"expansion {b.expansion} leaves no hidden channels at width {narrowest}; use >= {1 / narrowest:.3g}"
+    if "attn_ratio" in kind.fields and b.key_dim >= 1 and int(b.attn_ratio * b.key_dim) < 1:
+        return (f"attn_ratio {b.attn_ratio} x key_dim {b.key_dim} leaves no value channels; "
+                f"use attn_ratio >= {1 / b.key_dim:.3g}")
     if b.act not in ACTIVATIONS:
         return f"unknown act '{b.act}'; choose one of {sorted(ACTIVATIONS)}"
     return kind.check(b, c_in, h, w) if kind.check else None

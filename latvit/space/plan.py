@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from latvit.errors import SpecError
 from latvit.layers import cost as C
-from latvit.layers.common import ClassifierHead
+from latvit.layers.common import ACTIVATIONS, ClassifierHead
 from latvit.space.blocks import BLOCK_KINDS, block_stride, check_block
 from latvit.space.spec import BlockSpec, NetSpec
 
@@ -116,6 +116,8 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
     size = img_size  # size errors first: they are the user's most common mistake and have a simple fix
     for where, _, b, _ in all_blocks:
         stride = block_stride(b) if b.kind in BLOCK_KINDS else 1
+        if stride < 1:
+            raise SpecError(f"{spec.name} {where}: stride must be 1 or 2, got {stride}")
         if size % stride or size < stride:
             raise _size_error(spec, img_size, where, size, size, stride, multiple)
         size //= stride
@@ -147,6 +149,11 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
         raise SpecError(f"{spec.name}: the global tokens opened at {stream[1]} are never closed; end the last "
                         "stage with an mf_merge block")
     hd = spec.head
+    for problem in (hd.conv_width < 0 and f"conv_width must be >= 0 (0: no conv), got {hd.conv_width}",
+                    not 0.0 <= hd.dropout < 1.0 and f"dropout must be in [0, 1), got {hd.dropout}",
+                    hd.act not in ACTIVATIONS and f"unknown act '{hd.act}'; choose one of {sorted(ACTIVATIONS)}"):
+        if problem:
+            raise SpecError(f"{spec.name} head.{problem}")
     if hd.norm not in ("none", "bn", "ln"):
         raise SpecError(f"{spec.name} head.norm: must be 'none', 'bn' or 'ln', got '{hd.norm}'")
     if hd.norm == "ln" and not tokens:

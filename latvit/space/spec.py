@@ -194,6 +194,10 @@ def spec_from_dict(d: dict[str, Any]) -> NetSpec:
         raise SpecError("spec.stages: expected a list of stages, each a list of blocks")
     if not isinstance(d["stem"], list):
         raise SpecError("spec.stem: expected a list of blocks")
+    known = {f.name for f in dataclasses.fields(NetSpec)} | {"format"}
+    unknown = sorted(set(d) - known)
+    if unknown:  # a misspelt key ("imgsize") would otherwise leave its field at the default, silently
+        raise SpecError(f"spec: unknown field(s) {unknown}; valid fields are {sorted(known)}")
     stem = tuple(_typed(BlockSpec, b, f"stem[{i}]") for i, b in enumerate(d["stem"]))
     stages = tuple(
         StageSpec(tuple(_typed(BlockSpec, b, f"stages[{si}][{bi}]") for bi, b in enumerate(s)))
@@ -203,9 +207,12 @@ def spec_from_dict(d: dict[str, Any]) -> NetSpec:
     top = {k: d[k] for k in ("name", "family", "paper", "img_size", "in_chans") if k in d}
     for k in ("mean", "std"):
         if k in d:
-            if not (isinstance(d[k], list) and len(d[k]) == 3):
-                raise SpecError(f"spec.{k}: expected a list of 3 numbers")
+            if not (isinstance(d[k], list) and len(d[k]) == 3
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d[k])):
+                raise SpecError(f"spec.{k}: expected a list of 3 numbers, got {d[k]!r}")
             top[k] = tuple(float(v) for v in d[k])
+    if any(v <= 0 for v in top.get("std", ())):
+        raise SpecError(f"spec.std: every channel's std must be > 0, got {list(top['std'])}")
     probe = _typed(NetSpec, {**top, "stem": (), "stages": ()}, "spec")
     return dataclasses.replace(probe, stem=stem, stages=stages, head=head)
 
