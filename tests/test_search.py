@@ -54,6 +54,25 @@ def test_fused_qkv_projections_inherit_per_chunk():
     assert torch.equal(narrow.proj.weight, wide.proj.weight[:64, :64])  # not fused: a leading slice
 
 
+def test_held_out_subset_spreads_over_a_class_sorted_set_and_bn_uses_every_batch():
+    from latvit.train.data import Subset
+
+    class Sorted(torch.utils.data.Dataset):  # 10 classes of 10 images each, in class order (an ImageFolder)
+        classes = [str(c) for c in range(10)]
+
+        def __len__(self):
+            return 100
+
+        def __getitem__(self, i):
+            return torch.zeros(1), i // 10
+
+    spread, first = Subset(Sorted(), 10, spread=True), Subset(Sorted(), 10)
+    assert sorted(spread[i][1] for i in range(10)) == list(range(10)) and {first[i][1] for i in range(10)} == {0}
+    bn = torch.nn.BatchNorm1d(1)
+    recalibrate_bn(bn, [torch.full((4, 1), float(v)) for v in range(12)])  # all 12 batches, not the first 8
+    assert bn.running_mean.item() == pytest.approx(5.5)
+
+
 def test_mes_search_reaches_target_with_monotone_trace():
     target = latency(SPACE.largest()) * 0.6
     trace = greedy_search(SPACE, "efficientformerv2", accuracy, latency, target,

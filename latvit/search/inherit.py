@@ -89,9 +89,10 @@ def inherit_weights(supernet: nn.Module, subnet: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches, max_batches: int = 8) -> nn.Module:
+def recalibrate_bn(model: nn.Module, batches, max_batches: int | None = None) -> nn.Module:
     """Re-estimate every BatchNorm's running mean/var on `batches` (an iterable of input tensors or
-    (input, label) pairs) with a cumulative average; returns the model in eval mode."""
+    (input, label) pairs; the first `max_batches` of them, default all) with a cumulative average;
+    returns the model in eval mode."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return model.eval()
@@ -100,7 +101,7 @@ def recalibrate_bn(model: nn.Module, batches, max_batches: int = 8) -> nn.Module
         m.momentum = None  # cumulative moving average over the calibration batches
     model.train()
     for i, batch in enumerate(batches):
-        if i >= max_batches:
+        if max_batches is not None and i >= max_batches:
             break
         model(batch[0] if isinstance(batch, (tuple, list)) else batch)
     return model.eval()

@@ -80,7 +80,7 @@ class HeldOut:
         from latvit.train.data import Subset, eval_transform, open_dataset
 
         tf = eval_transform(img_size, mean, std)
-        val = Subset(open_dataset(data, "val"), eval_images)
+        val = Subset(open_dataset(data, "val"), eval_images, spread=True)  # every class, in a class-sorted set
         train = open_dataset(data, "train")
         self.val = [(torch.stack([tf(val[i][0]) for i in range(j, min(j + 100, len(val)))]),
                      torch.tensor([val[i][1] for i in range(j, min(j + 100, len(val)))]))

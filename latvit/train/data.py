@@ -170,16 +170,20 @@ def open_dataset(data: str, split: str, *, synthetic_classes: int = 4, synthetic
 
 
 class Subset(Dataset):
-    """The first `n` items of a dataset (keeps `classes`)."""
+    """The first `n` items of a dataset (keeps `classes`); with `spread`, `n` items evenly spaced over it
+    instead (a class-sorted ImageFolder's first items are one or two classes)."""
 
-    def __init__(self, base: Dataset, n: int):
+    def __init__(self, base: Dataset, n: int, spread: bool = False):
         self.base, self.n, self.classes = base, min(n, len(base)), base.classes
+        self.step = len(base) / self.n if spread and self.n else 1.0
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int):
-        return self.base[index]
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self.base[int(index * self.step)]
 
 
 # -- transforms --------------------------------------------------------------------------------------------
