@@ -329,7 +329,8 @@ class Trainer:
         self.best_top1 = max(self.best_top1, row["val_top1"])
         self.epoch, self.batch, self.epoch_seconds = epoch + 1, 0, 0.0
         self.loss_sum = self.count = 0.0
-        self.save()
+        # the epoch's outputs first, the checkpoint that marks the epoch done last: a kill in between redoes
+        # the epoch on resume and rewrites them (the other order could leave best/ never written)
         if self.d.main:
             from latvit.models import save
 
@@ -337,6 +338,8 @@ class Trainer:
             if best:
                 save(self.eval_model, self.out / "best")
             self.write_metrics()
+        self.save()
+        if self.d.main:
             if self.writer is not None:
                 for key in ("train_loss", "val_loss", "val_top1", "val_top5"):
                     self.writer.add_scalar(f"epoch/{key}", row[key], row["epoch"])
