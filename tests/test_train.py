@@ -180,6 +180,11 @@ def test_multiscale_sampler_shards_and_sizes():
     assert samplers[0].epoch_batches(1) != b0  # reshuffled every epoch
     samplers[0].set_epoch(0, start_batch=3)  # resuming mid-epoch skips what was done
     assert list(samplers[0]) == b0[3:] and len(samplers[0]) == len(b0) - 3
+    # the smallest size's larger batch must fit too: else some epochs would draw it first and have no step
+    with pytest.raises(latvit.LatvitError, match=r"batch size 32 \(multi-scale: 57 at 24 px\) x 1 process"):
+        ScaleBatchSampler(40, 32, 32, (24, 32, 40))
+    fits = ScaleBatchSampler(40, 16, 32, (24, 32, 40))
+    assert all(len(fits.epoch_batches(epoch)) > 0 for epoch in range(20))
 
 
 def test_distillation_loss_and_run(trained, spec_file, tmp_path):

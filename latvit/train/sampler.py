@@ -50,8 +50,11 @@ class ScaleBatchSampler(Sampler):
         self.rank, self.world_size, self.batch_multiple = rank, world_size, batch_multiple
         self.epoch, self.start_batch = 0, 0
         self._cache: tuple[int, list] | None = None
-        if drop_last and self.epoch_batches(0) == []:
-            raise LatvitError(f"batch size {batch_size} x {world_size} process(es) is larger than the dataset "
+        # every size an epoch may draw first must fit the shard, or that epoch has no full batch (no steps)
+        largest = max(scaled_batch_size(batch_size, img_size, size, batch_multiple) for size in self.sizes)
+        if drop_last and largest * world_size > num_samples + (-num_samples % world_size):
+            scaled = f" (multi-scale: {largest} at {min(self.sizes)} px)" if largest != batch_size else ""
+            raise LatvitError(f"batch size {batch_size}{scaled} x {world_size} process(es) is larger than the dataset "
                               f"({num_samples} samples); lower --batch-size")
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
