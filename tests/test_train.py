@@ -163,6 +163,14 @@ def test_ddp_two_gloo_processes_with_multiscale(spec_file, tmp_path):
     assert np.isfinite(summary["epochs"][0]["train_loss"]) and summary["epochs"][0]["val_top1"] > 0
 
 
+def test_explicit_gpu_index_under_torchrun_is_refused(monkeypatch):
+    from latvit.train.distributed import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(latvit.LatvitError, match="device cuda:1 under torchrun .2 processes.: use device=cuda"):
+        init_distributed("cuda:1")
+
+
 def test_multiscale_sampler_shards_and_sizes():
     samplers = [ScaleBatchSampler(400, 8, 32, (24, 32, 40), seed=1, rank=r, world_size=2) for r in range(2)]
     b0, b1 = (s.epoch_batches(0) for s in samplers)

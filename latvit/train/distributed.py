@@ -47,6 +47,9 @@ def init_distributed(device: str = "auto") -> Dist:
     """Join the torchrun process group if there is one; returns this process's rank and device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size > 1 and device.startswith("cuda:"):  # every rank would take that one GPU
+        raise LatvitError(f"device {device} under torchrun ({world_size} processes): use device=cuda (or auto), "
+                          f"which gives each process the GPU of its LOCAL_RANK")
     dev = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
