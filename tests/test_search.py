@@ -141,3 +141,6 @@ def test_search_cli_end_to_end_and_resume(tmp_path, capsys):
     assert json.loads(cache.read_text()) == cached
     assert main(argv[:-1] + ["--no-measure", "--target-ms", "0.0001"]) == 2
     assert "below the smallest subnet" in capsys.readouterr().err
+    # other evaluation settings in the same output would mix new results with the cached ones: refused
+    assert main(argv[:argv.index("--eval-images") + 1] + ["64"] + argv[argv.index("--eval-images") + 2:]) == 2
+    assert "holds a search with other settings (eval_images 32 -> 64)" in capsys.readouterr().err

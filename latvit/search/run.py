@@ -139,6 +139,22 @@ def plain_accuracy(supernet, space, img_size: int, held_out: HeldOut, cache: Pat
     return CachedAccuracy(subnet, held_out, cache)
 
 
+def check_reused_output(out: Path, settings: dict) -> None:
+    """OUTPUT keeps a search's supernets and cached subnet accuracies, so a rerun (another method or target)
+    reuses them; that is only right for the same space, data and training / evaluation settings. Records
+    `settings` in OUTPUT/settings.json on first use; a rerun with other settings is refused."""
+    path = out / "settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v]
+        if changed:
+            raise LatvitError(f"{out} holds a search with other settings ({', '.join(changed)}), whose supernet and "
+                              f"cached accuracies would be reused; use another --output")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+
+
 def train_supernet(space, img_size: int, req: SearchRequest, out: Path):
     """Train (or resume, or reuse) the supernet run in OUTPUT/supernet; returns the model with EMA weights."""
     from latvit.models import create_model
@@ -205,7 +221,10 @@ def search(req: SearchRequest) -> dict:
     img_size = req.img_size or table.meta.get("img_size") or space.img_size
     threads = req.threads or default_threads()
     out = Path(req.output)
-    out.mkdir(parents=True, exist_ok=True)
+    check_reused_output(out, {"space": space_name, "img_size": img_size, "data": req.data,
+                              "supernet_epochs": req.supernet_epochs, "batch_size": req.batch_size,
+                              "train_subset": req.train_subset, "seed": req.seed, "eval_images": req.eval_images,
+                              "bn_batches": req.bn_batches})
 
     def latency(c: Choice) -> float:
         return predict_latency(space.spec(c, img_size), table).ms
