@@ -195,6 +195,17 @@ def test_validate_with_fakes_and_plot(tiny, fake_measure, tmp_path):
     assert set(report.methods) == {"lut_predictor", "lut_sum_only", "flops_baseline"}
 
 
+def test_zoo_validation_leaves_out_the_calibration_networks_and_uses_the_table_size(fake_measure, tmp_path):
+    from latvit.latency.predictor import validation_specs
+
+    table = L.build_lut("zoo", "eager", tmp_path / "zoo.json", img_size=224, calibrate=3, progress=False)
+    specs, skipped = validation_specs(table, samples=0, seed=0, zoo=True)
+    assert any(spec.name.startswith("mobilevit") for _, spec in specs)
+    assert all(spec.img_size == 224 for _, spec in specs)  # MobileViT too (its own size is 256)
+    assert not {L.network_id(spec) for _, spec in specs} & set(table.networks)  # none fitted on
+    assert sum("a calibration network" in line for line in skipped) == len(table.networks) == 3
+
+
 def test_cli_build_predict_validate(tiny, fake_measure, tmp_path, capsys):
     out = tmp_path / "lut.json"
     assert main(["lut", "build", "--space", "tiny", "--runtime", "eager", "--calibrate", "4", "--out", str(out)]) == 0

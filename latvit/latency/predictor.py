@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from latvit.errors import LatvitError
+from latvit.errors import LatvitError, SpecError
 from latvit.latency.lut import (LatencyTable, calibration_specs, describe_item, load_table, measure_network,
                                 network_id, plan_items, sample_upto, table_statistic)
 from latvit.space.plan import plan_network
@@ -190,7 +190,15 @@ def validation_specs(table: LatencyTable, samples: int, seed: int,
     out, skipped = [], []
     if zoo:
         for spec in ZOO.values():
-            missing = table.missing(plan_items(plan_network(spec)))
+            spec = spec.with_img_size(size)  # the table's items were measured at its size
+            if network_id(spec) in table.networks:  # fitted on: it would flatter the predictor
+                skipped.append(f"{spec.name}: a calibration network of this table")
+                continue
+            try:
+                missing = table.missing(plan_items(plan_network(spec)))
+            except SpecError as e:  # e.g. a size the model cannot take
+                skipped.append(f"{spec.name}: {e}")
+                continue
             if missing:
                 skipped.append(f"{spec.name}: {len(missing)} blocks not in the table")
             else:
