@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from latvit.cli import main
 from latvit.errors import LatvitError
@@ -166,3 +167,24 @@ def test_sparsity_rows_measure_the_pruned_model():
     pruned = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, sparsity="0.5", **FAST)
     assert plain["sparsity"] is None and pruned["sparsity"] == 0.5 and pruned["status"] == "ok"
     assert plain["max_abs_diff"] < 1e-5 < pruned["max_abs_diff"]
+
+
+def test_failed_rows_keep_top1_in_its_column():
+    from latvit.latency.bench import base_record, bench_table
+
+    ok = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, **FAST)
+    failed = base_record("mobilevit_xxs", "ort", 1, 64, 1) | {"status": "failed", "error": "boom"}
+    table = bench_table([ok, failed])
+    column = {c.header: list(c._cells) for c in table.columns}
+    assert len(table.columns) == 13 and column["top-1"] == ["69.0", "69.0"] and column["max |diff|"][1] == ""
+    assert column["median ms"][1].endswith("failed[/]: boom")
+
+
+def test_timm_models_are_built_at_the_requested_size():
+    """timm ViTs fix their input size at construction: built at --img-size, or a clear error up front."""
+    from latvit.latency.bench import load_bench_model
+
+    model, size, _ = load_bench_model("timm:deit_tiny_patch16_224", 256)
+    assert size == 256 and model(torch.randn(1, 3, 256, 256)).shape == (1, 1000)
+    with pytest.raises(LatvitError, match="timm:efficientformer_l1 does not take 256px input .* use --img-size 224"):
+        load_bench_model("timm:efficientformer_l1", 256)

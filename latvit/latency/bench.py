@@ -58,11 +58,24 @@ def load_bench_model(ref: str, img_size: int | None = None):
             close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
             raise LatvitError(f"unknown timm model '{name}'{hint}")
-        model = timm.create_model(name, pretrained=False)
-        size = img_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
         if img_size and img_size % 32:
             raise LatvitError(f"image size {img_size} does not suit timm:{name}: use a multiple of 32")
-        return model.eval(), size, "timm"
+        model = timm.create_model(name, pretrained=False)
+        default = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+        if img_size and img_size != default:  # ViTs and LeViT fix their size at construction: build at this one
+            try:
+                model = timm.create_model(name, pretrained=False, img_size=img_size)
+            except TypeError:  # a CNN without the argument takes any size as it is
+                pass
+            import torch
+
+            try:
+                with torch.inference_mode():
+                    model.eval()(torch.zeros(1, 3, img_size, img_size))
+            except Exception as e:  # one line now, rather than a failed row per runtime later
+                raise LatvitError(f"timm:{name} does not take {img_size}px input ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''}); use --img-size {default}") from None
+        return model.eval(), img_size or default, "timm"
     from latvit.models import create_model, resolve_spec
     from latvit.space.plan import plan_network
 
@@ -292,11 +305,21 @@ def _fmt(value, spec: str) -> str:
 
 
 def print_table(records: list[dict], console=None) -> None:
-    """The rich table `latvit bench` prints: one line per record, failures with their reason."""
+    """Print `bench_table(records)` and the GEMM peak it was measured against."""
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console(width=max(Console().width, 150))
+    console.print(bench_table(records))
+    first = next((r for r in records if r.get("cpu")), {})
+    if first.get("peak_gflops"):
+        console.print(f"GEMM peak measured in this run: {first['peak_gflops']:.1f} GFLOP/s "
+                      f"({first['threads']} threads); MES = 100 / sqrt(params M x latency ms)")
+
+
+def bench_table(records: list[dict]):
+    """The rich table `latvit bench` prints: one line per record, failures with their reason."""
+    from rich.table import Table
+
     first = next((r for r in records if r.get("cpu")), {})
     title = f"latvit bench: {first.get('cpu', '')}, {first.get('threads', '')} threads, batch {records[0]['batch']}"
     if first.get("tome_r") not in (None, 0, "0"):
@@ -312,17 +335,14 @@ def print_table(records: list[dict], console=None) -> None:
     for r in records:
         if r["status"] != STATUS_OK:
             table.add_row(r["model"], r["runtime"], _fmt(r.get("img_size"), "d"), _fmt(r.get("params_m"), ".2f"),
-                          _fmt(r.get("gflops"), ".2f"), f"[yellow]{r['status']}[/]: {r['error']}", *[""] * 4,
+                          _fmt(r.get("gflops"), ".2f"), f"[yellow]{r['status']}[/]: {r['error']}", *[""] * 5,
                           _fmt(r.get("top1"), ".1f"), "")
             continue
         table.add_row(r["model"], r["runtime"], str(r["img_size"]), f"{r['params_m']:.2f}", f"{r['gflops']:.2f}",
                       f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{100 * r['cv']:.1f}",
                       f"{r['gflops_per_s']:.1f}", _fmt(r["pct_peak"], ".0f"), f"{r['max_abs_diff']:.1e}",
                       _fmt(r["top1"], ".1f"), f"{r['mes']:.1f}")
-    console.print(table)
-    if first.get("peak_gflops"):
-        console.print(f"GEMM peak measured in this run: {first['peak_gflops']:.1f} GFLOP/s "
-                      f"({first['threads']} threads); MES = 100 / sqrt(params M x latency ms)")
+    return table
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
