@@ -188,3 +188,18 @@ def test_timm_models_are_built_at_the_requested_size():
     assert size == 256 and model(torch.randn(1, 3, 256, 256)).shape == (1, 1000)
     with pytest.raises(LatvitError, match="timm:efficientformer_l1 does not take 256px input .* use --img-size 224"):
         load_bench_model("timm:efficientformer_l1", 256)
+
+
+def test_installed_runtime_that_cannot_run_here_is_unavailable(monkeypatch):
+    """TensorRT installed on a machine without CUDA: an "unavailable" row with the reason, no export attempt
+    (only CoreML, whose artifact is the deliverable, is measured as "export only" where it cannot run)."""
+    from latvit.runtimes import get_runtime
+    from latvit.runtimes.tensorrt import NO_CUDA, TensorRTRuntime
+
+    monkeypatch.setattr(TensorRTRuntime, "missing", lambda self: None)  # as if the package were installed
+    if get_runtime("tensorrt").cannot_run() != NO_CUDA:
+        pytest.skip("this machine has CUDA: TensorRT can run here")
+    req = BenchRequest(models=["mobilevit_xxs"], runtimes=["tensorrt", "eager"], img_size=64, threads=1, **FAST)
+    tensorrt, eager = run_bench(req, progress=False)
+    assert (tensorrt["status"], tensorrt["error"], eager["status"]) == ("unavailable", NO_CUDA, "ok")
+    assert get_runtime("coreml").export_only_where_it_cannot_run

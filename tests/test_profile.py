@@ -140,6 +140,8 @@ def test_bad_runtime_and_model_give_one_line():
         profile_model("mobilevit_xxs", "onxx")
     with pytest.raises(LatvitError, match="no per-op profiler"):
         profile_model("mobilevit_xxs", "tensorrt")
+    with pytest.raises(LatvitError, match="runtime 'latvit.runtimes.eager' has no per-op profiler"):
+        profile_model("mobilevit_xxs", "latvit.runtimes.eager")  # a third-party (dotted) runtime: loads, no profiler
     with pytest.raises(LatvitError, match="unknown model 'mobilevit_xxx'"):
         profile_model("mobilevit_xxx", "eager")
     with pytest.raises(LatvitError, match="input size 100"):

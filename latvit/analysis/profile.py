@@ -764,7 +764,8 @@ def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_si
             raise LatvitError(f"runtime '{runtime}' has no per-op profiler in latvit; choose from {known}")
         from latvit.runtimes import get_runtime
 
-        get_runtime(runtime)  # raises with a suggestion
+        get_runtime(runtime)  # an unknown name raises with a suggestion; a third-party runtime loads, but:
+        raise LatvitError(f"runtime '{runtime}' has no per-op profiler in latvit; choose from {known}")
     threads = threads or default_threads()
     if isinstance(model, LatvitNet):
         if img_size is not None and img_size != model.img_size:

@@ -268,7 +268,7 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
         for model, runtime in pairs:
             advance(f"{model_label(model)} on {runtime}")
             rt = get_runtime(runtime)
-            reason = rt.missing()
+            reason = rt.missing() or (None if rt.export_only_where_it_cannot_run else rt.cannot_run())
             if reason:
                 record = base_record(model, runtime, req.batch, req.img_size, threads) | {
                     "status": STATUS_UNAVAILABLE, "error": reason}

@@ -164,7 +164,10 @@ def run_isolated(target: str, kwargs: dict[str, Any], *, timeout: float, threads
         try:
             _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # the group ended on its own in the meantime
+                pass
             proc.communicate()
             return IsolatedResult(False, error=f"timed out after {timeout:g} s (killed)",
                                   seconds=time.perf_counter() - start)

@@ -32,6 +32,9 @@ class Runtime:
     extra: str | None = None
     suffix: str | None = None
     requires: tuple[str, ...] = ()
+    # where it cannot run, bench still exports and reports "export only" (CoreML off macOS: the artifact is
+    # the deliverable); other runtimes that cannot run here (TensorRT without CUDA) are "unavailable"
+    export_only_where_it_cannot_run: bool = False
 
     # -- what this machine can do --------------------------------------------------------------------
     def missing(self) -> str | None:

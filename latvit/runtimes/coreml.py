@@ -51,6 +51,7 @@ def _no_progress_bars():
 class CoreMLRuntime(Runtime):
     name, extra, suffix = "coreml", "coreml", ".mlpackage"
     requires = ("coremltools",)
+    export_only_where_it_cannot_run = True
 
     def cannot_run(self) -> str | None:
         return self.missing() or (None if platform.system() == "Darwin" else MACOS_ONLY)
