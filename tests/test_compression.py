@@ -334,8 +334,15 @@ def test_tome_settings_parse_and_bad_keep_is_refused():
 def test_tome_reports_where_it_cannot_merge_and_rejects_bad_r():
     model = latvit.create_model("mixformer_b0", img_size=224)
     report = TomeReport()
-    tome(model, 4, report)
+    tome(model, 0, report)
     assert report.merged_layers == 0 and report.skipped  # window attention: said, not hidden
+    for name in ("mixformer_b0", "mobileformer_26m"):  # asked to merge and nothing to merge: an error, not a copy
+        with pytest.raises(LatvitError, match=f"token merging does not apply to {name}"):
+            tome(latvit.create_model(name, img_size=224), 4)
+    import timm
+
+    with pytest.raises(LatvitError, match="this model has 2 prefix tokens"):  # DeiT's distillation token
+        tome(timm.create_model("deit_tiny_distilled_patch16_224"), 8)
     with pytest.raises(LatvitError, match="r must be >= 0"):
         tome(model, -1)
     with pytest.raises(LatvitError, match="expected R .* or RxL"):

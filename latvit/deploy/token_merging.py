@@ -382,9 +382,16 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
         handled = {id(m) for mt in model.modules() if isinstance(mt, wrappers) for m in mt.modules()}
         report.skipped += [name for name, m in model.named_modules()
                            if "Attention" in type(m).__name__ and id(m) not in handled]
+        merging = (any(r) if isinstance(r, (list, tuple)) else r > 0) or keep < 1.0
+        if merging and report.merged_layers == 0:  # asked for, and nothing to merge: say so, not a silent copy
+            raise LatvitError(f"token merging does not apply to {model.spec.name}: it has none of the attention "
+                              f"layers it supports (MobileViT, EfficientFormer MB3D, EfficientFormerV2, TRT-ViT)")
         return model
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, nn.Sequential) and all(hasattr(b, "attn") and hasattr(b, "mlp") for b in blocks):
+        if getattr(model, "num_prefix_tokens", 0) > 1:  # the matching protects one leading token only
+            raise LatvitError(f"token merging protects one class token; this model has {model.num_prefix_tokens} "
+                              f"prefix tokens (distillation or register tokens), which it could merge away")
         cls_pooled = getattr(model, "global_pool", "") == "token" and getattr(model, "num_prefix_tokens", 1) == 1
         model.blocks = MergingTransformer(list(blocks), take(len(blocks)), unmerge=not cls_pooled,
                                           protect_first=getattr(model, "num_prefix_tokens", 0) > 0, keep=keep)
