@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from latvit.errors import CheckpointError
+from latvit.errors import CheckpointError, first_line
 
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
 DERIVED_KEYS = ("attention_bias_idxs",)  # recomputed from the input size, never loaded
@@ -35,7 +35,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch and safetensors raise many types for unreadable files
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}") from None
     return unwrap_state_dict(sd, str(path))
 
 

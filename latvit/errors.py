@@ -31,3 +31,10 @@ class MissingExtraError(LatvitError, ImportError):
 
 def missing_extra(package: str, extra: str) -> MissingExtraError:
     return MissingExtraError(f"{package} is not installed: pip install 'latvit[{extra}]'")
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """A foreign exception as one line for a LatvitError message: its type, and its message's first line
+    (some have none, e.g. EOFError('') from an empty file; some only a key, e.g. KeyError('101'))."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:limit]}" if lines else type(error).__name__

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from latvit.errors import LatvitError
+from latvit.errors import LatvitError, first_line
 from latvit.latency.protocol import default_threads, gemm_peak_gflops, machine_info, measure_latency
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.plan import PlannedBlock, plan_network
@@ -207,7 +207,7 @@ def measure_density(cases: list[DensityCase], runtime: str = "ort", *, threads: 
                 raise
             except Exception as e:  # noqa: BLE001 - one failed export must not lose the table
                 row.update(latency=None, ms=None, gflops_per_s=None, mparams_per_s=None, pct_peak=None,
-                           error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+                           error=first_line(e, 300))
             rows.append(row)
     return DensityReport(runtime, rt.version(), threads, peak_gflops, rows, machine_info(threads), statistic)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from latvit.errors import LatvitError
+from latvit.errors import LatvitError, first_line
 from latvit.utils import progress_bar
 
 # The default bench: the seed models plus the two classic CNN baselines, on ONNX Runtime, batch 1.
@@ -73,8 +73,8 @@ def load_bench_model(ref: str, img_size: int | None = None):
                 with torch.inference_mode():
                     model.eval()(torch.zeros(1, 3, img_size, img_size))
             except Exception as e:  # one line now, rather than a failed row per runtime later
-                raise LatvitError(f"timm:{name} does not take {img_size}px input ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else ''}); use --img-size {default}") from None
+                raise LatvitError(f"timm:{name} does not take {img_size}px input ({first_line(e)}); "
+                                  f"use --img-size {default}") from None
         return model.eval(), img_size or default, "timm"
     from latvit.models import create_model, resolve_spec
     from latvit.space.plan import plan_network

@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from latvit.errors import LatvitError
+from latvit.errors import LatvitError, first_line
 from latvit.utils import atomic_write_text
 
 
@@ -26,7 +26,7 @@ def main(request_path: str) -> int:
         payload = {"ok": False, "error": str(e)}
     except Exception as e:  # noqa: BLE001 - the parent turns any failure into a failed record
         traceback.print_exc()
-        payload = {"ok": False, "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
+        payload = {"ok": False, "error": first_line(e, 1000)}
     atomic_write_text(Path(request["result"]), json.dumps(payload))
     return 0
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latvit.errors import CheckpointError
+from latvit.errors import CheckpointError, first_line
 from latvit.utils import atomic_write_bytes
 
 FORMAT = "latvit-train-1"
@@ -59,7 +59,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unreadable or foreign file
-        raise CheckpointError(f"cannot read training checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot read training checkpoint {path}: {first_line(e)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a latvit training checkpoint (format {FORMAT})")
     return payload

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from latvit.errors import LatvitError
+from latvit.errors import LatvitError, first_line
 
 
 class ConfigError(LatvitError, ValueError):
@@ -218,9 +218,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except (json.JSONDecodeError, ValueError) as e:
-        raise ConfigError(f"config file {path} cannot be parsed: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"config file {path} cannot be parsed: {first_line(e)}") from None
     except Exception as e:  # yaml.YAMLError and friends
-        raise ConfigError(f"config file {path} cannot be parsed: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"config file {path} cannot be parsed: {first_line(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from latvit.errors import LatvitError
+from latvit.errors import LatvitError, first_line
 
 
 class DataError(LatvitError):
@@ -142,7 +142,7 @@ def image_folder(root: Path):
     try:
         return ImageFolder(str(root), is_valid_file=is_image_file)
     except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f"{root} is not a valid ImageFolder: {str(e).splitlines()[0]}") from None
+        raise DataError(f"{root} is not a valid ImageFolder: {first_line(e)}") from None
 
 
 def open_dataset(data: str, split: str, *, synthetic_classes: int = 4, synthetic_size: int = 512,

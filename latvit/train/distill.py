@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from latvit.errors import CheckpointError, LatvitError
+from latvit.errors import CheckpointError, LatvitError, first_line
 from latvit.space.spec import NetSpec
 
 
@@ -61,12 +61,12 @@ def build_teacher(name: str, checkpoint: str | None, *, num_classes: int, img_si
         try:
             model = timm.create_model(name[len("timm:"):], pretrained=False, num_classes=num_classes)
         except RuntimeError as e:  # timm: unknown model
-            raise LatvitError(f"teacher {name}: {str(e).splitlines()[0]}") from None
+            raise LatvitError(f"teacher {name}: {first_line(e)}") from None
         try:
             timm.models.load_checkpoint(model, checkpoint, strict=True)
         except (RuntimeError, FileNotFoundError, KeyError) as e:
             raise CheckpointError(f"teacher checkpoint {checkpoint} does not fit {name}: "
-                                  f"{str(e).splitlines()[0][:200]}") from None
+                                  f"{first_line(e)}") from None
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         fixed = cfg.get("fixed_input_size", False)
         size = cfg.get("input_size", (3, img_size, img_size))[-1] if fixed else None
