@@ -123,6 +123,18 @@ def test_generic_rules_on_plain_modules(randomize):
         assert (fused(x) - model(x)).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("name", ["efficientvit_m0", "levit_128s"])
+def test_timm_models_fuse_with_their_own_rules(name, randomize):
+    """timm's ConvNorm is an nn.Sequential with its own fuse(): that rule runs, not the generic one first
+    (which left it a BatchNorm-less Sequential to fuse: AttributeError)."""
+    import timm
+
+    model = randomize(timm.create_model(name)).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert (deploy(model)(x) - model(x)).abs().max().item() <= 1e-4
+
+
 def test_fold_bn_rejects_what_it_cannot_fold():
     with pytest.raises(TypeError):
         fold_bn_(nn.ConvTranspose2d(4, 4, 2), nn.BatchNorm2d(4))

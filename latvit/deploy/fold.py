@@ -111,13 +111,13 @@ def _fuse_one(module: nn.Module) -> nn.Module:
     """Apply the rules to one module (not its children); returns it or its replacement."""
     if _is_drop(module):
         return nn.Identity()
-    if isinstance(module, nn.Sequential):
-        fold_sequential_(module)
-    for method in FUSE_METHODS:
+    for method in FUSE_METHODS:  # the module's own rule first (a Sequential subclass may fold its own BN)
         fuse = getattr(module, method, None)
         if callable(fuse):
             replacement = fuse()
             return module if replacement is None else replacement
+    if isinstance(module, nn.Sequential):
+        fold_sequential_(module)
     return module
 
 
