@@ -71,8 +71,12 @@ def test_magnitude_pruning_reaches_sparsity_and_survives_finetuning():
     loss = pruned(torch.randn(2, 3, 64, 64)).logsumexp(-1).mean()
     loss.backward()
     opt.step()  # the mask hook keeps pruned weights at zero after an update
+    for transform, what in ((deploy, "deploy"), (lambda m: tome(m, 1), "token merging")):  # masks still on
+        with pytest.raises(LatvitError, match=f"{what} needs plain weights.*make_permanent"):
+            transform(pruned)
     dense = make_permanent(pruned)
     assert sparsity_report(dense)["prunable_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert deploy(dense) is not dense
     assert not any(n.endswith("_orig") for n, _ in dense.named_parameters())
 
 

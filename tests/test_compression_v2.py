@@ -183,6 +183,12 @@ def test_executorch_int8_talking_head_attention(tmp_path):
     with torch.no_grad():
         ref = attn(x).numpy()
     assert np.abs(run(x.numpy()) - ref).max() <= 0.15 * np.abs(ref).max()
+    # a batch of two: calibrated on whole batches (the export is specialised to the batch shape)
+    pairs = [torch.randn(2, 64, 7, 7).numpy() for _ in range(2)]
+    run2 = et.load(quantize(attn, "executorch", pairs, tmp_path / "attn2.pte"), torch.from_numpy(pairs[0]), 1)
+    with torch.no_grad():
+        ref2 = attn(torch.from_numpy(pairs[1])).numpy()
+    assert np.abs(run2(pairs[1]) - ref2).max() <= 0.15 * np.abs(ref2).max()
 
 
 # -- benchmarks/compression.py accuracy columns ------------------------------------------------------------

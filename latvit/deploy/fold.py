@@ -139,5 +139,8 @@ def deploy(model: nn.Module) -> nn.Module:
     tests hold every registered model to 1e-5 with random BatchNorm statistics). The copy is for inference:
     training it would train different parameters (a folded BN no longer normalises).
     """
+    from latvit.deploy.sparsity import check_no_pruning_masks
+
+    check_no_pruning_masks(model, "deploy")
     model = copy.deepcopy(model).eval()
     return fuse_tree_(model).eval()

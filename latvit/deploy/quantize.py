@@ -252,7 +252,7 @@ def _quantize_executorch(model, example, calibration, tmp: Path, recipe: str) ->
     prepared = prepare_pt2e(captured, quantizer)
     with torch.no_grad():
         for x in calibration:
-            prepared(torch.from_numpy(x[:1]))
+            prepared(torch.from_numpy(x))  # the whole batch: the export is specialised to its shape
     converted = convert_pt2e(prepared)
     from latvit.runtimes.executorch import to_xnnpack  # the fp32 path's lowering, with its fixes
 

@@ -63,6 +63,15 @@ def prune_2_4(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_no_pruning_masks(model: nn.Module, what: str) -> None:
+    """Raise a one-line LatvitError if `model` still carries pruning masks (`weight = weight_orig * mask`
+    is recomputed by a hook each forward, which copying and folding cannot follow)."""
+    if any(isinstance(hook, prune.BasePruningMethod) for m in model.modules()
+           for hook in getattr(m, "_forward_pre_hooks", {}).values()):
+        raise LatvitError(f"{what} needs plain weights, and this model still has pruning masks: "
+                          f"call latvit.deploy.make_permanent(model) after fine-tuning first")
+
+
 def make_permanent(model: nn.Module) -> nn.Module:
     """Remove the pruning re-parametrisation in place: weights become plain tensors with zeros in them."""
     for module in model.modules():

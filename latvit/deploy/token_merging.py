@@ -352,6 +352,9 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
     def take(n: int) -> list[int]:
         return [next(schedule, 0) for _ in range(n)] if schedule is not None else [r] * n
 
+    from latvit.deploy.sparsity import check_no_pruning_masks
+
+    check_no_pruning_masks(model, "token merging")
     report = report if report is not None else TomeReport()
     model = copy.deepcopy(model).eval()
     if isinstance(model, LatvitNet):
