@@ -276,6 +276,15 @@ def test_match_tokens_merges_the_r_most_similar_and_tracks_where_tokens_go():
     assert torch.allclose(merged, (members @ x) / new_size.unsqueeze(-1), atol=1e-6)  # means over each group
 
 
+@pytest.mark.parametrize("name", ["efficientformerv2_s0", "trtvit_a", "mobilevit_xxs"])
+def test_deploy_and_tome_commute(name, randomize):
+    """Either order gives the same model (EfficientFormerV2's fold reached through the merging wrapper)."""
+    model = randomize(latvit.create_model(name, img_size=64 if "mobilevit" in name else 224)).eval()
+    x = torch.randn(1, 3, model.img_size, model.img_size)
+    with torch.no_grad():
+        assert (deploy(tome(model, 8))(x) - tome(deploy(model), 8)(x)).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "efficientformer_l1", "timm:deit_tiny_patch16_224"])
 def test_tome_r0_is_the_original_and_r_changes_little(name):
     import timm

@@ -225,6 +225,10 @@ class KVMergingAttention(nn.Module):
         super().__init__()
         self.attn, self.r = attn, r
 
+    @property
+    def proj(self) -> nn.Module:  # the block's deploy rule folds its LayerScale into the attention's projection
+        return self.attn.proj
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from latvit.layers.efficientformer import AttentionDownsample
 
