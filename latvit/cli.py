@@ -22,6 +22,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _crop_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got '{text}'")
+    return value
+
+
 def _add_compression(p, what: str) -> None:
     """--tome and --sparsity: the float compressions (latvit.deploy.compress) applied to the model `what`."""
     p.add_argument("--tome", default="0", metavar="R|RxL|keepF",
@@ -195,12 +215,12 @@ def add_validate(sub) -> None:
     p.add_argument("--checkpoint", help="training checkpoint (last.pt: its EMA weights) or model weights")
     p.add_argument("--img-size", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, default=256)
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--workers", type=_non_negative_int, default=2, help="data-loading processes")
     p.add_argument("--subset", type=_positive_int, help="only the first N validation images")
-    p.add_argument("--crop-pct", type=float, help="resize to img_size / crop_pct, centre-crop (default: the "
+    p.add_argument("--crop-pct", type=_crop_fraction, help="resize to img_size / crop_pct, centre-crop (default: the "
                                                    "run's, else 0.875)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=_non_negative_int, default=0, help="torch CPU threads (default: torch's)")
     _add_compression(p, "evaluated")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
     p.set_defaults(run=run_validate)
@@ -383,7 +403,7 @@ def add_quantize(sub) -> None:
     p.add_argument("--runtime", default="ort", help="ort, openvino or executorch (default ort)")
     p.add_argument("--calib", required=True, help="fashion-mnist, synthetic or an ImageFolder root")
     p.add_argument("-o", "--output", required=True, help="artifact path (.onnx, .xml or .pte)")
-    p.add_argument("--img-size", type=int, help="input size (default: the model's)")
+    p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
     p.add_argument("--calib-images", type=_positive_int, default=64, help="calibration images (default 64)")
     p.add_argument("--recipe", default="vit", help="vit (default: the fastest recipe measured for the runtime, "
                                                    "docs/compression.md), all (the tool's own defaults) or "

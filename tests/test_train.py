@@ -90,6 +90,11 @@ def test_validate_a_merged_or_pruned_model(trained, capsys):
     assert merged["loss"] != pytest.approx(plain["loss"]) and pruned["loss"] != pytest.approx(plain["loss"])
     assert cli(["validate", model, "--data", "synthetic", "--workers", "0", "--sparsity", "2:4", "--tome", "1"]) == 0
     assert "tiny, tome 1, sparsity 2:4 on synthetic" in capsys.readouterr().out
+    for bad in (["--workers", "-1"], ["--threads", "-1"], ["--crop-pct", "0"]):  # were tracebacks, or ignored
+        with pytest.raises(SystemExit) as exit_:
+            cli(["validate", model, "--data", "synthetic", *bad])
+        assert exit_.value.code == 2
+    capsys.readouterr()
     assert cli(["validate", model, "--data", "synthetic", "--sparsity", "2"]) == 2
     assert capsys.readouterr().err.strip() == ("latvit: error: sparsity '2': expected a pruned fraction in (0, 1), "
                                                "e.g. 0.5, or 2:4")

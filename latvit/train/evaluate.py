@@ -107,7 +107,7 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
             payload = load_checkpoint(checkpoint)
             weights, config = evaluation_weights(payload), payload.get("config", {})
     img_size = img_size or config.get("img_size")
-    crop_pct = crop_pct or config.get("crop_pct", 0.875)
+    crop_pct = crop_pct if crop_pct is not None else config.get("crop_pct", 0.875)
     if not 0.0 < crop_pct <= 1.0:
         from latvit.train.config import ConfigError
 
