@@ -134,7 +134,11 @@ def run_bench(args) -> None:
     from rich.console import Console
 
     from latvit.latency.bench import BenchRequest, plot_records, print_table, records_csv, records_json, run_bench
-    from latvit.utils import atomic_write_text
+    from latvit.utils import atomic_write_text, check_writable
+
+    for path in (args.json, args.csv, args.plot):  # before the first measurement, not after it
+        if path:
+            check_writable(path)
 
     req = BenchRequest(models=expand_models(args.models), runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()],
                        batch=args.batch, img_size=args.img_size, threads=args.threads, warmup=args.warmup,
@@ -230,6 +234,10 @@ def run_validate(args) -> None:
     from latvit.train import validate
     from latvit.utils import atomic_write_text
 
+    if args.json:
+        from latvit.utils import check_writable
+
+        check_writable(args.json)
     result = validate(args.model, args.data, checkpoint=args.checkpoint, img_size=args.img_size,
                       batch_size=args.batch_size, num_workers=args.workers, subset=args.subset,
                       crop_pct=args.crop_pct, device=args.device, threads=args.threads, tome=args.tome,

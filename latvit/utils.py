@@ -6,11 +6,30 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a killed process leaves either the old file or the new one."""
+def check_writable(path: str | Path) -> None:
+    """Raise a one-line LatvitError now if a file cannot be written at `path` later (a directory there, or
+    a parent that is a file or not writable): long jobs check their outputs before they start."""
+    from latvit.errors import LatvitError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise LatvitError(f"cannot write {path}: it is a directory; give a file name")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise LatvitError(f"cannot write {path}: {parent} is not a writable directory")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a killed process leaves either the old file or the new one.
+    A path that cannot be written raises a one-line LatvitError (an OSError is not the user's bug)."""
+    from latvit.errors import LatvitError, first_line
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise LatvitError(f"cannot write {path}: {first_line(e)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -20,9 +39,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # e.g. a directory at `path`, a full disk
+            raise LatvitError(f"cannot write {path}: {first_line(e)}") from None
         raise
 
 
