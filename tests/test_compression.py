@@ -88,6 +88,10 @@ def test_two_four_pattern():
     kept = groups.abs().sort(-1).values[..., 2:]  # the two kept are the two largest of each group
     original = layer.weight.reshape(8, 4, 4).abs().sort(-1).values[..., 2:]
     assert torch.equal(kept, original)
+    conv = nn.Conv2d(8, 4, 3)  # groups of 4 input channels at each kernel tap, never across taps
+    weight = make_permanent(prune_2_4(nn.Sequential(conv)))[0].weight  # (4, 8, 3, 3)
+    groups = weight.permute(0, 2, 3, 1).reshape(4, 3, 3, 2, 4)
+    assert ((groups != 0).sum(-1) == 2).all()
 
 
 def test_bad_sparsity():

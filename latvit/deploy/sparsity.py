@@ -39,26 +39,27 @@ def prune_magnitude(model: nn.Module, sparsity: float) -> nn.Module:
 
 class TwoFourPruning(prune.BasePruningMethod):
     """Keep the 2 largest-magnitude weights of every 4 consecutive input channels (the N:M pattern of
-    sparse tensor cores); weights are grouped along the input dimension of each output row."""
+    sparse tensor cores): for a linear along its input row, for a k x k conv along C_in at each kernel tap
+    (the layout sparse kernels read, channels last), never across taps."""
 
     PRUNING_TYPE = "unstructured"
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
-        rows = t.reshape(t.shape[0], -1)  # (C_out, C_in * k * k)
-        if rows.shape[1] % 4:
-            raise LatvitError(f"2:4 sparsity needs a multiple of 4 inputs per output, got {rows.shape[1]}")
-        groups = rows.abs().reshape(rows.shape[0], -1, 4)  # (C_out, G, 4)
+        if t.shape[1] % 4:
+            raise LatvitError(f"2:4 sparsity needs a multiple of 4 input channels, got {t.shape[1]}")
+        last = t.movedim(1, -1)  # (C_out, [k, k,] C_in): input channels innermost
+        groups = last.abs().reshape(*last.shape[:-1], -1, 4)  # (C_out, [k, k,] C_in / 4, 4)
         keep = groups.topk(2, dim=-1).indices
-        mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
-        return mask.reshape(t.shape) * default_mask
+        mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0).reshape(last.shape).movedim(-1, 1)
+        return mask * default_mask
 
 
 def prune_2_4(model: nn.Module) -> nn.Module:
-    """A copy of `model` with 2:4 sparsity on every prunable layer whose fan-in is a multiple of 4
-    (others are left dense and reported by `sparsity_report`)."""
+    """A copy of `model` with 2:4 sparsity on every prunable layer whose input channels are a multiple of 4
+    (others, e.g. an RGB stem conv, are left dense and reported by `sparsity_report`)."""
     model = copy.deepcopy(model)
     for module, name in prunable_layers(model):
-        if module.weight[0].numel() % 4 == 0:
+        if module.weight.shape[1] % 4 == 0:
             TwoFourPruning.apply(module, name)
     return model
 
