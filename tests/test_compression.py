@@ -167,6 +167,16 @@ def test_ort_int8_runs_and_agrees(small_model, tmp_path, recipe):
     assert report["int8_ms"] > 0 and report["fp32_ms"] > 0
 
 
+def test_quantize_leaves_the_callers_model_alone_and_no_staging_files(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = latvit.create_model("efficientformerv2_s0", img_size=64, num_classes=10).train()
+    batches = calibration_batches("synthetic", 64, model.spec.mean, model.spec.std, count=2)
+    (tmp_path / "m.onnx").write_bytes(b"old")
+    path = quantize(model, "ort", batches, tmp_path / "m.onnx")
+    assert model.training  # quantize worked on an eval copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"] and path.read_bytes() != b"old"
+
+
 def test_quantize_bad_arguments(small_model, tmp_path):
     batch = [np.zeros((1, 3, 64, 64), np.float32)]
     with pytest.raises(LatvitError, match="implemented for ort, openvino, executorch"):

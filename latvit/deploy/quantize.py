@@ -33,6 +33,7 @@ the model expects); output: the quantized artifact written atomically (no partia
 """
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from pathlib import Path
@@ -117,7 +118,7 @@ def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path
         raise LatvitError(f"calibration batches differ in shape ({sorted({c.shape for c in calibration})}); "
                           f"give batches of one size")
     path = Path(path)
-    model = model.eval()
+    model = copy.deepcopy(model).eval()  # the caller's model keeps its mode and its weights
     example = torch.from_numpy(calibration[0])
     with tempfile.TemporaryDirectory(prefix="latvit-quant-") as tmp:
         tmp = Path(tmp)
@@ -127,10 +128,18 @@ def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path
             produced = {"ort": _quantize_ort, "executorch": _quantize_executorch}[runtime](
                 model, example, calibration, tmp, recipe)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for src in sorted(produced.parent.glob(produced.stem + ".*")):  # .xml comes with its .bin
-            staged = path.with_suffix(src.suffix).with_name(f".{path.stem}{src.suffix}.tmp")
-            shutil.copyfile(src, staged)
-            staged.replace(path.with_suffix(src.suffix))
+        # every file (.xml comes with its .bin) is staged next to the target before any replaces its old
+        # version, so a failed copy leaves the old artifact whole and no .tmp behind
+        staged = {path.with_suffix(src.suffix).with_name(f".{path.stem}{src.suffix}.tmp"): src
+                  for src in sorted(produced.parent.glob(produced.stem + ".*"))}
+        try:
+            for target, src in staged.items():
+                shutil.copyfile(src, target)
+            for target in staged:
+                target.replace(path.with_suffix(target.suffixes[-2]))
+        finally:
+            for target in staged:
+                target.unlink(missing_ok=True)
     return path.with_suffix(produced.suffix)
 
 
@@ -273,7 +282,7 @@ def compare_int8(model: nn.Module, runtime: str, int8_path: str | Path, batches:
     rt = get_runtime(runtime)
     example = torch.from_numpy(batches[0])
     with tempfile.TemporaryDirectory(prefix="latvit-quant-") as tmp:
-        run32 = rt.prepare(model.eval(), example, threads, Path(tmp))
+        run32 = rt.prepare(copy.deepcopy(model).eval(), example, threads, Path(tmp))
         run8 = rt.load(Path(int8_path), example, threads)
         out32 = [np.asarray(run32(x)) for x in batches]
         out8 = [np.asarray(run8(x)) for x in batches]
