@@ -14,13 +14,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from latvit.deploy.sparsity import parse_sparsity, sparsify
-from latvit.deploy.token_merging import parse_tome, tome
-
-
-def merges_tokens(setting: dict) -> bool:
-    """Whether a `parse_tome` result changes the model (r = 0 everywhere and keep = 1 do not)."""
-    r = setting["r"]
-    return bool(any(r) if isinstance(r, list) else r) or setting["keep"] < 1
+from latvit.deploy.token_merging import merges_tokens, parse_tome, tome
 
 
 def check_compression(tome_setting: str | int = 0, sparsity: str | float | None = None) -> None:
@@ -36,6 +30,6 @@ def compress(model: nn.Module, tome_setting: str | int = 0, sparsity: str | floa
     merging, pruning = parse_tome(tome_setting), parse_sparsity(sparsity)
     if pruning is not None:
         model = sparsify(model, pruning)
-    if merges_tokens(merging):
+    if merges_tokens(**merging):
         model = tome(model, **merging)
     return model

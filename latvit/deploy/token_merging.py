@@ -323,6 +323,11 @@ def parse_tome(text: str | int) -> dict:
     return {"r": parse_schedule(found[1]) if found[1] else 0, "keep": keep}
 
 
+def merges_tokens(r: int | list[int], keep: float = 1.0) -> bool:
+    """Whether `tome(model, r, keep=keep)` changes the model (r = 0 everywhere and keep = 1 do not)."""
+    return bool(any(r) if isinstance(r, (list, tuple)) else r > 0) or keep < 1.0
+
+
 @dataclass
 class TomeReport:
     merged_layers: int = 0
@@ -389,8 +394,7 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
         handled = {id(m) for mt in model.modules() if isinstance(mt, wrappers) for m in mt.modules()}
         report.skipped += [name for name, m in model.named_modules()
                            if "Attention" in type(m).__name__ and id(m) not in handled]
-        merging = (any(r) if isinstance(r, (list, tuple)) else r > 0) or keep < 1.0
-        if merging and report.merged_layers == 0:  # asked for, and nothing to merge: say so, not a silent copy
+        if merges_tokens(r, keep) and report.merged_layers == 0:  # asked for, nothing to merge: say so
             raise LatvitError(f"token merging does not apply to {model.spec.name}: it has none of the attention "
                               f"layers it supports (MobileViT, EfficientFormer MB3D, EfficientFormerV2, TRT-ViT)")
         return model

@@ -135,14 +135,14 @@ def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None =
         from latvit.deploy import deploy as deploy_model
 
         net = deploy_model(net)
-    from latvit.deploy.compress import compress, merges_tokens
+    from latvit.deploy.compress import compress
     from latvit.deploy.sparsity import parse_sparsity
-    from latvit.deploy.token_merging import parse_tome
+    from latvit.deploy.token_merging import merges_tokens, parse_tome
 
     setting = parse_tome(tome_r)  # {"r": 13 or [26] * 6 for '26x6', "keep": 0.25 for 'keep0.25' (else 1)}
     schedule = setting["r"]
     net = compress(net, tome_r, sparsity)
-    if merges_tokens(setting):
+    if merges_tokens(**setting):
         flops = measured_flops(net, example)  # FLOPs count the merged model (what runs)
     record = base_record(model, runtime, batch, size, threads) | machine_info(threads) | {
         "source": source, "runtime_version": rt.version(), "deployed": deployed,
@@ -197,7 +197,7 @@ class BenchRequest:
     min_seconds: float = 1.0
     deploy: bool = True
     tome_r: int | str = 0  # token merging: R per transformer layer (0: none), 'RxL', 'keepF', 'R+keepF' (parse_tome)
-    sparsity: str | float | None = None  # pruned weights: a fraction ('0.5', global magnitude) or '2:4' (parse_sparsity)
+    sparsity: str | float | None = None  # pruned weights: a fraction (global magnitude) or "2:4"
     timeout: float = 300.0  # per row, seconds
 
 
