@@ -51,6 +51,11 @@ def _add_compression(p, what: str) -> None:
                         "(global magnitude, e.g. 0.5), or 2:4 (two of every four); no fine-tuning (default: off)")
 
 
+def _compression_label(result: dict) -> str:
+    """', tome keep0.5, sparsity 0.5' for a validate/export result that merged or pruned, else ''."""
+    return "".join(f", {k} {result[k]}" for k in ("tome", "sparsity") if result.get(k) not in (None, "0"))
+
+
 # -- latvit models --------------------------------------------------------------------------------------
 def add_models(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo: params, GFLOPs, input size, paper")
@@ -244,7 +249,7 @@ def run_validate(args) -> None:
         from pathlib import Path
 
         atomic_write_text(Path(args.json), json.dumps(result, indent=1) + "\n")
-    changed = "".join(f", {k} {result[k]}" for k in ("tome", "sparsity") if result.get(k) not in (None, "0"))
+    changed = _compression_label(result)
     print(f"{result['model']}{changed} on {result['data']} ({result['images']} images at {result['img_size']}px): "
           f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  "
           f"{result['images_per_sec']:.0f} images/s")
@@ -493,7 +498,7 @@ def run_export(args) -> None:
 
     r = export_model(args.model, args.format, args.output, img_size=args.img_size, batch=args.batch,
                      check=not args.no_check, deploy=not args.no_deploy, tome=args.tome, sparsity=args.sparsity)
-    changed = "".join(f", {k} {r[k]}" for k in ("tome", "sparsity") if r[k] not in (None, "0"))
+    changed = _compression_label(r)
     against = "the merged/pruned model in PyTorch" if changed else "PyTorch"
     check = (f"max abs diff vs {against} {r['max_abs_diff']:.2e} (relative {r['max_rel_diff']:.2e})" if r["checked"]
              else f"not checked: {r['note'] or 'skipped'}")

@@ -5,7 +5,7 @@
 
 One run writes to its output directory:
     config.yaml        the full configuration (defaults filled in)
-    last.pt            the training checkpoint (model, EMA, optimiser, scheduler, scaler, sampler position,
+    last.pt            the training checkpoint (model, EMA, optimiser, scaler, sampler position,
                        loss sums, metrics and every rank's RNG states), rewritten atomically at every epoch
                        end and every `checkpoint_every` steps
     metrics.csv/.json  one row per epoch: lr, train loss, validation loss / top-1 / top-5, throughput
@@ -213,7 +213,7 @@ class Trainer:
         return {
             "config": self.config.to_dict(), "world_size": self.d.world_size,
             "model": self.net.state_dict(), "ema": None if self.ema is None else self.ema.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "optimizer": self.optimizer.state_dict(),  # no scheduler: it follows from the config (load_state)
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "sampler": {"epoch": self.epoch, "batch": self.batch, "sizes": list(self.sizes)},
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
