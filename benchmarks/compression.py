@@ -45,6 +45,7 @@ from latvit.errors import LatvitError
 from latvit.latency.bench import input_normalization, load_bench_model
 from latvit.latency.protocol import default_threads, machine_info, measure_latency, run_isolated, set_threads
 from latvit.runtimes import get_runtime
+from latvit.train.evaluate import run_config
 from latvit.utils import atomic_write_text
 
 SEEDS = ["efficientformer_l1", "efficientformerv2_s1", "mobilevit_xxs", "mobilevit_s"]
@@ -101,12 +102,9 @@ def load_trained(name: str, checkpoint: Path):
 def training_crop_pct(checkpoint: Path) -> float:
     """The evaluation crop the run was trained and validated with (RUN/config.yaml next to RUN/best, or
     the timm run's train.json), as `latvit validate` uses it; timm's 0.875 when the directory is not a run."""
-    import yaml
-
     if (checkpoint / "train.json").is_file():
         return float(json.loads((checkpoint / "train.json").read_text()).get("crop_pct", 0.875))
-    config = checkpoint.parent / "config.yaml"
-    return float((yaml.safe_load(config.read_text()) or {}).get("crop_pct", 0.875)) if config.is_file() else 0.875
+    return float(run_config(checkpoint).get("crop_pct", 0.875))
 
 
 def evaluation_set(data: str, img_size: int, mean, std, count: int, crop_pct: float = 0.875):
@@ -171,12 +169,16 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
     if args.sparsity > 0:
         variants[f"sparse {args.sparsity:.0%}"] = sparse = sparsify(fp32, args.sparsity)
         info["sparsity"] = round(sparsity_report(sparse)["prunable_sparsity"], 4)
-    calib = calibration_batches(args.calib, size, mean, std, count=args.calib_images, batch=args.batch)
+    # the test set and accuracy control see the images as the run was trained to; calibration at --calib-crop
+    crop_pct = training_crop_pct(Path(source)) if args.checkpoint else 0.875
+    info.update(crop_pct=crop_pct, calib_crop=args.calib_crop)
+    calib = calibration_batches(args.calib, size, mean, std, count=args.calib_images, batch=args.batch,
+                                crop_pct=args.calib_crop)
     x = calib[0]
     accuracy = {}
     eval_set = None
     if args.checkpoint:
-        eval_set = evaluation_set(args.data, size, mean, std, args.eval_images, training_crop_pct(Path(source)))
+        eval_set = evaluation_set(args.data, size, mean, std, args.eval_images, crop_pct)
         accuracy = {label: top1(eager(m), *eval_set, batch=250) for label, m in variants.items()}
         print(f"{name}: top-1 " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()), flush=True)
     for rt_name in args.runtimes.split(","):
@@ -200,7 +202,7 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
                 control = {}
                 if args.max_drop is not None and rt_name == "openvino":  # NNCF's accuracy control
                     control = {"max_drop": args.max_drop, "validation": validation_batches(
-                        args.calib, size, mean, std, count=args.val_images, batch=args.batch)}
+                        args.calib, size, mean, std, count=args.val_images, batch=args.batch, crop_pct=crop_pct)}
                 path = quantize(fp32, rt_name, calib, Path(tmp) / "int8" / "model.x", recipe=args.recipe, **control)
                 runners["int8"] = load_checked(rt, path, x, args.threads)
                 if eval_set is not None:  # int8 artifacts are exported at --batch
@@ -242,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", default="fashion-mnist", help="test set for top-1 (default fashion-mnist)")
     ap.add_argument("--calib", default=None, help="int8 calibration images (default: --data's training split)")
     ap.add_argument("--calib-images", type=int, default=64)
+    ap.add_argument("--calib-crop", type=float, default=0.875, help="calibration images' centre-crop fraction")
     ap.add_argument("--eval-images", type=int, default=10000, help="test images for top-1 (default: all)")
     ap.add_argument("--runtimes", default="ort,openvino")
     ap.add_argument("--recipe", default="vit", help="int8 recipe (vit, all or transformer)")

@@ -416,6 +416,9 @@ def add_quantize(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="artifact path (.onnx, .xml or .pte)")
     p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
     p.add_argument("--calib-images", type=_positive_int, default=64, help="calibration images (default 64)")
+    p.add_argument("--calib-crop", type=_crop_fraction, default=0.875, metavar="PCT",
+                   help="calibration images: resize to img_size / PCT, centre-crop (default 0.875, also for runs "
+                        "trained at another crop: measured better, docs/compression.md)")
     p.add_argument("--recipe", default="vit", help="vit (default: the fastest recipe measured for the runtime, "
                                                    "docs/compression.md), all (the tool's own defaults) or "
                                                    "transformer (openvino: float norms and adds, more accurate)")
@@ -434,13 +437,16 @@ def run_quantize(args) -> None:
     from latvit.deploy.quantize import calibration_batches, compare_int8, quantize, validation_batches
     from latvit.latency.bench import input_normalization, load_bench_model
     from latvit.latency.protocol import default_threads
+    from latvit.train.evaluate import run_config
 
     model, size, source = load_bench_model(args.model, args.img_size)
     if source == "latvit":
         model = deploy(model)
     mean, std = input_normalization(model, source)
-    batches = calibration_batches(args.calib, size, mean, std, count=args.calib_images)
-    validation = (validation_batches(args.calib, size, mean, std, count=args.val_images)
+    batches = calibration_batches(args.calib, size, mean, std, count=args.calib_images, crop_pct=args.calib_crop)
+    # accuracy control judges top-1 as `latvit validate` measures it: at the run's crop
+    val_crop = run_config(args.model).get("crop_pct", 0.875)
+    validation = (validation_batches(args.calib, size, mean, std, count=args.val_images, crop_pct=val_crop)
                   if args.max_drop is not None else None)
     path = quantize(model, args.runtime, batches, args.output, recipe=args.recipe, max_drop=args.max_drop,
                     validation=validation)

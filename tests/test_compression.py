@@ -211,6 +211,62 @@ def test_validation_batches_are_labelled_and_apart_from_calibration():
         validation_batches("synthetic", 32, mean, std, count=1, batch=2)
 
 
+def test_calibration_and_validation_images_take_the_given_crop():
+    """int8 calibrates on images cropped as the model sees them when deployed (a Fashion-MNIST run's 1.0,
+    not timm's 0.875): the crop reaches the transform, and a bad one is one clear error."""
+    from latvit.train.data import eval_transform, open_dataset
+
+    mean, std = (0.5,) * 3, (0.25,) * 3
+    full = calibration_batches("synthetic", 32, mean, std, count=2, crop_pct=1.0)[0]
+    cropped = calibration_batches("synthetic", 32, mean, std, count=2)[0]
+    first = open_dataset("synthetic", "train")[0][0]
+    assert np.allclose(full[0], eval_transform(32, mean, std, crop_pct=1.0)(first).numpy())
+    assert np.allclose(cropped[0], eval_transform(32, mean, std, crop_pct=0.875)(first).numpy())
+    assert not np.allclose(full, cropped)
+    labelled = validation_batches("synthetic", 32, mean, std, count=2, crop_pct=1.0)
+    second = open_dataset("synthetic", "train")[len(open_dataset("synthetic", "train")) // 4][0]  # half a stride on
+    assert np.allclose(labelled[0][0][0], eval_transform(32, mean, std, crop_pct=1.0)(second).numpy())
+    with pytest.raises(LatvitError, match="crop_pct 0 must be in"):
+        calibration_batches("synthetic", 32, mean, std, count=2, crop_pct=0)
+
+
+def test_cli_quantize_crops(tmp_path, monkeypatch):
+    """`latvit quantize`: calibration images at --calib-crop (0.875 by default, for runs too); accuracy
+    control's validation images at the crop of RUN/config.yaml, as `latvit validate` evaluates the run."""
+    import importlib
+
+    from latvit.cli import main as cli
+    from latvit.train.evaluate import run_config
+
+    latvit.save(build_model(ONE_BLOCK_MOBILEVIT, num_classes=10).eval(), tmp_path / "run" / "best")
+    (tmp_path / "run" / "config.yaml").write_text("crop_pct: 1.0\nimg_size: 64\n")
+    assert run_config(tmp_path / "run" / "best") == {"crop_pct": 1.0, "img_size": 64}
+    assert run_config("mobilevit_xxs") == {} and run_config(tmp_path / "run") == {}
+    seen = []
+
+    def record(purpose):
+        def fake(*args, crop_pct, **kwargs):
+            seen.append((purpose, crop_pct))
+            if purpose == "validation":
+                raise LatvitError("recorded")  # stop before NNCF runs
+            return [np.zeros((1, 3, 64, 64), np.float32)]
+        return fake
+
+    # the module, not latvit.deploy's `quantize` function of the same name
+    module = importlib.import_module("latvit.deploy.quantize")
+    monkeypatch.setattr(module, "calibration_batches", record("calibration"))
+    monkeypatch.setattr(module, "validation_batches", record("validation"))
+    common = ["quantize", "--calib", "synthetic", "-o", str(tmp_path / "m.xml"), "--no-compare", "--runtime",
+              "openvino", "--max-drop", "0.5"]
+    assert cli([*common, str(tmp_path / "run" / "best")]) == 2
+    assert cli([*common, str(tmp_path / "run" / "best"), "--calib-crop", "0.9"]) == 2
+    latvit.save(build_model(ONE_BLOCK_MOBILEVIT, num_classes=10).eval(), tmp_path / "saved")  # not a run
+    assert cli([*common, str(tmp_path / "saved")]) == 2
+    assert seen == [("calibration", 0.875), ("validation", 1.0), ("calibration", 0.9), ("validation", 1.0),
+                    ("calibration", 0.875), ("validation", 0.875)]
+    assert not (tmp_path / "m.xml").exists()
+
+
 def test_openvino_accuracy_control_keeps_top1_within_max_drop(tmp_path):
     """NNCF's accuracy control end to end: the artifact it writes runs, and its top-1 on the validation
     batches is within max_drop of fp32's. (An untrained model predicts one class whatever the input, so

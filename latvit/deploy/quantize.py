@@ -49,32 +49,41 @@ RECIPES = ("vit", "all", "transformer")
 MATRIX_OPS = ["Conv", "MatMul", "Gemm"]
 
 
-def calibration_batches(calib: str, img_size: int, mean, std, count: int = 64, batch: int = 1) -> list[np.ndarray]:
+def calibration_batches(calib: str, img_size: int, mean, std, count: int = 64, batch: int = 1,
+                        crop_pct: float = 0.875) -> list[np.ndarray]:
     """`count` images from `calib` ('fashion-mnist', 'synthetic' or an ImageFolder root, train split),
-    transformed as for evaluation, grouped into float32 batches (batch, 3, img_size, img_size); the
-    remainder of count / batch is left out (an artifact takes one batch size)."""
-    images, _ = _spread_sample(calib, img_size, mean, std, count, batch, "calibration", half_stride=False)
+    transformed as for evaluation with `crop_pct`, grouped into float32 batches (batch, 3, img_size, img_size);
+    the remainder of count / batch is left out (an artifact takes one batch size).
+    crop_pct: 0.875 even for models evaluated uncropped. Measured on the Fashion-MNIST runs, which are
+    trained and tested at crop 1.0 (OpenVINO int8, 128 images, 2000 test images at 1.0, session 12):
+    calibrating at 0.875 kept 0.7-1.7 points more top-1 than at 1.0 (EfficientFormer-L1 -0.40 against -2.10,
+    V2-S1 +0.75 / +0.05, MobileViT-S +0.55 / -1.00), plausibly because the zoomed-in garments widen the
+    ranges NNCF estimates (it averages per-image extremes)."""
+    images, _ = _spread_sample(calib, img_size, mean, std, count, batch, "calibration", False, crop_pct)
     return [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
 
 
-def validation_batches(data: str, img_size: int, mean, std, count: int = 300, batch: int = 1
-                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+def validation_batches(data: str, img_size: int, mean, std, count: int = 300, batch: int = 1,
+                       crop_pct: float = 0.875) -> list[tuple[np.ndarray, np.ndarray]]:
     """`count` labelled images of `data`'s train split for accuracy control: (images (batch, 3, S, S),
     labels (batch,)) pairs, spread over the set half a stride after the images `calibration_batches` takes
-    (so never the same images when the set has at least twice `count`)."""
-    images, labels = _spread_sample(data, img_size, mean, std, count, batch, "validation", half_stride=True)
+    (so never the same images when the set has at least twice `count`); `crop_pct` as there."""
+    images, labels = _spread_sample(data, img_size, mean, std, count, batch, "validation", True, crop_pct)
     return [(images[i:i + batch], labels[i:i + batch]) for i in range(0, len(images) - batch + 1, batch)]
 
 
-def _spread_sample(data: str, img_size: int, mean, std, count: int, batch: int, purpose: str, half_stride: bool):
+def _spread_sample(data: str, img_size: int, mean, std, count: int, batch: int, purpose: str, half_stride: bool,
+                   crop_pct: float):
     """`count` images of `data`'s train split evenly spaced over it (the first images are often one class),
     shifted by half the spacing when `half_stride`; transformed for evaluation: ((N, 3, S, S), (N,))."""
     from latvit.train.data import eval_transform, open_dataset
 
     if count < batch or batch < 1:
         raise LatvitError(f"{purpose} needs at least one batch: {count} images, batch {batch}")
+    if not 0.0 < crop_pct <= 1.0:
+        raise LatvitError(f"{purpose} crop_pct {crop_pct} must be in (0, 1]")
     dataset = open_dataset(data, "train")
-    transform = eval_transform(img_size, mean, std)
+    transform = eval_transform(img_size, mean, std, crop_pct=crop_pct)
     step = max(1, len(dataset) // count)
     shift = step // 2 if half_stride else 0
     picks = [dataset[min(i * step + shift, len(dataset) - 1)] for i in range(min(count, len(dataset)))]

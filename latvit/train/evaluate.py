@@ -70,6 +70,20 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_w
             "model_images_per_sec": count / max(model_s, 1e-9)}
 
 
+def run_config(model) -> dict:
+    """The training configuration (RUN/config.yaml) of a run's saved model directory (RUN/best, RUN/model),
+    as a dict; {} for anything else (a name, a spec JSON, a module). Its img_size and crop_pct are how the
+    run's images were seen, so evaluation and int8 calibration use them."""
+    if not isinstance(model, (str, Path)) or not Path(model).is_dir():
+        return {}
+    path = Path(model).parent / "config.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
 def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = None, img_size: int | None = None,
              batch_size: int = 256, num_workers: int = 0, subset: int | None = None, crop_pct: float | None = None,
              device: str = "auto", threads: int = 0, tome: str | int = 0, sparsity: str | float | None = None) -> dict:
@@ -92,12 +106,7 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
     from latvit.train.distributed import pick_device
 
     check_compression(tome, sparsity)  # before the data and the model load
-    weights, config = checkpoint, {}
-    run_config = Path(model).parent / "config.yaml" if isinstance(model, (str, Path)) else None
-    if run_config is not None and Path(model).is_dir() and run_config.is_file():  # RUN/best, RUN/model
-        import yaml
-
-        config = yaml.safe_load(run_config.read_text()) or {}
+    weights, config = checkpoint, run_config(model)
     if checkpoint is not None and Path(checkpoint).suffix == ".pt" and Path(checkpoint).is_file():
         try:
             payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -138,4 +147,4 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
             "tome": str(tome).strip(), "sparsity": parse_sparsity(sparsity), **result}
 
 
-__all__ = ["evaluate", "validate"]
+__all__ = ["evaluate", "run_config", "validate"]
