@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "transformer's tokens at its entrance until the fraction F is left (e.g. keep0.25)")
     ap.add_argument("--max-drop", type=float, help="OpenVINO int8 with accuracy control: top-1 points allowed "
                                                      "on --val-images labelled training images")
-    ap.add_argument("--val-images", type=int, default=300)
+    ap.add_argument("--val-images", type=int, default=500)
     ap.add_argument("--sparsity", type=float, default=0.5, help="pruned fraction of the sparse row; 0: no sparse row")
     ap.add_argument("--batch", type=int, default=1, help="images per call for latency (and int8 artifacts)")
     ap.add_argument("--threads", type=int, default=default_threads())

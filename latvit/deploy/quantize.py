@@ -49,7 +49,7 @@ RECIPES = ("vit", "all", "transformer")
 MATRIX_OPS = ["Conv", "MatMul", "Gemm"]
 
 
-def calibration_batches(calib: str, img_size: int, mean, std, count: int = 64, batch: int = 1,
+def calibration_batches(calib: str, img_size: int, mean, std, count: int = 128, batch: int = 1,
                         crop_pct: float = 0.875) -> list[np.ndarray]:
     """`count` images from `calib` ('fashion-mnist', 'synthetic' or an ImageFolder root, train split),
     transformed as for evaluation with `crop_pct`, grouped into float32 batches (batch, 3, img_size, img_size);
@@ -63,7 +63,7 @@ def calibration_batches(calib: str, img_size: int, mean, std, count: int = 64, b
     return [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
 
 
-def validation_batches(data: str, img_size: int, mean, std, count: int = 300, batch: int = 1,
+def validation_batches(data: str, img_size: int, mean, std, count: int = 500, batch: int = 1,
                        crop_pct: float = 0.875) -> list[tuple[np.ndarray, np.ndarray]]:
     """`count` labelled images of `data`'s train split for accuracy control: (images (batch, 3, S, S),
     labels (batch,)) pairs, spread over the set half a stride after the images `calibration_batches` takes

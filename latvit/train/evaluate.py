@@ -73,7 +73,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_w
 def run_config(model) -> dict:
     """The training configuration (RUN/config.yaml) of a run's saved model directory (RUN/best, RUN/model),
     as a dict; {} for anything else (a name, a spec JSON, a module). Its img_size and crop_pct are how the
-    run's images were seen, so evaluation and int8 calibration use them."""
+    run's images were seen, so evaluation and int8 accuracy control use them."""
     if not isinstance(model, (str, Path)) or not Path(model).is_dir():
         return {}
     path = Path(model).parent / "config.yaml"
@@ -81,7 +81,8 @@ def run_config(model) -> dict:
         return {}
     import yaml
 
-    return yaml.safe_load(path.read_text()) or {}
+    config = yaml.safe_load(path.read_text())
+    return config if isinstance(config, dict) else {}
 
 
 def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = None, img_size: int | None = None,
