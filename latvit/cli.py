@@ -446,10 +446,10 @@ def run_quantize(args) -> None:
         model = deploy(model)
     mean, std = input_normalization(model, source)
     batches = calibration_batches(args.calib, size, mean, std, count=args.calib_images, crop_pct=args.calib_crop)
-    # accuracy control judges top-1 as `latvit validate` measures it: at the run's crop
-    val_crop = run_config(args.model).get("crop_pct", 0.875)
-    validation = (validation_batches(args.calib, size, mean, std, count=args.val_images, crop_pct=val_crop)
-                  if args.max_drop is not None else None)
+    validation = None
+    if args.max_drop is not None:  # accuracy control judges top-1 as `latvit validate` does: at the run's crop
+        validation = validation_batches(args.calib, size, mean, std, count=args.val_images,
+                                        crop_pct=run_config(args.model).get("crop_pct", 0.875))
     path = quantize(model, args.runtime, batches, args.output, recipe=args.recipe, max_drop=args.max_drop,
                     validation=validation)
     print(f"wrote {path}")

@@ -219,12 +219,13 @@ def test_calibration_and_validation_images_take_the_given_crop():
     mean, std = (0.5,) * 3, (0.25,) * 3
     full = calibration_batches("synthetic", 32, mean, std, count=2, crop_pct=1.0)[0]
     cropped = calibration_batches("synthetic", 32, mean, std, count=2)[0]
-    first = open_dataset("synthetic", "train")[0][0]
+    train = open_dataset("synthetic", "train")
+    first = train[0][0]
     assert np.allclose(full[0], eval_transform(32, mean, std, crop_pct=1.0)(first).numpy())
     assert np.allclose(cropped[0], eval_transform(32, mean, std, crop_pct=0.875)(first).numpy())
     assert not np.allclose(full, cropped)
     labelled = validation_batches("synthetic", 32, mean, std, count=2, crop_pct=1.0)
-    second = open_dataset("synthetic", "train")[len(open_dataset("synthetic", "train")) // 4][0]  # half a stride on
+    second = train[len(train) // 4][0]  # 2 images: stride len/2, validation starts half a stride on
     assert np.allclose(labelled[0][0][0], eval_transform(32, mean, std, crop_pct=1.0)(second).numpy())
     with pytest.raises(LatvitError, match="crop_pct 0 must be in"):
         calibration_batches("synthetic", 32, mean, std, count=2, crop_pct=0)
