@@ -76,12 +76,11 @@ def _spread_sample(data: str, img_size: int, mean, std, count: int, batch: int, 
                    crop_pct: float):
     """`count` images of `data`'s train split evenly spaced over it (the first images are often one class),
     shifted by half the spacing when `half_stride`; transformed for evaluation: ((N, 3, S, S), (N,))."""
-    from latvit.train.data import eval_transform, open_dataset
+    from latvit.train.data import check_crop_pct, eval_transform, open_dataset
 
     if count < batch or batch < 1:
         raise LatvitError(f"{purpose} needs at least one batch: {count} images, batch {batch}")
-    if not 0.0 < crop_pct <= 1.0:
-        raise LatvitError(f"{purpose} crop_pct {crop_pct} must be in (0, 1]")
+    check_crop_pct(crop_pct)  # before the dataset is read
     dataset = open_dataset(data, "train")
     transform = eval_transform(img_size, mean, std, crop_pct=crop_pct)
     step = max(1, len(dataset) // count)

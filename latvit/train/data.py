@@ -202,10 +202,18 @@ def train_transform(size: int, mean, std, *, crop_scale=(0.08, 1.0), hflip: floa
         raise DataError(f"randaugment '{randaugment}' is not a valid timm RandAugment string ({e})") from None
 
 
+def check_crop_pct(crop_pct: float) -> None:
+    """An evaluation crop is a fraction in (0, 1]; anything else is one clear error (before any work)."""
+    if not 0.0 < crop_pct <= 1.0:
+        raise DataError(f"crop_pct {crop_pct} must be in (0, 1]")
+
+
 def eval_transform(size: int, mean, std, *, crop_pct: float = 0.875):
     """timm's evaluation transform: resize the short side to size / crop_pct (bicubic), centre-crop `size`,
     to tensor, normalise."""
     from timm.data import create_transform
+
+    check_crop_pct(crop_pct)
 
     return create_transform(size, is_training=False, crop_pct=crop_pct, interpolation="bicubic",
                             mean=tuple(map(float, mean)), std=tuple(map(float, std)))

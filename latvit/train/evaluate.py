@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from latvit.train.data import Subset, Transformed, eval_transform, open_dataset
+from latvit.train.data import Subset, Transformed, check_crop_pct, eval_transform, open_dataset
 from latvit.train.distributed import Dist, all_reduce_sum
 
 
@@ -118,10 +118,7 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
             weights, config = evaluation_weights(payload), payload.get("config", {})
     img_size = img_size or config.get("img_size")
     crop_pct = crop_pct if crop_pct is not None else config.get("crop_pct", 0.875)
-    if not 0.0 < crop_pct <= 1.0:
-        from latvit.train.config import ConfigError
-
-        raise ConfigError(f"crop_pct {crop_pct} must be in (0, 1]")
+    check_crop_pct(crop_pct)  # before the data and the model load
     base = open_dataset(data, "val", synthetic_classes=config.get("synthetic_classes", 4),
                         synthetic_size=config.get("synthetic_val", 128))
     if subset:
