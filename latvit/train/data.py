@@ -156,7 +156,7 @@ def open_dataset(data: str, split: str, *, synthetic_classes: int = 4, synthetic
         return synthetic_images(synthetic_size, synthetic_classes, 32, seed=1000 * (split == "val") + 17)
     root = Path(data)
     if not root.exists():
-        raise DataError(f"--data {data}: no such directory (use fashion-mnist, synthetic or an ImageFolder root)")
+        raise DataError(f"dataset {data!r}: no such directory (use fashion-mnist, synthetic or an ImageFolder root)")
     if root.is_dir() and is_idx_dir(root):
         return idx_dataset(root, split)
     sub = next((root / s for s in ((split,) if split == "train" else ("val", "validation", "test"))
