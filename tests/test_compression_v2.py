@@ -310,3 +310,26 @@ def test_timm_training_script_writes_weights_the_benchmark_loads_and_resumes(tmp
     with pytest.raises(SystemExit):  # no full batch: a usage error, not an empty run
         script.main(["--data", "synthetic", "--subset", "4", "--batch-size", "8", "--output", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+def test_activation_cap_benchmark(tmp_path):
+    """benchmarks/activation_cap.py on a tiny model and its ReLU variant: four timings per pair, and the cap
+    is Amdahl's law over the measured activation share and the variant's int8 speed-up."""
+    pytest.importorskip("onnxruntime")
+    spec = importlib.util.spec_from_file_location("activation_cap", ROOT / "benchmarks" / "activation_cap.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    gelu, relu = tmp_path / "tiny.json", tmp_path / "tiny_relu.json"
+    tiny_v2_spec().to_json(gelu)
+    tiny_v2_spec().with_act("relu", name="tiny_relu").to_json(relu)
+    out = tmp_path / "cap.json"
+    result = bench.main(["--pairs", f"{gelu}={relu}", "--runtime", "ort", "--rounds", "2", "--seconds", "0",
+                         "--threads", "1", "--calib-images", "2", "--json", str(out)])
+    (row,) = result["rows"]
+    assert set(row["median_ms"]) == {"model fp32", "model int8", "variant fp32", "variant int8"}
+    assert all(ms > 0 for ms in row["median_ms"].values())
+    share, gain = row["activation_share"], row["variant_int8_speedup"]
+    assert row["int8_cap"] == pytest.approx(1 / (share + (1 - share) / gain), rel=2e-3)
+    assert json.loads(out.read_text())["rows"] == [row] and result["machine"]["threads"] == 1
+    with pytest.raises(SystemExit):  # argparse: one usage line naming the expected form
+        bench.main(["--pairs", "mobilevit_s"])
