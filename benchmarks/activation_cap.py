@@ -1,14 +1,15 @@
 """How far int8 can speed up a model whose activations int8 kernels compute in float: Amdahl's law, measured.
 
 For each pair MODEL=VARIANT (the same spec with a cheap activation, e.g. `NetSpec.with_act("relu")`), both
-models are deployed with the same random weights' shapes, exported, quantized (synthetic calibration: speed
-does not depend on the weights) and all four (fp32 and int8 of each) timed round-robin for `--rounds`
-rounds, so host drift hits each alike. From the medians of per-round ratios:
+models are built with random weights, deployed, exported and quantized (synthetic calibration: speed does not
+depend on the weights), and all four (fp32 and int8 of each) are timed round-robin for `--rounds` rounds, so
+host drift hits each alike. From the medians of per-round ratios:
 
 - activation share: 1 - VARIANT fp32 / MODEL fp32, the fp32 time the model's activations cost beyond the
-  cheap one's (an int8 kernel computes them in float, so they cost the same in int8);
+  cheap one's;
 - int8 cap: 1 / (share + (1 - share) / R), with R the variant's int8 speed-up: the model's int8 speed-up if
-  everything but its activations gains what the variant gains. Compare it with the model's measured ratio.
+  everything but its activations gained what the variant gains and the activations cost in int8 what they
+  cost in fp32 (int8 kernels compute them in float). A measured ratio below the cap means they cost more.
 
     python benchmarks/activation_cap.py                      # MobileViT-S and EfficientFormerV2-S1, OpenVINO
     python benchmarks/activation_cap.py --pairs mobilevit_s=benchmarks/specs/mobilevit_s_relu.json --threads 1
@@ -38,12 +39,12 @@ DEFAULT_PAIRS = [f"mobilevit_s={SPECS / 'mobilevit_s_relu.json'}",
                  f"efficientformerv2_s1={SPECS / 'efficientformerv2_s1_relu.json'}"]
 
 
-def prepare_pair(pair: str, runtime: str, threads: int, calib_images: int, workdir: Path) -> dict:
-    """'MODEL=VARIANT' -> {'model fp32': (run, x), 'model int8': ..., 'variant fp32': ..., 'variant int8': ...}:
+def prepare_pair(pair: tuple[str, str], runtime: str, threads: int, calib_images: int, workdir: Path) -> dict:
+    """(MODEL, VARIANT) -> {'model fp32': (run, x), 'model int8': ..., 'variant fp32': ..., 'variant int8': ...}:
     each `run` maps its input `x` (numpy, the model's own size) to logits."""
     rt = get_runtime(runtime)
     runners = {}
-    for role, ref in zip(("model", "variant"), pair.split("=", 1)):
+    for role, ref in zip(("model", "variant"), pair):
         model, size, source = load_bench_model(ref)
         model = deploy(model)
         calibration = calibration_batches("synthetic", size, *input_normalization(model, source), count=calib_images)
@@ -55,7 +56,7 @@ def prepare_pair(pair: str, runtime: str, threads: int, calib_images: int, workd
     return runners
 
 
-def measure_pair(pair: str, args) -> dict:
+def measure_pair(pair: tuple[str, str], args) -> dict:
     with tempfile.TemporaryDirectory(prefix="latvit-actcap-") as tmp:
         runners = prepare_pair(pair, args.runtime, args.threads, args.calib_images, Path(tmp))
         ms = {label: [] for label in runners}
@@ -68,8 +69,7 @@ def measure_pair(pair: str, args) -> dict:
 
     share = 1 - ratio("variant fp32", "model fp32")
     variant_gain = ratio("variant fp32", "variant int8")
-    model, variant = pair.split("=", 1)
-    return {"model": model, "variant": variant, "runtime": args.runtime, "threads": args.threads,
+    return {"model": pair[0], "variant": pair[1], "runtime": args.runtime, "threads": args.threads,
             "median_ms": {label: round(statistics.median(v), 3) for label, v in ms.items()},
             "activation_share": round(share, 4), "variant_int8_speedup": round(variant_gain, 3),
             "model_int8_speedup": round(ratio("model fp32", "model int8"), 3),
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--calib-images", type=int, default=16)
     ap.add_argument("--json", help="output (default benchmarks/results/activation_cap.json)")
     args = ap.parse_args(argv)
-    pairs = [p for p in args.pairs.split(",") if p]
-    if any("=" not in p for p in pairs):
+    pairs = [tuple(p.split("=", 1)) for p in args.pairs.split(",") if p]
+    if any(len(p) != 2 for p in pairs):
         ap.error("--pairs takes MODEL=VARIANT items, e.g. mobilevit_s=benchmarks/specs/mobilevit_s_relu.json")
     set_threads(args.threads)
     rows = []

@@ -192,8 +192,9 @@ def test_executorch_int8_talking_head_attention(tmp_path):
 
 
 # -- benchmarks/compression.py accuracy columns ------------------------------------------------------------
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("compression_bench", ROOT / "benchmarks" / "compression.py")
+def _benchmark(script: str = "compression"):
+    """benchmarks/SCRIPT.py imported as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{script}_bench", ROOT / "benchmarks" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -292,9 +293,7 @@ def test_compression_benchmark_turns_a_runtime_crash_into_an_error(tmp_path, mon
 def test_timm_training_script_writes_weights_the_benchmark_loads_and_resumes(tmp_path, capsys):
     """benchmarks/train_timm_fashion_mnist.py on generated data: weights + train.json, which compression.py
     loads (head sized to the data's classes); started again, it resumes from last.pt instead of retraining."""
-    spec = importlib.util.spec_from_file_location("train_timm", ROOT / "benchmarks" / "train_timm_fashion_mnist.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _benchmark("train_timm_fashion_mnist")
     out = tmp_path / "run"
     argv = ["--data", "synthetic", "--subset", "16", "--batch-size", "8", "--epochs", "1", "--threads", "1",
             "--output", str(out)]
@@ -316,9 +315,7 @@ def test_activation_cap_benchmark(tmp_path):
     """benchmarks/activation_cap.py on a tiny model and its ReLU variant: four timings per pair, and the cap
     is Amdahl's law over the measured activation share and the variant's int8 speed-up."""
     pytest.importorskip("onnxruntime")
-    spec = importlib.util.spec_from_file_location("activation_cap", ROOT / "benchmarks" / "activation_cap.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("activation_cap")
     gelu, relu = tmp_path / "tiny.json", tmp_path / "tiny_relu.json"
     tiny_v2_spec().to_json(gelu)
     tiny_v2_spec().with_act("relu", name="tiny_relu").to_json(relu)
