@@ -22,6 +22,7 @@ import argparse
 import json
 import statistics
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ import torch
 from latvit.deploy import deploy
 from latvit.deploy.quantize import QUANT_RUNTIMES, calibration_batches, quantize
 from latvit.latency.bench import input_normalization, load_bench_model
-from latvit.latency.protocol import default_threads, machine_info, measure_latency, set_threads
+from latvit.latency.protocol import default_threads, machine_info, measure_interleaved, median_ratio, set_threads
 from latvit.runtimes import get_runtime
 from latvit.utils import atomic_write_text
 
@@ -59,13 +60,11 @@ def prepare_pair(pair: tuple[str, str], runtime: str, threads: int, calib_images
 def measure_pair(pair: tuple[str, str], args) -> dict:
     with tempfile.TemporaryDirectory(prefix="latvit-actcap-") as tmp:
         runners = prepare_pair(pair, args.runtime, args.threads, args.calib_images, Path(tmp))
-        ms = {label: [] for label in runners}
-        for _ in range(args.rounds):
-            for label, (run, x) in runners.items():
-                ms[label].append(measure_latency(lambda: run(x), warmup=5, iters=10, min_seconds=args.seconds).median_ms)
+        ms = measure_interleaved({label: partial(run, x) for label, (run, x) in runners.items()}, args.rounds,
+                                 warmup=5, iters=10, min_seconds=args.seconds)
 
-    def ratio(num: str, den: str) -> float:  # median of the per-round ratios
-        return statistics.median(a / b for a, b in zip(ms[num], ms[den]))
+    def ratio(num: str, den: str) -> float:
+        return median_ratio(ms[num], ms[den])
 
     share = 1 - ratio("variant fp32", "model fp32")
     variant_gain = ratio("variant fp32", "variant int8")

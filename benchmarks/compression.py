@@ -32,6 +32,7 @@ import json
 import statistics
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ from latvit.deploy.sparsity import sparsify, sparsity_report
 from latvit.deploy.token_merging import TomeReport, parse_tome, tome
 from latvit.errors import LatvitError
 from latvit.latency.bench import input_normalization, load_bench_model
-from latvit.latency.protocol import default_threads, machine_info, measure_latency, run_isolated, set_threads
+from latvit.latency.protocol import default_threads, machine_info, measure_interleaved, run_isolated, set_threads
 from latvit.runtimes import get_runtime
 from latvit.train.evaluate import run_config
 from latvit.utils import atomic_write_text
@@ -207,11 +208,8 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
                 runners["int8"] = load_checked(rt, path, x, args.threads)
                 if eval_set is not None:  # int8 artifacts are exported at --batch
                     acc["int8"] = top1(runners["int8"], *eval_set, batch=args.batch)
-            medians = {label: [] for label in runners}
-            for _ in range(args.rounds):
-                for label, run in runners.items():
-                    medians[label].append(measure_latency(lambda: run(x), warmup=3, iters=5,
-                                                          min_seconds=args.seconds).median_ms)
+            medians = measure_interleaved({label: partial(run, x) for label, run in runners.items()}, args.rounds,
+                                          warmup=3, iters=5, min_seconds=args.seconds)
             base_ms = statistics.median(medians["fp32"])
             for label in runners:
                 ms = statistics.median(medians[label])

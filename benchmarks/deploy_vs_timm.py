@@ -23,6 +23,7 @@ import argparse
 import json
 import statistics
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ import torch
 
 import latvit
 from latvit.deploy import deploy
-from latvit.latency.protocol import default_threads, gemm_peak_gflops, machine_info, measure_latency, set_threads
+from latvit.latency.protocol import (default_threads, gemm_peak_gflops, machine_info, measure_interleaved, median_ratio,
+                                     set_threads)
 from latvit.runtimes import get_runtime
 from latvit.runtimes.openvino import RUNTIME_BF16
 
@@ -94,14 +96,10 @@ def main() -> None:
                 with torch.no_grad():
                     expected = reference(x).numpy()
                 diff = float(max(np.abs(run_timm(xn) - expected).max(), np.abs(run_ours(xn) - expected).max()))
-                medians = {"timm": [], "latvit": []}
-                paths = [("timm", run_timm), ("latvit", run_ours)]
-                for i in range(args.rounds):
-                    for label, run in paths if i % 2 == 0 else paths[::-1]:
-                        t = measure_latency(lambda: run(xn), warmup=3, iters=5, min_seconds=args.seconds)
-                        medians[label].append(t.median_ms)
+                medians = measure_interleaved({"timm": partial(run_timm, xn), "latvit": partial(run_ours, xn)},
+                                              args.rounds, alternate=True, warmup=3, iters=5, min_seconds=args.seconds)
             timm_ms, ours_ms = statistics.median(medians["timm"]), statistics.median(medians["latvit"])
-            speedup = statistics.median(t / o for t, o in zip(medians["timm"], medians["latvit"]))
+            speedup = median_ratio(medians["timm"], medians["latvit"])
             row = {"model": name, "runtime": rt.name, "runtime_version": rt.version(), "timm_ms": timm_ms,
                    "latvit_ms": ours_ms, "speedup": speedup, "max_abs_diff": diff,
                    "max_rel_diff": diff / float(np.abs(expected).max()),

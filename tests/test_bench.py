@@ -13,7 +13,7 @@ from latvit.cli import main
 from latvit.errors import LatvitError
 from latvit.latency.bench import (RECORD_FIELDS, BenchRequest, measure_row, pareto_front, plot_records,
                                   records_csv, records_json, run_bench)
-from latvit.latency.protocol import Timing, measure_latency, run_isolated
+from latvit.latency.protocol import Timing, measure_interleaved, measure_latency, median_ratio, run_isolated
 
 FAST = dict(warmup=1, iters=3, min_seconds=0.0)
 
@@ -36,6 +36,19 @@ def test_measure_latency_respects_iters_and_min_seconds():
     assert timing.iters > 1  # kept going until min_seconds
     with pytest.raises(LatvitError):
         measure_latency(lambda: None, iters=0)
+
+
+def test_measure_interleaved_times_each_runner_once_per_round():
+    calls = []
+    medians = measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
+                                  alternate=True, warmup=0, iters=1, min_seconds=0.0)
+    assert calls == ["a", "b", "b", "a", "a", "b"]  # odd rounds reversed
+    assert {k: len(v) for k, v in medians.items()} == {"a": 3, "b": 3} and all(ms > 0 for ms in medians["a"])
+    calls.clear()
+    measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, warmup=0, iters=1,
+                        min_seconds=0.0)
+    assert calls == ["a", "b", "a", "b"]
+    assert median_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0  # median of 2, 3, 4
 
 
 def test_run_isolated_returns_value_error_crash_and_timeout():

@@ -237,8 +237,8 @@ def test_predictor_on_real_eager_measurements_of_a_tiny_space(monkeypatch, tmp_p
     prediction of a spec the table was not fitted on must be within 2x of its measured latency, which a
     unit slip, a double-counted or dropped block would break. The +-10% accuracy claim is a benchmark
     (benchmarks/lut_validate.py, docs/benchmarks.md), not this test: here the build and the validation
-    are measured a minute apart on a shared CI host whose speed drifted by up to 40% between them
-    (the predictor's error on these six specs ranged 6-27% over four runs)."""
+    are measured a minute apart on a shared host, where one network's latency moved by up to 40% between
+    runs and the predictor's mean error on these six specs was 6-16% over three runs (27% once on CI)."""
     space = SearchSpace("tiny2", widths=((32,), (48, 64), (96, 128), (160, 192)),
                         depths=((1, 2), (1, 2), (2, 3), (1, 2)),
                         expansions=(4.0,), extras=(1,), make_spec=_efficientformer, img_size=64)

@@ -91,6 +91,24 @@ def measure_latency(run: Callable[[], Any], *, warmup: int = 10, iters: int = 50
     return Timing.from_samples(samples)
 
 
+def measure_interleaved(runners: dict[str, Callable[[], Any]], rounds: int, *, alternate: bool = False,
+                        **protocol: Any) -> dict[str, list[float]]:
+    """Median ms of each runner per round, for comparing runners on a drifting host: every round times
+    each runner once with `measure_latency(**protocol)`, so drift hits all alike; compare them by
+    `median_ratio` of these lists. `alternate` reverses the order on odd rounds (against order effects)."""
+    order = list(runners.items())
+    medians: dict[str, list[float]] = {label: [] for label in runners}
+    for i in range(rounds):
+        for label, run in order[::-1] if alternate and i % 2 else order:
+            medians[label].append(measure_latency(run, **protocol).median_ms)
+    return medians
+
+
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of numerator / denominator (e.g. a speed-up from `measure_interleaved` lists)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
 def cpu_model() -> str:
     """The CPU's marketing name (Linux /proc/cpuinfo, else platform.processor())."""
     try:
