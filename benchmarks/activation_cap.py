@@ -30,7 +30,7 @@ import torch
 from latvit.deploy import deploy
 from latvit.deploy.quantize import QUANT_RUNTIMES, calibration_batches, quantize
 from latvit.latency.bench import input_normalization, load_bench_model
-from latvit.latency.protocol import default_threads, machine_info, measure_interleaved, median_ratio, set_threads
+from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, median_ratio, set_threads
 from latvit.runtimes import get_runtime
 from latvit.utils import atomic_write_text
 

@@ -5,7 +5,7 @@ large-stride patch embedding is slow, (2) reshapes (LeViT-style 4D <-> 3D switch
 attention itself, (3) LayerNorm costs more than BatchNorm (which folds into the conv), (4) activation cost
 depends on the compiler (HardSwish slower than GELU there). TRT-ViT (Table 1): a Transformer block reaches
 far fewer FLOP/s than a BottleNeck at 56x56, the gap closing at 7x7. This script measures each of those
-on the CPU runtimes here, through `latvit.latency.protocol` and `latvit.analysis`, and writes
+on the CPU runtimes here, through `latvit.targets.protocol` and `latvit.analysis`, and writes
 
     <out-dir>/analysis_observations.json   every number, with machine metadata
     <out-dir>/analysis_observations.md     the tables docs/analysis.md quotes
@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import latvit
 from latvit.analysis.profile import profile_model
-from latvit.latency.protocol import default_threads, machine_info, measure_latency
+from latvit.targets.protocol import default_threads, machine_info, measure_latency
 from latvit.layers.common import ConvNormAct
 from latvit.layers.efficientformer import ConvMlpBN, Meta3D
 from latvit.runtimes import get_runtime

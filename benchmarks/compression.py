@@ -44,7 +44,7 @@ from latvit.deploy.sparsity import sparsify, sparsity_report
 from latvit.deploy.token_merging import TomeReport, parse_tome, tome
 from latvit.errors import LatvitError
 from latvit.latency.bench import input_normalization, load_bench_model
-from latvit.latency.protocol import default_threads, machine_info, measure_interleaved, run_isolated, set_threads
+from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, run_isolated, set_threads
 from latvit.runtimes import get_runtime
 from latvit.train.evaluate import run_config
 from latvit.utils import atomic_write_text
@@ -110,7 +110,7 @@ def training_crop_pct(checkpoint: Path) -> float:
 
 def evaluation_set(data: str, img_size: int, mean, std, count: int, crop_pct: float = 0.875):
     """The first `count` test ('val' split) images of `data`, transformed for evaluation: (N, 3, S, S), (N,)."""
-    from latvit.train.data import eval_transform, open_dataset
+    from latvit.data import eval_transform, open_dataset
 
     dataset = open_dataset(data, "val")
     transform = eval_transform(img_size, mean, std, crop_pct=crop_pct)

@@ -32,7 +32,7 @@ import torch
 
 import latvit
 from latvit.deploy import deploy
-from latvit.latency.protocol import (default_threads, gemm_peak_gflops, machine_info, measure_interleaved, median_ratio,
+from latvit.targets.protocol import (default_threads, gemm_peak_gflops, machine_info, measure_interleaved, median_ratio,
                                      set_threads)
 from latvit.runtimes import get_runtime
 from latvit.runtimes.openvino import RUNTIME_BF16

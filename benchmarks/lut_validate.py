@@ -25,7 +25,7 @@ from pathlib import Path
 
 from latvit.latency.lut import build_lut
 from latvit.latency.predictor import format_report, validate
-from latvit.latency.protocol import default_threads, machine_info
+from latvit.targets.protocol import default_threads, machine_info
 from latvit.utils import atomic_write_text
 
 

@@ -28,7 +28,7 @@ if [ -z "$TARGETS" ]; then
 import sys
 from latvit.latency.lut import load_table
 from latvit.latency.predictor import predict_latency
-from latvit.search.spaces import get_space
+from latvit.models.spaces import get_space
 table, size, space = load_table(sys.argv[1]), int(sys.argv[2]), get_space("efficientformerv2")
 lo, hi = (predict_latency(space.spec(c, size), table).ms for c in (space.smallest(), space.largest()))
 print(" ".join(f"{lo + f * (hi - lo):.2f}" for f in (1 / 3, 2 / 3)))

@@ -7,7 +7,7 @@ them by measured latency. Quick start:
     model = latvit.create_model("efficientformer_l1", num_classes=10)
     latvit.list_models()
 """
-from latvit.analysis.mes import mes
+from latvit.space.mes import mes
 from latvit.deploy import deploy  # `latvit.deploy` is the function; import helpers with `from latvit.deploy import ...`
 from latvit.errors import LatvitError
 from latvit.latency.predictor import predict_latency  # numpy/torch only; runtimes load when measuring

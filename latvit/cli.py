@@ -438,7 +438,7 @@ def run_quantize(args) -> None:
     from latvit.deploy import deploy
     from latvit.deploy.quantize import calibration_batches, compare_int8, quantize, validation_batches
     from latvit.latency.bench import input_normalization, load_bench_model
-    from latvit.latency.protocol import default_threads
+    from latvit.targets.protocol import default_threads
     from latvit.train.evaluate import run_config
 
     model, size, source = load_bench_model(args.model, args.img_size)
@@ -502,7 +502,7 @@ def add_export(sub) -> None:
 
 
 def run_export(args) -> None:
-    from latvit.runtimes.export import export_model
+    from latvit.pipeline.export import export_model
 
     r = export_model(args.model, args.format, args.output, img_size=args.img_size, batch=args.batch,
                      check=not args.no_check, deploy=not args.no_deploy, tome=args.tome, sparsity=args.sparsity)

@@ -13,7 +13,7 @@ from latvit.cli import main
 from latvit.errors import LatvitError
 from latvit.latency.bench import (RECORD_FIELDS, BenchRequest, measure_row, pareto_front, plot_records,
                                   records_csv, records_json, run_bench)
-from latvit.latency.protocol import Timing, measure_interleaved, measure_latency, median_ratio, run_isolated
+from latvit.targets.protocol import Timing, measure_interleaved, measure_latency, median_ratio, run_isolated
 
 FAST = dict(warmup=1, iters=3, min_seconds=0.0)
 
@@ -52,9 +52,9 @@ def test_measure_interleaved_times_each_runner_once_per_round():
 
 
 def test_run_isolated_returns_value_error_crash_and_timeout():
-    ok = run_isolated("latvit.latency.protocol:cpu_model", {}, timeout=60)
+    ok = run_isolated("latvit.targets.protocol:cpu_model", {}, timeout=60)
     assert ok.ok and isinstance(ok.value, str) and ok.value
-    err = run_isolated("latvit.latency.protocol:set_threads", {"threads": 0}, timeout=60)
+    err = run_isolated("latvit.targets.protocol:set_threads", {"threads": 0}, timeout=60)
     assert not err.ok and "threads must be >= 1" in err.error
     crash = run_isolated("os:abort", {}, timeout=60)
     assert not crash.ok and "crashed" in crash.error

@@ -215,7 +215,7 @@ def test_validation_batches_are_labelled_and_apart_from_calibration():
 def test_calibration_and_validation_images_take_the_given_crop():
     """int8 calibrates on images cropped as the model sees them when deployed (a Fashion-MNIST run's 1.0,
     not timm's 0.875): the crop reaches the transform, and a bad one is one clear error."""
-    from latvit.train.data import eval_transform, open_dataset
+    from latvit.data import eval_transform, open_dataset
 
     mean, std = (0.5,) * 3, (0.25,) * 3
     full = calibration_batches("synthetic", 32, mean, std, count=2, crop_pct=1.0)[0]

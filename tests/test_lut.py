@@ -13,8 +13,8 @@ from latvit.cli import main
 from latvit.latency import lut as L
 from latvit.latency import predictor as P
 from latvit.latency.predictor import predict_latency, validate
-from latvit.latency.protocol import Timing
-from latvit.search.spaces import SPACES, SearchSpace, _efficientformer
+from latvit.targets.protocol import Timing
+from latvit.models.spaces import SPACES, SearchSpace, _efficientformer
 
 
 def tiny_space(img_size: int = 64) -> SearchSpace:

@@ -4,7 +4,7 @@ import pytest
 
 import latvit
 from latvit.analysis import MesTerm, mes
-from latvit.analysis.mes import parse_terms
+from latvit.space.mes import parse_terms
 
 
 def test_mes_default_terms_hand_computed():

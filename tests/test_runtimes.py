@@ -21,7 +21,7 @@ import latvit
 from latvit.cli import main
 from latvit.errors import LatvitError
 from latvit.runtimes import get_runtime
-from latvit.runtimes.export import export_model
+from latvit.pipeline.export import export_model
 
 SEEDS = ["mobilevit_xxs", "efficientformerv2_s0", "efficientformer_l1"]
 SIZE = 64  # the smallest size all three seeds take (EfficientFormer's last stage is 2x2 here)

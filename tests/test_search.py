@@ -9,7 +9,7 @@ import latvit
 from latvit.errors import LatvitError
 from latvit.search.algorithms import dominates, greedy_search, pareto_search, shrink_actions
 from latvit.search.inherit import inherit_weights, recalibrate_bn
-from latvit.search.spaces import SPACES
+from latvit.models.spaces import SPACES
 
 SPACE = SPACES["efficientformerv2"]
 
@@ -55,7 +55,7 @@ def test_fused_qkv_projections_inherit_per_chunk():
 
 
 def test_held_out_subset_spreads_over_a_class_sorted_set_and_bn_uses_every_batch():
-    from latvit.train.data import Subset
+    from latvit.data import Subset
 
     class Sorted(torch.utils.data.Dataset):  # 10 classes of 10 images each, in class order (an ImageFolder)
         classes = [str(c) for c in range(10)]

@@ -4,7 +4,7 @@ import random
 import pytest
 
 import latvit
-from latvit.search.spaces import SPACES, SearchSpace, _efficientformer, get_space
+from latvit.models.spaces import SPACES, SearchSpace, _efficientformer, get_space
 
 
 def tiny_space() -> SearchSpace:

@@ -9,7 +9,7 @@ import torch
 
 import latvit
 from latvit.search.algorithms import PathState, importance_slimming, slimming_actions
-from latvit.search.spaces import SPACES, SearchSpace, _efficientformer, _efficientformer_v2
+from latvit.models.spaces import SPACES, SearchSpace, _efficientformer, _efficientformer_v2
 from latvit.search.supernet import (GumbelSupernet, SandwichSupernet, SupernetTraining, sandwich_choices, temperature,
                                     train_gumbel)
 

@@ -23,7 +23,7 @@ from latvit.cli import main as cli
 from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
 from latvit.train import ConfigError, DataError, make_config, train, validate
 from latvit.train.checkpointing import load_checkpoint
-from latvit.train.data import FASHION_MNIST_DIR, idx_dataset, open_dataset, write_synthetic_imagefolder
+from latvit.data import FASHION_MNIST_DIR, idx_dataset, open_dataset, write_synthetic_imagefolder
 from latvit.train.distill import distillation_loss
 from latvit.train.sampler import ScaleBatchSampler, scaled_batch_size
 

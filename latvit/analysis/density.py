@@ -9,7 +9,7 @@ Each case is one `BlockSpec` taken from the family's own spec where the family h
 resolution (`source` names it, e.g. `efficientformer_l1 stages[3][4]`), and otherwise the family's
 nearest block of that kind re-widthed to the family's stage width at that resolution (`source` says
 "extrapolated"). FLOPs and params are the analytic costs of the planner (`plan_network`), identical to
-`torch.utils.flop_counter`; latency comes from `latvit.latency.protocol` on the chosen runtime; density
+`torch.utils.flop_counter`; latency comes from `latvit.targets.protocol` on the chosen runtime; density
 is also given as a share of this machine's measured fp32 GEMM peak (`gemm_peak_gflops`).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from latvit.errors import LatvitError, first_line
-from latvit.latency.protocol import default_threads, gemm_peak_gflops, machine_info, measure_latency
+from latvit.targets.protocol import default_threads, gemm_peak_gflops, machine_info, measure_latency
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.plan import PlannedBlock, plan_network
 from latvit.space.spec import BlockSpec, NetSpec, StageSpec

@@ -35,7 +35,7 @@ the op it serves: ORT's executor between two node events (given to the node that
 delegate call's time before its first and after its last operator. Every op also carries the rule that
 chose its category (`reason`).
 
-The end-to-end latency of the same run (profiler on) is measured with `latvit.latency.protocol`; the
+The end-to-end latency of the same run (profiler on) is measured with `latvit.targets.protocol`; the
 per-op times must account for at least 90% of it (`coverage`), the rest is reported as overhead.
 `kernel_coverage` is the same share without the `runtime` category.
 """
@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 
 from latvit.errors import LatvitError
-from latvit.latency.protocol import Timing, default_threads, machine_info, measure_latency, set_threads
+from latvit.targets.protocol import Timing, default_threads, machine_info, measure_latency, set_threads
 from latvit.space.blocks import block_stride
 from latvit.space.plan import NetPlan, PlannedBlock, plan_network
 

@@ -4,11 +4,11 @@
 tome, sparsity)`: merging and pruning as the command line's `--tome` / `--sparsity` write them.
 
 `latvit.deploy` (the attribute of the top-level package) is the function; the helpers that layers use to
-fold themselves are imported from here: `from latvit.deploy import fold_bn_`.
+fold themselves live in `latvit.layers.fold` (re-exported here for users).
 """
 from latvit.deploy.compress import compress
-from latvit.deploy.fold import (deploy, fold_bn_, fold_layer_scale, fold_scale_, fold_sequential_, foldable_bn,
-                                fuse_tree_)
+from latvit.deploy.fold import deploy, fuse_tree_
+from latvit.layers.fold import fold_bn_, fold_layer_scale, fold_scale_, fold_sequential_, foldable_bn
 from latvit.deploy.quantize import quantize
 from latvit.deploy.sparsity import make_permanent, prune_2_4, prune_magnitude, sparsify
 from latvit.deploy.token_merging import tome

@@ -8,8 +8,8 @@ then walks into the (possibly replaced) module's children. Two rules need no met
 model: dropout and drop path become `nn.Identity`, and in an `nn.Sequential` a conv or linear directly
 followed by a BatchNorm is folded.
 
-The helpers below do the arithmetic in float64 and write back in the layer's dtype, so a folded fp32 model
-differs from the original only by fp32 rounding of the forward pass.
+The folding arithmetic itself (`fold_bn_`, `fold_layer_scale`, ...) lives in `latvit.layers.fold`, beside the
+blocks that use it.
 """
 from __future__ import annotations
 
@@ -17,89 +17,13 @@ import copy
 
 import torch
 import torch.nn as nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
+
+from latvit.deploy.sparsity import check_no_pruning_masks
+from latvit.layers.fold import fold_sequential_
 
 # names of the self-simplification method, in the order they are looked up (timm uses the latter two)
 FUSE_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
-
-
-def _is_projection(layer: nn.Module) -> bool:
-    """Conv (not transposed) or Linear: output channel `o` is row `o` of the weight."""
-    return (isinstance(layer, _ConvNd) and not layer.transposed) or isinstance(layer, nn.Linear)
-
-
-def foldable_bn(bn: nn.Module) -> bool:
-    """A BatchNorm that is a fixed per-channel affine map in eval mode (it tracks running statistics)."""
-    return isinstance(bn, _BatchNorm) and bn.running_mean is not None and bn.running_var is not None
-
-
-def _channel_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(C,) -> (C, 1, ..., 1), broadcasting over the trailing dims of a weight shaped like `like`."""
-    return t.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def _set(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    dtype, device = layer.weight.dtype, layer.weight.device
-    layer.weight = nn.Parameter(weight.to(dtype=dtype, device=device), requires_grad=layer.weight.requires_grad)
-    layer.bias = None if bias is None else nn.Parameter(bias.to(dtype=dtype, device=device))
-
-
-@torch.no_grad()
-def fold_bn_(layer: nn.Module, bn: _BatchNorm) -> nn.Module:
-    """Fold eval-mode `bn` into the conv or linear `layer` that feeds it, in place; returns `layer`.
-
-    bn(layer(x)) = s * (W x + b - mean) + beta with s = gamma / sqrt(var + eps), so W' = s W (row-wise)
-    and b' = s (b - mean) + beta. `bn` itself is left alone: the caller replaces it by `nn.Identity`.
-    """
-    if not _is_projection(layer) or not foldable_bn(bn):
-        raise TypeError(f"cannot fold {type(bn).__name__} into {type(layer).__name__}")
-    w = layer.weight.double()
-    b = layer.bias.double() if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-    s = (bn.running_var.double() + bn.eps).rsqrt()
-    shift = -bn.running_mean.double() * s
-    if bn.affine:
-        s, shift = s * bn.weight.double(), shift * bn.weight.double() + bn.bias.double()
-    _set(layer, w * _channel_view(s, w), b * s + shift)
-    return layer
-
-
-@torch.no_grad()
-def fold_scale_(layer: nn.Module, scale: torch.Tensor) -> nn.Module:
-    """Make `layer` (conv, linear or affine BatchNorm) compute `scale * layer(x)` for a per-channel
-    `scale` of shape (C_out,), in place; returns `layer`. This is how a LayerScale after a branch's last
-    projection disappears."""
-    s = scale.detach().double().flatten()
-    if _is_projection(layer):
-        w = layer.weight.double()
-        _set(layer, w * _channel_view(s, w), None if layer.bias is None else layer.bias.double() * s)
-    elif isinstance(layer, _BatchNorm) and layer.affine:
-        _set(layer, layer.weight.double() * s, layer.bias.double() * s)
-    else:
-        raise TypeError(f"cannot fold a per-channel scale into {type(layer).__name__}")
-    return layer
-
-
-def fold_layer_scale(ls: nn.Module, layer: nn.Module) -> nn.Module:
-    """Fold a LayerScale module `ls` (anything with a per-channel `gamma`; `nn.Identity` is a no-op) into
-    `layer`, the last projection of the branch it scales. Returns what replaces `ls`: `nn.Identity()`."""
-    gamma = getattr(ls, "gamma", None)
-    if gamma is None:
-        return ls
-    fold_scale_(layer, gamma)
-    return nn.Identity()
-
-
-def fold_sequential_(seq: nn.Sequential) -> nn.Sequential:
-    """In an `nn.Sequential`, fold every BatchNorm that directly follows a conv or linear (in place)."""
-    names = list(seq._modules)
-    for prev, name in zip(names, names[1:]):
-        layer, bn = seq._modules[prev], seq._modules[name]
-        if _is_projection(layer) and foldable_bn(bn) and layer.weight.shape[0] == bn.num_features:
-            fold_bn_(layer, bn)
-            seq._modules[name] = nn.Identity()
-    return seq
 
 
 def _is_drop(module: nn.Module) -> bool:
@@ -139,8 +63,6 @@ def deploy(model: nn.Module) -> nn.Module:
     tests hold every registered model to 1e-5 with random BatchNorm statistics). The copy is for inference:
     training it would train different parameters (a folded BN no longer normalises).
     """
-    from latvit.deploy.sparsity import check_no_pruning_masks
-
     check_no_pruning_masks(model, "deploy")
     model = copy.deepcopy(model).eval()
     return fuse_tree_(model).eval()

@@ -76,7 +76,7 @@ def _spread_sample(data: str, img_size: int, mean, std, count: int, batch: int, 
                    crop_pct: float):
     """`count` images of `data`'s train split evenly spaced over it (the first images are often one class),
     shifted by half the spacing when `half_stride`; transformed for evaluation: ((N, 3, S, S), (N,))."""
-    from latvit.train.data import check_crop_pct, eval_transform, open_dataset
+    from latvit.data import check_crop_pct, eval_transform, open_dataset
 
     if count < batch or batch < 1:
         raise LatvitError(f"{purpose} needs at least one batch: {count} images, batch {batch}")
@@ -283,7 +283,7 @@ def compare_int8(model: nn.Module, runtime: str, int8_path: str | Path, batches:
                  min_seconds: float = 1.0) -> dict:
     """fp32 (the same model on the same runtime) against the int8 artifact: latency of both, measured
     in this one call, and output agreement on `batches` (max abs logit difference, top-1 agreement)."""
-    from latvit.latency.protocol import measure_latency, set_threads
+    from latvit.targets.protocol import measure_latency, set_threads
     from latvit.runtimes import get_runtime
 
     set_threads(threads)

@@ -116,7 +116,7 @@ def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None =
     import numpy as np
     import torch
 
-    from latvit.latency.protocol import machine_info, measure_latency, set_threads
+    from latvit.targets.protocol import machine_info, measure_latency, set_threads
     from latvit.layers.cost import measured_flops
     from latvit.runtimes import get_runtime
 
@@ -173,7 +173,7 @@ def base_record(model: str, runtime: str, batch: int, img_size: int | None, thre
 
 def finish_record(record: dict, flops: float, params: int, peak_gflops: float | None) -> dict:
     """Derived columns: density (GFLOP/s), its share of the measured GEMM peak, latency-based MES."""
-    from latvit.analysis.mes import mes
+    from latvit.space.mes import mes
 
     seconds = record["median_ms"] / 1e3
     density = flops / seconds / 1e9
@@ -254,12 +254,12 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
 
     on_row: called with each record as soon as it is measured (for live tables and partial saves).
     """
-    from latvit.latency.protocol import default_threads, run_isolated
+    from latvit.targets.protocol import default_threads, run_isolated
     from latvit.runtimes import get_runtime
 
     check_request(req)
     threads = req.threads or default_threads()
-    probe = run_isolated("latvit.latency.protocol:gemm_peak_gflops", {"threads": threads}, timeout=120,
+    probe = run_isolated("latvit.targets.protocol:gemm_peak_gflops", {"threads": threads}, timeout=120,
                          threads=threads)
     peak = probe.value if probe.ok else None
     pairs = [(m, r) for m in req.models for r in req.runtimes]

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from latvit.errors import LatvitError
-from latvit.latency.protocol import Timing, default_threads, machine_info, measure_latency, set_threads
+from latvit.targets.protocol import Timing, default_threads, machine_info, measure_latency, set_threads
 from latvit.layers import cost as C
 from latvit.layers.common import ClassifierHead
 from latvit.space.blocks import BLOCK_KINDS
@@ -195,7 +195,7 @@ def _space_plans(space: str, img_size: int | None) -> Iterable[NetPlan]:
         from latvit.models import MODELS
 
         return [plan_network(spec, img_size) for spec in MODELS.values()]
-    from latvit.search.spaces import get_space
+    from latvit.models.spaces import get_space
 
     sp = get_space(space)
     return [plan_network(sp.spec(choice, img_size)) for choice in sp.covering_choices()]
@@ -215,7 +215,7 @@ def calibration_specs(space: str, n: int, img_size: int | None = None) -> list[N
         return [zoo[i].with_img_size(img_size) for i in picks]
     import dataclasses
 
-    from latvit.search.spaces import get_space
+    from latvit.models.spaces import get_space
 
     sp = get_space(space)
     ends = [dataclasses.replace(sp.spec(sp.largest(), img_size), name=f"{space}_largest"),
@@ -454,7 +454,7 @@ def build_lut(space: str, runtime: str = "ort", out: str | Path = "lut.json", *,
     set_threads(threads)
     deploy = bool(deploy)
     if img_size is None and space != "zoo":
-        from latvit.search.spaces import get_space
+        from latvit.models.spaces import get_space
 
         img_size = get_space(space).img_size
     items = space_items(space, img_size)  # validates the space name and size before anything is measured

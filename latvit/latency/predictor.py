@@ -204,7 +204,7 @@ def validation_specs(table: LatencyTable, samples: int, seed: int,
             else:
                 out.append(("zoo", spec))
     if samples > 0 and space != "zoo":
-        from latvit.search.spaces import get_space
+        from latvit.models.spaces import get_space
 
         calibration = set(table.networks) | {network_id(s) for s in calibration_specs(space, 2, size)}
         drawn = [s for s in sample_upto(get_space(space), samples + len(calibration), seed, size)
@@ -219,7 +219,7 @@ def validate(lut: "str | Path | LatencyTable", samples: int = 50, *, seed: int =
     table's runtime, and compare (a) the LUT predictor and (b) latency = k * FLOPs with k fitted on these
     same measurements (which favours the baseline). Writes a predicted-vs-measured PNG to `plot`."""
     from latvit.utils import progress_bar
-    from latvit.latency.protocol import set_threads
+    from latvit.targets.protocol import set_threads
     from latvit.runtimes import runnable_runtime
 
     table = load_table(lut)

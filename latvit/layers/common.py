@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from latvit.deploy.fold import fold_bn_, foldable_bn
+from latvit.layers.fold import fold_bn_, foldable_bn
 from latvit.errors import SpecError
 from latvit.layers import cost as C
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerScale, LayerScale2d, Mlp
 
-from latvit.deploy.fold import fold_bn_, fold_layer_scale, foldable_bn
+from latvit.layers.fold import fold_bn_, fold_layer_scale, foldable_bn
 from latvit.layers import cost as C
 from latvit.layers.common import ConvNormAct, conv_out, make_act
 

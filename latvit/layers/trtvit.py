@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, Mlp
 
-from latvit.deploy.fold import fold_bn_, foldable_bn
+from latvit.layers.fold import fold_bn_, foldable_bn
 from latvit.layers import cost as C
 from latvit.layers.common import ConvNormAct, conv_out, make_act
 

@@ -123,7 +123,7 @@ def save(model: nn.Module, directory: str | Path) -> Path:
 def model_card(name: str) -> dict:
     """Row of `latvit models`: family, params (M), GFLOPs at the default size, input size, paper, top-1,
     and the size-only Mobile Efficiency Score (`latvit bench` adds the latency term)."""
-    from latvit.analysis.mes import DEFAULT_TERMS, mes
+    from latvit.space.mes import DEFAULT_TERMS, mes
     from latvit.models.published import PUBLISHED_TOP1
     from latvit.space.plan import spec_cost
 

@@ -61,7 +61,7 @@ def run_artifact_once(runtime: str, path: str, shape: list[int]) -> float:
     """Load an artifact that `runtime`'s export wrote at `path`, run it once on zeros of `shape` (B, C, H, W)
     on one thread, and return the largest absolute output value.
 
-    Meant for `latvit.latency.protocol.run_isolated`: a program that crashes the runtime's native code (a
+    Meant for `latvit.targets.protocol.run_isolated`: a program that crashes the runtime's native code (a
     segfault takes the whole Python process) then becomes a failed probe instead of ending its caller."""
     import numpy as np
     import torch

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from latvit.errors import LatvitError
-from latvit.search.spaces import Choice, SearchSpace
+from latvit.models.spaces import Choice, SearchSpace
 
 METHODS = ("efficientformer", "efficientformerv2", "nsga2")
 
@@ -141,7 +141,7 @@ def greedy_search(space: SearchSpace, method: str, accuracy: Callable[[Choice], 
     Returns the trace: the starting point, then one Step per accepted action; the last is the result.
     params(choice) (parameter count) is needed for the MES criterion of method "efficientformerv2".
     """
-    from latvit.analysis.mes import mes
+    from latvit.space.mes import mes
 
     if method not in ("efficientformer", "efficientformerv2"):
         raise LatvitError(f"greedy search method must be efficientformer or efficientformerv2, got '{method}'")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from latvit.errors import LatvitError
 from latvit.search.algorithms import METHODS, PathState, Step, greedy_search, importance_slimming, pareto_search
-from latvit.search.spaces import Choice, get_space
+from latvit.models.spaces import Choice, get_space
 from latvit.search.supernet import SupernetTraining, train_gumbel, train_sandwich
 from latvit.utils import atomic_write_text
 
@@ -77,7 +77,7 @@ class HeldOut:
     def __init__(self, data: str, img_size: int, mean, std, eval_images: int, bn_batches: int = 8):
         import torch
 
-        from latvit.train.data import Subset, eval_transform, open_dataset
+        from latvit.data import Subset, eval_transform, open_dataset
 
         tf = eval_transform(img_size, mean, std)
         val = Subset(open_dataset(data, "val"), eval_images, spread=True)  # every class, in a class-sorted set
@@ -201,7 +201,7 @@ def search(req: SearchRequest) -> dict:
     """Run the search `req` describes; returns the result record (also written to OUTPUT/result.json)."""
     from latvit.latency.lut import load_table
     from latvit.latency.predictor import predict_latency
-    from latvit.latency.protocol import default_threads, run_isolated
+    from latvit.targets.protocol import default_threads, run_isolated
     from latvit.space.plan import spec_cost
 
     if req.method not in METHODS:

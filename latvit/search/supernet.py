@@ -21,7 +21,7 @@
   sandwich step trains the largest, the smallest and two random subnets (random depths give elastic
   depth, with drop path inside each) and accumulates their gradients into one optimiser step.
 
-Both train with `train_gumbel` / `train_sandwich`: batches from `latvit.train.data` (deterministic per
+Both train with `train_gumbel` / `train_sandwich`: batches from `latvit.data` (deterministic per
 (seed, epoch, index)), each step reseeded from (seed, epoch, batch), an atomic checkpoint
 (`RUN/last.pt`) every `checkpoint_every` steps and at the end, so a killed run resumes where it stopped
 and ends with the weights an uninterrupted run would have.
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from latvit.errors import LatvitError
 from latvit.search.algorithms import PathState
 from latvit.search.inherit import _source_name, block_map, fused_projections, inherit_weights, leading_slice
-from latvit.search.spaces import Choice, SearchSpace
+from latvit.models.spaces import Choice, SearchSpace
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.builder import LatvitNet, build_model
 from latvit.space.plan import plan_network
@@ -386,7 +386,7 @@ def train_sandwich(space: SearchSpace, img_size: int, cfg: SupernetTraining, run
 
 
 def _num_classes(cfg: SupernetTraining) -> int:
-    from latvit.train.data import open_dataset
+    from latvit.data import open_dataset
 
     return len(open_dataset(cfg.data, "train").classes)
 
@@ -396,7 +396,7 @@ def _fit(kind: str, net: nn.Module, optimizers: list, step_fn, space: SearchSpac
     """The loop both supernets share: deterministic batches, cosine lr on the first optimiser, reseeded
     steps, atomic checkpoints; a finished run is loaded, an unfinished one resumed."""
     from latvit.train import checkpointing as ckpt
-    from latvit.train.data import Subset, Transformed, open_dataset, train_transform
+    from latvit.data import Subset, Transformed, open_dataset, train_transform
     from latvit.train.engine import seed_all, step_seed
     from latvit.train.sampler import ScaleBatchSampler
 

@@ -6,7 +6,7 @@ sampling, hard distillation), exact resume, DDP under torchrun. See docs/train.m
     validate("runs/efficientformerv2_s0-fashion-mnist/best", "fashion-mnist")
 """
 from latvit.train.config import ConfigError, TrainConfig, load_config, make_config, parse_set, read_config_file
-from latvit.train.data import DataError
+from latvit.data import DataError
 from latvit.train.engine import train
 from latvit.train.evaluate import evaluate, validate
 

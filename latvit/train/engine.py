@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from latvit.errors import LatvitError
 from latvit.train import checkpointing as ckpt
 from latvit.train.config import ConfigError, TrainConfig
-from latvit.train.data import Subset, Transformed, eval_transform, open_dataset, train_transform
+from latvit.data import Subset, Transformed, eval_transform, open_dataset, train_transform
 from latvit.train.distributed import Dist, all_gather_object, all_reduce_sum, barrier, init_distributed, shutdown
 from latvit.train.evaluate import evaluate
 from latvit.train.sampler import ScaleBatchSampler, default_multiscale_sizes

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from latvit.train.data import Subset, Transformed, check_crop_pct, eval_transform, open_dataset
+from latvit.data import Subset, Transformed, check_crop_pct, eval_transform, open_dataset
 from latvit.train.distributed import Dist, all_reduce_sum
 
 

@@ -1,6 +1,6 @@
 """`latvit export`: write a model as a deployable artifact and check it against PyTorch.
 
-    from latvit.runtimes.export import export_model
+    from latvit.pipeline.export import export_model
     info = export_model("mobilevit_xxs", "openvino", "xxs.xml", img_size=256)
     info["max_abs_diff"]   # the artifact's logits vs eager PyTorch on the model as built
 

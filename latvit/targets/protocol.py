@@ -177,7 +177,7 @@ def run_isolated(target: str, kwargs: dict[str, Any], *, timeout: float, threads
         request.write_text(json.dumps({"target": target, "kwargs": kwargs, "result": str(result)}))
         env = thread_env(threads) if threads else dict(os.environ)
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "latvit.latency.worker", str(request)], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "latvit.targets.worker", str(request)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             _, stderr = proc.communicate(timeout=timeout)

@@ -1,4 +1,4 @@
-"""Child side of `latvit.latency.protocol.run_isolated`: `python -m latvit.latency.worker REQUEST.json`.
+"""Child side of `latvit.targets.protocol.run_isolated`: `python -m latvit.targets.worker REQUEST.json`.
 
 Imports the requested function, calls it with the request's kwargs and writes {"ok": true, "value": ...}
 or {"ok": false, "error": "..."} to the request's result path. A user-fixable `LatvitError` is reported

@@ -1,0 +1,1 @@
+"""Targets: *where* an artifact runs and is timed, behind one seam, with the measurement protocol."""
