@@ -71,8 +71,16 @@ def set_threads(threads: int) -> None:
 
 def measure_latency(run: Callable[[], Any], *, warmup: int = 10, iters: int = 50, min_seconds: float = 1.0,
                     max_seconds: float = 120.0) -> Timing:
-    """Time `run()` (one inference) after `warmup` calls: at least `iters` calls and `min_seconds`,
-    stopping early only when `max_seconds` is reached with at least 5 samples."""
+    """Time `run()` (one inference) with `collect_samples` and summarise the per-call times."""
+    return Timing.from_samples(collect_samples(run, warmup=warmup, iters=iters, min_seconds=min_seconds,
+                                               max_seconds=max_seconds))
+
+
+def collect_samples(run: Callable[[], Any], *, warmup: int = 10, iters: int = 50, min_seconds: float = 1.0,
+                    max_seconds: float = 120.0) -> list[float]:
+    """Per-call seconds of `run()` after `warmup` calls: at least `iters` calls and `min_seconds`, stopping
+    early only when `max_seconds` is reached with at least 5 samples. Every target times with this loop (a
+    remote agent runs the same code there and sends the raw samples back)."""
     if warmup < 0 or iters < 1 or min_seconds < 0:
         raise LatvitError(f"bad protocol: warmup={warmup} (>= 0), iters={iters} (>= 1), min_seconds={min_seconds} (>= 0)")
     for _ in range(warmup):
@@ -88,7 +96,7 @@ def measure_latency(run: Callable[[], Any], *, warmup: int = 10, iters: int = 50
             break
         if elapsed >= max_seconds and len(samples) >= 5:
             break
-    return Timing.from_samples(samples)
+    return samples
 
 
 def measure_interleaved(runners: dict[str, Callable[[], Any]], rounds: int, *, alternate: bool = False,
