@@ -29,7 +29,7 @@ import torch
 
 from latvit.deploy import deploy
 from latvit.deploy.quantize import QUANT_RUNTIMES, calibration_batches, quantize
-from latvit.latency.bench import input_normalization, load_bench_model
+from latvit.pipeline.resolve import resolve_model
 from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, median_ratio, set_threads
 from latvit.runtimes import get_runtime
 from latvit.utils import atomic_write_text
@@ -46,9 +46,9 @@ def prepare_pair(pair: tuple[str, str], runtime: str, threads: int, calib_images
     rt = get_runtime(runtime)
     runners = {}
     for role, ref in zip(("model", "variant"), pair):
-        model, size, source = load_bench_model(ref)
-        model = deploy(model)
-        calibration = calibration_batches("synthetic", size, *input_normalization(model, source), count=calib_images)
+        resolved = resolve_model(ref)
+        model, size = deploy(resolved.model), resolved.img_size
+        calibration = calibration_batches("synthetic", size, resolved.mean, resolved.std, count=calib_images)
         x = calibration[0]
         (workdir / role).mkdir()
         runners[f"{role} fp32"] = rt.prepare(model, torch.from_numpy(x), threads, workdir / role), x

@@ -43,7 +43,7 @@ from latvit.deploy.quantize import calibration_batches, quantize, validation_bat
 from latvit.deploy.sparsity import sparsify, sparsity_report
 from latvit.deploy.token_merging import TomeReport, parse_tome, tome
 from latvit.errors import LatvitError
-from latvit.latency.bench import input_normalization, load_bench_model
+from latvit.pipeline.resolve import resolve_model
 from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, run_isolated, set_threads
 from latvit.runtimes import get_runtime
 from latvit.train.evaluate import run_config
@@ -88,16 +88,17 @@ def parse_checkpoints(items: list[str]) -> dict[str, Path]:
 
 
 def load_trained(name: str, checkpoint: Path):
-    """A trained model, as `load_bench_model` returns one: (model, size, source)."""
+    """A trained model, resolved (`latvit.pipeline.resolve.ResolvedModel`) with its weights loaded."""
     if not name.startswith("timm:"):
-        return load_bench_model(str(checkpoint))
+        return resolve_model(str(checkpoint))
     from safetensors.torch import load_file
 
-    model, size, source = load_bench_model(name)
+    resolved = resolve_model(name)
     state = load_file(str(checkpoint / "model.safetensors"))
-    model.reset_classifier(state[model.pretrained_cfg["classifier"] + ".weight"].shape[0])
-    model.load_state_dict(state)
-    return model.eval(), size, source
+    resolved.model.reset_classifier(state[resolved.model.pretrained_cfg["classifier"] + ".weight"].shape[0])
+    resolved.model.load_state_dict(state)
+    resolved.model.eval()
+    return resolved
 
 
 def training_crop_pct(checkpoint: Path) -> float:
@@ -158,8 +159,8 @@ def prepare_checked(rt, model: torch.nn.Module, x: np.ndarray, threads: int, wor
 def measure_model(name: str, source, args, rows: list[dict]) -> None:
     """All variants of one model on every runtime; appends flat rows."""
     # latvit names, saved directories and timm:NAME; trained weights with --checkpoint
-    base, size, kind = load_trained(name, source) if args.checkpoint else load_bench_model(str(source))
-    mean, std = input_normalization(base, kind)
+    resolved = load_trained(name, source) if args.checkpoint else resolve_model(str(source))
+    base, size, mean, std = resolved.model, resolved.img_size, resolved.mean, resolved.std
     fp32 = deploy(base)
     report = TomeReport()  # which layers merge does not depend on r: one report, from the first
     merged = {(f"tome {r}" if "keep" in r else f"tome r={r}"): tome(fp32, report=report if i == 0 else None,

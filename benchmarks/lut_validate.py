@@ -23,8 +23,8 @@ import json
 import time
 from pathlib import Path
 
-from latvit.latency.lut import build_lut
-from latvit.latency.predictor import format_report, validate
+from latvit.latency.lut_build import build_lut
+from latvit.latency.validation import format_report, validate
 from latvit.targets.protocol import default_threads, machine_info
 from latvit.utils import atomic_write_text
 

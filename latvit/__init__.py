@@ -7,15 +7,14 @@ them by measured latency. Quick start:
     model = latvit.create_model("efficientformer_l1", num_classes=10)
     latvit.list_models()
 """
-from latvit.space.mes import mes
+from latvit._version import __version__
 from latvit.deploy import deploy  # `latvit.deploy` is the function; import helpers with `from latvit.deploy import ...`
 from latvit.errors import LatvitError
 from latvit.latency.predictor import predict_latency  # numpy/torch only; runtimes load when measuring
 from latvit.models import create_model, get_spec, list_models, load_checkpoint, save
 from latvit.space import BlockSpec, HeadSpec, NetSpec, StageSpec, build_model, plan_network, spec_cost
+from latvit.space.mes import mes
 from latvit.timm_compat import register_timm_models
-
-__version__ = "0.1.0"
 
 register_timm_models()
 

@@ -51,6 +51,19 @@ def _add_compression(p, what: str) -> None:
                         "(global magnitude, e.g. 0.5), or 2:4 (two of every four); no fine-tuning (default: off)")
 
 
+def _check_outputs(*files, directories=()) -> None:
+    """Every path a command will write, checked before its work starts (a one-line error, exit 2, instead
+    of a traceback after minutes of measuring or training). `files` and `directories`: None/'' = none."""
+    from latvit.utils import check_writable
+
+    for path in files:
+        if path:
+            check_writable(path)
+    for path in directories:
+        if path:
+            check_writable(path, directory=True)
+
+
 def _compression_label(result: dict) -> str:
     """', tome keep0.5, sparsity 0.5' for a validate/export result that merged or pruned, else ''."""
     return "".join(f", {k} {result[k]}" for k in ("tome", "sparsity") if result.get(k) not in (None, "0"))
@@ -92,7 +105,9 @@ def run_models(args) -> None:
 
 # -- latvit bench -----------------------------------------------------------------------------------------
 DEFAULT_MODELS = "seeds,timm:resnet50,timm:mobilenetv2_100"
-MODEL_GROUPS = {"seeds": "the seed models", "baselines": "the survey's timm baselines", "zoo": "every latvit model"}
+MODEL_GROUPS = {"seeds": "the seed models", "baselines": "the survey's timm baselines",
+                "frontier": "today's mobile models from timm (FastViT, RepViT, MobileNetV4, ...)",
+                "zoo": "every latvit model"}
 
 
 def add_bench(sub) -> None:
@@ -114,39 +129,64 @@ def add_bench(sub) -> None:
     p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long (default 1.0)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per row before it is killed (default 300)")
     p.add_argument("--no-deploy", action="store_true", help="measure models as built, without deploy folding")
+    p.add_argument("--target", default="local", help="where to time the artifacts: local (this machine, the default) "
+                                                     "or a target added with `latvit target add`")
     _add_compression(p, "measured")
     p.add_argument("--json", default="latvit-bench.json", help="records as JSON (default %(default)s; '' for none)")
     p.add_argument("--csv", help="records as CSV")
     p.add_argument("--plot", default="latvit-bench.png",
                    help="PNG of published top-1 vs latency (default %(default)s; '' for none)")
+    p.add_argument("--report", metavar="HTML", help="also write the interactive report of this run (`latvit report`)")
     p.set_defaults(run=run_bench)
 
 
-def expand_models(text: str) -> list[str]:
-    """'seeds,timm:resnet50' -> model references, groups expanded, order kept, duplicates dropped."""
-    from latvit.latency.bench import SEED_MODELS, SURVEY_BASELINES, available_models
+def expand_models(text: str, img_size: int | None = None) -> list[str]:
+    """'seeds,timm:resnet50' -> model references, groups expanded (without the members that cannot run at
+    `img_size`), order kept, duplicates dropped."""
+    from latvit.latency.bench import FRONTIER_MODELS, SEED_MODELS, SURVEY_BASELINES, available_models
     from latvit.models import list_models
 
-    groups = {"seeds": available_models(SEED_MODELS), "baselines": SURVEY_BASELINES, "zoo": list_models()}
+    groups = {"seeds": available_models(SEED_MODELS), "baselines": SURVEY_BASELINES, "frontier": FRONTIER_MODELS,
+              "zoo": list_models()}
     parts = [part.strip() for part in text.split(",") if part.strip()]
-    refs = [ref for part in parts for ref in groups.get(part, [part])]
+    refs = [ref for part in parts for ref in
+            (runnable_members(part, groups[part], img_size) if part in groups else [part])]
     return list(dict.fromkeys(refs))
+
+
+def runnable_members(group: str, refs: list[str], img_size: int | None) -> list[str]:
+    """The members of a model group that can run at `img_size`; each one skipped is printed with its reason.
+    (A model named on its own is never skipped: it fails with its reason before any measurement.)"""
+    from latvit.pipeline.resolve import check_model_ref, resolve_model
+
+    kept = []
+    for ref in refs:
+        try:
+            check_model_ref(ref, img_size)
+            if img_size and ref.startswith("timm:"):  # timm models show whether they take a size by building
+                resolve_model(ref, img_size)
+            kept.append(ref)
+        except LatvitError as e:
+            print(f"skipped {ref} from {group}: {e}", file=sys.stderr)
+    return kept
 
 
 def run_bench(args) -> None:
     from rich.console import Console
 
     from latvit.latency.bench import BenchRequest, plot_records, print_table, records_csv, records_json, run_bench
-    from latvit.utils import atomic_write_text, check_writable
+    from latvit.utils import atomic_write_text
 
-    for path in (args.json, args.csv, args.plot):  # before the first measurement, not after it
-        if path:
-            check_writable(path)
+    _check_outputs(args.json, args.csv, args.plot, args.report)  # before the first measurement, not after it
+    if args.report:
+        from latvit.report.markup import plotly_module
 
-    req = BenchRequest(models=expand_models(args.models), runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()],
+        plotly_module()  # a missing extra says so now, not after the run
+
+    req = BenchRequest(models=expand_models(args.models, args.img_size), runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()],
                        batch=args.batch, img_size=args.img_size, threads=args.threads, warmup=args.warmup,
                        iters=args.iters, min_seconds=args.min_seconds, deploy=not args.no_deploy, tome_r=args.tome,
-                       sparsity=args.sparsity, timeout=args.timeout)
+                       sparsity=args.sparsity, timeout=args.timeout, target=args.target)
     console = Console(stderr=True)
     measured: list[dict] = []
 
@@ -163,7 +203,11 @@ def run_bench(args) -> None:
         atomic_write_text(args.csv, records_csv(records))
     if args.plot and any(r["status"] == "ok" and r.get("top1") is not None for r in records):
         plot_records(records, args.plot)
-    written = [p for p in (args.json, args.csv, args.plot) if p]
+    if args.report:
+        from latvit.report import bench_result, write_report
+
+        write_report([bench_result(records, args.json or "this run")], args.report)
+    written = [p for p in (args.json, args.csv, args.plot, args.report) if p]
     console.print(f"wrote {', '.join(written)}" if written else "")
     if all(r["status"] == "failed" for r in records):
         raise LatvitError("every row failed; see the reasons above")
@@ -189,6 +233,9 @@ def add_train(sub) -> None:
     p.add_argument("--output", help="run directory (default runs/MODEL-DATA)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
+    p.add_argument("--profile-steps", type=_positive_int, metavar="N",
+                   help="instead of training: profile N steps after a short warm-up and print where a step's time "
+                        "goes (data, forward, backward, optimizer, EMA, ...); writes nothing")
     p.set_defaults(run=run_train)
 
 
@@ -206,8 +253,16 @@ def run_train(args) -> None:
         output = flags["output"] or values.get("output")
         if output and (Path(output) / "config.yaml").is_file():
             values = {**read_config_file(Path(output) / "config.yaml"), **values}
-    result = train(make_config(values, **flags), resume=args.resume)
-    if result["final"] is not None:
+    result = train(make_config(values, **flags), resume=args.resume, profile_steps=args.profile_steps or 0)
+    if result.get("rank", 0) != 0:  # under torchrun, rank 0 speaks for the run
+        return
+    if args.profile_steps:
+        from rich.console import Console
+
+        from latvit.train.profiling import breakdown_table
+
+        Console().print(breakdown_table(result))
+    elif result["final"] is not None:
         f = result["final"]
         print(json.dumps({"output": result["output"], "epochs": f["epoch"], "val_top1": round(f["val_top1"], 3),
                           "val_top5": round(f["val_top5"], 3), "val_loss": round(f["val_loss"], 5),
@@ -237,10 +292,7 @@ def run_validate(args) -> None:
     from latvit.train import validate
     from latvit.utils import atomic_write_text
 
-    if args.json:
-        from latvit.utils import check_writable
-
-        check_writable(args.json)
+    _check_outputs(args.json)
     result = validate(args.model, args.data, checkpoint=args.checkpoint, img_size=args.img_size,
                       batch_size=args.batch_size, num_workers=args.workers, subset=args.subset,
                       crop_pct=args.crop_pct, device=args.device, threads=args.threads, tome=args.tome,
@@ -263,7 +315,7 @@ def add_profile(sub) -> None:
     p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
     p.add_argument("--iters", type=_positive_int, default=20, help="profiled inferences (default: 20)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up inferences (default: 5)")
+    p.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed warm-up inferences (default: 5)")
     p.add_argument("--top", type=_positive_int, default=12, help="slowest ops to list (default: 12)")
     p.add_argument("--json", metavar="PATH", help="write the full profile as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a stacked-bar PNG (per block, by category)")
@@ -276,6 +328,7 @@ def run_profile(args) -> None:
 
     from latvit.analysis.profile import COVERAGE_MIN, plot_profile, profile_model, profile_table
 
+    _check_outputs(args.json, args.plot)
     prof = profile_model(args.model, args.runtime, img_size=args.img_size, threads=args.threads,
                          warmup=args.warmup, iters=args.iters, deploy=not args.no_deploy)
     Console(width=max(Console().width, 120)).print(profile_table(prof, top=args.top))
@@ -301,6 +354,8 @@ def add_density(sub) -> None:
                    help="latency statistic density uses (min is robust on a shared machine; default: median)")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--plot", metavar="PATH", help="write GFLOP/s and params/s against resolution as PNG")
+    p.add_argument("--target", default="local", help="where to time the blocks: local (the default) or a target "
+                                                     "added with `latvit target add`")
     p.set_defaults(run=run_density)
 
 
@@ -309,13 +364,15 @@ def run_density(args) -> None:
 
     from latvit.analysis.density import density_cases, density_table, measure_density, plot_density
 
+    _check_outputs(args.json, args.plot)
     try:
         resolutions = [int(r) for r in args.resolutions.split(",") if r.strip()]
     except ValueError:
         raise LatvitError(f"--resolutions must be comma-separated integers, got '{args.resolutions}'") from None
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
     cases = density_cases(kinds, resolutions)
-    report = measure_density(cases, args.runtime, threads=args.threads, iters=args.iters, statistic=args.statistic)
+    report = measure_density(cases, args.runtime, threads=args.threads, iters=args.iters, statistic=args.statistic,
+                             target=args.target)
     Console(width=max(Console().width, 140)).print(density_table(report))
     for row in report.rows:
         if row["error"]:
@@ -340,7 +397,7 @@ def add_lut(sub) -> None:
     b.add_argument("--runtime", default="ort", help="runtime to measure on (default: ort)")
     b.add_argument("--img-size", type=_positive_int, help="input size (default: the space's; zoo: each model's)")
     b.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
-    b.add_argument("--calibrate", type=int, default=10,
+    b.add_argument("--calibrate", type=_non_negative_int, default=10,
                    help="networks measured end to end to fit the predictor (default: 10; 0 = plain sums)")
     b.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="what the predictor adds up: median (default) or min (robust on a shared machine)")
@@ -353,11 +410,14 @@ def add_lut(sub) -> None:
     q.add_argument("--lut", required=True, help="table built by `latvit lut build`")
     q.add_argument("--img-size", type=_positive_int, help="input size (default: the spec's)")
     q.add_argument("--force", action="store_true", help="use a table from another device or runtime version")
+    q.add_argument("--at-build", action="store_true",
+                   help="predict at the device's speed when the table was built (default: measure the reference "
+                        "now and rescale for the device's drift)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(run=run_lut_predict)
     v = lut_sub.add_parser("validate", help="measure networks end to end against the predictor and a FLOPs baseline")
     v.add_argument("--lut", required=True, help="table built by `latvit lut build`")
-    v.add_argument("--samples", type=int, default=50, help="random specs of the table's space (default: 50)")
+    v.add_argument("--samples", type=_non_negative_int, default=50, help="random specs of the table's space (default: 50)")
     v.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     v.add_argument("--no-zoo", action="store_true", help="skip the zoo models the table covers")
     v.add_argument("--plot", metavar="PNG", help="write predicted vs measured to this PNG")
@@ -368,8 +428,9 @@ def add_lut(sub) -> None:
 
 
 def run_lut_build(args) -> None:
-    from latvit.latency.lut import build_lut
+    from latvit.latency.lut_build import build_lut
 
+    _check_outputs(args.out)
     table = build_lut(args.space, args.runtime, args.out, img_size=args.img_size, threads=args.threads,
                       deploy=not args.no_deploy, calibrate=args.calibrate, statistic=args.statistic, force=args.force)
     print(table.describe())
@@ -380,11 +441,20 @@ def run_lut_build(args) -> None:
 
 
 def run_lut_predict(args) -> None:
+    import warnings
+
     from latvit.latency.lut import LatencyTable
-    from latvit.latency.predictor import predict_latency
+    from latvit.latency.predictor import DriftWarning, predict_latency
 
     table = LatencyTable.load(args.lut)
-    preds = {m: predict_latency(m, table, img_size=args.img_size, force=args.force) for m in args.model}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DriftWarning)
+        preds = {m: predict_latency(m, table, img_size=args.img_size, force=args.force, now=not args.at_build)
+                 for m in args.model}
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if table.drift is not None:
+        print(f"{table.drift.describe()}; predictions are for the device now", file=sys.stderr)
     if args.json:
         print(json.dumps({m: p.as_dict() for m, p in preds.items()}, indent=1))
         return
@@ -394,9 +464,10 @@ def run_lut_predict(args) -> None:
 
 
 def run_lut_validate(args) -> None:
-    from latvit.latency.predictor import format_report, validate
+    from latvit.latency.validation import format_report, validate
     from latvit.utils import atomic_write_text
 
+    _check_outputs(args.json, args.plot)
     report = validate(args.lut, args.samples, seed=args.seed, zoo=not args.no_zoo, force=args.force, plot=args.plot)
     if args.json:
         from pathlib import Path
@@ -411,9 +482,11 @@ def add_quantize(sub) -> None:
                        description="Quantize a model to int8 for ort (QDQ), openvino (NNCF) or executorch (XNNPACK "
                                    "PT2E), calibrated on real images; prints fp32 vs int8 latency and agreement.")
     p.add_argument("model", help="latvit name, spec JSON, saved directory or timm:NAME")
-    p.add_argument("--runtime", default="ort", help="ort, openvino or executorch (default ort)")
+    p.add_argument("--runtime", help="ort, openvino or executorch (default: the runtime -o's suffix names, else "
+                                     "the fastest int8 measured on this kind of CPU among those installed)")
     p.add_argument("--calib", required=True, help="fashion-mnist, synthetic or an ImageFolder root")
-    p.add_argument("-o", "--output", required=True, help="artifact path (.onnx, .xml or .pte)")
+    p.add_argument("-o", "--output", required=True,
+                   help="artifact path (.onnx, .xml or .pte; without a suffix, the chosen runtime's is added)")
     p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
     p.add_argument("--calib-images", type=_positive_int, default=128,
                    help="calibration images (default 128: 64 lost 2 points on EfficientFormer-L1 at 224)")
@@ -436,15 +509,22 @@ def add_quantize(sub) -> None:
 
 def run_quantize(args) -> None:
     from latvit.deploy import deploy
-    from latvit.deploy.quantize import calibration_batches, compare_int8, quantize, validation_batches
-    from latvit.latency.bench import input_normalization, load_bench_model
+    from latvit.latency.int8 import compare_int8
+    from latvit.deploy.quantize import (calibration_batches, check_quantize_settings, default_int8_runtime, quantize,
+                                        validation_batches)
+    from latvit.pipeline.resolve import resolve_model
     from latvit.targets.protocol import default_threads
     from latvit.train.evaluate import run_config
 
-    model, size, source = load_bench_model(args.model, args.img_size)
-    if source == "latvit":
+    _check_outputs(args.output)
+    if args.runtime is None:
+        args.runtime, why = default_int8_runtime(args.output)
+        print(f"runtime: {args.runtime} ({why}); choose another with --runtime")
+    check_quantize_settings(args.runtime, args.recipe, args.max_drop)  # before the model and the images
+    resolved = resolve_model(args.model, args.img_size)
+    model, size, mean, std = resolved.model, resolved.img_size, resolved.mean, resolved.std
+    if resolved.is_latvit:
         model = deploy(model)
-    mean, std = input_normalization(model, source)
     batches = calibration_batches(args.calib, size, mean, std, count=args.calib_images, crop_pct=args.calib_crop)
     validation = None
     if args.max_drop is not None:  # accuracy control judges top-1 as `latvit validate` does: at the run's crop
@@ -457,6 +537,54 @@ def run_quantize(args) -> None:
         r = compare_int8(model, args.runtime, path, batches[:16], args.threads or default_threads())
         print(f"{args.runtime}: fp32 {r['fp32_ms']:.2f} ms, int8 {r['int8_ms']:.2f} ms (x{r['speedup']:.2f}); "
               f"top-1 agreement {100 * r['top1_agreement']:.0f}%, max |logit diff| {r['max_abs_diff']:.3g}")
+
+
+# -- latvit tune ------------------------------------------------------------------------------------------
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _thread_counts(text: str) -> list[int]:
+    return [_positive_int(t) for t in _names(text)]
+
+
+def add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="the fastest deployable form of a model here within a top-1 budget",
+                       description="Try runtime x precision x token merging x threads, time each candidate "
+                                   "interleaved with the fp32 baseline, measure top-1 on held-out images of DATA "
+                                   "where it could win, and write the winner, tune.json and a recipe to OUT "
+                                   "(resumable). See docs/tune.md.")
+    p.add_argument("model", help="latvit name, spec JSON, saved model directory or timm:NAME")
+    p.add_argument("--data", required=True, help="fashion-mnist, synthetic or an ImageFolder root (its val split "
+                                                 "is evaluated, its train split calibrates int8)")
+    p.add_argument("--max-drop", type=float, required=True, metavar="POINTS",
+                   help="top-1 points the winner may lose against the fp32 model (e.g. 0.5)")
+    p.add_argument("-o", "--output", required=True, help="output directory (written when the tune completes)")
+    p.add_argument("--target", default="local", help="where to time (default local)")
+    p.add_argument("--runtimes", type=_names, help="comma-separated runtimes to try (default: all installed "
+                                                   "that run here; inductor only when named)")
+    p.add_argument("--precisions", type=_names, help="comma-separated among fp32, bf16, int8, int8-ac "
+                                                     "(default: all this machine has)")
+    p.add_argument("--tome", type=_names, help="comma-separated token-merging settings (default: 0,keep0.5 where "
+                                               "the model merges)")
+    p.add_argument("--threads", type=_thread_counts, help="comma-separated thread counts (default: 1, 2, 4, ... "
+                                                          "up to all cores)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="batch size of the artifacts (default 1)")
+    p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
+    p.add_argument("--eval-images", type=_positive_int, default=500,
+                   help="held-out images every candidate's top-1 is measured on (default 500)")
+    p.add_argument("--budget-minutes", type=float, default=15.0,
+                   help="candidates not started by then are skipped (default 15)")
+    p.set_defaults(run=run_tune)
+
+
+def run_tune(args) -> None:
+    from latvit.tune import tune_model
+
+    tune_model(args.model, args.data, args.max_drop, target=args.target, runtimes=args.runtimes,
+               precisions=args.precisions, tomes=args.tome, threads=args.threads, batch=args.batch,
+               img_size=args.img_size, eval_images=args.eval_images, budget_minutes=args.budget_minutes,
+               output=args.output, progress=sys.stderr.isatty())
 
 
 # -- latvit convert ---------------------------------------------------------------------------------------
@@ -477,6 +605,7 @@ def add_convert(sub) -> None:
 def run_convert(args) -> None:
     from latvit.models import create_model, save
 
+    _check_outputs(directories=(args.output,))
     model = create_model(args.model, num_classes=args.num_classes, img_size=args.img_size, checkpoint=args.checkpoint)
     out = save(model, args.output)
     print(f"loaded {args.checkpoint} into {model.spec.name} ({model.num_classes} classes, {model.img_size}px); "
@@ -533,7 +662,11 @@ def add_search(sub) -> None:
     p.add_argument("--bn-batches", type=_positive_int, default=8, help="batches of 32 images to re-estimate BN (default 8)")
     p.add_argument("--trials", type=_positive_int, default=40, help="NSGA-II trials (default 40)")
     p.add_argument("--threads", type=_positive_int)
-    p.add_argument("--no-measure", action="store_true", help="do not measure the result on the runtime")
+    p.add_argument("--no-measure", action="store_true",
+                   help="choose on predictions alone: do not measure the final candidates on the device")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="how far above the target a measured result may be, as a fraction (default 0.05); a "
+                        "candidate that misses by more is replaced by the next faster one")
     p.add_argument("--supernet", choices=("auto", "plain"), default="auto",
                    help="auto: Gumbel MetaPath supernet (efficientformer) or sandwich-trained slimmable supernet "
                         "(efficientformerv2 space); plain: the largest spec trained with drop path")
@@ -543,20 +676,143 @@ def add_search(sub) -> None:
 def run_search(args) -> None:
     from latvit.search.run import SearchRequest, search
 
+    _check_outputs(directories=(args.output,))
     r = search(SearchRequest(method=args.method, lut=args.lut, target_ms=args.target_ms, data=args.data,
                              output=args.output, runtime=args.runtime, img_size=args.img_size,
                              supernet_epochs=args.supernet_epochs, batch_size=args.batch_size,
                              train_subset=args.train_subset, eval_images=args.eval_images, bn_batches=args.bn_batches,
                              trials=args.trials, supernet=args.supernet,
-                             threads=args.threads, measure=not args.no_measure))
+                             threads=args.threads, measure=not args.no_measure, tolerance=args.tolerance))
     measured = f", measured {r['measured_ms']:.2f} ms" if r.get("measured_ms") else ""
     print(f"{r['method']} on {r['space']}: predicted {r['predicted_ms']:.2f} ms (target {r['target_ms']:g}){measured}, "
           f"inherited top-1 {r['accuracy_inherited']:.1f}%, {r['params_m']:.2f} M params; wrote {r['spec']}")
+    print(f"chosen: {r['selection']}; {r['selection_note']}. {r['drift']}")
+
+
+# -- latvit report ----------------------------------------------------------------------------------------
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page from result files (bench, profile, ...)",
+                       description="Build one HTML page (opens offline) from any mix of latvit results: bench JSON or "
+                                   "CSV, profile, density, lut validate, validate and compression JSON, and search "
+                                   "output directories. See docs/report.md.")
+    p.add_argument("results", nargs="+", metavar="RESULT", help="result files and search output directories")
+    p.add_argument("-o", "--output", default="latvit-report.html", help="HTML file (default %(default)s)")
+    p.add_argument("--title", default="latvit report", help="page title (default %(default)s)")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args) -> None:
+    from latvit.report import write_report
+
+    path = write_report(args.results, args.output, title=args.title)
+    print(f"wrote {path} from {len(args.results)} input{'s' if len(args.results) > 1 else ''}")
 
 
 # -- the command ------------------------------------------------------------------------------------------
+# -- latvit target ----------------------------------------------------------------------------------------
+def add_target(sub) -> None:
+    p = sub.add_parser("target", help="devices to measure on: add, list, check, remove (SSH, adb)",
+                       description="Devices every measuring command can run on with --target NAME: SSH hosts "
+                                   "with Python (a Raspberry Pi, a Jetson, a Mac) and Android devices over adb. "
+                                   "Stored in $XDG_CONFIG_HOME/latvit/targets.json (mode 0600; no passwords).")
+    t = p.add_subparsers(dest="target_command", metavar="add|list|check|remove")
+    a = t.add_parser("add", help="name a device: ssh://user@host[:port] or adb://SERIAL")
+    a.add_argument("name", help="the name to use with --target (letters, digits, . _ -)")
+    a.add_argument("url", help="ssh://user@host[:port] (keys from your SSH agent and ~/.ssh/config) or adb://SERIAL")
+    a.add_argument("--python", help="ssh: the device's Python with the runtime installed (default: python3)")
+    a.add_argument("--tags", help="comma-separated tags; --target tag:NAME runs on any free device with the tag")
+    a.add_argument("--workdir", help="where latvit keeps its agent, artifacts and lock on the device (default: "
+                                     "~/.cache/latvit-target over ssh, /data/local/tmp/latvit over adb)")
+    a.add_argument("--runner", action="append", metavar="NAME=PATH",
+                   help="adb: a benchmark tool on this machine to push (benchmark_model, executor_runner, "
+                        "onnxruntime_perf_test); repeat for each")
+    a.add_argument("--compute-units", choices=("cpu", "gpu", "ne", "all"),
+                   help="Mac/CoreML: the compute units to time on (default cpu)")
+    a.add_argument("--cooldown", type=float, metavar="S", help="pause between jobs on the device (default 2 s)")
+    a.add_argument("--accept-new-host-key", action="store_true",
+                   help="ssh: trust the host key the device presents now (recorded in latvit's own known_hosts)")
+    a.set_defaults(run=run_target_add)
+    ls = t.add_parser("list", help="the configured targets")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(run=run_target_list)
+    c = t.add_parser("check", help="reach a target: its CPU, cores, OS, runtimes, governor and free disk")
+    c.add_argument("name", help="a configured target, local, or a URL")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(run=run_target_check)
+    r = t.add_parser("remove", help="forget a target")
+    r.add_argument("name")
+    r.set_defaults(run=run_target_remove)
+    p.set_defaults(run=lambda args: p.print_help())
+
+
+def run_target_add(args) -> None:
+    from latvit.targets import config as targets_config
+    from latvit.targets.ssh import accept_new_host_key
+
+    config = targets_config.make_config(args.name, args.url, python=args.python, tags=args.tags, workdir=args.workdir,
+                         runners=args.runner, compute_units=args.compute_units, cooldown_s=args.cooldown)
+    if args.accept_new_host_key:
+        if config.parsed.kind != "ssh":
+            raise LatvitError("--accept-new-host-key is for ssh:// targets")
+        status, fingerprint = accept_new_host_key(config.url)
+        print(f"host key {fingerprint}: {'already trusted' if status == 'known' else 'recorded as trusted'}")
+    replaced = targets_config.add_target(config)
+    print(f"{'updated' if replaced else 'added'} target '{config.name}' ({config.url}); check it with "
+          f"`latvit target check {config.name}`")
+
+
+def run_target_list(args) -> None:
+    from latvit.targets.config import load_targets
+
+    targets = load_targets()
+    if args.json:
+        print(json.dumps({name: t.as_dict() for name, t in targets.items()}, indent=1))
+        return
+    if not targets:
+        print("no targets yet (this machine is 'local'); add one with `latvit target add NAME ssh://user@host`")
+        return
+    for name, t in sorted(targets.items()):
+        extra = ", ".join(filter(None, (f"tags {','.join(t.tags)}" if t.tags else "",
+                                        f"python {t.python}" if t.parsed.kind == "ssh" else "",
+                                        f"runners {','.join(t.runners)}" if t.runners else "")))
+        print(f"{name:<16} {t.url}{'  (' + extra + ')' if extra else ''}")
+
+
+def run_target_check(args) -> None:
+    from latvit.targets import get_target
+    from latvit.targets.ssh import SSHTarget
+
+    target = get_target(args.name)
+    if isinstance(target, SSHTarget):
+        target.retries = 0  # a check answers at once: reachable or not
+    try:
+        info = target.check()
+    finally:
+        target.close()
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+        return
+    free = info.get("free_bytes")
+    runtimes = info.get("packages") or info.get("runners") or {}
+    print(f"{info['name']} ({info['kind']}{', ' + info['url'] if info.get('url') else ''}): reachable")
+    for label, value in (("cpu", info.get("cpu")), ("board", info.get("board")), ("cores", info.get("cores")),
+                         ("os", info.get("platform")), ("python", info.get("python_path") or info.get("python")),
+                         ("runtimes", ", ".join(f"{k} {v}" for k, v in runtimes.items()) or "none found"),
+                         ("governor", info.get("governor")),
+                         ("free disk", f"{free / 1e9:.1f} GB in {info.get('workdir')}" if free is not None else None)):
+        if value is not None:
+            print(f"  {label:<9} {value}")
+
+
+def run_target_remove(args) -> None:
+    from latvit.targets.config import remove_target
+
+    removed = remove_target(args.name)
+    print(f"removed target '{removed.name}' ({removed.url})")
+
+
 SUBCOMMANDS = [add_models, add_bench, add_export, add_profile, add_density, add_lut, add_train, add_validate,
-               add_search, add_quantize, add_convert]
+               add_search, add_quantize, add_tune, add_convert, add_report, add_target]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,22 +6,37 @@ import tempfile
 from pathlib import Path
 
 
-def check_writable(path: str | Path) -> None:
-    """Raise a one-line LatvitError now if a file cannot be written at `path` later (a directory there, or
-    a parent that is a file or not writable): long jobs check their outputs before they start."""
+def check_writable(path: str | Path, *, directory: bool = False) -> None:
+    """Raise a one-line LatvitError now if `path` cannot be written later: long jobs check their outputs
+    before they start. A file (default: a directory there is an error) or, with `directory=True`, a
+    directory to create or write into (a file there is an error). The nearest existing folder must be a
+    directory where a file can really be created: it is probed with a temporary file, because permission
+    bits do not tell (root passes os.access on /proc and on read-only mounts)."""
     from latvit.errors import LatvitError
 
     path = Path(path)
-    if path.is_dir():
-        raise LatvitError(f"cannot write {path}: it is a directory; give a file name")
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise LatvitError(f"cannot write {path}: {parent} is not a writable directory")
+    if any(len(part.encode()) > 255 for part in path.parts):  # before any stat(), which would raise
+        raise LatvitError(f"cannot write {str(path)[:80]}...: a file or folder name is longer than 255 bytes")
+    existing = None  # the nearest folder that exists, once found
+    try:
+        if path.is_dir() and not directory:
+            raise LatvitError(f"cannot write {path}: it is a directory; give a file name")
+        if path.exists() and not path.is_dir() and directory:
+            raise LatvitError(f"cannot write into {path}: it is a file; give a directory")
+        existing = path if path.is_dir() else next(p for p in path.absolute().parents if p.exists())
+        if not existing.is_dir():
+            raise LatvitError(f"cannot write {path}: {existing} is not a writable directory (it is a file)")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:  # e.g. a folder on the way that cannot be searched
+        where = existing or e.filename or "a folder on the way"
+        raise LatvitError(f"cannot write {path}: {where} is not a writable directory ({e.strerror})") from None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write `data` to `path` so that a killed process leaves either the old file or the new one.
-    A path that cannot be written raises a one-line LatvitError (an OSError is not the user's bug)."""
+    A path that cannot be written raises a one-line LatvitError (an OSError is not the user's bug).
+    `mode` (e.g. 0o600 for a private file) is set before the file appears; default: what open() gives."""
     from latvit.errors import LatvitError, first_line
 
     path = Path(path)
@@ -35,9 +50,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode open() would
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # mkstemp creates 0600; give the file the mode open() would
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
@@ -47,8 +64,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    atomic_write_bytes(path, text.encode(), mode)
 
 
 def save_png(fig, path, **savefig_kwargs) -> Path:

@@ -66,7 +66,8 @@ def test_measure_row_record_and_numerics():
     record = measure_row("mobilevit_xxs", "ort", img_size=64, threads=1, deploy=True, peak_gflops=100.0, **FAST)
     assert set(RECORD_FIELDS) <= set(record)
     assert record["status"] == "ok" and record["deployed"] is True and record["source"] == "latvit"
-    assert record["max_abs_diff"] < 1e-4  # deploy folding + ONNX Runtime against eager on the built model
+    assert record["export_abs_diff"] < 1e-4  # ONNX Runtime against the deployed model in PyTorch
+    assert record["compression_abs_diff"] < 1e-4  # deploy folding alone: fp32 rounding
     assert 0 < record["min_ms"] <= record["median_ms"] <= record["p90_ms"]
     assert record["gflops_per_s"] == pytest.approx(record["gflops"] / (record["median_ms"] / 1e3))
     assert record["pct_peak"] == pytest.approx(record["gflops_per_s"])  # peak 100 GFLOP/s
@@ -76,8 +77,8 @@ def test_measure_row_record_and_numerics():
 
 def test_timm_model_goes_through_the_same_path():
     record = measure_row("timm:mobilenetv2_050", "eager", img_size=64, threads=1, **FAST)
-    assert record["status"] == "ok" and record["source"] == "timm" and record["deployed"] is False
-    assert record["max_abs_diff"] == 0.0 and record["params_m"] > 1
+    assert record["status"] == "ok" and record["source"] == "timm" and record["deployed"] is True  # reparameterized
+    assert record["export_abs_diff"] == record["compression_abs_diff"] == 0.0 and record["params_m"] > 1
 
 
 def test_token_merging_rows_count_the_merged_model():
@@ -163,23 +164,25 @@ def test_cli_writes_json_csv_and_plot(tmp_path, monkeypatch):
 
 
 def test_input_normalization_follows_the_models_source():
-    from latvit.latency.bench import input_normalization, load_bench_model
+    from latvit.pipeline.resolve import resolve_model
 
-    model, _, source = load_bench_model("mobilevit_xxs", 64)
-    assert source == "latvit" and input_normalization(model, source) == (tuple(model.spec.mean),
-                                                                          tuple(model.spec.std))
-    model, _, source = load_bench_model("timm:deit_tiny_patch16_224")
-    assert source == "timm" and input_normalization(model, source) == (tuple(model.pretrained_cfg["mean"]),
-                                                                        tuple(model.pretrained_cfg["std"]))
+    resolved = resolve_model("mobilevit_xxs", 64)
+    spec = resolved.model.spec
+    assert resolved.source == "latvit" and (resolved.mean, resolved.std) == (tuple(spec.mean), tuple(spec.std))
+    resolved = resolve_model("timm:deit_tiny_patch16_224")
+    cfg = resolved.model.pretrained_cfg
+    assert resolved.source == "timm" and (resolved.mean, resolved.std) == (tuple(cfg["mean"]), tuple(cfg["std"]))
 
 
 def test_sparsity_rows_measure_the_pruned_model():
     """`--sparsity` prunes the deployed model (zeros baked in) before the runtime sees it; the record says so,
-    and max_abs_diff (against the model as built) shows that the pruning changed the logits."""
+    and compression_abs_diff (against the model as built) shows that the pruning changed the logits, while the
+    export's own error stays separate."""
     plain = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, **FAST)
     pruned = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, sparsity="0.5", **FAST)
     assert plain["sparsity"] is None and pruned["sparsity"] == 0.5 and pruned["status"] == "ok"
-    assert plain["max_abs_diff"] < 1e-5 < pruned["max_abs_diff"]
+    assert plain["compression_abs_diff"] < 1e-5 < pruned["compression_abs_diff"]
+    assert pruned["export_abs_diff"] == 0.0  # eager runs the pruned model itself
 
 
 def test_failed_rows_keep_top1_in_its_column():
@@ -189,18 +192,18 @@ def test_failed_rows_keep_top1_in_its_column():
     failed = base_record("mobilevit_xxs", "ort", 1, 64, 1) | {"status": "failed", "error": "boom"}
     table = bench_table([ok, failed])
     column = {c.header: list(c._cells) for c in table.columns}
-    assert len(table.columns) == 13 and column["top-1"] == ["69.0", "69.0"] and column["max |diff|"][1] == ""
+    assert len(table.columns) == 14 and column["top-1"] == ["69.0", "69.0"] and column["export |diff|"][1] == ""
     assert column["median ms"][1].endswith("failed[/]: boom")
 
 
 def test_timm_models_are_built_at_the_requested_size():
     """timm ViTs fix their input size at construction: built at --img-size, or a clear error up front."""
-    from latvit.latency.bench import load_bench_model
+    from latvit.pipeline.resolve import resolve_model
 
-    model, size, _ = load_bench_model("timm:deit_tiny_patch16_224", 256)
-    assert size == 256 and model(torch.randn(1, 3, 256, 256)).shape == (1, 1000)
+    resolved = resolve_model("timm:deit_tiny_patch16_224", 256)
+    assert resolved.img_size == 256 and resolved.model(torch.randn(1, 3, 256, 256)).shape == (1, 1000)
     with pytest.raises(LatvitError, match="timm:efficientformer_l1 does not take 256px input .* use --img-size 224"):
-        load_bench_model("timm:efficientformer_l1", 256)
+        resolve_model("timm:efficientformer_l1", 256)
 
 
 def test_installed_runtime_that_cannot_run_here_is_unavailable(monkeypatch):
@@ -216,3 +219,45 @@ def test_installed_runtime_that_cannot_run_here_is_unavailable(monkeypatch):
     tensorrt, eager = run_bench(req, progress=False)
     assert (tensorrt["status"], tensorrt["error"], eager["status"]) == ("unavailable", NO_CUDA, "ok")
     assert get_runtime("coreml").export_only_where_it_cannot_run
+
+
+def test_tome_row_keeps_export_error_and_compression_effect_apart():
+    """The two errors are separate numbers: merging moves the logits (compression effect), ONNX Runtime
+    computes what the merged model computes in PyTorch (export error ~1e-6)."""
+    record = measure_row("mobilevit_xxs", "ort", img_size=64, threads=1, tome_r="keep0.5", **FAST)
+    assert record["status"] == "ok" and record["tome_r"] == "keep0.5"
+    assert record["export_abs_diff"] < 1e-4
+    assert record["compression_abs_diff"] > 10 * record["export_abs_diff"]
+
+
+def test_roofline_is_never_below_a_measured_model(monkeypatch):
+    """A busy second during the GEMM probe must not make % peak exceed 100: the roofline is the best of
+    the run's probes and of the models measured, and each record says which engine set it and when."""
+    import latvit.latency.bench as bench
+
+    monkeypatch.setattr(bench, "_probe", lambda target, kwargs, threads: 0.01)  # a probe that ran while busy
+    req = BenchRequest(models=["mobilevit_xxs"], runtimes=["eager"], img_size=64, threads=1, **FAST)
+    (record,) = run_bench(req, progress=False)
+    assert record["status"] == "ok"
+    assert record["pct_peak"] == pytest.approx(100.0) and record["peak_gflops"] == record["gflops_per_s"]
+    assert record["peak_engine"] == "model mobilevit_xxs on eager" and record["peak_at"]
+
+    roofline = bench.Roofline()
+    roofline.offer(50.0, "torch.mm")
+    roofline.offer(20.0, "ort GEMM")  # a lower probe never lowers the roofline
+    assert (roofline.gflops, roofline.engine) == (50.0, "torch.mm")
+    assert roofline.apply({"status": "ok", "gflops_per_s": 25.0})["pct_peak"] == pytest.approx(50.0)
+
+
+def test_runtime_gemm_probe_measures_the_runtimes_own_engine():
+    from latvit.latency.bench import runtime_gemm_gflops
+
+    assert runtime_gemm_gflops("eager", threads=1, size=256, seconds=0.05) > 0.1
+
+
+def test_old_records_upgrade_to_todays_fields():
+    from latvit.latency.bench import upgrade_record
+
+    old = {"model": "mobilevit_xxs", "runtime": "ort", "status": "ok", "max_abs_diff": 2e-6}
+    new = upgrade_record(old)
+    assert set(RECORD_FIELDS) <= set(new) and new["export_abs_diff"] == 2e-6 and "max_abs_diff" not in new

@@ -8,7 +8,8 @@ import torch.nn as nn
 
 import latvit
 from latvit.deploy import deploy
-from latvit.deploy.quantize import calibration_batches, compare_int8, quantize, validation_batches
+from latvit.deploy.quantize import calibration_batches, quantize, validation_batches
+from latvit.latency.int8 import compare_int8
 from latvit.deploy.compress import check_compression, compress
 from latvit.deploy.sparsity import (make_permanent, parse_sparsity, prune_2_4, prune_magnitude, sparsify,
                                     sparsity_report)

@@ -20,12 +20,9 @@ MIXFORMER = latvit.list_models(family="mixformer")
 
 
 def small(name: str) -> tuple[NetSpec, tuple[int, int]]:
-    """A variant and two small input sizes. MixFormer's 7x7 windows need multiples of 224, so its copy here
-    uses 2x2 windows (one spec field) and 64 / 128 inputs: the same blocks on maps of 16..2 pixels."""
-    spec = MODELS[name]
-    if spec.family == "mixformer":
-        return spec.map_blocks(lambda b: dataclasses.replace(b, patch=2) if b.kind == "mixing" else b), (64, 128)
-    return spec, (64, 96)
+    """A variant and two small input sizes. At 64 and 96 MixFormer's 7x7 windows tile none of its maps
+    (16..2 and 24..3 pixels), so every mixing block runs padded and the cost test covers the padding."""
+    return MODELS[name], (64, 96)
 
 
 def truncated(spec: NetSpec, keep: int) -> NetSpec:
@@ -112,7 +109,8 @@ def test_timm_create_model(name):
     assert model.spec == MODELS[name]
 
 
-@pytest.mark.parametrize("name,size", [("mobileformer_26m", 64), ("mobileformer_96m", 64), ("mixformer_b0", 224)])
+@pytest.mark.parametrize("name,size", [("mobileformer_26m", 64), ("mobileformer_96m", 64), ("mixformer_b0", 224),
+                                       ("mixformer_b0", 64)])
 def test_deploy_folding_is_exact(name, size, randomize):
     deploy = pytest.importorskip("latvit.deploy").deploy
     model = randomize(latvit.create_model(truncated(MODELS[name], 1), img_size=size)).eval()
@@ -123,10 +121,10 @@ def test_deploy_folding_is_exact(name, size, randomize):
         assert (folded(x) - model(x)).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("name,size", [("mobileformer_26m", 64), ("mixformer_b0", 224)])
+@pytest.mark.parametrize("name,size", [("mobileformer_26m", 64), ("mixformer_b0", 224), ("mixformer_b0", 64)])
 def test_onnx_export_round_trip(name, size, tmp_path, randomize):
-    """Bridges, token creation and the window partition export and run in ONNX Runtime (short networks:
-    export time grows with the number of blocks, not with their size)."""
+    """Bridges, token creation and the window partition (at 64 also its padding and crop) export and run
+    in ONNX Runtime (short networks: export time grows with the number of blocks, not with their size)."""
     ort = pytest.importorskip("onnxruntime")
     model = randomize(latvit.create_model(truncated(MODELS[name], 1), img_size=size)).eval()
     x = torch.randn(1, 3, size, size)
@@ -140,13 +138,60 @@ def test_onnx_export_round_trip(name, size, tmp_path, randomize):
     assert np.abs(out - ref).max() <= 1e-4
 
 
+# -- input sizes: every multiple of 32 ------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [256, 320])
+def test_mixformer_builds_for_sizes_its_windows_do_not_tile(size):
+    """At 256 and 320 the 7x7 windows tile no stage map (64, 80, ...): the blocks pad, and the analytic cost
+    counts the padded mixer exactly (short network: one block per stage)."""
+    model = latvit.create_model(truncated(MODELS["mixformer_b0"], 1), num_classes=3, img_size=size).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model(torch.randn(1, 3, size, size))
+    assert out.shape == (1, 3) and torch.isfinite(out).all()
+    assert latvit.spec_cost(model.spec, num_classes=3).flops == counter.get_total_flops()
+
+
+def test_mixformer_built_at_224_takes_a_256_input():
+    model = latvit.create_model(truncated(MODELS["mixformer_b0"], 1), num_classes=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 256, 256)).shape == (1, 3)
+
+
+def test_mixer_pads_with_zeros_at_the_bottom_right_and_crops(randomize):
+    """The official padding: on a map the window does not tile, the mixer's output is that of the map with
+    zero rows and columns appended (bottom, right), cropped; where the window tiles the map nothing changes."""
+    block = randomize(latvit.create_model("mixformer_b0", img_size=224)).eval().stages[0].blocks[0]
+    attn = block.attn
+    x = torch.randn(2, 10, 12, attn.proj.in_features)  # (B, H, W, C): 10x12 is padded to 14x14
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(x, (0, 0, 0, 2, 0, 4))
+        assert torch.equal(attn(x), attn(padded)[:, :10, :12])
+        tiled = torch.randn(2, 14, 7, attn.proj.in_features)
+        assert torch.equal(attn(tiled), attn.mix(tiled))
+        assert block(torch.randn(1, attn.proj.in_features, 10, 12)).shape == (1, attn.proj.in_features, 10, 12)
+
+
+@pytest.mark.parametrize("built", [224, 256])
+def test_mobileformer_takes_any_multiple_of_32(built):
+    """Mobile-Former has no resolution-bound parameter: built at one size it takes any multiple of 32."""
+    model = latvit.create_model("mobileformer_26m", num_classes=3, img_size=built).eval()
+    assert model.input_multiple == 32
+    with torch.no_grad():
+        for size in (64, 256):
+            assert model(torch.randn(1, 3, size, size)).shape == (1, 3)
+
+
+def test_mobileformer_wrong_size_says_what_fits():
+    model = latvit.create_model("mobileformer_26m", num_classes=3).eval()
+    with pytest.raises(SpecError, match=r"multiples of 32, got 250x250; resize or crop the input to a multiple "
+                                        r"of 32 \(e.g. 256x256\)"):
+        model(torch.randn(1, 3, 250, 250))
+
+
 # -- errors a user can cause ----------------------------------------------------------------------------
-def test_window_that_does_not_divide_the_map_is_a_clear_error():
-    with pytest.raises(SpecError, match=r"window 7 does not divide the 64x64 feature map"):
-        latvit.create_model("mixformer_b0", img_size=256)
-    with pytest.raises(SpecError, match=r"window 5 does not divide the 56x56"):
+def test_window_below_one_is_a_clear_error():
+    with pytest.raises(SpecError, match=r"stages\[0\]\[0\]: window \(the patch field\) must be >= 1, got 0"):
         latvit.plan_network(MODELS["mixformer_b0"].map_blocks(
-            lambda b: dataclasses.replace(b, patch=5) if b.kind == "mixing" else b))
+            lambda b: dataclasses.replace(b, patch=0) if b.kind == "mixing" else b))
 
 
 def test_token_count_zero_is_a_clear_error():

@@ -1,4 +1,5 @@
-"""Latency lookup tables and the predictor: enumeration, resume, bad tables, missing blocks, accuracy.
+"""Latency lookup tables and the predictor: enumeration, resume, bad tables, missing blocks, accuracy,
+drift correction.
 
 Most tests replace the two measuring functions with deterministic fakes (a latency from FLOPs), so they
 test the bookkeeping exactly and fast; one test measures a tiny space for real with the eager runtime.
@@ -11,8 +12,13 @@ import torch
 import latvit
 from latvit.cli import main
 from latvit.latency import lut as L
+from latvit.latency import lut_build as B
+from latvit.latency import measure as M
 from latvit.latency import predictor as P
-from latvit.latency.predictor import predict_latency, validate
+from latvit.latency import validation as V
+from latvit.latency.lut_build import build_lut
+from latvit.latency.predictor import predict_latency
+from latvit.latency.validation import validate
 from latvit.targets.protocol import Timing
 from latvit.models.spaces import SPACES, SearchSpace, _efficientformer
 
@@ -38,20 +44,22 @@ def fake_measure(monkeypatch):
     a*S+c calibration must recover exactly. Returns the list of measured keys."""
     calls = []
 
-    def item(item, runtime, threads, deploy, protocol=L.BLOCK_PROTOCOL):
+    def item(item, runtime, threads, deploy, protocol=M.BLOCK_PROTOCOL, reference=None):
         calls.append(L.item_id(item))
         ms = fake_ms(item.cost.flops)
-        return Timing(ms, ms * 1.1, ms * 0.9, ms, 0.01, 20)
+        return Timing(ms, ms * 1.1, ms * 0.9, ms, 0.01, 20), {}
 
-    def network(spec, runtime, threads, deploy, protocol=L.NETWORK_PROTOCOL):
+    def network(spec, runtime, threads, deploy, protocol=M.NETWORK_PROTOCOL, reference=None):
         calls.append(L.network_id(spec))
         total = sum(fake_ms(it.cost.flops) for it in L.plan_items(latvit.plan_network(spec)))
         ms = 1.2 * total + 0.3
-        return Timing(ms, ms * 1.1, ms * 0.9, ms, 0.01, 20)
+        return Timing(ms, ms * 1.1, ms * 0.9, ms, 0.01, 20), {}
 
-    monkeypatch.setattr(L, "measure_item", item)
-    monkeypatch.setattr(L, "measure_network", network)
+    monkeypatch.setattr(B, "measure_item", item)
+    monkeypatch.setattr(B, "measure_network", network)
     monkeypatch.setattr(P, "measure_network", network)
+    monkeypatch.setattr(V, "measure_network", network)
+    monkeypatch.setattr(B, "prepare_reference", lambda *a, **k: None)  # these fakes take no reference
     return calls
 
 
@@ -67,7 +75,7 @@ def test_tiny_space_item_count(tiny):
 
 def test_isolated_modules_have_the_planned_shapes(tiny):
     for it in L.space_items("tiny"):
-        module, x = L.isolated_module(it)
+        module, x = M.isolated_module(it)
         with torch.no_grad():
             y = module.eval()(x)
         if isinstance(it, L.PlannedHead):
@@ -82,25 +90,25 @@ def test_build_resume_measures_nothing_twice(tiny, fake_measure, tmp_path, monke
     out = tmp_path / "lut.json"
     n_items = len(L.space_items("tiny"))
     n_nets = len(L.calibration_specs("tiny", 4))
-    real_item = L.measure_item
+    real_item = B.measure_item
 
     def dies_after_5(*args, **kwargs):
         if len(fake_measure) == 5:
             raise KeyboardInterrupt
         return real_item(*args, **kwargs)
 
-    monkeypatch.setattr(L, "measure_item", dies_after_5)
+    monkeypatch.setattr(B, "measure_item", dies_after_5)
     with pytest.raises(KeyboardInterrupt):
-        L.build_lut("tiny", "eager", out, calibrate=4, progress=False)
+        build_lut("tiny", "eager", out, calibrate=4, progress=False)
     partial = L.LatencyTable.load(out)  # the interrupted file is valid
     assert len(partial.entries) == 5 and partial.calibration is None
 
-    monkeypatch.setattr(L, "measure_item", real_item)
-    table = L.build_lut("tiny", "eager", out, calibrate=4, progress=False)
+    monkeypatch.setattr(B, "measure_item", real_item)
+    table = build_lut("tiny", "eager", out, calibrate=4, progress=False)
     assert len(fake_measure) == n_items + n_nets
     assert len(set(fake_measure)) == len(fake_measure)  # nothing measured twice
     assert len(table.entries) == n_items and len(table.networks) == n_nets
-    L.build_lut("tiny", "eager", out, calibrate=4, progress=False)  # complete: measures nothing
+    build_lut("tiny", "eager", out, calibrate=4, progress=False)  # complete: measures nothing
     assert len(fake_measure) == n_items + n_nets
     meta = L.LatencyTable.load(out).meta
     for field in ("runtime", "runtime_version", "threads", "cpu", "torch_version"):
@@ -109,7 +117,7 @@ def test_build_resume_measures_nothing_twice(tiny, fake_measure, tmp_path, monke
 
 
 def test_calibrated_predictor_recovers_the_network_model(tiny, fake_measure, tmp_path):
-    table = L.build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
+    table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
     cal = table.calibration
     assert cal["model"] in ("a*S+c", "a*S+b*N+c")
     spec = tiny.spec(tiny.largest())
@@ -122,7 +130,7 @@ def test_calibrated_predictor_recovers_the_network_model(tiny, fake_measure, tmp
 
 
 def test_uncalibrated_prediction_is_the_sum(tiny, fake_measure, tmp_path):
-    table = L.build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=0, progress=False)
+    table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=0, progress=False)
     pred = predict_latency(tiny.spec(tiny.smallest()), table)
     assert not pred.calibrated and pred.ms == pytest.approx(pred.blocks_ms)
     assert pred.low == pytest.approx(0.9 * pred.ms, rel=1e-4) and pred.high == pytest.approx(1.1 * pred.ms, rel=1e-4)
@@ -131,7 +139,7 @@ def test_uncalibrated_prediction_is_the_sum(tiny, fake_measure, tmp_path):
 def test_missing_blocks_are_listed(tiny, fake_measure, tmp_path):
     from latvit.models.efficientformer import efficientformer_spec
 
-    L.build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=0, progress=False)
+    build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=0, progress=False)
     other = efficientformer_spec("wide", (32, 64, 160, 384), (1, 1, 2, 2), 1, 64)  # 384 is not a tiny width
     with pytest.raises(latvit.LatvitError, match=r"4 of 12 blocks of wide at 64 are missing .*stages\[3\]\[0\] "
                                                 r"conv_bn_act 160->384.*stages\[3\]\[1\] meta4d 384->384.*head 384"):
@@ -140,7 +148,7 @@ def test_missing_blocks_are_listed(tiny, fake_measure, tmp_path):
 
 def test_corrupted_tables_give_clear_errors(tiny, fake_measure, tmp_path):
     path = tmp_path / "lut.json"
-    L.build_lut("tiny", "eager", path, calibrate=0, progress=False)
+    build_lut("tiny", "eager", path, calibrate=0, progress=False)
     good = path.read_text()
     spec = tiny.spec(tiny.smallest())
     cases = {
@@ -158,12 +166,12 @@ def test_corrupted_tables_give_clear_errors(tiny, fake_measure, tmp_path):
         predict_latency(spec, tmp_path / "nope.json")
     path.write_text("{broken")  # a corrupted file is not silently overwritten by a build either
     with pytest.raises(latvit.LatvitError, match="not a valid latency table"):
-        L.build_lut("tiny", "eager", path, calibrate=0, progress=False)
+        build_lut("tiny", "eager", path, calibrate=0, progress=False)
 
 
 def test_foreign_tables_need_force(tiny, fake_measure, tmp_path):
     path = tmp_path / "lut.json"
-    L.build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=1)
+    build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=1)
     data = json.loads(path.read_text())
     data["meta"]["cpu"] = "Apple M7 Ultra"
     path.write_text(json.dumps(data))
@@ -172,32 +180,32 @@ def test_foreign_tables_need_force(tiny, fake_measure, tmp_path):
         predict_latency(spec, path)
     assert predict_latency(spec, path, force=True).ms > 0
     with pytest.raises(latvit.LatvitError, match="other settings .*cpu.*--force"):
-        L.build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=1)
+        build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=1)
     # other settings on the same machine: refused, then rebuilt from scratch with force
     path.unlink()
-    L.build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=1)
+    build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=1)
     with pytest.raises(latvit.LatvitError, match="threads: 1 in the file, 2 now"):
-        L.build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=2)
+        build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=2)
     before = len(fake_measure)
-    L.build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=2, force=True)
+    build_lut("tiny", "eager", path, calibrate=0, progress=False, threads=2, force=True)
     assert len(fake_measure) - before == len(L.space_items("tiny"))
     assert L.LatencyTable.load(path).meta["threads"] == 2
 
 
 def test_validate_with_fakes_and_plot(tiny, fake_measure, tmp_path):
-    table = L.build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
+    table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
     report = validate(table, samples=2, zoo=False, progress=False, plot=tmp_path / "v.png")
     stats = report.methods["lut_predictor"]
     assert stats["n"] == 2 and stats["mape"] < 1e-3 and stats["within_10"] == 1.0
     assert not any(r["in_calibration"] for r in report.rows)
     assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
-    assert set(report.methods) == {"lut_predictor", "lut_sum_only", "flops_baseline"}
+    assert set(report.methods) == {"lut_predictor", "lut_predictor_at_build", "lut_sum_only", "flops_baseline"}
 
 
 def test_zoo_validation_leaves_out_the_calibration_networks_and_uses_the_table_size(fake_measure, tmp_path):
-    from latvit.latency.predictor import validation_specs
+    from latvit.latency.validation import validation_specs
 
-    table = L.build_lut("zoo", "eager", tmp_path / "zoo.json", img_size=224, calibrate=3, progress=False)
+    table = build_lut("zoo", "eager", tmp_path / "zoo.json", img_size=224, calibrate=3, progress=False)
     specs, skipped = validation_specs(table, samples=0, seed=0, zoo=True)
     assert any(spec.name.startswith("mobilevit") for _, spec in specs)
     assert all(spec.img_size == 224 for _, spec in specs)  # MobileViT too (its own size is 256)
@@ -216,7 +224,7 @@ def test_cli_build_predict_validate(tiny, fake_measure, tmp_path, capsys):
     assert main(["lut", "predict", "efficientformer_l1", "--lut", str(out)]) == 2
     assert "missing from" in capsys.readouterr().err
     assert main(["lut", "validate", "--lut", str(out), "--samples", "2", "--json", str(tmp_path / "v.json")]) == 0
-    assert "LUT predictor" in capsys.readouterr().out
+    assert "LUT, drift-corrected" in capsys.readouterr().out
     assert json.loads((tmp_path / "v.json").read_text())["methods"]["flops_baseline"]["n"] == 2
     assert main(["lut", "build", "--space", "nope", "--runtime", "eager", "--out", str(tmp_path / "x.json")]) == 2
     assert "unknown search space 'nope'" in capsys.readouterr().err
@@ -228,8 +236,8 @@ def test_onnx_runtime_measures_one_block(tiny):
     from latvit.runtimes import get_runtime
 
     item = L.space_items("tiny")[1]  # the second stem conv, 32x32 at 64 px input
-    timing = L.measure_item(item, get_runtime("ort"), 1, True, L.Protocol(1, 3, 0.0))
-    assert timing.iters >= 3 and 0 < timing.min_ms <= timing.median_ms
+    timing, ref = M.measure_item(item, get_runtime("ort"), 1, True, M.Protocol(1, 3, 0.0))
+    assert timing.iters >= 3 and 0 < timing.min_ms <= timing.median_ms and ref == {}
 
 
 def test_predictor_on_real_eager_measurements_of_a_tiny_space(monkeypatch, tmp_path):
@@ -243,7 +251,7 @@ def test_predictor_on_real_eager_measurements_of_a_tiny_space(monkeypatch, tmp_p
                         depths=((1, 2), (1, 2), (2, 3), (1, 2)),
                         expansions=(4.0,), extras=(1,), make_spec=_efficientformer, img_size=64)
     monkeypatch.setitem(SPACES, "tiny2", space)
-    table = L.build_lut("tiny2", "eager", tmp_path / "lut.json", threads=1, calibrate=6, statistic="min",
+    table = build_lut("tiny2", "eager", tmp_path / "lut.json", threads=1, calibrate=6, statistic="min",
                         progress=False)
     assert len(table.networks) == 6 and table.calibration["model"] in P.MODELS
     report = validate(table, samples=6, seed=7, zoo=False, progress=False)
@@ -252,3 +260,112 @@ def test_predictor_on_real_eager_measurements_of_a_tiny_space(monkeypatch, tmp_p
         assert not row["in_calibration"]
         assert 0.5 < row["predicted_ms"] / row["measured_ms"] < 2.0, row
         assert row["low_ms"] < row["predicted_ms"] < row["high_ms"], row
+
+
+# -- tables that follow the device -----------------------------------------------------------------------------
+@pytest.fixture
+def drifting_measure(monkeypatch):
+    """Like fake_measure, but on a device whose speed moves: each measurement comes with the reference's
+    time at its moment (2 ms at speed 1), and its latency is scaled by the same speed. Item i runs at
+    speed 1 + 0.5 * (i % 3) (the device wobbles during the build); `device["now"]` is the speed later."""
+    device = {"count": 0, "now": 1.0}
+
+    def speed():
+        device["count"] += 1
+        return 1 + 0.5 * (device["count"] % 3)
+
+    def item(item, runtime, threads, deploy, protocol=M.BLOCK_PROTOCOL, reference=None):
+        s, ms = speed(), fake_ms(item.cost.flops)
+        return Timing(ms * s, ms * s * 1.1, ms * s * 0.9, ms * s, 0.01, 20), {"ref_ms": 2.0 * s, "ref_gemm_ms": 0.3 * s}
+
+    def network(spec, runtime, threads, deploy, protocol=M.NETWORK_PROTOCOL, reference=None):
+        s = speed() if reference is None else device["now"]
+        ms = (1.2 * sum(fake_ms(it.cost.flops) for it in L.plan_items(latvit.plan_network(spec))) + 0.3) * s
+        return Timing(ms, ms * 1.1, ms * 0.9, ms, 0.01, 20), {"ref_ms": 2.0 * s, "ref_gemm_ms": 0.3 * s}
+
+    monkeypatch.setattr(B, "measure_item", item)
+    monkeypatch.setattr(B, "measure_network", network)
+    monkeypatch.setattr(B, "prepare_reference", lambda *a, **k: "reference")
+    monkeypatch.setattr(P, "measure_network", network)
+    monkeypatch.setattr(V, "measure_network", network)
+    monkeypatch.setattr(P, "table_reference", lambda table: "reference")
+    monkeypatch.setattr(P, "measure_reference", lambda table: (2.0 * device["now"], 0.3 * device["now"]))
+    monkeypatch.setattr(V, "table_reference", lambda table: "reference")
+    return device
+
+
+def test_drift_during_the_build_is_undone_entry_by_entry(tiny, drifting_measure, tmp_path):
+    table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
+    ref = table.meta["reference"]
+    assert ref["ref_ms"] in (2.0, 3.0, 4.0) and ref["build_drift"] == pytest.approx(2.0)
+    spec = tiny.spec(tiny.largest())
+    truth = (1.2 * sum(fake_ms(it.cost.flops) for it in L.plan_items(latvit.plan_network(spec))) + 0.3) * ref["ref_ms"] / 2
+    # every entry restated at the table's speed at build: the calibration recovers the network model exactly
+    assert predict_latency(spec, table, now=False).ms == pytest.approx(truth, rel=1e-4)
+
+
+def test_predictions_now_follow_the_reference_and_say_so(tiny, drifting_measure, tmp_path):
+    table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
+    spec = tiny.spec(tiny.largest())
+    at_build = predict_latency(spec, table, now=False)
+    drifting_measure["now"] = table.meta["reference"]["ref_ms"] / 2 * 1.36  # 1.36x slower than at build
+    now = predict_latency(spec, table)
+    assert now.drift == pytest.approx(1.36) and now.ms == pytest.approx(1.36 * at_build.ms, rel=1e-6)
+    assert now.build_ms == pytest.approx(at_build.ms) and now.high == pytest.approx(1.36 * at_build.high)
+    assert "device is 1.36x slower than at build" in table.drift.describe()
+    assert table.drift.recalibrated_on > 0  # beyond the 10% threshold: checked on networks measured now
+    assert table.drift.scale == pytest.approx(1.0, rel=1e-4)  # the fake device drifts uniformly: nothing to add
+    drifting_measure["now"] = 99.0  # a younger measurement is reused, not repeated
+    assert predict_latency(spec, table).ms == pytest.approx(now.ms)
+
+
+def test_recalibration_catches_drift_the_reference_does_not_see(tiny, drifting_measure, tmp_path, monkeypatch):
+    table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
+    build_ref = table.meta["reference"]["ref_ms"]
+    drifting_measure["now"] = build_ref / 2 * 1.2  # the reference: 1.2x slower
+    real = P.measure_network
+
+    def networks_slower(*args, **kwargs):  # the networks: 1.2 * 1.1x slower (memory-bound, say)
+        timing, ref = real(*args, **kwargs)
+        return Timing.from_dict(timing.as_dict() | {"median_ms": timing.median_ms * 1.1}), ref
+
+    monkeypatch.setattr(P, "measure_network", networks_slower)
+    drift = P.follow_device(table)
+    assert drift.reference_factor == pytest.approx(1.2) and drift.scale == pytest.approx(1.1, rel=1e-4)
+    assert drift.factor == pytest.approx(1.32, rel=1e-4) and "re-calibrated on 3 networks" in drift.describe()
+    small = P.follow_device(table, recalibrate_above=0.5)  # under the threshold: the reference alone
+    assert small.recalibrated_on == 0 and small.factor == pytest.approx(1.2)
+
+
+def test_validation_reports_error_at_build_and_after_drift_correction(tiny, drifting_measure, tmp_path):
+    table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
+    drifting_measure["now"] = table.meta["reference"]["ref_ms"] / 2 * 1.36
+    report = validate(table, samples=3, zoo=False, progress=False)
+    corrected, at_build = report.methods["lut_predictor"], report.methods["lut_predictor_at_build"]
+    assert corrected["mape"] < 1e-3 and corrected["within_10"] == 1.0
+    assert at_build["mape"] == pytest.approx(100 * (1 - 1 / 1.36), rel=1e-3) and at_build["within_10"] == 0.0
+    assert corrected["spearman"] == pytest.approx(1.0) and "spearman" in report.methods["flops_baseline"]
+    assert report.drift["rows_median"] == pytest.approx(1.36) and "1.36x slower" in report.drift["note"]
+    assert "LUT, at build" in V.format_report(report)
+
+
+def test_old_tables_without_reference_or_intervals_still_load_and_warn(tiny, drifting_measure, tmp_path):
+    path = tmp_path / "lut.json"
+    build_lut("tiny", "eager", path, calibrate=4, progress=False)
+    data = json.loads(path.read_text())
+    del data["meta"]["reference"]
+    for row in [*data["entries"].values(), *data["networks"].values()]:
+        for field in ("ci_low_ms", "ci_high_ms", "ci_rel", "noisy", "ref_ms", "ref_gemm_ms"):
+            del row[field]
+    path.write_text(json.dumps(data))  # a table as latvit wrote it before the reference existed
+    spec = tiny.spec(tiny.smallest())
+    with pytest.warns(P.DriftWarning, match="drift cannot be corrected"):
+        pred = predict_latency(spec, path)
+    assert pred.drift is None and pred.ms == pytest.approx(pred.build_ms) and pred.ms > 0
+    assert Timing.from_dict(data["entries"][next(iter(data["entries"]))]).ci_rel is None
+
+
+def test_spearman_and_ranks():
+    assert V.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert V.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert list(V.ranks(__import__("numpy").array([3.0, 1.0, 3.0]))) == [2.5, 1.0, 2.5]

@@ -4,7 +4,6 @@ import pytest
 
 import latvit
 from latvit.analysis import MesTerm, mes
-from latvit.space.mes import parse_terms
 
 
 def test_mes_default_terms_hand_computed():
@@ -27,9 +26,3 @@ def test_smaller_and_faster_scores_higher():
 def test_mes_bad_metrics(metrics, message):
     with pytest.raises(latvit.LatvitError, match=message):
         mes(metrics)
-
-
-def test_parse_terms():
-    assert parse_terms("params:1e6:-0.5, latency_ms:2:-1") == {"params": MesTerm(1e6, -0.5), "latency_ms": MesTerm(2, -1)}
-    with pytest.raises(latvit.LatvitError, match="expected NAME:UNIT:ALPHA"):
-        parse_terms("params:1e6")

@@ -144,3 +144,60 @@ def test_search_cli_end_to_end_and_resume(tmp_path, capsys):
     # other evaluation settings in the same output would mix new results with the cached ones: refused
     assert main(argv[:argv.index("--eval-images") + 1] + ["64"] + argv[argv.index("--eval-images") + 2:]) == 2
     assert "holds a search with other settings (eval_images 32 -> 64)" in capsys.readouterr().err
+
+
+# -- the result: the best point, measured against the target --------------------------------------------------
+def _step(latency_ms, accuracy, width=32):
+    from latvit.search.algorithms import Step
+
+    return Step("evaluated", SPACE.smallest().__class__((width,), (1,), ((4.0,),), 0), latency_ms, accuracy)
+
+
+def test_best_point_is_the_most_accurate_under_the_target_ties_to_the_faster():
+    from latvit.search.run import best_point
+
+    # the case: the last step (1.26 ms) and an earlier evaluated point (1.19 ms) share 28.6%
+    points = [_step(1.40, 30.0, 1), _step(1.26, 28.6, 2), _step(1.19, 28.6, 3), _step(1.10, 25.0, 4)]
+    assert best_point(points, 1.3) is points[2]
+    assert best_point(points, 1.5) is points[0]
+    assert best_point(points, 1.0) is None
+
+
+def test_a_result_that_misses_on_the_device_is_replaced_by_the_next_faster_candidate():
+    from latvit.search.run import select_result
+
+    points = [_step(11.9, 30.0, 1), _step(11.0, 29.0, 2), _step(9.5, 27.0, 3)]
+    truth = {1: 13.1, 2: 12.1, 3: 10.4}  # the device is 10% slower than predicted everywhere
+    measured = []
+
+    def measure(step):
+        measured.append(step.choice.widths[0])
+        return {"median_ms": truth[step.choice.widths[0]]}
+
+    selection = select_result(lambda: points, 12.0, measure=measure, tolerance=0.05)
+    # 11.9 predicted -> 13.1 measured misses by 9%; the limit becomes 11.9 * 12 / 13.1 = 10.9: 9.5 ms is next
+    assert measured == [1, 3] and selection.step is points[2] and "within 5%" in selection.note
+    assert [m["median_ms"] for m in selection.measured] == [13.1, 10.4]
+    close = select_result(lambda: points, 12.0, measure=lambda s: {"median_ms": 12.4}, tolerance=0.05)
+    assert close.step is points[0] and len(close.measured) == 1  # 3% over: within tolerance
+
+
+def test_the_trajectory_is_extended_when_no_evaluated_candidate_is_fast_enough():
+    from latvit.search.run import select_result
+
+    points = [_step(11.9, 30.0, 1)]
+    limits = []
+
+    def extend(limit_ms):
+        limits.append(limit_ms)
+        points.append(_step(limit_ms * 0.95, 26.0, 5))
+
+    selection = select_result(lambda: points, 12.0, measure=lambda s: {"median_ms": s.latency_ms * 1.2},
+                              extend=extend, tolerance=0.05)
+    assert limits and limits[0] == pytest.approx(10.0) and selection.step is points[1]
+    # nothing faster can be found: the fastest measured candidate, said to miss
+    stuck = select_result(lambda: points[:1], 12.0, measure=lambda s: {"median_ms": 15.0},
+                          extend=lambda limit: (_ for _ in ()).throw(LatvitError("smallest reached")))
+    assert stuck.step is points[0] and "misses the target" in stuck.note
+    unmeasured = select_result(lambda: points, 12.0)
+    assert unmeasured.step is points[0] and unmeasured.measured == []

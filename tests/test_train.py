@@ -158,6 +158,10 @@ def test_ddp_two_gloo_processes_with_multiscale(spec_file, tmp_path):
            "train", spec_file, "--epochs", "1", "--output", str(out), *[f"--set={k}={v}" for k, v in sets.items()]]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert len(done.stdout.strip().splitlines()) == 1  # only rank 0 prints the result
+    assert json.loads(done.stdout)["output"] == str(out)
+    for warning in ("Grad strides do not match bucket view strides", "worker processes in total"):
+        assert warning not in done.stderr
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["world_size"] == 2 and summary["sizes"] == [24, 32, 40]
     # both ranks took the same batches-per-epoch as the sampler says for one rank of two
@@ -334,3 +338,163 @@ def test_resume_refuses_a_changed_config_and_existing_runs(trained, spec_file):
 def test_recipe_configs_are_valid():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         assert make_config(__import__("yaml").safe_load(path.read_text()), model="m", data="synthetic").epochs >= 1
+
+
+# -- speed work (issue 30): exact batch augmentation, core split, profiling, AMP/channels-last flags -------------
+def test_batch_augmentation_is_bit_identical_to_the_pil_path():
+    """`Transformed.batch` (whole uint8 batches as tensors) gives exactly the stacked PIL items: grayscale
+    (Fashion-MNIST-like) and RGB sources, crops that upscale and downscale (Pillow picks the pass order
+    from the sizes), flips, the evaluation resize + centre crop; RandAugment keeps the PIL path."""
+    from functools import partial
+
+    from latvit.data import ArrayImages, Subset, Transformed, eval_transform, synthetic_images, train_transform
+
+    g = np.random.default_rng(0)
+    gray = ArrayImages(g.integers(0, 256, (90, 28, 28), dtype=np.uint8), g.integers(0, 10, 90), tuple("abcdefghij"))
+    rgb = synthetic_images(90, 4, 32, seed=5)
+    mean, std = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
+    cases = [(gray, 64, dict()), (Subset(gray, 60, spread=True), 24, dict(hflip=0.3)),
+             (rgb, 40, dict(crop_scale=(0.5, 1.0))), (rgb, 17, dict(hflip=0.0))]
+    for base, size, kw in cases:
+        data = Transformed(base, partial(train_transform, mean=mean, std=std, **kw), size, seed=11)
+        data.set_epoch(2)
+        keys = [(i, size) for i in range(len(base))]
+        assert data.batch_transform(size) is not None
+        images, labels = data.batch(keys)
+        expected = torch.stack([data[k][0] for k in keys])
+        assert images.shape == (len(base), 3, size, size) and torch.equal(images, expected), (size, kw)
+        assert torch.equal(labels, torch.tensor([data[k][1] for k in keys]))
+    for crop_pct in (0.875, 1.0):
+        data = Transformed(rgb, partial(eval_transform, mean=mean, std=std, crop_pct=crop_pct), 48)
+        assert torch.equal(data.batch(list(range(90)))[0], torch.stack([data[i][0] for i in range(90)]))
+    augmented = Transformed(gray, partial(train_transform, mean=mean, std=std, randaugment="rand-m9-mstd0.5"), 32,
+                            seed=1)
+    assert augmented.batch_transform(32) is None  # no tensor twin: the PIL path, still one call per batch
+    assert torch.equal(augmented.batch(list(range(8)))[0], torch.stack([augmented[i][0] for i in range(8)]))
+
+
+def test_core_split_never_oversubscribes():
+    from latvit.train.loader import split_cores
+
+    # in-memory batches on CPU: every core computes; per-item decoding: no worker on 2 cores
+    assert (split_cores(device_type="cpu", batched=True, cores=2, processes=1).workers, 2) == (0, 2)
+    assert split_cores(device_type="cpu", batched=True, cores=2, processes=1).threads == 2
+    assert split_cores(device_type="cpu", batched=False, cores=2, processes=1).workers == 0
+    big = split_cores(device_type="cpu", batched=False, cores=16, processes=1)
+    assert (big.workers, big.threads) == (4, 12)
+    assert split_cores(device_type="cuda", batched=True, cores=16, processes=1).workers == 2
+    assert split_cores(device_type="cpu", batched=False, cores=16, processes=1, threads=15).workers == 1
+    assert split_cores(device_type="cpu", batched=True, cores=2, processes=1, workers=1).threads == 1
+    for cores in (1, 2, 3, 4, 8, 16, 64):
+        for ranks in (1, 2, 4, 8):
+            for device_type in ("cpu", "cuda"):
+                for batched in (True, False):
+                    s = split_cores(device_type=device_type, batched=batched, cores=cores, processes=ranks)
+                    assert s.threads >= 1 and s.workers >= 0
+                    assert ranks * (s.workers + s.threads) <= max(cores, ranks), (cores, ranks, device_type, s)
+
+
+def test_ema_keeps_timm_s_numbers():
+    from timm.utils import ModelEmaV3
+
+    from latvit.train.ema import ModelEma
+
+    torch.manual_seed(0)
+    model = latvit.create_model(tiny_spec(), num_classes=4)
+    ours, timms = ModelEma(model, decay=0.9, use_warmup=True), ModelEmaV3(model, decay=0.9, use_warmup=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(4):
+        model(torch.randn(4, 3, 32, 32)).sum().backward()
+        optimizer.step()
+        ours.update(model, step=step)
+        timms.update(model, step=step)
+    for (name, a), b in zip(ours.module.state_dict().items(), timms.module.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_profile_steps_prints_the_breakdown_and_writes_nothing(spec_file, tmp_path, capsys):
+    out = tmp_path / "profiled"
+    flags = [f"--set={k}={v}" for k, v in dict(QUICK, checkpoint_every=4).items()]
+    assert cli(["train", spec_file, "--epochs", "1", "--output", str(out), "--profile-steps", "3", *flags]) == 0
+    table = capsys.readouterr().out
+    for phase in ("data", "decode+augment", "forward", "backward", "optimizer", "ema", "metrics", "logging",
+                  "checkpoint", "other", "ms/step", "images/s over 3 profiled steps"):
+        assert phase in table, phase
+    assert not out.exists()
+    result = train(make_config(model=spec_file, epochs=1, output=str(out), **QUICK), profile_steps=2)
+    rows = {r["phase"].strip(): r for r in result["rows"]}
+    assert result["steps"] == 2 and result["rank"] == 0 and not out.exists()
+    assert rows["forward"]["ms_per_step"] > 0 and rows["backward"]["ms_per_step"] > 0
+    assert sum(r["percent"] for r in result["rows"] if not r["phase"].startswith(" ")) == pytest.approx(100, abs=1)
+
+
+def test_amp_bf16_on_cpu_and_speed_flags(spec_file, tmp_path):
+    """amp: bf16 runs CPU autocast; the speed flags are accepted, checked, and recorded in config.yaml."""
+    from latvit.train.engine import Trainer, amp_dtype, memory_format
+    from latvit.train.distributed import Dist
+
+    config = make_config(model=spec_file, epochs=1, output=str(tmp_path / "bf16"),
+                         **dict(QUICK, amp="bf16", channels_last=True, pin_memory=False, num_workers="auto",
+                                log_every=3, compile=False))
+    trainer = Trainer(config, Dist(), scratch=tmp_path / "scratch")
+    assert trainer.amp_dtype == torch.bfloat16 and trainer.memory_format == torch.channels_last
+    images, targets = next(iter(trainer.loader))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert trainer.net(images).dtype == torch.bfloat16  # the forward really runs in bf16
+    result = train(config)
+    assert np.isfinite(result["final"]["train_loss"]) and result["steps"] == 8
+    assert "amp: bf16" in (tmp_path / "bf16" / "config.yaml").read_text()
+    assert amp_dtype(True, torch.device("cpu")) is None and amp_dtype(False, torch.device("cpu")) is None
+    assert memory_format("auto", torch.device("cpu")) == torch.channels_last
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        amp_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="expected true or false or bf16 / fp16"):
+        make_config(model="m", data="synthetic", amp="fp32")
+    with pytest.raises(ConfigError, match="expected a number or auto"):
+        make_config(model="m", data="synthetic", num_workers="many")
+    with pytest.raises(ConfigError, match="log_every"):
+        make_config(model="m", data="synthetic", log_every=0)
+
+
+def test_ddp_gradients_live_in_the_buckets(tmp_path):
+    """`wrap_ddp` keeps gradients as views of DDP's buckets: a 1x1 conv fed by a permuted activation (MobileViT's
+    fold) gets a channels-last weight gradient, which plain DDP copies into its bucket with a warning at every
+    step; here the gradient has the bucket's strides and the same values."""
+    import warnings
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from latvit.train.distributed import Dist, wrap_ddp
+
+    class PermutedConv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(96, 80, 1)
+
+        def forward(self, x):
+            return self.conv(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W), channels-last strides
+
+    x = torch.randn(16, 2, 2, 96)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        ours, plain = PermutedConv(), PermutedConv()
+        with warnings.catch_warnings(record=True) as ours_warnings:
+            warnings.simplefilter("always")
+            model = wrap_ddp(ours, Dist())
+            for _ in range(2):  # DDP checks the layout from its second step on (after rebuilding its buckets)
+                model(x).sum().backward()
+        with warnings.catch_warnings(record=True) as plain_warnings:
+            warnings.simplefilter("always")
+            model = DDP(plain)
+            for _ in range(2):
+                model(x).sum().backward()
+    finally:
+        dist.destroy_process_group()
+    stride_warning = "Grad strides do not match bucket view strides"
+    assert not any(stride_warning in str(w.message) for w in ours_warnings)
+    assert ours.conv.weight.grad.stride() == ours.conv.weight.stride()
+    assert torch.equal(ours.conv.weight.grad, plain.conv.weight.grad)
+    if plain.conv.weight.grad.stride() != plain.conv.weight.stride():  # this machine's kernels do produce it
+        assert any(stride_warning in str(w.message) for w in plain_warnings)

@@ -14,7 +14,7 @@ TIMM_BACKED = [n for n in ALL if MODELS[n].family in TIMM_FAMILIES]
 
 def small_sizes(name: str) -> tuple[int, int]:
     """The two smallest valid input sizes of a model (cheap enough to run the whole zoo in CI; the
-    default size is exercised by the cost test). MixFormer's 7x7 windows only tile multiples of 224."""
+    default size is exercised by the cost test)."""
     valid = []
     for size in (64, 96, 128, 160, 192, 224, 256, 448):
         try:

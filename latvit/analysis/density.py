@@ -24,10 +24,16 @@ from typing import Any
 import torch
 
 from latvit.errors import LatvitError, first_line
-from latvit.targets.protocol import default_threads, gemm_peak_gflops, machine_info, measure_latency
+from latvit.latency.module_timing import time_module
+from latvit.models import get_spec
+from latvit.runtimes import runnable_runtime
 from latvit.space.blocks import BLOCK_KINDS
+from latvit.space.builder import build_model
 from latvit.space.plan import PlannedBlock, plan_network
 from latvit.space.spec import BlockSpec, NetSpec, StageSpec
+from latvit.targets import DEFAULT_TARGET, Protocol, get_target
+from latvit.targets.protocol import default_threads, gemm_peak_gflops, machine_info
+from latvit.utils import atomic_write_text, save_png
 
 RESOLUTIONS = (56, 28, 14, 7)
 SCHEMA_VERSION = 1
@@ -91,8 +97,6 @@ class DensityCase:
 
 
 def _family_cases(bt: BlockType, resolutions) -> list[DensityCase]:
-    from latvit.models import get_spec
-
     plan = plan_network(get_spec(bt.family_model), 224)
     width_at = {b.h_out: b.c_out for b in plan.blocks}  # the stage width at each resolution (last block wins)
     own = {}
@@ -163,26 +167,22 @@ class DensityReport:
                 "gemm_peak_gflops": self.peak_gflops, "statistic": self.statistic, "rows": self.rows, "machine": self.machine}
 
     def to_json(self, path: Path) -> None:
-        from latvit.utils import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
 
 
 def measure_density(cases: list[DensityCase], runtime: str = "ort", *, threads: int | None = None, warmup: int = 5,
                     iters: int = 20, min_seconds: float = 0.5, peak: bool = True,
-                    statistic: str = "median") -> DensityReport:
+                    statistic: str = "median", target: str = DEFAULT_TARGET) -> DensityReport:
     """Measure each case's latency (batch 1) on `runtime`: one row per case with GFLOPs, params, latency,
     GFLOP/s, Mparams/s and % of the GEMM peak. A case that fails to export or run becomes a row with
     `error` set; the others go on. `statistic` ("median" or "min") is the latency density is computed from:
-    on a machine shared with other jobs the minimum is the robust choice."""
-    from latvit.runtimes import runnable_runtime
-    from latvit.space.builder import build_model
-
+    on a machine shared with other jobs the minimum is the robust choice. `target`: where the blocks are
+    timed (latvit.targets; the GEMM peak is probed only on this machine)."""
     if statistic not in ("median", "min"):
         raise LatvitError(f"statistic must be 'median' or 'min', got '{statistic}'")
     rt = runnable_runtime(runtime)
     threads = threads or default_threads()
-    peak_gflops = gemm_peak_gflops(threads) if peak else 0.0
+    peak_gflops = gemm_peak_gflops(threads) if peak and get_target(target).kind == "local" else 0.0
     rows = []
     with tempfile.TemporaryDirectory(prefix="latvit-density-") as tmp:
         for i, case in enumerate(cases):
@@ -195,9 +195,8 @@ def measure_density(cases: list[DensityCase], runtime: str = "ort", *, threads: 
                 x = torch.randn(1, case.c_in, case.resolution, case.resolution)
                 work = Path(tmp) / f"case{i}"
                 work.mkdir()
-                run = rt.prepare(stage, x, threads, work)
-                xn = x.numpy()
-                t = measure_latency(lambda: run(xn), warmup=warmup, iters=iters, min_seconds=min_seconds)
+                t = time_module(stage, x, runtime, threads=threads, workdir=work, target=target,
+                                protocol=Protocol(warmup, iters, min_seconds))
                 ms = t.median_ms if statistic == "median" else t.min_ms
                 seconds = ms / 1e3
                 row.update(latency=t.as_dict(), ms=ms, gflops_per_s=row["gflops"] / seconds,
@@ -243,8 +242,6 @@ def plot_density(report: DensityReport, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from latvit.utils import save_png
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for label in dict.fromkeys(r["label"] for r in report.rows):

@@ -7,6 +7,9 @@
 - `executorch`: PT2E with the XNNPACK quantizer (torchao `prepare_pt2e`/`convert_pt2e`), lowered to XNNPACK
   with the same partitioner as fp32 (`latvit.runtimes.executorch.partitioner`); both recipes are XNNPACK's
   own annotation, which is measured best there (see `_quantize_executorch`).
+- `litert`: Google's ai-edge-quantizer on the fp32 `.tflite` (static int8: per-channel symmetric weights,
+  per-tensor activations calibrated to their extremes, float input and output;
+  `latvit.runtimes.litert.quantize_int8`). Chosen over litert-torch's PT2E path by measurement (docs/quantize.md).
 
 Recipes say which operators become int8; each runtime's was chosen by measurement (docs/compression.md):
 - `vit` (default), the fastest recipe measured per runtime with top-1 within 0.5 points:
@@ -16,6 +19,8 @@ Recipes say which operators become int8; each runtime's was chosen by measuremen
   - openvino: NNCF's defaults (symmetric activations; both recipes): the CPU plugin fuses each quantize
     into the op that produces its input, so int8 flows through norms, adds and transposes; softmax stays float.
   - executorch: XNNPACK's own annotation (softmax and norms stay float, XNNPACK has no int8 kernels for them).
+  - litert: matrix products and the cheap ops between them (`latvit.runtimes.litert.VIT_OPS`); GELU,
+    softmax and LayerNorm stay float.
 - `all`: every operator the tool can quantize, with its default settings (kept to measure the difference).
 - `transformer` (OpenVINO only): NNCF's transformer model type, which keeps LayerNorm inputs, residual adds
   and multiplies in float. Slower than `vit` on the hybrids and more accurate: EfficientFormer-L1 trained
@@ -27,6 +32,9 @@ Accuracy control (OpenVINO): `max_drop` (top-1 points) with labelled `validation
 until top-1 on the validation images is within `max_drop` of fp32's. EfficientFormer-L1 at 224 px: 5 of
 102 operations returned, +0.75 points on 2000 test images at 2.93x over fp32 (the plain recipe: -2.45 at
 3.09x; docs/compression.md).
+Accuracy control (LiteRT): the same contract by latvit's own loop over ai-edge-quantizer, which has none:
+blocks return to float, the most harmful first (each measured alone), until top-1 is within `max_drop`
+(`latvit.runtimes.litert.float_fallback`).
 
 Inputs: a model (eval mode), a list of calibration batches (numpy float32, (B, 3, H, W), normalised as
 the model expects); output: the quantized artifact written atomically (no partial file on failure).
@@ -44,9 +52,64 @@ import torch.nn as nn
 
 from latvit.errors import LatvitError, missing_extra
 
-QUANT_RUNTIMES = ("ort", "openvino", "executorch")
+QUANT_RUNTIMES = ("ort", "openvino", "executorch", "litert")
+ACCURACY_CONTROL = ("openvino", "litert")  # runtimes that take max_drop
+ARTIFACT_RUNTIME = {".onnx": "ort", ".xml": "openvino", ".pte": "executorch", ".tflite": "litert"}
+INT8_PACKAGES = {"ort": ("onnxruntime", "onnx"), "openvino": ("openvino", "nncf"),
+                 "executorch": ("executorch", "torchao"), "litert": ("litert_torch", "ai_edge_quantizer")}
+# int8 speed-up over fp32 on the same runtime, measured per class of CPU (2 threads, batch 1, interleaved;
+# docs/benchmarks.md): EfficientFormer-L1, then the hybrids. Runtimes fastest first; the first installed wins.
+INT8_MEASURED: dict[str, dict[str, str]] = {
+    "amx": {"openvino": "3.3x on EfficientFormer-L1, 1.7x on EfficientFormerV2-S1 and MobileViT-S",
+            "executorch": "2.5x on L1, 1.6x on V2-S1, 1.3x on MobileViT-S",
+            "ort": "1.3x on L1, slower than fp32 on the hybrids (0.9x)"},
+}
+INT8_CPU_LABEL = {"amx": "Intel Xeon with AMX and AVX512-VNNI"}
 RECIPES = ("vit", "all", "transformer")
 MATRIX_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+def cpu_int8_class(cpuinfo: str | None = None) -> str:
+    """The CPU's int8 instruction class, from /proc/cpuinfo's flags (or `cpuinfo`): "amx" (AMX-int8),
+    "vnni" (AVX512-VNNI or AVX-VNNI without AMX), "avx2", or "other" (no flags to read, e.g. macOS)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "other"
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")),
+                     []))
+    if "amx_int8" in flags:
+        return "amx"
+    if flags & {"avx512_vnni", "avx_vnni"}:
+        return "vnni"
+    return "avx2" if "avx2" in flags else "other"
+
+
+def default_int8_runtime(output: str | Path | None = None, cpu: str | None = None) -> tuple[str, str]:
+    """The runtime `latvit quantize` uses when none is given, and why, as (runtime, reason).
+
+    An `output` whose suffix names a runtime's artifact (.onnx, .xml, .pte) chooses that runtime. Otherwise
+    the runtime with the largest int8 speed-up measured on this CPU's class (`INT8_MEASURED`; the AMX
+    measurements where this class has none) among those installed.
+    """
+    suffix = Path(output).suffix if output else ""
+    if suffix in ARTIFACT_RUNTIME:
+        return ARTIFACT_RUNTIME[suffix], f"the output's suffix {suffix} is its artifact"
+    import importlib.util
+
+    cpu = cpu or cpu_int8_class()
+    measured_on = cpu if cpu in INT8_MEASURED else "amx"
+    ranking = INT8_MEASURED[measured_on]
+    installed = [rt for rt in ranking if all(importlib.util.find_spec(p) for p in INT8_PACKAGES[rt])]
+    if not installed:
+        raise LatvitError("no int8 runtime is installed: pip install 'latvit[openvino]' (the fastest int8 measured)")
+    best = installed[0]
+    where = INT8_CPU_LABEL.get(measured_on, measured_on)
+    basis = f"measured on {where}" if measured_on == cpu else f"not measured on this CPU ({cpu}); on {where}"
+    skipped = list(ranking)[:list(ranking).index(best)]
+    note = f"; {', '.join(skipped)} not installed" if skipped else ""
+    return best, f"the fastest int8 installed: {ranking[best]}, {basis}{note}"
 
 
 def calibration_batches(calib: str, img_size: int, mean, std, count: int = 128, batch: int = 1,
@@ -90,6 +153,28 @@ def _spread_sample(data: str, img_size: int, mean, std, count: int, batch: int, 
             np.array([int(label) for _, label in picks]))
 
 
+def check_quantize_settings(runtime: str, recipe: str = "vit", max_drop: float | None = None) -> None:
+    """Raise the one-line error a bad runtime, recipe or max_drop gets, or a missing runtime package; the
+    CLI calls it before the model is built and the calibration images are read."""
+    if runtime not in QUANT_RUNTIMES:
+        raise LatvitError(f"int8 quantization is implemented for {', '.join(QUANT_RUNTIMES)}, not '{runtime}'")
+    if recipe not in RECIPES:
+        raise LatvitError(f"unknown quantization recipe '{recipe}': choose {', '.join(RECIPES)}")
+    if max_drop is not None:
+        if runtime not in ACCURACY_CONTROL:
+            raise LatvitError(f"--max-drop is NNCF's accuracy control (runtime openvino) or latvit's float fallback "
+                              f"(runtime litert), not available on {runtime}")
+        if max_drop < 0:
+            raise LatvitError(f"accuracy control needs max_drop >= 0 (top-1 points), got {max_drop:g}; e.g. --max-drop 0.5")
+    if recipe == "transformer" and runtime != "openvino":
+        raise LatvitError(f"recipe 'transformer' is NNCF's (runtime openvino); on {runtime} use vit or all")
+    from latvit.runtimes import get_runtime
+
+    reason = get_runtime(runtime).missing()
+    if reason:
+        raise LatvitError(reason)
+
+
 def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path: str | Path,
              recipe: str = "vit", max_drop: float | None = None,
              validation: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
@@ -98,30 +183,17 @@ def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path
     The artifact takes the calibration batches' shape (B, 3, S, S) as its static input shape.
     Returns the path (a .onnx file for ort, .xml(+.bin) for openvino, .pte for executorch); load it with
     `latvit.runtimes.get_runtime(runtime).load(path, example, threads)`.
-    `max_drop` (top-1 points, openvino only) with `validation` (`validation_batches`): accuracy control.
+    `max_drop` (top-1 points, openvino and litert) with `validation` (`validation_batches`): accuracy control.
     """
-    if runtime not in QUANT_RUNTIMES:
-        raise LatvitError(f"int8 quantization is implemented for {', '.join(QUANT_RUNTIMES)}, not '{runtime}'")
-    if recipe not in RECIPES:
-        raise LatvitError(f"unknown quantization recipe '{recipe}': choose {', '.join(RECIPES)}")
+    check_quantize_settings(runtime, recipe, max_drop)
     if max_drop is not None:
-        if runtime != "openvino":
-            raise LatvitError(f"--max-drop is NNCF's accuracy control (runtime openvino), not available on {runtime}")
-        if max_drop < 0 or not validation:
+        if not validation:
             raise LatvitError("accuracy control needs max_drop >= 0 (top-1 points) and labelled validation batches")
         if calibration and any(x.shape != calibration[0].shape for x, _ in validation):
             raise LatvitError(f"validation batches must have the calibration batches' shape {calibration[0].shape} "
                               f"(the artifact's static input); give both the same batch size")
-    if recipe == "transformer" and runtime != "openvino":
-        raise LatvitError(f"recipe 'transformer' is NNCF's (runtime openvino); on {runtime} use vit or all")
     if not calibration:
         raise LatvitError("no calibration batches given")
-    from latvit.runtimes import get_runtime
-
-    rt = get_runtime(runtime)
-    reason = rt.missing()
-    if reason:
-        raise LatvitError(reason)
     if len({c.shape for c in calibration}) > 1:  # the artifact takes one static input shape: the batches'
         raise LatvitError(f"calibration batches differ in shape ({sorted({c.shape for c in calibration})}); "
                           f"give batches of one size")
@@ -132,6 +204,11 @@ def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path
         tmp = Path(tmp)
         if runtime == "openvino":
             produced = _quantize_openvino(model, example, calibration, tmp, recipe, max_drop, validation)
+        elif runtime == "litert":
+            from latvit.runtimes.litert import quantize_int8  # the runtime's own tooling: ai-edge-quantizer
+
+            produced = quantize_int8(model, example, calibration, tmp / "int8.tflite", recipe, max_drop, validation,
+                                     threads=torch.get_num_threads())
         else:
             produced = {"ort": _quantize_ort, "executorch": _quantize_executorch}[runtime](
                 model, example, calibration, tmp, recipe)
@@ -277,28 +354,3 @@ def _quantize_executorch(model, example, calibration, tmp: Path, recipe: str) ->
     out = tmp / "int8.pte"
     out.write_bytes(program.buffer)
     return out
-
-
-def compare_int8(model: nn.Module, runtime: str, int8_path: str | Path, batches: list[np.ndarray], threads: int,
-                 min_seconds: float = 1.0) -> dict:
-    """fp32 (the same model on the same runtime) against the int8 artifact: latency of both, measured
-    in this one call, and output agreement on `batches` (max abs logit difference, top-1 agreement)."""
-    from latvit.targets.protocol import measure_latency, set_threads
-    from latvit.runtimes import get_runtime
-
-    set_threads(threads)
-    rt = get_runtime(runtime)
-    example = torch.from_numpy(batches[0])
-    with tempfile.TemporaryDirectory(prefix="latvit-quant-") as tmp:
-        run32 = rt.prepare(copy.deepcopy(model).eval(), example, threads, Path(tmp))
-        run8 = rt.load(Path(int8_path), example, threads)
-        out32 = [np.asarray(run32(x)) for x in batches]
-        out8 = [np.asarray(run8(x)) for x in batches]
-        x = batches[0]
-        fp32 = measure_latency(lambda: run32(x), warmup=3, iters=10, min_seconds=min_seconds)
-        int8 = measure_latency(lambda: run8(x), warmup=3, iters=10, min_seconds=min_seconds)
-    agree = np.mean([np.array_equal(a.argmax(-1), b.argmax(-1)) for a, b in zip(out32, out8)])
-    return {"runtime": runtime, "fp32_ms": fp32.median_ms, "int8_ms": int8.median_ms,
-            "speedup": fp32.median_ms / int8.median_ms, "fp32_cv": fp32.cv, "int8_cv": int8.cv,
-            "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(out32, out8))),
-            "top1_agreement": float(agree)}

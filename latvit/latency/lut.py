@@ -1,65 +1,55 @@
 """Latency lookup tables (LUTs): every distinct block of a search space, measured in isolation on the
 user's own device and runtime, plus a few whole networks measured end to end to calibrate the predictor.
+This module is the table itself (items, file format, checks, what a space's table covers); measuring is
+`latvit.latency.measure`, building `latvit.latency.lut_build`, predicting `latvit.latency.predictor`.
 
 A table is one JSON file:
 
     {"format": "latvit-lut", "format_version": 1,
-     "meta":     {space, img_size, runtime, runtime_version, threads, deploy, cpu, cores, torch_version, ...},
-     "entries":  {ITEM_ID: {where, kind, median_ms, p90_ms, min_ms, mean_ms, cv, iters, flops}},
-     "networks": {NET_ID: {name, spec, img_size, median_ms, ...}},   # end-to-end calibration runs
-     "calibration": {...} | null}                                    # fitted by latvit.latency.predictor
+     "meta":     {space, img_size, runtime, runtime_version, threads, deploy, cpu, cores, torch_version,
+                  reference: {ref_ms, ref_gemm_ms, ref_version, ...} | absent, ...},
+     "entries":  {ITEM_ID: {where, kind, median_ms, p90_ms, min_ms, mean_ms, cv, iters, flops,
+                            ci_low_ms, ci_high_ms, ci_rel, noisy, ref_ms, ref_gemm_ms}},
+     "networks": {NET_ID: {name, spec, img_size, median_ms, ..., ref_ms}},   # end-to-end calibration runs
+     "calibration": {...} | null}                                          # fitted by latvit.latency.predictor
 
 An *item* is a planned block (`PlannedBlock`, keyed by `PlannedBlock.key`) or a network's classifier head
 (`PlannedHead`): together they are everything a forward pass runs except the one token reshape. ITEM_ID
 is the key as a JSON list, so a file is readable and diffable.
 
-`build_lut` is resumable: the file is rewritten atomically after every measurement, and a rerun of the
-same command skips what the file already holds, so nothing is measured twice and a killed build leaves a
-valid file. Settings that change latencies (runtime and version, threads, CPU, torch version, deploy,
-space, input size, protocol) are recorded; resuming or using a table under other settings needs `force`.
+The device's speed drifts while a table is built and used, so every entry and network carries `ref_ms`,
+the reference workload's time measured interleaved with it (`latvit.targets.reference`), and the table
+the median of those (`meta.reference.ref_ms`, the table's "speed at build"). `entry_ms` states every
+entry at that one speed. Tables built before the reference existed have neither and still load; their
+predictions cannot be corrected for drift, and say so.
 """
 from __future__ import annotations
 
-import datetime
+import dataclasses
 import hashlib
 import json
 import math
-import tempfile
-import time
-from dataclasses import asdict, dataclass
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any
 
-import torch
-import torch.nn as nn
-
-from latvit.errors import LatvitError
-from latvit.targets.protocol import Timing, default_threads, machine_info, measure_latency, set_threads
+from latvit.errors import LatvitError, first_line
 from latvit.layers import cost as C
-from latvit.layers.common import ClassifierHead
+from latvit.models.spaces import covering_specs, get_space
+from latvit.runtimes import RUNTIME_MODULES, get_runtime
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.plan import NetPlan, PlannedBlock, plan_network
 from latvit.space.spec import HeadSpec, NetSpec, spec_to_dict
-from latvit.utils import atomic_write_text, progress_bar
+from latvit.targets.protocol import machine_info
+from latvit.targets.reference import REFERENCE_VERSION
+from latvit.utils import atomic_write_text
 
 FORMAT = "latvit-lut"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """Settings of `measure_latency` for one kind of measurement."""
-
-    warmup: int
-    iters: int
-    min_seconds: float
-
-
-# Blocks take 0.05-5 ms here: 20 calls and 0.2 s give a stable median (hundreds of calls for small
-# blocks) while the EfficientFormer space (~80 items, ~1.5 s of ONNX export each) builds in ~3 minutes.
-BLOCK_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=0.2)
-# Whole networks are few, so they get more time: the calibration and the validation rest on them.
-NETWORK_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=1.0)
 # Calibration networks: the space's largest and smallest specs plus random ones from this seed
 # (validation draws from another seed, so it tests the predictor on specs it was not fitted on).
 CALIBRATION_SEED = 1000
@@ -72,6 +62,8 @@ DEVICE_FIELDS = ("cpu", "cores")
 RUNTIME_FIELDS = ("runtime", "runtime_version")
 BUILD_FIELDS = DEVICE_FIELDS + RUNTIME_FIELDS + ("threads", "torch_version", "deploy", "space", "img_size",
                                                  "block_protocol")
+# Fields of a Timing a table stores per entry and network (older tables lack the interval ones).
+REF_FIELDS = ("ref_ms", "ref_gemm_ms")
 
 
 # -- items: what a table measures --------------------------------------------------------------------
@@ -99,7 +91,7 @@ class PlannedHead:
                 hd.distill)
 
 
-Item = Union[PlannedBlock, PlannedHead]
+Item = PlannedBlock | PlannedHead
 
 
 def plan_head(plan: NetPlan) -> PlannedHead:
@@ -132,92 +124,28 @@ def describe_item(item: Item) -> str:
     return f"{item.where} {item.spec.kind} {item.c_in}->{item.c_out} @{item.h}x{item.w} ({extra})"
 
 
-def isolated_module(item: Item) -> tuple[nn.Module, torch.Tensor]:
-    """The item built alone with a batch-1 input of the shape it sees inside the network."""
-    if isinstance(item, PlannedHead):
-        hd = item.head
-        head = ClassifierHead(item.c_in, item.num_classes, conv_width=hd.conv_width, act=hd.act, norm=hd.norm,
-                              distill=hd.distill, dropout=hd.dropout, tokens=item.tokens)
-        module: nn.Module = _HeadOnly(head)
-        tokens = item.tokens
-    else:
-        kind = BLOCK_KINDS[item.spec.kind]
-        module = kind.module.from_spec(item.spec, item.c_in, item.h, item.w, 0.0)
-        tokens = kind.tokens
-        stream = getattr(kind, "stream", "")
-        if stream:  # Mobile-Former blocks take and/or return a (map, global tokens) pair
-            module = _PairAdapter(module, item.spec.tokens, item.spec.dim, takes_pair=stream != "open")
-    # token blocks see (B, N, C): the network flattens once before them (that reshape is not an item)
-    example = torch.randn(1, item.h * item.w, item.c_in) if tokens else torch.randn(1, item.c_in, item.h, item.w)
-    return module, example
-
-
-class _PairAdapter(nn.Module):
-    """A block on the (map, tokens) pair as a one-tensor module (runtimes take and return one array): the
-    tokens come from a fixed buffer, and a returned pair is flattened into one (B, C*H*W + T*D) output so
-    that an exporter cannot drop the token branch as dead code."""
-
-    def __init__(self, block: nn.Module, tokens: int, dim: int, takes_pair: bool):
-        super().__init__()
-        self.block, self.takes_pair = block, takes_pair
-        self.register_buffer("z", torch.randn(1, tokens, dim))  # (1, T, D)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block((x, self.z) if self.takes_pair else x)
-        if isinstance(out, tuple):
-            return torch.cat([out[0].flatten(1), out[1].flatten(1)], dim=1)
-        return out
-
-
-class _HeadOnly(nn.Module):
-    """What `LatvitNet` runs after its last stage: head.forward_norm, then head.forward."""
-
-    def __init__(self, head: ClassifierHead):
-        super().__init__()
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head.forward_norm(x))  # (B, C, H, W) or (B, N, C) -> (B, num_classes)
-
-
 def space_items(space: str, img_size: int | None = None) -> list[Item]:
     """Every distinct item of a search space (`zoo`: of the registered models), in a stable order."""
     found: dict[str, Item] = {}
-    for plan in _space_plans(space, img_size):
-        for item in plan_items(plan):
+    for spec in covering_specs(space, img_size):
+        for item in plan_items(plan_network(spec)):
             found.setdefault(item_id(item), item)
     return list(found.values())
 
 
-def _space_plans(space: str, img_size: int | None) -> Iterable[NetPlan]:
-    """Plans whose items together cover the space: the covering choices, or every zoo model."""
-    if space == "zoo":
-        from latvit.models import MODELS
-
-        return [plan_network(spec, img_size) for spec in MODELS.values()]
-    from latvit.models.spaces import get_space
-
-    sp = get_space(space)
-    return [plan_network(sp.spec(choice, img_size)) for choice in sp.covering_choices()]
-
-
 def calibration_specs(space: str, n: int, img_size: int | None = None) -> list[NetSpec]:
     """The networks a build measures end to end to fit the predictor: for a search space its largest and
-    smallest specs and `n - 2` random ones; for `zoo` `n` registered models spread evenly over the list
-    (the others stay out of the fit, so validation on the zoo tests the predictor on unseen models)."""
+    smallest specs and `n - 2` random ones; for a space without points to draw (the zoo) `n` of its
+    covering specs spread evenly over the list (the others stay out of the fit, so validation on the zoo
+    tests the predictor on unseen models)."""
     if n <= 0:
         return []
-    if space == "zoo":
-        from latvit.models import MODELS
-
-        zoo = list(MODELS.values())
-        picks = sorted({round(i * (len(zoo) - 1) / max(n - 1, 1)) for i in range(min(n, len(zoo)))})
-        return [zoo[i].with_img_size(img_size) for i in picks]
-    import dataclasses
-
-    from latvit.models.spaces import get_space
-
-    sp = get_space(space)
+    try:
+        sp = get_space(space)
+    except LatvitError:
+        covering = covering_specs(space, img_size)  # raises for an unknown name
+        picks = sorted({round(i * (len(covering) - 1) / max(n - 1, 1)) for i in range(min(n, len(covering)))})
+        return [covering[i] for i in picks]
     ends = [dataclasses.replace(sp.spec(sp.largest(), img_size), name=f"{space}_largest"),
             dataclasses.replace(sp.spec(sp.smallest(), img_size), name=f"{space}_smallest")]
     # two spare samples, since they may repeat the ends
@@ -252,43 +180,6 @@ def network_id(spec: NetSpec) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# -- measuring ------------------------------------------------------------------------------------------
-def inference_copy(module: nn.Module, deploy: bool) -> nn.Module:
-    """The module as it is measured: eval mode, deploy-folded when `deploy` (as the bench measures)."""
-    if not deploy:
-        return module.eval()
-    from latvit.deploy import deploy as fold
-
-    return fold(module)
-
-
-def time_module(module: nn.Module, example: torch.Tensor, runtime, threads: int, protocol: Protocol) -> Timing:
-    """Prepare `module` on `runtime` (export, session) and time it with the shared protocol."""
-    with tempfile.TemporaryDirectory(prefix="latvit-lut-") as tmp:
-        run = runtime.prepare(module, example, threads, Path(tmp))
-        x = example.numpy()
-        return measure_latency(lambda: run(x), warmup=protocol.warmup, iters=protocol.iters,
-                               min_seconds=protocol.min_seconds)
-
-
-def measure_item(item: Item, runtime, threads: int, deploy: bool, protocol: Protocol = BLOCK_PROTOCOL) -> Timing:
-    """One item in isolation on `runtime`."""
-    torch.manual_seed(0)
-    module, example = isolated_module(item)
-    return time_module(inference_copy(module, deploy), example, runtime, threads, protocol)
-
-
-def measure_network(spec: NetSpec, runtime, threads: int, deploy: bool,
-                    protocol: Protocol = NETWORK_PROTOCOL) -> Timing:
-    """A whole network end to end on `runtime` (batch 1, the spec's input size)."""
-    from latvit.space.builder import build_model
-
-    torch.manual_seed(0)
-    model = build_model(spec)
-    example = torch.randn(1, spec.in_chans, spec.img_size, spec.img_size)
-    return time_module(inference_copy(model, deploy), example, runtime, threads, protocol)
-
-
 # -- the table -------------------------------------------------------------------------------------------
 class LatencyTable:
     """A loaded (or new) lookup table; `path` is where `save` writes it atomically."""
@@ -301,10 +192,14 @@ class LatencyTable:
         self.networks = networks if networks is not None else {}
         self.calibration = calibration
         self.device_checked = False  # check_device passed (or was forced) for this object
+        # the device now, measured by latvit.latency.predictor.follow_device (not saved: it is of this moment)
+        self.drift = None
+        self.reference_runner = None
+        self.reference_dir = None
 
     # -- file -----------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> "LatencyTable":
+    def load(cls, path: str | Path) -> LatencyTable:
         """Read and check a table; a missing, truncated or foreign file raises one clear line."""
         path = Path(path)
         if not path.is_file():
@@ -312,7 +207,7 @@ class LatencyTable:
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LatvitError(f"{path} is not a valid latency table ({_first_line(e)}); delete it and rebuild it "
+            raise LatvitError(f"{path} is not a valid latency table ({first_line(e)}); delete it and rebuild it "
                               "with `latvit lut build`") from None
         problem = _check_format(data)
         if problem:
@@ -361,15 +256,8 @@ class LatencyTable:
         self.device_checked = True
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _runtime_version(name: str | None) -> str | None:
     """The runtime's version here, or None when it cannot be known (unknown or not installed)."""
-    from latvit.runtimes import RUNTIME_MODULES, get_runtime
-
     if name not in RUNTIME_MODULES:
         return None
     try:
@@ -411,104 +299,41 @@ def _valid_ms(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
 
 
+def set_build_reference(table: LatencyTable) -> None:
+    """Store the table's speed at build in `meta["reference"]`: the median reference time over the rows
+    measured with one (None when none was: the table cannot follow drift)."""
+    rows = [r for r in [*table.entries.values(), *table.networks.values()] if _valid_ms(r.get("ref_ms"))]
+    if not rows:
+        table.meta.pop("reference", None)
+        return
+    table.meta["reference"] = {
+        "ref_ms": round(statistics.median(r["ref_ms"] for r in rows), 6),
+        "ref_gemm_ms": round(statistics.median(r["ref_gemm_ms"] for r in rows if _valid_ms(r.get("ref_gemm_ms"))), 6)
+        if any(_valid_ms(r.get("ref_gemm_ms")) for r in rows) else None,
+        "ref_version": REFERENCE_VERSION, "rows": len(rows),
+        # how far the device moved during the build: the spread of the rows' reference times
+        "build_drift": round(max(r["ref_ms"] for r in rows) / min(r["ref_ms"] for r in rows), 4)}
+
+
+def build_reference_ms(table: LatencyTable) -> float | None:
+    """The reference time the table's latencies are stated at, or None for a table without one."""
+    ref = table.meta.get("reference") or {}
+    return ref.get("ref_ms") if _valid_ms(ref.get("ref_ms")) else None
+
+
+def entry_ms(table: LatencyTable, row: dict, field: str) -> float:
+    """A row's (entry's or network's) `field` in ms, stated at the table's speed at build: scaled by the
+    table's reference time over the row's own, which undoes the device's drift during the build."""
+    ref, own = build_reference_ms(table), row.get("ref_ms")
+    if ref is None or not _valid_ms(own) or own <= 0:
+        return float(row[field])
+    return float(row[field]) * ref / own
+
+
 def table_statistic(table: LatencyTable) -> str:
     """The entry field the predictor uses ("median_ms" or "min_ms")."""
     return STATISTICS[table.meta.get("statistic", "median")]
 
 
-def load_table(lut: "str | Path | LatencyTable") -> LatencyTable:
+def load_table(lut: str | Path | LatencyTable) -> LatencyTable:
     return lut if isinstance(lut, LatencyTable) else LatencyTable.load(lut)
-
-
-# -- building ------------------------------------------------------------------------------------------
-def build_meta(space: str, runtime, img_size: int | None, threads: int, deploy: bool) -> dict[str, Any]:
-    info = machine_info(threads)
-    return {"space": space, "img_size": img_size, "runtime": runtime.name, "runtime_version": runtime.version(),
-            "deploy": deploy, "block_protocol": asdict(BLOCK_PROTOCOL), "network_protocol": asdict(NETWORK_PROTOCOL),
-            "batch": 1, **info, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-
-
-def _timing_record(t: Timing) -> dict[str, Any]:
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.as_dict().items()}
-
-
-def build_lut(space: str, runtime: str = "ort", out: str | Path = "lut.json", *, img_size: int | None = None,
-              threads: int | None = None, deploy: bool = True, calibrate: int = 10, statistic: str = "median",
-              force: bool = False, progress: bool = True) -> LatencyTable:
-    """Measure every distinct item of `space` ("efficientformer", "efficientformerv2", "mobilevit", ... or
-    "zoo") on `runtime` in isolation, then `calibrate` networks end to end, and fit the predictor.
-
-    img_size: input size of the networks (default: the space's; `zoo`: each model's own).
-    threads: CPU threads for torch and the runtime (default: all cores).
-    deploy: measure deploy-folded modules (as `latvit bench` does by default).
-    statistic: "median" or "min" (see STATISTICS); changing it on a rerun only refits the predictor.
-    force: discard an existing `out` that was built under other settings instead of refusing.
-    Resumable: `out` is rewritten atomically after every measurement; rerunning continues.
-    """
-    from latvit.runtimes import runnable_runtime
-
-    if statistic not in STATISTICS:
-        raise LatvitError(f"unknown statistic '{statistic}'; choose one of {', '.join(STATISTICS)}")
-    rt = runnable_runtime(runtime)
-    threads = threads or default_threads()
-    set_threads(threads)
-    deploy = bool(deploy)
-    if img_size is None and space != "zoo":
-        from latvit.models.spaces import get_space
-
-        img_size = get_space(space).img_size
-    items = space_items(space, img_size)  # validates the space name and size before anything is measured
-    networks = calibration_specs(space, calibrate, img_size)
-    meta = build_meta(space, rt, img_size, threads, deploy)
-    table = _resume_or_new(Path(out), meta, force)
-
-    todo_items = table.missing(items)
-    todo_nets = [s for s in networks if network_id(s) not in table.networks]
-    with progress_bar(progress, len(todo_items) + len(todo_nets), f"lut {space} on {rt.name}") as advance:
-        for item in todo_items:
-            advance(describe_item(item))
-            start = time.perf_counter()
-            timing = measure_item(item, rt, threads, deploy)
-            table.entries[item_id(item)] = {"where": item.where, "kind": item_kind(item), "flops": item.cost.flops,
-                                            **_timing_record(timing),
-                                            "seconds": round(time.perf_counter() - start, 2)}
-            table.save()
-        for spec in todo_nets:
-            advance(f"network {spec.name} (end to end)")
-            timing = measure_network(spec, rt, threads, deploy)
-            table.networks[network_id(spec)] = {"name": spec.name, "spec": spec_to_dict(spec),
-                                                "img_size": spec.img_size, **_timing_record(timing)}
-            table.save()
-        advance(None)
-    from latvit.latency.predictor import fit_calibration
-
-    table.meta["statistic"] = statistic
-    table.calibration = fit_calibration(table)
-    table.save()
-    return table
-
-
-def _resume_or_new(out: Path, meta: dict[str, Any], force: bool) -> LatencyTable:
-    if not out.exists():
-        table = LatencyTable(out, meta)
-        table.save()
-        return table
-    try:
-        old = LatencyTable.load(out)
-    except LatvitError:
-        if not force:
-            raise
-        old = None
-    if old is not None:
-        diffs = [f"{f}: {old.meta.get(f)!r} in the file, {meta[f]!r} now" for f in BUILD_FIELDS
-                 if old.meta.get(f) != meta[f]]
-        if not diffs:
-            return old  # resume: keep what is measured
-        if not force:
-            raise LatvitError(f"{out} was built with other settings ({'; '.join(diffs)}); use another --out, "
-                              "or --force to discard it and rebuild")
-    table = LatencyTable(out, meta)
-    table.save()
-    return table
-
-

@@ -19,20 +19,47 @@ median measured on a shared 2-core machine is not more precise than that): `low`
 `ms * (1 -/+ 2 sigma)`, a ~95% band when errors are roughly normal. Without calibration the prediction is
 the plain sum and the band is the sum of the entries' min and p90. Latencies here are the table's
 statistic (medians, or minima for tables built with `statistic="min"`), for entries and networks alike.
+
+Tables that follow the device: a table states its latencies at the device's speed at build (the reference
+workload's time then, `meta.reference.ref_ms`; `latvit.latency.lut.entry_ms`). The device drifts (DVFS,
+thermal throttling, other jobs: 1.4x within half an hour on a shared CPU), so a prediction for *now*
+measures the reference now (`follow_device`, once per table object, again when older than
+DRIFT_MAX_AGE_S) and rescales: predicted now = predicted at build * ref_now / ref_build. When the device
+has moved by more than RECALIBRATE_ABOVE, uniform rescaling is checked against the table's own
+calibration networks measured now, beside the reference: the median of measured / rescaled prediction
+becomes an extra scale (`Drift.scale`), the re-calibration. `Drift.describe()` says what happened
+("device is 1.36x slower than at build ..."). A table without a reference (built before latvit measured
+one) predicts at its build speed, with a warning that drift cannot be corrected.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latvit.errors import LatvitError, SpecError
-from latvit.latency.lut import (LatencyTable, calibration_specs, describe_item, load_table, measure_network,
-                                network_id, plan_items, sample_upto, table_statistic)
+from latvit.errors import LatvitError
+from latvit.latency.lut import (
+    LatencyTable,
+    build_reference_ms,
+    describe_item,
+    entry_ms,
+    load_table,
+    plan_items,
+    table_statistic,
+)
+from latvit.latency.measure import NETWORK_PROTOCOL, Protocol, measure_network
+from latvit.models import resolve_spec
+from latvit.runtimes import runnable_runtime
 from latvit.space.plan import plan_network
 from latvit.space.spec import NetSpec, spec_from_dict
+from latvit.targets.protocol import measure_latency, set_threads
+from latvit.targets.reference import REFERENCE_VERSION, Reference, prepare_reference
 
 # Candidate correction models: name -> the features they use (S = sum of entries, N = items, 1 = offset).
 MODELS: dict[str, tuple[str, ...]] = {
@@ -43,11 +70,23 @@ MODELS: dict[str, tuple[str, ...]] = {
 SIGMA_FLOOR = 0.02  # relative; see the module docstring
 SIGMA_UNKNOWN = 0.10  # relative sigma when fewer than 3 calibration networks exist
 Z = 2.0  # low/high = ms * (1 -/+ Z * sigma)
+DRIFT_MAX_AGE_S = 600.0  # a measured drift is reused this long by predictions "now"
+RECALIBRATE_ABOVE = 0.10  # |ref_now / ref_build - 1| beyond this: check the rescaling on networks measured now
+RECALIBRATION_NETWORKS = 3
+# the reference alone, measured now: 0.5 s at least, its median to +-1%
+REFERENCE_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=0.5, max_seconds=10.0, target_rel=0.01)
+
+
+class DriftWarning(UserWarning):
+    """A prediction that cannot be corrected for the device's drift (a table without a reference)."""
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """Predicted latency in ms with a ~95% band [low, high]; `blocks_ms` is the plain sum of entries."""
+    """Predicted latency in ms with a ~95% band [low, high]; `blocks_ms` is the plain sum of entries.
+
+    `ms` is for the device's speed now when `drift` is set (the factor ref_now / ref_build times any
+    re-calibration scale), else at the table's speed at build; `build_ms` is always the latter."""
 
     ms: float
     low: float
@@ -56,18 +95,59 @@ class Prediction:
     items: int = 0
     calibrated: bool = False
     model: str = ""
+    build_ms: float = 0.0
+    drift: float | None = None
 
     def __str__(self) -> str:
         return f"{self.ms:.2f} ms [{self.low:.2f}, {self.high:.2f}]"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ms": self.ms, "low": self.low, "high": self.high, "blocks_ms": self.blocks_ms, "items": self.items,
-                "calibrated": self.calibrated, "model": self.model}
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The device's speed now against the table's at build: reference times then and now (network on the
+    table's runtime, and the GEMM), and the re-calibration scale (1.0 when not re-calibrated)."""
+
+    ref_build_ms: float
+    ref_now_ms: float
+    gemm_build_ms: float | None = None
+    gemm_now_ms: float | None = None
+    scale: float = 1.0
+    recalibrated_on: int = 0  # networks measured now for the re-calibration (0: none)
+    measured_at: float = 0.0  # time.time()
+
+    @property
+    def reference_factor(self) -> float:
+        """ref_now / ref_build: > 1 when the device is slower now."""
+        return self.ref_now_ms / self.ref_build_ms
+
+    @property
+    def factor(self) -> float:
+        """What a prediction at build is multiplied by: the reference factor times the re-calibration."""
+        return self.reference_factor * self.scale
+
+    def describe(self) -> str:
+        f = self.reference_factor
+        speed = "as fast as" if abs(f - 1) < 0.005 else f"{f:.2f}x {'slower' if f > 1 else 'faster'} than"
+        gemm = (f"; torch GEMM {self.gemm_now_ms / self.gemm_build_ms:.2f}x" if self.gemm_now_ms and self.gemm_build_ms
+                else "")
+        text = f"device is {speed} at build (reference {self.ref_build_ms:.3f} -> {self.ref_now_ms:.3f} ms{gemm})"
+        if self.recalibrated_on:
+            text += (f"; re-calibrated on {self.recalibrated_on} networks measured now: a further x{self.scale:.3f}, "
+                     f"predictions x{self.factor:.3f} in all")
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"reference_factor": self.reference_factor, "factor": self.factor,
+                               "describe": self.describe()}
 
 
 # -- features and prediction -----------------------------------------------------------------------------
 def _features(table: LatencyTable, spec: NetSpec, img_size: int | None = None) -> dict[str, float]:
-    """S, N, 1 and the entries' min/p90 sums for `spec`; missing items raise, listing each."""
+    """S, N, 1 and the entries' min/p90 sums for `spec`, at the table's speed at build; missing items
+    raise, listing each."""
     plan = plan_network(spec, img_size)
     items = plan_items(plan)
     missing = table.missing(items)
@@ -81,33 +161,121 @@ def _features(table: LatencyTable, spec: NetSpec, img_size: int | None = None) -
             f"`latvit lut build --space {space} --img-size {plan.img_size} --out OTHER.json`")
     entries = [table.lookup(it) for it in items]
     stat = table_statistic(table)
-    return {"S": sum(e[stat] for e in entries), "N": float(len(items)), "1": 1.0,
-            "min": sum(e["min_ms"] for e in entries), "p90": sum(e["p90_ms"] for e in entries)}
+    return {"S": sum(entry_ms(table, e, stat) for e in entries), "N": float(len(items)), "1": 1.0,
+            "min": sum(entry_ms(table, e, "min_ms") for e in entries),
+            "p90": sum(entry_ms(table, e, "p90_ms") for e in entries)}
 
 
-def predict_latency(spec: "NetSpec | str | Path", lut: "str | Path | LatencyTable", *, img_size: int | None = None,
-                    force: bool = False) -> Prediction:
+def predict_latency(spec: NetSpec | str | Path, lut: str | Path | LatencyTable, *, img_size: int | None = None,
+                    force: bool = False, now: bool = True) -> Prediction:
     """Predicted batch-1 latency of `spec` (a NetSpec, model name, spec JSON or saved model) on the runtime
     and device `lut` (a table path or `LatencyTable`) was built on.
 
+    now: for the device's speed now (`follow_device`: the reference is measured at the table's first
+    prediction and when its measurement is older than DRIFT_MAX_AGE_S); False: at the table's speed at
+    build, with no measurement. A table without a reference predicts at build either way (DriftWarning).
     A table from another device or runtime version raises unless `force`; a spec with blocks the table
     lacks raises, listing them.
     """
-    from latvit.models import resolve_spec
-
     table = load_table(lut)
     table.check_device(force=force)
     if not isinstance(spec, NetSpec):
         spec = resolve_spec(spec)[0]
+    drift = current_drift(table) if now else None
+    return _predict(table, spec, img_size, drift.factor if drift else None)
+
+
+def _predict(table: LatencyTable, spec: NetSpec, img_size: int | None, factor: float | None) -> Prediction:
     f = _features(table, spec, img_size)
     cal = table.calibration
     if not cal:
-        return Prediction(f["S"], f["min"], max(f["p90"], f["S"]), f["S"], int(f["N"]), False, "sum")
-    ms = sum(c * f[name] for c, name in zip(cal["coef"], MODELS[cal["model"]]))
-    ms = max(ms, 1e-3)
-    sigma = cal["rel_sigma"]
-    return Prediction(ms, ms * max(1.0 - Z * sigma, 0.0), ms * (1.0 + Z * sigma), f["S"], int(f["N"]), True,
-                      cal["model"])
+        ms, low, high, model = f["S"], f["min"], max(f["p90"], f["S"]), "sum"
+    else:
+        ms = max(sum(c * f[name] for c, name in zip(cal["coef"], MODELS[cal["model"]])), 1e-3)
+        sigma, model = cal["rel_sigma"], cal["model"]
+        low, high = ms * max(1.0 - Z * sigma, 0.0), ms * (1.0 + Z * sigma)
+    k = factor or 1.0
+    return Prediction(ms * k, low * k, high * k, f["S"], int(f["N"]), bool(cal), model, ms, factor)
+
+
+# -- the device now ----------------------------------------------------------------------------------------
+def current_drift(table: LatencyTable, max_age: float = DRIFT_MAX_AGE_S) -> Drift | None:
+    """The table's drift, measured now (`follow_device`) unless a measurement younger than `max_age`
+    seconds is on the table object; None (with a DriftWarning, once) for a table without a reference."""
+    if build_reference_ms(table) is None:
+        if not getattr(table, "drift_warned", False):
+            warnings.warn(no_reference_note(table), DriftWarning, stacklevel=3)
+            table.drift_warned = True
+        return None
+    if table.drift is None or time.time() - table.drift.measured_at > max_age:
+        follow_device(table)
+    return table.drift
+
+
+def no_reference_note(table: LatencyTable) -> str:
+    return (f"{table.path} has no reference time (built before latvit measured one, or with reference=False): "
+            "its predictions are at the device's speed at build and drift cannot be corrected; rebuild it with "
+            "`latvit lut build` to follow the device")
+
+
+def table_reference(table: LatencyTable) -> Reference:
+    """The reference workload on the table's runtime and threads, prepared once per table object."""
+    if table.reference_runner is None:
+        version = (table.meta.get("reference") or {}).get("ref_version")
+        if version != REFERENCE_VERSION:
+            raise LatvitError(f"{table.path} was built with reference workload v{version}, this latvit times "
+                              f"v{REFERENCE_VERSION}; rebuild the table with `latvit lut build`")
+        threads = int(table.meta["threads"])
+        table.reference_dir = tempfile.TemporaryDirectory(prefix="latvit-ref-")
+        table.reference_runner = prepare_reference(runnable_runtime(table.meta["runtime"]), threads,
+                                                   table.reference_dir.name)
+    return table.reference_runner
+
+
+def measure_reference(table: LatencyTable) -> tuple[float, float]:
+    """(reference network ms, GEMM ms) now, on the table's runtime and threads (medians to +-1%)."""
+    ref = table_reference(table)
+    set_threads(int(table.meta["threads"]))
+    net = measure_latency(ref.net, **REFERENCE_PROTOCOL.as_kwargs())
+    gemm = measure_latency(ref.gemm, **REFERENCE_PROTOCOL.as_kwargs())
+    return net.median_ms, gemm.median_ms
+
+
+def follow_device(table: LatencyTable, *, recalibrate_above: float = RECALIBRATE_ABOVE,
+                  networks: int = RECALIBRATION_NETWORKS) -> Drift | None:
+    """Measure the device's speed now against the table's at build, store it on the table object
+    (`table.drift`, used by `predict_latency(now=True)`) and return it; re-calibrate on up to `networks` of
+    the table's calibration networks measured now when the reference moved by more than
+    `recalibrate_above` (a fraction). None for a table without a reference (see `no_reference_note`)."""
+    build = build_reference_ms(table)
+    if build is None:
+        return None
+    ref_now, gemm_now = measure_reference(table)
+    drift = Drift(build, ref_now, (table.meta.get("reference") or {}).get("ref_gemm_ms"), gemm_now,
+                  measured_at=time.time())
+    if abs(drift.reference_factor - 1) > recalibrate_above and networks > 0 and table.networks:
+        scale, n = recalibration_scale(table, networks)
+        drift = Drift(drift.ref_build_ms, drift.ref_now_ms, drift.gemm_build_ms, drift.gemm_now_ms, scale, n,
+                      drift.measured_at)
+    table.drift = drift
+    return drift
+
+
+def recalibration_scale(table: LatencyTable, networks: int) -> tuple[float, int]:
+    """Measure up to `networks` of the table's calibration networks now, each interleaved with the
+    reference, and return (median of measured / prediction rescaled by its own reference time, count)."""
+    runtime = runnable_runtime(table.meta["runtime"])
+    threads, deploy = int(table.meta["threads"]), bool(table.meta["deploy"])
+    stat = table_statistic(table)
+    rows = sorted(table.networks.values(), key=lambda n: n[stat])
+    picks = [rows[round(i * (len(rows) - 1) / max(networks - 1, 1))] for i in range(min(networks, len(rows)))]
+    ratios = []
+    for net in {id(n): n for n in picks}.values():
+        spec = spec_from_dict(net["spec"])
+        timing, ref = measure_network(spec, runtime, threads, deploy, NETWORK_PROTOCOL, table_reference(table))
+        predicted = _predict(table, spec, net["img_size"], ref["ref_ms"] / build_reference_ms(table))
+        ratios.append(getattr(timing, stat) / predicted.ms)
+    return float(statistics.median(ratios)), len(ratios)
 
 
 # -- calibration -------------------------------------------------------------------------------------------
@@ -131,7 +299,7 @@ def fit_calibration(table: LatencyTable) -> dict[str, Any] | None:
     rows = []
     for net in table.networks.values():
         spec = spec_from_dict(net["spec"])
-        rows.append((_features(table, spec, net["img_size"]), float(net[table_statistic(table)])))
+        rows.append((_features(table, spec, net["img_size"]), entry_ms(table, net, table_statistic(table))))
     if not rows:
         return None
     y = np.array([ms for _, ms in rows])
@@ -151,176 +319,3 @@ def fit_calibration(table: LatencyTable) -> dict[str, Any] | None:
     sum_err = (np.array([f["S"] for f, _ in rows]) - y) / y
     return {"model": best, "terms": list(MODELS[best]), "coef": candidates[best]["coef"], "rel_sigma": sigma,
             "n": n, "sum_only_mape": float(np.mean(np.abs(sum_err)) * 100), "candidates": candidates}
-
-
-# -- validation --------------------------------------------------------------------------------------------
-@dataclass
-class ValidationReport:
-    """End-to-end measurements against the predictor and the FLOPs baseline; `as_dict` is JSON-ready."""
-
-    table: str
-    meta: dict[str, Any]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ms_per_gflop: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "meta": self.meta, "rows": self.rows, "skipped": self.skipped,
-                "methods": self.methods, "ms_per_gflop": self.ms_per_gflop}
-
-
-def error_stats(measured: list[float], predicted: list[float], names: list[str], worst: int = 5) -> dict[str, Any]:
-    """Mean absolute % error, share within +-10%, and the `worst` cases."""
-    m, p = np.array(measured), np.array(predicted)
-    err = (p - m) / m * 100
-    order = np.argsort(-np.abs(err))[:worst]
-    return {"n": len(m), "mape": float(np.mean(np.abs(err))), "within_10": float(np.mean(np.abs(err) <= 10)),
-            "max_abs_pct": float(np.max(np.abs(err))),
-            "worst": [{"name": names[i], "measured_ms": float(m[i]), "predicted_ms": float(p[i]),
-                       "error_pct": float(err[i])} for i in order]}
-
-
-def validation_specs(table: LatencyTable, samples: int, seed: int,
-                     zoo: bool) -> tuple[list[tuple[str, NetSpec]], list[str]]:
-    """(source, spec) pairs to validate on, and the zoo models skipped for lack of entries."""
-    from latvit.models import MODELS as ZOO
-
-    space, size = table.meta.get("space"), table.meta.get("img_size")
-    out, skipped = [], []
-    if zoo:
-        for spec in ZOO.values():
-            spec = spec.with_img_size(size)  # the table's items were measured at its size
-            if network_id(spec) in table.networks:  # fitted on: it would flatter the predictor
-                skipped.append(f"{spec.name}: a calibration network of this table")
-                continue
-            try:
-                missing = table.missing(plan_items(plan_network(spec)))
-            except SpecError as e:  # e.g. a size the model cannot take
-                skipped.append(f"{spec.name}: {e}")
-                continue
-            if missing:
-                skipped.append(f"{spec.name}: {len(missing)} blocks not in the table")
-            else:
-                out.append(("zoo", spec))
-    if samples > 0 and space != "zoo":
-        from latvit.models.spaces import get_space
-
-        calibration = set(table.networks) | {network_id(s) for s in calibration_specs(space, 2, size)}
-        drawn = [s for s in sample_upto(get_space(space), samples + len(calibration), seed, size)
-                 if network_id(s) not in calibration]
-        out += [("sample", s) for s in drawn[:samples]]
-    return out, skipped
-
-
-def validate(lut: "str | Path | LatencyTable", samples: int = 50, *, seed: int = 0, zoo: bool = True,
-             force: bool = False, progress: bool = True, plot: "str | Path | None" = None) -> ValidationReport:
-    """Measure the zoo models the table covers and `samples` random specs of its space end to end on the
-    table's runtime, and compare (a) the LUT predictor and (b) latency = k * FLOPs with k fitted on these
-    same measurements (which favours the baseline). Writes a predicted-vs-measured PNG to `plot`."""
-    from latvit.utils import progress_bar
-    from latvit.targets.protocol import set_threads
-    from latvit.runtimes import runnable_runtime
-
-    table = load_table(lut)
-    table.check_device(force=force)
-    rt = runnable_runtime(table.meta["runtime"])
-    threads, deploy = int(table.meta["threads"]), bool(table.meta["deploy"])
-    set_threads(threads)
-    specs, skipped = validation_specs(table, samples, seed, zoo)
-    if not specs:
-        raise LatvitError(f"nothing to validate: no zoo model is covered by {table.path} and samples={samples}")
-    report = ValidationReport(str(table.path), dict(table.meta), skipped=skipped)
-    calibration = set(table.networks)
-    stat = table_statistic(table)
-    with progress_bar(progress, len(specs), f"validate {table.meta['space']} on {rt.name}") as advance:
-        for source, spec in specs:
-            advance(spec.name)
-            pred = predict_latency(spec, table)
-            timing = measure_network(spec, rt, threads, deploy)
-            report.rows.append({"name": spec.name, "source": source, "img_size": spec.img_size,
-                                "in_calibration": network_id(spec) in calibration,
-                                "gflops": plan_network(spec).cost.flops / 1e9, "measured_ms": getattr(timing, stat),
-                                "measured_cv": timing.cv, "predicted_ms": pred.ms, "low_ms": pred.low,
-                                "high_ms": pred.high, "blocks_ms": pred.blocks_ms})
-        advance(None)
-    _score(report)
-    if plot:
-        write_plot(report, plot)
-    return report
-
-
-def _score(report: ValidationReport) -> None:
-    rows = report.rows
-    names = [r["name"] for r in rows]
-    measured = [r["measured_ms"] for r in rows]
-    g = np.array([r["gflops"] for r in rows])
-    t = np.array(measured)
-    # k minimising sum((k * g - t) / t)^2, the same relative criterion the predictor is fitted with
-    k = float(np.sum(g / t) / np.sum((g / t) ** 2))
-    report.ms_per_gflop = k
-    for r in rows:
-        r["flops_ms"] = k * r["gflops"]
-    report.methods = {
-        "lut_predictor": error_stats(measured, [r["predicted_ms"] for r in rows], names),
-        "lut_sum_only": error_stats(measured, [r["blocks_ms"] for r in rows], names),
-        "flops_baseline": error_stats(measured, [r["flops_ms"] for r in rows], names),
-    }
-    inside = [r["low_ms"] <= r["measured_ms"] <= r["high_ms"] for r in rows]
-    report.methods["lut_predictor"]["band_coverage"] = float(np.mean(inside))
-
-
-def write_plot(report: ValidationReport, path: "str | Path") -> Path:
-    """Predicted vs measured (log-log) for the predictor and the FLOPs baseline, with the +-10% band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from latvit.utils import save_png
-
-    rows = report.rows
-    m = np.array([r["measured_ms"] for r in rows])
-    lo, hi = m.min() * 0.7, m.max() * 1.4
-    fig, ax = plt.subplots(figsize=(6, 6))
-    line = np.geomspace(lo, hi, 50)
-    ax.plot(line, line, "k-", lw=1)
-    ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="+-10%")
-    lut_stats, flops_stats = report.methods["lut_predictor"], report.methods["flops_baseline"]
-    ax.scatter(m, [r["flops_ms"] for r in rows], marker="x", c="tab:red", s=25,
-               label=f"FLOPs baseline (MAPE {flops_stats['mape']:.1f}%, "
-                     f"{flops_stats['within_10'] * 100:.0f}% within 10%)")
-    zoo = np.array([r["source"] == "zoo" for r in rows])
-    pred = np.array([r["predicted_ms"] for r in rows])
-    ax.scatter(m[~zoo], pred[~zoo], marker="o", c="tab:blue", s=18,
-               label=f"LUT predictor (MAPE {lut_stats['mape']:.1f}%, {lut_stats['within_10'] * 100:.0f}% within 10%)")
-    if zoo.any():
-        ax.scatter(m[zoo], pred[zoo], marker="s", facecolors="none", edgecolors="tab:blue", s=40,
-                   label="LUT predictor, zoo models")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    meta = report.meta
-    ax.set_xlabel(f"measured latency (ms, {meta.get('statistic', 'median')})")
-    ax.set_ylabel("predicted latency (ms)")
-    ax.set_title(f"{meta.get('space')} on {meta.get('runtime_version')}, {meta.get('threads')} threads", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(True, which="both", alpha=0.3)
-    return save_png(fig, path, dpi=110, bbox_inches="tight")
-
-
-def format_report(report: ValidationReport) -> str:
-    """A short text summary (the CLI prints it, benchmarks paste it)."""
-    lines = [f"{len(report.rows)} networks measured end to end ({sum(r['source'] == 'zoo' for r in report.rows)} zoo); "
-             f"FLOPs baseline fitted on them: {report.ms_per_gflop:.2f} ms/GFLOP"]
-    for name, label in (("lut_predictor", "LUT predictor"), ("lut_sum_only", "LUT sum, uncalibrated"),
-                        ("flops_baseline", "FLOPs baseline")):
-        s = report.methods[name]
-        band = f", band covers {s['band_coverage'] * 100:.0f}%" if "band_coverage" in s else ""
-        lines.append(f"{label:22s} MAPE {s['mape']:5.1f}%  within +-10%: {s['within_10'] * 100:5.1f}%  "
-                     f"max {s['max_abs_pct']:5.1f}%{band}")
-        worst = ", ".join(f"{w['name']} {w['error_pct']:+.0f}%" for w in s["worst"][:3])
-        lines.append(f"{'':22s} worst: {worst}")
-    lines += [f"skipped {s}" for s in report.skipped]
-    return "\n".join(lines)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from timm.layers import DropPath
 
 from latvit.layers.fold import fold_bn_, foldable_bn
 from latvit.errors import SpecError
@@ -61,6 +62,12 @@ class ConvNormAct(nn.Module):
     def spec_cost(b, c_in, h, w):
         h2, w2 = conv_out(h, b.stride), conv_out(w, b.stride)
         return ConvNormAct.cost(c_in, b.width, b.kernel, h2, w2, bias=b.bias), (b.width, h2, w2)
+
+
+
+def drop_path_or_identity(p: float) -> nn.Module:
+    """Stochastic depth with drop probability `p` (timm's DropPath), or nothing when `p` is 0."""
+    return DropPath(p) if p > 0 else nn.Identity()
 
 
 def conv_out(size: int, stride: int) -> int:

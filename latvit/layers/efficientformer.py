@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerScale, LayerScale2d, Mlp
+from timm.layers import LayerScale, LayerScale2d, Mlp
 
 from latvit.layers.fold import fold_bn_, fold_layer_scale, foldable_bn
 from latvit.layers import cost as C
-from latvit.layers.common import ConvNormAct, conv_out, make_act
+from latvit.layers.common import ConvNormAct, conv_out, drop_path_or_identity, make_act
 
 
 def layer_scale(dim: int, init: float, channels_last: bool) -> nn.Module:
     if init <= 0:
         return nn.Identity()
     return LayerScale(dim, init) if channels_last else LayerScale2d(dim, init)
-
-
-def drop_path_or_identity(p: float) -> nn.Module:
-    return DropPath(p) if p > 0 else nn.Identity()
 
 
 def relative_bias_index(q_hw: tuple[int, int], k_hw: tuple[int, int], q_stride: int = 1) -> torch.Tensor:

@@ -8,13 +8,17 @@ half, and the two halves are concatenated and projected back. Layer choices foll
 PaddleClas `mixformer.py`.
 
 Blocks work on (B, C, H, W) maps like every latvit stage; inside, linears and LayerNorms run channels-last
-(B, H, W, C), which is also where the window partition happens. Windows must tile the map exactly (no
-padding), so partition and reverse are two static reshapes that every exporter handles.
+(B, H, W, C), which is also where the window partition happens. A map that the window does not tile is
+padded as the official code does: the normalised map gets zeros at the bottom and right up to a multiple of
+the window, the whole mixer (both branches) runs on the padded map, and the result is cropped back. Where
+the window tiles the map (every stage at 224 with 7x7 windows) nothing is padded and the graph is the
+unpadded one; partition and reverse stay two static reshapes that every exporter handles.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
 from latvit.layers import cost as C
@@ -41,6 +45,11 @@ def fold_input_bn_(layer: nn.Module, bn: nn.BatchNorm2d, start: int = 0) -> None
         layer.bias = nn.Parameter(bias.to(layer.weight.dtype))
     else:
         layer.bias.copy_(bias.to(layer.bias.dtype))
+
+
+def padded_to_window(n: int, window: int) -> int:
+    """`n` rounded up to a multiple of `window`: the side of the map the mixer really works on."""
+    return -(-n // window) * window
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -95,6 +104,17 @@ class MixingAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C) for any H, W: a map the window does not tile is zero-padded at the
+        bottom and right, mixed as a whole, and cropped (the official code's padding; no key mask, as there)."""
+        H, W = int(x.shape[1]), int(x.shape[2])  # plain ints: the pad amounts are constants in an exported graph
+        pad_h, pad_w = padded_to_window(H, self.window) - H, padded_to_window(W, self.window) - W
+        if not (pad_h or pad_w):
+            return self.mix(x)
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, H + pad_h, W + pad_w, C): zeros after the last row/column
+        return self.mix(x)[:, :H, :W]
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """The mixer on a map the window tiles exactly. (B, H, W, C) -> (B, H, W, C)."""
         B, H, W, _ = x.shape
         w, heads = self.window, self.heads
         xa = self.proj_attn_norm(self.proj_attn(x))  # (B, H, W, C/2)
@@ -125,6 +145,8 @@ class MixingAttention(nn.Module):
 
     @staticmethod
     def cost(dim: int, h: int, w: int, *, heads: int, window: int, kernel: int) -> C.Cost:
+        """Cost on an (h, w) map: every op of the mixer runs on the map padded to window multiples."""
+        h, w = padded_to_window(h, window), padded_to_window(w, window)
         half, n = dim // 2, h * w
         windows, tokens = n // (window * window), window * window
         return (C.linear(dim, half, n) + C.norm(half) + C.linear(dim, dim, n) + C.norm(dim)
@@ -138,7 +160,7 @@ class MixingAttention(nn.Module):
 
 class MixingBlock(nn.Module):
     """`mixing`: x + MixingAttention(LN(x)), x + MLP(LN(x)), a Swin block without shifts.
-    (B, C, H, W) -> (B, C, H, W); H and W must be multiples of the window."""
+    (B, C, H, W) -> (B, C, H, W), any H and W (the mixer pads to window multiples)."""
 
     def __init__(self, dim: int, *, heads: int, window: int = 7, kernel: int = 3, mlp_ratio: float = 4.0,
                  act: str = "gelu", drop_path: float = 0.0):
@@ -204,9 +226,6 @@ class PatchMerge(nn.Module):
 def check_mixing(b, c_in, h, w) -> str | None:
     if b.patch < 1:
         return f"window (the patch field) must be >= 1, got {b.patch}"
-    if h % b.patch or w % b.patch:
-        return (f"window {b.patch} does not divide the {h}x{w} feature map; use an input size whose maps are "
-                f"multiples of {b.patch} (e.g. {b.patch * 32} for a 32x-downsampling network), or another window")
     if c_in < 16 or c_in % 2:
         return f"width {c_in} must be even and >= 16 (the interactions squeeze it by 8 and 16)"
     if b.heads < 1 or (c_in // 2) % b.heads:

@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp
+from timm.layers import Mlp
 
 from latvit.layers.fold import fold_bn_, foldable_bn
 from latvit.layers import cost as C
-from latvit.layers.common import ConvNormAct, conv_out, make_act
+from latvit.layers.common import ConvNormAct, conv_out, drop_path_or_identity, make_act
 
 BOTTLENECK_EXPANSION = 4.0  # ResNet: a BottleNeck's output width is 4x its inner width
-
-
-def drop_path_or_identity(p: float) -> nn.Module:
-    return DropPath(p) if p > 0 else nn.Identity()
 
 
 def bottleneck_mid(c_out: int, expansion: float) -> int:

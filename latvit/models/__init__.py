@@ -11,7 +11,7 @@ from types import ModuleType
 
 import torch.nn as nn
 
-from latvit.checkpoint import load_state_dict, read_state_dict
+from latvit.checkpoint import load_state_dict, read_state_dict, to_latvit_keys, unwrap_state_dict
 from latvit.errors import SpecError, UnknownModelError
 from latvit.models import efficientformer, efficientformer_v2, mixformer, mobileformer, mobilevit, trtvit
 from latvit.space.builder import LatvitNet, build_model
@@ -102,6 +102,44 @@ def load_checkpoint(model: LatvitNet, checkpoint: str | Path | dict) -> LatvitNe
     return model
 
 
+# The classifier layers a fine-tuning run may replace: the class head and the distillation head.
+CLASSIFIER_LAYERS = ("head.fc", "head.fc_dist")
+
+
+def load_backbone(model: LatvitNet, checkpoint: str | Path | dict) -> list[str]:
+    """Load `checkpoint` into `model` to fine-tune it, possibly on other classes (in place).
+
+    Every tensor outside the classifier loads strictly, as `load_checkpoint` does (any supported layout; a
+    backbone that does not match is one error listing the keys). A classifier layer (`CLASSIFIER_LAYERS`)
+    loads where the checkpoint has it at the model's shape; otherwise it keeps the model's fresh
+    initialisation (another class count, or a distillation head the checkpoint lacks), and a checkpoint
+    classifier the model has no place for is dropped.
+    Returns one line per re-initialised layer, e.g. ["head.fc (1000 classes in the checkpoint, 3 here)"];
+    [] when everything loaded.
+    """
+    where = "state dict" if isinstance(checkpoint, dict) else str(checkpoint)
+    sd = unwrap_state_dict(checkpoint, where) if isinstance(checkpoint, dict) else read_state_dict(checkpoint)
+    sd = to_latvit_keys(dict(sd), model, FAMILIES.get(model.spec.family))
+    own = model.state_dict()
+
+    def layer_of(key: str) -> str | None:
+        return next((layer for layer in CLASSIFIER_LAYERS if key.startswith(layer + ".")), None)
+
+    fresh: dict[str, str] = {}  # layer -> why it is re-initialised
+    for key in own:
+        layer = layer_of(key)
+        if layer is None or layer in fresh:
+            continue
+        if key not in sd:
+            fresh[layer] = f"{layer} (not in the checkpoint)"
+        elif sd[key].shape != own[key].shape:
+            fresh[layer] = f"{layer} ({sd[key].shape[0]} classes in the checkpoint, {own[key].shape[0]} here)"
+    kept = {k: v for k, v in sd.items() if layer_of(k) is None or (k in own and layer_of(k) not in fresh)}
+    kept.update({k: v for k, v in own.items() if layer_of(k) in fresh})  # their fresh initialisation
+    load_state_dict(model, kept, None, where)  # keys are latvit's already: strict over the backbone
+    return list(fresh.values())
+
+
 def save(model: nn.Module, directory: str | Path) -> Path:
     """Write `spec.json` and `model.safetensors` to `directory`; `create_model(directory)` reloads it."""
     from safetensors.torch import save_file
@@ -136,5 +174,5 @@ def model_card(name: str) -> dict:
             "mes_params": round(mes({"params": cost.params}, {"params": DEFAULT_TERMS["params"]}), 2)}
 
 
-__all__ = ["FAMILIES", "MODELS", "create_model", "get_spec", "list_models", "load_checkpoint", "model_card",
-           "resolve_spec", "save"]
+__all__ = ["CLASSIFIER_LAYERS", "FAMILIES", "MODELS", "create_model", "get_spec", "list_models", "load_backbone",
+           "load_checkpoint", "model_card", "resolve_spec", "save"]

@@ -66,4 +66,6 @@ def official_to_timm(state_dict: dict) -> dict:
 
 
 def is_official(state_dict: dict) -> bool:
+    """snap-research's root names (`patch_embed.`, `network.`, V1 and V2 alike); timm and latvit use `stem.` /
+    `stages.`."""
     return any(re.match(r"(patch_embed|network)\.", k) for k in state_dict)

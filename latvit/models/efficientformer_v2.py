@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from latvit.models.efficientformer import is_official as is_official  # snap-research names V1 and V2 alike
 from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
 
 PAPER = "arXiv:2212.08059"
@@ -123,7 +124,3 @@ def official_to_timm(state_dict: dict) -> dict:
         out[new] = value
     return out
 
-
-def is_official(state_dict: dict) -> bool:
-    """snap-research's root names (`patch_embed.`, `network.`); timm and latvit use `stem.` / `stages.`."""
-    return any(re.match(r"(patch_embed|network)\.", k) for k in state_dict)

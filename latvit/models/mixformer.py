@@ -7,7 +7,8 @@ a BatchNorm + 2x2 stride-2 conv doubles the width. A projection to 1280 channels
 small models.
 
 Widths, depths and heads are the official PaddleClas `mixformer.py` (B0-B4); window 7, MLP ratio 4.
-Windows must tile every stage's map, so inputs are multiples of 224 (7 x 32).
+Any input that is a multiple of 32 works: a stage map that the 7x7 windows do not tile is padded to
+window multiples inside each mixing block, as in the official code (at 224 every map is tiled: no padding).
 
 latvit builds the final LayerNorm -> Linear(1280) -> GELU as its head's 1x1 Conv-BN-GELU (the BN folds
 into the conv at deploy); docs/models/mixformer.md lists what this changes (a few thousand parameters).

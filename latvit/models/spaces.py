@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from latvit.errors import LatvitError
+from latvit.models import MODELS
 from latvit.models.efficientformer import efficientformer_spec
 from latvit.models.efficientformer_v2 import efficientformer_v2_spec
 from latvit.models.mobilevit import mobilevit_spec
@@ -183,18 +184,19 @@ SPACES: dict[str, SearchSpace] = {
 }
 
 
+ZOO = "zoo"  # a space of exactly the registered models: covered (`covering_specs`), never sampled
+
+
 def get_space(name: str) -> SearchSpace:
     if name not in SPACES:
-        raise LatvitError(f"unknown search space '{name}'; choose one of {', '.join(sorted(SPACES))} or 'zoo'")
+        raise LatvitError(f"unknown search space '{name}'; choose one of {', '.join(sorted(SPACES))} or '{ZOO}'")
     return SPACES[name]
 
 
-def zoo_blocks(img_size: int | None = None) -> list[PlannedBlock]:
-    """Distinct blocks of every registered model (each at its default size unless `img_size`)."""
-    from latvit.models import MODELS
-
-    found: dict[tuple, PlannedBlock] = {}
-    for spec in MODELS.values():
-        for block in plan_network(spec, img_size).blocks:
-            found.setdefault(block.key, block)
-    return list(found.values())
+def covering_specs(name: str, img_size: int | None = None) -> list[NetSpec]:
+    """Specs whose blocks together are every block of space `name`: a search space's covering choices,
+    or for `zoo` every registered model (each at its own size unless `img_size`)."""
+    if name == ZOO:
+        return [spec.with_img_size(img_size) for spec in MODELS.values()]
+    space = get_space(name)
+    return [space.spec(choice, img_size) for choice in space.covering_choices()]

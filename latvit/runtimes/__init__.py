@@ -20,6 +20,7 @@ RUNTIME_MODULES: dict[str, str] = {
     "openvino": "latvit.runtimes.openvino",
     "openvino_bf16": "latvit.runtimes.openvino:RUNTIME_BF16",  # a precision change: never a default
     "executorch": "latvit.runtimes.executorch",
+    "litert": "latvit.runtimes.litert",
     "tensorrt": "latvit.runtimes.tensorrt",
     "tensorrt_fp16": "latvit.runtimes.tensorrt:RUNTIME_FP16",
     "coreml": "latvit.runtimes.coreml",

@@ -6,7 +6,9 @@ thread settings) happens when the runner is prepared, so timing the runner times
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +19,34 @@ import torch.nn as nn
 from latvit.errors import LatvitError, missing_extra
 
 Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a runtime's export wrote, as a target sees it.
+
+    runtime: the runtime's registered name ("ort", "openvino", ...).
+    path: the file (or directory, e.g. a CoreML .mlpackage) to load; None for in-process runtimes (eager,
+        inductor), which only the local target can time, through `TimingJob.runner`.
+    input_shape: the static input (B, 3, H, W); inputs are float32.
+    """
+
+    runtime: str
+    path: Path | None
+    input_shape: tuple[int, ...]
+
+    def sha256(self) -> str | None:
+        """Content hash of the artifact (every file of a directory artifact, in name order), for caches."""
+        if self.path is None:
+            return None
+        digest = hashlib.sha256()
+        files = [self.path] if self.path.is_file() else sorted(p for p in self.path.rglob("*") if p.is_file())
+        for f in files:
+            digest.update(f.relative_to(self.path.parent).as_posix().encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        return digest.hexdigest()
 
 
 class Runtime:

@@ -12,26 +12,55 @@
    sandwich subnets use their own width's statistics. Evaluations are cached (OUTPUT/accuracy.json, or
    accuracy.json inside the supernet's directory), so a killed search resumes without re-evaluating
    (NSGA-II also keeps its optuna study in OUTPUT/nsga2.db).
-3. Latency: the LUT predictor (`latvit.predict_latency`) on the table's runtime and device.
-4. The chosen spec is written to OUTPUT/spec.json, with trace.json, pareto.json/png and result.json,
-   where the result's latency is measured on the runtime next to the predicted one.
+3. Latency: the LUT predictor (`latvit.predict_latency`) on the table's runtime and device, rescaled to
+   the device's speed now: the reference workload is measured once at the start (`follow_device`) and
+   every prediction of the search is multiplied by that one drift factor.
+4. The result is the best point, not the last step: among every evaluated candidate predicted to meet
+   the target, the most accurate, ties going to the faster (`best_point`). It is then measured on the
+   device, interleaved with the reference (`select_result`); if it misses the target by more than
+   `--tolerance`, the limit on predicted latency is lowered by the miss and the next candidate under it is
+   taken (the trajectory is extended when no evaluated candidate is fast enough), up to
+   MAX_FINAL_MEASUREMENTS measurements.
+5. The chosen spec is written to OUTPUT/spec.json, with trace.json, pareto.json/png and result.json
+   (predicted and measured latency, the candidates measured, the drift and how the result was chosen).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from latvit.errors import LatvitError
-from latvit.search.algorithms import METHODS, PathState, Step, greedy_search, importance_slimming, pareto_search
+from latvit.latency.lut import load_table
+from latvit.latency.predictor import follow_device, no_reference_note, predict_latency
 from latvit.models.spaces import Choice, get_space
+from latvit.search.algorithms import (
+    METHODS,
+    PathState,
+    Step,
+    dominates,
+    greedy_search,
+    importance_slimming,
+    pareto_search,
+)
+from latvit.search.inherit import recalibrate_bn
 from latvit.search.supernet import SupernetTraining, train_gumbel, train_sandwich
+from latvit.space.plan import spec_cost
+from latvit.targets.protocol import default_threads, run_isolated
 from latvit.utils import atomic_write_text
 
 METHOD_SPACE = {"efficientformer": "efficientformer", "efficientformerv2": "efficientformerv2"}
 SUPERNETS = ("auto", "plain")
+TOLERANCE = 0.05  # a result may measure this much above the target (the issue's +-5%)
+MAX_FINAL_MEASUREMENTS = 4
+SELECTION = ("the most accurate evaluated candidate predicted to meet the target (ties: the faster), "
+             "measured on the device interleaved with the reference")
 
 
 @dataclass
@@ -52,6 +81,7 @@ class SearchRequest:
     threads: int | None = None
     seed: int = 0
     measure: bool = True
+    tolerance: float = TOLERANCE  # relative: how far above the target a measured result may be
     supernet: str = "auto"  # auto: Gumbel (efficientformer) / sandwich (efficientformerv2 space); plain: drop path
     progress: bool = True
 
@@ -197,17 +227,73 @@ def write_pareto_plot(points: list[Step], front: list[Step], result: Step, path:
     save_png(fig, path)
 
 
+def best_point(points: list[Step], limit_ms: float) -> Step | None:
+    """Among `points` predicted at or under `limit_ms`: the most accurate, ties going to the faster; None
+    when none is that fast."""
+    meeting = [p for p in points if p.latency_ms <= limit_ms]
+    return min(meeting, key=lambda p: (-p.accuracy, p.latency_ms)) if meeting else None
+
+
+@dataclass
+class Selection:
+    """The chosen point, the measurements that chose it (one dict per measured candidate) and a note."""
+
+    step: Step
+    measured: list[dict]
+    note: str
+
+
+def select_result(points: Callable[[], list[Step]], target_ms: float, *,
+                  measure: Callable[[Step], dict] | None = None, extend: Callable[[float], None] | None = None,
+                  tolerance: float = TOLERANCE, max_measured: int = MAX_FINAL_MEASUREMENTS) -> Selection:
+    """Choose the result among the evaluated `points()` (see the module docstring, point 4).
+
+    measure(step) -> a record with `median_ms` (and what else the caller keeps), or with `median_ms` None
+    and an `error`; None: choose on predictions alone. extend(limit_ms): evaluate further candidates of the
+    trajectory until one is predicted at or under limit_ms (raising LatvitError when none can be), so that
+    `points()` then has one. When every measured candidate misses, the fastest measured one is returned,
+    and the note says so.
+    """
+    limit, tried = target_ms, []
+    best = best_point(points(), limit)
+    if best is None:
+        raise LatvitError(f"no evaluated candidate is predicted to meet {target_ms:g} ms")
+    if measure is None:
+        return Selection(best, [], "chosen on predictions (not measured)")
+    while best is not None and len(tried) < max_measured:
+        record = measure(best) | {"predicted_ms": best.latency_ms, "accuracy": best.accuracy,
+                                  "choice": dataclasses.asdict(best.choice)}
+        tried.append((best, record))
+        measured = [r for _, r in tried]
+        if record.get("median_ms") is None:
+            return Selection(best, measured, f"could not be measured ({record.get('error')}); chosen on predictions")
+        if record["median_ms"] <= target_ms * (1 + tolerance):
+            return Selection(best, measured, f"measured {record['median_ms']:.3f} ms: within {tolerance:.0%} of the "
+                                             "target or under it")
+        # the predictor was optimistic by measured / predicted here: ask the next candidate for that margin
+        limit = min(limit, best.latency_ms * target_ms / record["median_ms"]) * (1 - 1e-9)
+        best = best_point(points(), limit)
+        if best is None and extend is not None:
+            try:
+                extend(limit)
+            except LatvitError:
+                break
+            best = best_point(points(), limit)
+    step, record = min(tried, key=lambda t: t[1]["median_ms"])
+    return Selection(step, [r for _, r in tried],
+                     f"misses the target: the fastest of {len(tried)} measured candidates took "
+                     f"{record['median_ms']:.3f}"
+                     " ms and no faster candidate was left; raise --target-ms or rebuild the table")
+
+
 def search(req: SearchRequest) -> dict:
     """Run the search `req` describes; returns the result record (also written to OUTPUT/result.json)."""
-    from latvit.latency.lut import load_table
-    from latvit.latency.predictor import predict_latency
-    from latvit.targets.protocol import default_threads, run_isolated
-    from latvit.space.plan import spec_cost
-
     if req.method not in METHODS:
         raise LatvitError(f"unknown search method '{req.method}'; choose {', '.join(METHODS)}")
     if req.target_ms <= 0:
         raise LatvitError(f"--target-ms must be > 0, got {req.target_ms}")
+    if req.tolerance < 0:
+        raise LatvitError(f"--tolerance must be >= 0 (a fraction, e.g. 0.05), got {req.tolerance}")
     table = load_table(req.lut)
     table.check_device(runtime=req.runtime)
     space_name = table.meta.get("space")
@@ -226,8 +312,11 @@ def search(req: SearchRequest) -> dict:
                               "train_subset": req.train_subset, "seed": req.seed, "eval_images": req.eval_images,
                               "bn_batches": req.bn_batches})
 
+    drift = follow_device(table)  # the device now against the table: one factor for the whole search
+    factor = drift.factor if drift else 1.0
+
     def latency(c: Choice) -> float:
-        return predict_latency(space.spec(c, img_size), table).ms
+        return predict_latency(space.spec(c, img_size), table, now=False).ms * factor
 
     floor = latency(space.smallest())
     if floor > req.target_ms:  # before any training: an impossible target costs nothing
@@ -235,8 +324,6 @@ def search(req: SearchRequest) -> dict:
                           "predicted): raise --target-ms or use a smaller --img-size")
     kind = supernet_kind(req.method, space_name, req.supernet)
     start = time.perf_counter()
-    import torch
-
     torch.set_num_threads(threads)
     training = SupernetTraining(data=req.data, epochs=req.supernet_epochs, batch_size=req.batch_size,
                                 train_subset=req.train_subset, seed=req.seed, threads=threads, progress=req.progress)
@@ -250,9 +337,11 @@ def search(req: SearchRequest) -> dict:
     def held_out(spec) -> HeldOut:
         return HeldOut(req.data, img_size, spec.mean, spec.std, req.eval_images, req.bn_batches)
 
-    if kind == "gumbel":
-        from latvit.search.inherit import recalibrate_bn
+    def params(c: Choice) -> float:
+        return spec_cost(space.spec(c, img_size)).params
 
+    extend = None  # limit_ms -> None: more steps of the trajectory, until one is predicted under limit_ms
+    if kind == "gumbel":
         run = out / "supernet_gumbel"
         supernet = train_gumbel(space, img_size, training, run)
         held = held_out(supernet.spec)
@@ -264,7 +353,12 @@ def search(req: SearchRequest) -> dict:
                                   key=_state_key, choice_of_key=_state_choice)
         trace = importance_slimming(space, supernet.start_state(), importance, accuracy,
                                     lambda s: latency(s.choice()), req.target_ms, on_step=save_step)
-        result = trace[-1]
+
+        def extend(limit_ms: float) -> None:
+            last = steps[-1]
+            state = PathState(last.paths, last.choice.widths, supernet.start_state().expansion)
+            importance_slimming(space, state, importance, accuracy, lambda s: latency(s.choice()), limit_ms,
+                                on_step=lambda step: None if step.action == "start" else save_step(step))
     else:
         if kind == "sandwich":
             run = out / "supernet_sandwich"
@@ -274,39 +368,67 @@ def search(req: SearchRequest) -> dict:
             supernet = train_supernet(space, img_size, req, out)
             accuracy = plain_accuracy(supernet, space, img_size, held_out(supernet.spec), out / "accuracy.json")
         if req.method == "nsga2":
-            points, front = pareto_search(space, accuracy, latency, trials=req.trials, seed=req.seed,
+            trials, front = pareto_search(space, accuracy, latency, trials=req.trials, seed=req.seed,
                                           storage=f"sqlite:///{(out / 'nsga2.db').resolve()}", target_ms=req.target_ms)
             if not front:
                 raise LatvitError(f"no evaluated spec meets {req.target_ms:g} ms; raise --trials or --target-ms")
-            result, trace = max(front, key=lambda s: s.accuracy), points
+            trace = trials
         else:
-            trace = greedy_search(space, req.method, accuracy, latency, req.target_ms,
-                                  params=lambda c: spec_cost(space.spec(c, img_size)).params, on_step=save_step)
-            result = trace[-1]
-    if req.method != "nsga2":
-        from latvit.search.algorithms import dominates
+            trace = greedy_search(space, req.method, accuracy, latency, req.target_ms, params=params,
+                                  on_step=save_step)
 
-        points = [Step("evaluated", c, latency(c), acc) for c, acc in accuracy.evaluated()]
-        front = sorted((s for s in points if not any(
-            dominates((o.accuracy, o.latency_ms), (s.accuracy, s.latency_ms)) for o in points)),
-            key=lambda s: s.latency_ms)
+            def extend(limit_ms: float) -> None:
+                greedy_search(space, req.method, accuracy, latency, limit_ms, params=params, start=steps[-1].choice,
+                              on_step=lambda step: None if step.action == "start" else save_step(step))
+
+    def evaluated() -> list[Step]:
+        if req.method == "nsga2":
+            return trials
+        return [Step("evaluated", c, latency(c), acc) for c, acc in accuracy.evaluated()]
+
+    def measure(step: Step) -> dict:
+        """The candidate on the device now, interleaved with the reference, in a child process."""
+        path = out / "candidates" / f"{_choice_digest(step.choice)}.json"
+        spec = dataclasses.replace(space.spec(step.choice, img_size), name=path.stem)
+        atomic_write_text(path, spec.to_json() + "\n")
+        table_threads = int(table.meta.get("threads") or threads)
+        measured = run_isolated("latvit.latency.measure:measure_spec_now", {
+            "spec": str(path), "runtime": table.meta["runtime"], "threads": table_threads,
+            "deploy": bool(table.meta.get("deploy", True))}, timeout=600, threads=table_threads)
+        return measured.value if measured.ok else {"median_ms": None, "error": measured.error}
+
+    selection = select_result(evaluated, req.target_ms, measure=measure if req.measure else None, extend=extend,
+                              tolerance=req.tolerance)
+    result = selection.step
+    points = evaluated()
+    front = sorted((s for s in points if not any(
+        dominates((o.accuracy, o.latency_ms), (s.accuracy, s.latency_ms)) for o in points)),
+        key=lambda s: s.latency_ms)
+    if req.method != "nsga2":
+        trace = steps
     atomic_write_text(trace_path, json.dumps([s.as_dict() for s in trace], indent=1))
-    spec = dataclasses.replace(space.spec(result.choice, img_size), name=f"{space_name}_{req.method}_{req.target_ms:g}ms")
+    name = f"{space_name}_{req.method}_{req.target_ms:g}ms"
+    spec = dataclasses.replace(space.spec(result.choice, img_size), name=name)
     atomic_write_text(out / "spec.json", spec.to_json() + "\n")
     atomic_write_text(out / "pareto.json", json.dumps([s.as_dict() for s in front], indent=1))
     write_pareto_plot(points, front, result, out / "pareto.png", req.target_ms)
+    chosen = next((m for m in selection.measured[::-1] if m["choice"] == dataclasses.asdict(result.choice)), {})
     record = {"method": req.method, "space": space_name, "supernet": kind, "img_size": img_size,
               "target_ms": req.target_ms, "predicted_ms": result.latency_ms, "accuracy_inherited": result.accuracy,
               "params_m": spec_cost(spec).params / 1e6, "search_seconds": time.perf_counter() - start,
-              "runtime": table.meta.get("runtime"), "spec": str(out / "spec.json")}
-    if req.measure:
-        measured = run_isolated("latvit.latency.bench:measure_row", {
-            "model": str(out / "spec.json"), "runtime": table.meta.get("runtime"), "img_size": img_size,
-            "threads": int(table.meta.get("threads") or threads), "iters": 30, "min_seconds": 1.0}, timeout=600)
-        record["measured_ms"] = measured.value["median_ms"] if measured.ok else None
-        record["measure_error"] = "" if measured.ok else measured.error
+              "runtime": table.meta.get("runtime"), "spec": str(out / "spec.json"),
+              "selection": SELECTION if req.measure else SELECTION.split(", measured")[0],
+              "selection_note": selection.note, "trajectory_end_ms": steps[-1].latency_ms if steps else None,
+              "drift": drift.describe() if drift else no_reference_note(table), "drift_factor": factor,
+              "measured_ms": chosen.get("median_ms"), "measured_ci_rel": chosen.get("ci_rel"),
+              "measured_ref_ms": chosen.get("ref_ms"), "measure_error": chosen.get("error", ""),
+              "candidates_measured": selection.measured}
     atomic_write_text(out / "result.json", json.dumps(record, indent=1))
     return record
+
+
+def _choice_digest(choice: Choice) -> str:
+    return hashlib.sha1(json.dumps(dataclasses.asdict(choice), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def json_choice(key: str) -> Choice:

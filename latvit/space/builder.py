@@ -92,11 +92,14 @@ class LatvitNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise SpecError(f"{self.spec.name} expects input of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
         h, w = int(x.shape[2]), int(x.shape[3])
+        m = self.input_multiple
+        if h % m or w % m:  # first: no model of this spec takes such a size, so img_size= would not help
+            near = max(m, round(max(h, w) / m) * m)
+            raise SpecError(f"{self.spec.name} needs H and W to be multiples of {m}, got {h}x{w}; resize or crop "
+                            f"the input to a multiple of {m} (e.g. {near}x{near})")
         if self.fixed_input_size and (h, w) != (self.img_size, self.img_size):
-            raise SpecError(f"{self.spec.name} was built for {self.img_size}x{self.img_size} input, got {h}x{w}; "
-                            f"create it with img_size={h}")
-        if h % self.input_multiple or w % self.input_multiple:
-            raise SpecError(f"{self.spec.name} needs H and W to be multiples of {self.input_multiple}, got {h}x{w}")
+            fix = f"create it with img_size={h} (CLI: --img-size {h})" if h == w else "give it a square input"
+            raise SpecError(f"{self.spec.name} was built for {self.img_size}x{self.img_size} input, got {h}x{w}; {fix}")
 
     # -- timm's model surface ------------------------------------------------------------------------
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -140,6 +143,13 @@ class LatvitNet(nn.Module):
 
     def set_distilled_training(self, enable: bool = True) -> None:
         self.head.distilled_training = enable
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter grouping (layer-wise lr decay): the stem, then each stage (coarse) or each block,
+        then the head's conv and norm; the classifier is the last group."""
+        blocks = r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                                                    (r"^head\.(?:conv|norm)", (99999,))]
+        return {"stem": r"^stem", "blocks": blocks}
 
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if "attention_biases" in n}

@@ -46,17 +46,3 @@ def mes(metrics: dict[str, float], terms: dict[str, MesTerm] | None = None, scor
             raise LatvitError(f"MES unit of '{name}' must be > 0, got {term.unit}")
         value *= (m / term.unit) ** term.alpha
     return value
-
-
-def parse_terms(text: str) -> dict[str, MesTerm]:
-    """CLI form 'params:1e6:-0.5,latency_ms:1:-0.5' -> terms."""
-    terms = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        try:
-            name, unit, alpha = part.split(":")
-            terms[name] = MesTerm(float(unit), float(alpha))
-        except ValueError:
-            raise LatvitError(f"bad MES term '{part}': expected NAME:UNIT:ALPHA, e.g. latency_ms:1:-0.5") from None
-    if not terms:
-        raise LatvitError("no MES terms given: expected NAME:UNIT:ALPHA[,...]")
-    return terms

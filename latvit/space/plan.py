@@ -59,7 +59,12 @@ class NetPlan:
 
     @property
     def total_stride(self) -> int:
-        return self.stage_reductions[-1]
+        """What H and W must be multiples of: the product of the blocks' strides. Not the last stage's
+        reduction, which is the whole input side where a stage pools to 1x1 (Mobile-Former's mf_merge)."""
+        stride = 1
+        for b in self.blocks:
+            stride *= block_stride(b.spec)
+        return stride
 
     def token_start(self, stage: int) -> int | None:
         """Index of the first token-layout block of a stage (where the builder flattens), or None."""

@@ -20,7 +20,10 @@ def main(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
     module_name, func_name = request["target"].split(":")
     try:
-        value = getattr(importlib.import_module(module_name), func_name)(**request["kwargs"])
+        function = getattr(importlib.import_module(module_name), func_name)
+        if request.get("threads") and "torch" in sys.modules:  # the env set OpenMP's pool; torch's too
+            sys.modules["torch"].set_num_threads(request["threads"])
+        value = function(**request["kwargs"])
         payload = {"ok": True, "value": value}
     except LatvitError as e:
         payload = {"ok": False, "error": str(e)}

@@ -27,8 +27,8 @@ class TrainConfig:
     """Everything a run needs; saved as `config.yaml` in the output directory."""
 
     model: str = ""  # anything latvit.create_model accepts: name, spec JSON, saved-model directory
-    init: str | None = None  # start from these weights (checkpoint file or saved-model dir), loaded strictly
-    #                          into `model`: fine-tune a spec edit that keeps the parameters (another act)
+    init: str | None = None  # start from these weights (checkpoint file or saved-model dir): the backbone loads
+    #                          strictly, a classifier for another class count starts fresh (fine-tuning)
     data: str = ""  # "fashion-mnist", "synthetic", or an ImageFolder root with train/ and val/ (or idx .gz files)
     output: str = ""  # run directory; default runs/<model>-<data>
     # schedule and optimiser
@@ -40,6 +40,8 @@ class TrainConfig:
     warmup_epochs: float = 5.0
     optimizer: str = "adamw"  # any timm.optim optimizer name
     weight_decay: float = 0.01  # not applied to biases, norms and attention biases (timm's param groups)
+    layer_decay: float | None = None  # layer-wise lr decay (timm's, as in BEiT): the classifier gets lr, each
+    #                                   block below it lr x layer_decay^depth; e.g. 0.75 to fine-tune; null: off
     clip_grad: float | None = 5.0  # max global grad norm; null disables
     label_smoothing: float = 0.1
     drop_path: float = 0.0
@@ -63,7 +65,7 @@ class TrainConfig:
     teacher_checkpoint: str | None = None
     distill_alpha: float = 0.5  # loss = (1 - a) * CE(cls, y) + a * CE(dist, argmax teacher)
     # data options
-    num_workers: int = 4
+    num_workers: int | str = "auto"  # loader processes per training process; auto: from the cores (docs/train.md)
     train_subset: int | None = None  # use only the first N training images (quick runs)
     val_subset: int | None = None
     synthetic_classes: int = 4
@@ -74,8 +76,14 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps; 0 = only at epoch ends
     eval_batch_size: int = 256
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling)
-    threads: int = 0  # torch CPU threads per process; 0 = torch's default
+    amp: bool | str = True  # mixed precision: true = on CUDA (bf16 where supported, else fp16 with loss
+    #                         scaling), off on CPU; "bf16" on any device (CPU autocast too); "fp16" (CUDA); false
+    channels_last: bool | str = "auto"  # NHWC weights and inputs; auto: on CPU (measured faster, docs/train.md),
+    #                                     off on CUDA (not measured yet)
+    compile: bool = False  # torch.compile the training model (costs minutes of compilation up front)
+    pin_memory: bool = True  # page-locked batches and non-blocking copies to a CUDA device
+    threads: int = 0  # torch CPU threads per process; 0 = auto: the process's cores minus its loader workers
+    log_every: int = 20  # read the loss back (progress bar, TensorBoard, non-finite check) every N steps
     progress: bool = True  # rich progress bar on rank 0
     tensorboard: bool = True  # write TensorBoard logs when tensorboard is installed
 
@@ -94,9 +102,18 @@ _HINTS = get_type_hints(TrainConfig)
 DEVICES = ("auto", "cpu", "cuda")
 
 
+# the words a typed key accepts besides its type
+WORDS = {"num_workers": ("auto",), "amp": ("bf16", "fp16"), "channels_last": ("auto",)}
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Check `value` against the field's type (ints are accepted for floats, lists for tuples)."""
     hint = str(_HINTS[name])
+    if name in WORDS and isinstance(value, str):
+        if value not in WORDS[name]:
+            kind = "a number" if "int" in hint else "true or false"
+            raise ConfigError(f"config.{name}: expected {kind} or {' / '.join(WORDS[name])}, got {value!r}")
+        return value
     optional = "None" in hint
     if value is None:
         if optional:
@@ -137,11 +154,12 @@ def _check_ranges(c: TrainConfig) -> None:
         raise ConfigError("no model given: pass MODEL (a name from `latvit models`, a spec JSON or a saved model dir)")
     if not c.data:
         raise ConfigError("no data given: pass --data fashion-mnist, synthetic or an ImageFolder directory")
-    for name in ("epochs", "batch_size", "eval_batch_size", "synthetic_classes", "synthetic_train", "synthetic_val"):
+    for name in ("epochs", "batch_size", "eval_batch_size", "synthetic_classes", "synthetic_train", "synthetic_val",
+                 "log_every"):
         if getattr(c, name) < 1:
             bad(name, "must be >= 1")
     for name in ("num_workers", "checkpoint_every", "threads", "seed"):
-        if getattr(c, name) < 0:
+        if not isinstance(getattr(c, name), str) and getattr(c, name) < 0:
             bad(name, "must be >= 0")
     for name in ("train_subset", "val_subset", "img_size"):
         if getattr(c, name) is not None and getattr(c, name) < 1:
@@ -158,6 +176,8 @@ def _check_ranges(c: TrainConfig) -> None:
     for name in ("label_smoothing", "drop_path"):
         if not 0.0 <= getattr(c, name) < 1.0:
             bad(name, "must be in [0, 1)")
+    if c.layer_decay is not None and not 0.0 < c.layer_decay <= 1.0:
+        bad("layer_decay", "must be in (0, 1] (or null for none)")
     for name in ("hflip", "distill_alpha"):
         if not 0.0 <= getattr(c, name) <= 1.0:
             bad(name, "must be in [0, 1]")

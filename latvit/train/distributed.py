@@ -58,6 +58,24 @@ def init_distributed(device: str = "auto") -> Dist:
     return Dist(rank, world_size, local_rank, dev)
 
 
+def wrap_ddp(model: torch.nn.Module, d: Dist) -> torch.nn.Module:
+    """`model` in DistributedDataParallel, its gradients living in DDP's buckets.
+
+    With gradient_as_bucket_view, backward writes gradients where the all-reduce reads them: no copy into the
+    buckets at every step, and no "Grad strides do not match bucket view strides" copy either (a 1x1 conv fed
+    by a permuted activation, as in MobileViT, gets its weight gradient in channels-last strides, which a
+    freshly created gradient keeps and DDP must then copy per bucket). The gradients are made here, before DDP
+    is built, so DDP turns them into bucket views; callers zero them in place (zero_grad(set_to_none=False))
+    so they stay views. The numbers are those of plain DDP: the same all-reduce of the same gradients.
+    """
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    return DDP(model, device_ids=[d.device] if d.device.type == "cuda" else None, gradient_as_bucket_view=True)
+
+
 def all_reduce_sum(values: list[float], d: Dist) -> list[float]:
     """Element-wise sum over ranks (float64, so loss sums stay exact enough to compare runs)."""
     if not d.active:
@@ -85,4 +103,5 @@ def shutdown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["Dist", "all_gather_object", "all_reduce_sum", "barrier", "init_distributed", "pick_device", "shutdown"]
+__all__ = ["Dist", "all_gather_object", "all_reduce_sum", "barrier", "init_distributed", "pick_device", "shutdown",
+           "wrap_ddp"]

@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from latvit.data import Subset, Transformed, check_crop_pct, eval_transform, open_dataset
+from latvit.data import BatchFetcher, Subset, Transformed, check_crop_pct, eval_transform, open_dataset
 from latvit.train.distributed import Dist, all_reduce_sum
+from latvit.train.loader import KeyBatches, make_loader, pin_memory_for
 
 
 class _Shard(Dataset):
@@ -29,25 +30,33 @@ class _Shard(Dataset):
     def __getitem__(self, i: int):
         return self.base[self.indices[i]]
 
+    def batch(self, keys: list[int]):
+        return BatchFetcher(self.base)[[self.indices[i] for i in keys]]
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_workers: int = 0,
-             d: Dist | None = None, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Run `model` (in eval mode) over `dataset` of (image tensor, label) items.
+             d: Dist | None = None, amp_dtype: torch.dtype | None = None,
+             memory_format: torch.memory_format = torch.contiguous_format, pin_memory: bool = True) -> dict[str, float]:
+    """Run `model` (in eval mode) over `dataset` of (image tensor, label) items, whole batches at a time
+    (`dataset.batch` where it has one: `Transformed`'s exact in-memory path).
 
     Returns {top1, top5 (percent), loss (mean cross-entropy), images, seconds, images_per_sec (end to
     end, data loading included), model_images_per_sec (forward passes only)}, summed over all ranks.
+    Hits and losses are summed on the device and read once at the end.
     """
     d = d or Dist(device=next(model.parameters()).device)
     shard = _Shard(dataset, d.rank, d.world_size) if d.active else dataset
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=d.device.type == "cuda")
+    loader = make_loader(shard, KeyBatches(len(shard), batch_size), workers=num_workers,
+                         pin_memory=pin_memory_for(d.device, pin_memory))
     was_training = model.training
     model.eval()
-    correct1 = correct5 = loss_sum = count = model_s = 0.0
+    sums = torch.zeros(3, dtype=torch.float64, device=d.device)  # top-1 hits, top-5 hits, loss
+    count = model_s = 0.0
     start = time.perf_counter()
     for images, labels in loader:
-        images, labels = images.to(d.device, non_blocking=True), labels.to(d.device, non_blocking=True)
+        images = images.to(d.device, non_blocking=True, memory_format=memory_format)  # (B, 3, S, S)
+        labels = labels.to(d.device, non_blocking=True)  # (B,)
         t0 = time.perf_counter()
         with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images).float()  # (B, num_classes)
@@ -57,12 +66,13 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_w
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices  # (B, k)
         hits = top.eq(labels[:, None])  # (B, k)
-        correct1 += hits[:, 0].sum().item()
-        correct5 += hits.any(dim=1).sum().item()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        sums[0] += hits[:, 0].sum()
+        sums[1] += hits.any(dim=1).sum()
+        sums[2] += F.cross_entropy(logits, labels, reduction="sum").double()  # as the host summed it
         count += labels.numel()
     seconds = time.perf_counter() - start
     model.train(was_training)
+    correct1, correct5, loss_sum = sums.tolist()
     correct1, correct5, loss_sum, count = all_reduce_sum([correct1, correct5, loss_sum, count], d)
     count = max(count, 1.0)
     return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count,

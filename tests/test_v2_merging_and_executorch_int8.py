@@ -1,4 +1,4 @@
-"""Compression, issue 9 second round: EfficientFormerV2 key/value token merging, ExecuTorch int8 end to end,
+"""EfficientFormerV2 key/value token merging, ExecuTorch int8 end to end,
 and the accuracy columns of benchmarks/compression.py. Tiny specs at 32 px, one thread."""
 from __future__ import annotations
 

@@ -1,0 +1,128 @@
+"""`latvit lut build`: measure every distinct item of a space and a few whole networks, then fit the
+predictor's calibration (`latvit.latency.predictor.fit_calibration`) on them.
+
+Resumable: the file is rewritten atomically after every measurement, and a rerun of the same command skips
+what the file already holds, so nothing is measured twice and a killed build leaves a valid file. Settings
+that change latencies (runtime and version, threads, CPU, torch version, deploy, space, input size,
+protocol) are recorded; resuming or using a table under other settings needs `force`.
+
+Every measurement is timed in alternating rounds with the reference workload (`latvit.targets.reference`),
+so each row carries the device's speed at its moment (`ref_ms`), and the table its speed at build
+(`meta.reference`, the median over the rows): drift during the build and between build and use can then be
+corrected (`latvit.latency.lut.entry_ms`, `latvit.latency.predictor`).
+"""
+from __future__ import annotations
+
+import datetime
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from latvit.errors import LatvitError
+from latvit.latency.lut import (
+    BUILD_FIELDS,
+    STATISTICS,
+    LatencyTable,
+    calibration_specs,
+    describe_item,
+    item_id,
+    item_kind,
+    network_id,
+    set_build_reference,
+    space_items,
+)
+from latvit.latency.measure import BLOCK_PROTOCOL, NETWORK_PROTOCOL, measure_item, measure_network, timing_record
+from latvit.latency.predictor import fit_calibration
+from latvit.models.spaces import ZOO, get_space
+from latvit.runtimes import runnable_runtime
+from latvit.space.spec import spec_to_dict
+from latvit.targets.protocol import default_threads, machine_info, set_threads
+from latvit.targets.reference import prepare_reference
+from latvit.utils import progress_bar
+
+
+def build_meta(space: str, runtime, img_size: int | None, threads: int, deploy: bool) -> dict[str, Any]:
+    info = machine_info(threads)
+    return {"space": space, "img_size": img_size, "runtime": runtime.name, "runtime_version": runtime.version(),
+            "deploy": deploy, "block_protocol": asdict(BLOCK_PROTOCOL), "network_protocol": asdict(NETWORK_PROTOCOL),
+            "batch": 1, **info, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def build_lut(space: str, runtime: str = "ort", out: str | Path = "lut.json", *, img_size: int | None = None,
+              threads: int | None = None, deploy: bool = True, calibrate: int = 10, statistic: str = "median",
+              force: bool = False, progress: bool = True, reference: bool = True) -> LatencyTable:
+    """Measure every distinct item of `space` ("efficientformer", "efficientformerv2", "mobilevit", ... or
+    "zoo") on `runtime` in isolation, then `calibrate` networks end to end, and fit the predictor.
+
+    img_size: input size of the networks (default: the space's; `zoo`: each model's own).
+    threads: CPU threads for torch and the runtime (default: all cores).
+    deploy: measure deploy-folded modules (as `latvit bench` does by default).
+    statistic: "median" or "min" (see STATISTICS); changing it on a rerun only refits the predictor.
+    force: discard an existing `out` that was built under other settings instead of refusing.
+    reference: time the reference workload with every measurement (the table can then follow drift).
+    Resumable: `out` is rewritten atomically after every measurement; rerunning continues.
+    """
+    if statistic not in STATISTICS:
+        raise LatvitError(f"unknown statistic '{statistic}'; choose one of {', '.join(STATISTICS)}")
+    rt = runnable_runtime(runtime)
+    threads = threads or default_threads()
+    set_threads(threads)
+    deploy = bool(deploy)
+    if img_size is None and space != ZOO:
+        img_size = get_space(space).img_size
+    items = space_items(space, img_size)  # validates the space name and size before anything is measured
+    networks = calibration_specs(space, calibrate, img_size)
+    meta = build_meta(space, rt, img_size, threads, deploy)
+    table = _resume_or_new(Path(out), meta, force)
+
+    todo_items = table.missing(items)
+    todo_nets = [s for s in networks if network_id(s) not in table.networks]
+    with tempfile.TemporaryDirectory(prefix="latvit-ref-") as ref_dir:
+        ref = prepare_reference(rt, threads, ref_dir) if reference and (todo_items or todo_nets) else None
+        with progress_bar(progress, len(todo_items) + len(todo_nets), f"lut {space} on {rt.name}") as advance:
+            for item in todo_items:
+                advance(describe_item(item))
+                start = time.perf_counter()
+                timing, ref_fields = measure_item(item, rt, threads, deploy, reference=ref)
+                table.entries[item_id(item)] = {"where": item.where, "kind": item_kind(item), "flops": item.cost.flops,
+                                                **timing_record(timing, ref_fields),
+                                                "seconds": round(time.perf_counter() - start, 2)}
+                table.save()
+            for spec in todo_nets:
+                advance(f"network {spec.name} (end to end)")
+                timing, ref_fields = measure_network(spec, rt, threads, deploy, reference=ref)
+                table.networks[network_id(spec)] = {"name": spec.name, "spec": spec_to_dict(spec),
+                                                    "img_size": spec.img_size, **timing_record(timing, ref_fields)}
+                table.save()
+            advance(None)
+    set_build_reference(table)
+    table.meta["statistic"] = statistic
+    table.calibration = fit_calibration(table)
+    table.save()
+    return table
+
+
+def _resume_or_new(out: Path, meta: dict[str, Any], force: bool) -> LatencyTable:
+    if not out.exists():
+        table = LatencyTable(out, meta)
+        table.save()
+        return table
+    try:
+        old = LatencyTable.load(out)
+    except LatvitError:
+        if not force:
+            raise
+        old = None
+    if old is not None:
+        diffs = [f"{f}: {old.meta.get(f)!r} in the file, {meta[f]!r} now" for f in BUILD_FIELDS
+                 if old.meta.get(f) != meta[f]]
+        if not diffs:
+            return old  # resume: keep what is measured
+        if not force:
+            raise LatvitError(f"{out} was built with other settings ({'; '.join(diffs)}); use another --out, "
+                              "or --force to discard it and rebuild")
+    table = LatencyTable(out, meta)
+    table.save()
+    return table

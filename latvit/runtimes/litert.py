@@ -1,0 +1,491 @@
+"""LiteRT (formerly TensorFlow Lite) on the CPU: the Android runtime, run here with its XNNPACK delegate.
+
+Export: Google's `litert-torch` converter (`torch.export` -> StableHLO -> the LiteRT converter) writes one
+`.tflite` flatbuffer at the example's static shape, NCHW in and logits out as in PyTorch (the converter
+inserts the layout transposes itself). That file is what a phone runs: the same artifact can be pushed
+and timed with LiteRT's `benchmark_model` on a device.
+
+Run: the `ai-edge-litert` interpreter with its default delegate, XNNPACK, on `threads` threads (the
+interpreter's own `num_threads`, which sizes XNNPACK's threadpool per interpreter, not per process).
+
+A converter failure becomes one LatvitError line naming the operator and the reason (`conversion_error`),
+never a converter traceback. int8 lives in `latvit.deploy.quantize` (`_quantize_litert`), on
+`convert(..., quant_config=)` below.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from latvit.errors import LatvitError, first_line, missing_extra
+from latvit.runtimes.base import Runner, Runtime
+
+EXTRA = "litert"
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """litert-torch draws a progress tree on stdout and torch warns about its pytree registrations; latvit
+    reports its own progress, so both are off while converting (the environment variable is litert-torch's
+    own switch, restored afterwards)."""
+    previous = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    pytree_log = logging.getLogger("torch.utils._pytree")
+    level = pytree_log.level
+    pytree_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pytree_log.setLevel(level)
+        if previous is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
+
+
+def _litert_torch():
+    """The `litert_torch` module (importing it takes seconds: it brings JAX and the converter)."""
+    try:
+        with _quiet_converter():
+            import litert_torch
+    except ImportError:
+        raise missing_extra("litert_torch", EXTRA) from None
+    return litert_torch
+
+
+# How the converter names the failing operator: the FX node it was lowering ("While executing %median :
+# ... target=torch.ops.aten.median.dim"), else any aten overload or StableHLO / TFLite op in the message.
+_NODE_TARGET = re.compile(r"target=torch\.ops\.(aten\.\w+(?:\.\w+)?)")
+_OPERATOR = re.compile(r"\b(aten(?:\.|::)\w+(?:\.\w+)?|(?:stablehlo|chlo|tfl|mhlo)\.\w+)")
+# the user's source line FX keeps for that node ("Original traceback: File ".../x.py", line 12, in forward")
+_SOURCE = re.compile(r'File "([^"]+)", line (\d+), in \w+')
+
+
+def conversion_error(error: BaseException, what: str = "the model") -> LatvitError:
+    """A converter exception as one line naming the operator, the reason and, where the converter says, the
+    source line, e.g. "litert cannot convert the model: operator aten.median.dim has no LiteRT lowering (at
+    .../layers/x.py:12); replace that layer or export another format".
+
+    When the message names no operator (e.g. a `torch.export` failure on data-dependent control flow) the
+    line carries the converter's first line alone."""
+    text = str(error)
+    operator = _NODE_TARGET.search(text) or _OPERATOR.search(" ".join(text.split()))
+    sources = _SOURCE.findall(text.split("Original traceback:", 1)[1]) if "Original traceback:" in text else []
+    where = f" (at {Path(sources[-1][0]).name}:{sources[-1][1]})" if sources else ""
+    if operator is None:
+        return LatvitError(f"litert cannot convert {what}: {first_line(error)}")
+    reason = ("has no LiteRT lowering" if "Lowering not found" in text
+              else f"failed to lower ({first_line(error, 120)})")
+    return LatvitError(f"litert cannot convert {what}: operator {operator.group(1)} {reason}{where}; replace that "
+                       f"layer or export another format")
+
+
+def convert(model: nn.Module, example: torch.Tensor, quant_config=None):
+    """`model` at `example`'s static shape as a litert-torch model (`.export(path)` writes the `.tflite`).
+
+    quant_config: a `litert_torch.quantize.quant_config.QuantConfig` (int8 through PT2E), or None for fp32.
+    Raises a one-line LatvitError (`conversion_error`) when the converter cannot take the model."""
+    litert_torch = _litert_torch()
+    with _quiet_converter():
+        try:
+            return litert_torch.convert(model.eval(), (example,), quant_config=quant_config)
+        except Exception as e:  # noqa: BLE001 - any converter failure is reported as one line
+            raise conversion_error(e) from None
+
+
+def interpreter(path: Path, threads: int, **options):
+    """A LiteRT interpreter over the `.tflite` at `path` with its tensors allocated: XNNPACK (the default
+    delegate) on `threads` threads. `options` go to `Interpreter` (e.g. profiling switches)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        it = Interpreter(model_path=str(path), num_threads=threads, **options)
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:  # not a flatbuffer, or an op this interpreter lacks
+        raise LatvitError(f"LiteRT cannot load {path}: {first_line(e)}") from None
+    return it
+
+
+class LiteRtRuntime(Runtime):
+    name, extra, suffix = "litert", EXTRA, ".tflite"
+    requires = ("litert_torch", "ai_edge_litert")
+
+    def missing(self) -> str | None:
+        """Like `Runtime.missing`, by looking the modules up instead of importing them (`litert_torch` takes
+        seconds to import; bench asks every runtime whether it is there)."""
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):  # a parent package that fails to import, or a stub module
+                found = False
+            if not found:
+                return str(missing_extra(module, self.extra))
+        return None
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"ai-edge-litert {version('ai-edge-litert')} (xnnpack; litert-torch {version('litert-torch')})"
+
+    def export(self, model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        edge = convert(model, example)
+        with _quiet_converter():
+            edge.export(str(path))
+        return path
+
+    def load(self, path: Path, example: torch.Tensor, threads: int) -> Runner:
+        return runner(interpreter(Path(path), threads))
+
+
+def runner(it) -> Runner:
+    """A runner over an allocated interpreter: float32 (B, 3, H, W) in, the logits out (a copy)."""
+    (source,), (result,) = it.get_input_details(), it.get_output_details()
+    if source["dtype"] != np.float32:
+        raise LatvitError(f"this .tflite takes {np.dtype(source['dtype']).name} input; latvit runs float32-input "
+                          f"models (int8 inside, float at the edges, as `latvit quantize` writes them)")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        it.set_tensor(source["index"], x)
+        it.invoke()
+        return it.get_tensor(result["index"])
+
+    return run
+
+
+RUNTIME = LiteRtRuntime()
+
+
+# -- profiling: LiteRT's own profiler, through its C API -------------------------------------------------
+# The Python interpreter has no profiler hook; LiteRT's CompiledModel has one (the TFLite profiler that
+# `benchmark_model --enable_op_profiling` prints), reachable only through libLiteRt.so's C API, which ships
+# in the ai-edge-litert wheel. ctypes declarations below follow litert/c/*.h of the LiteRT 2.x sources.
+_EVENT_TYPES = {1: "default", 2: "operator", 4: "delegate_operator", 8: "delegate_profiled_operator"}
+
+
+@dataclass
+class ProfiledEvent:
+    """One LiteRT profiler event: `tag` ("Invoke", "CONV_2D", "Convolution (NHWC, F32) IGEMM"), its kind
+    (`_EVENT_TYPES`), start and elapsed microseconds, and `index`: the node index (TFLite operators) or
+    the operator index inside its XNNPACK delegate (delegate operators)."""
+
+    tag: str
+    kind: str
+    start_us: int
+    elapsed_us: int
+    index: int
+
+
+def _libc_api():
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.strdup.restype, libc.strdup.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+    return libc
+
+
+def _litert_c_api():
+    """libLiteRt.so with the functions the profiler calls declared (every one returns a LiteRtStatus)."""
+    import ctypes
+
+    import ai_edge_litert
+
+    lib = ctypes.CDLL(str(Path(ai_edge_litert.__file__).parent / "libLiteRt.so"))
+    ptr, ref, size = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t
+    signatures = {
+        "LiteRtCreateEnvironment": [ctypes.c_int, ptr, ref],
+        "LiteRtCreateModelFromFile": [ptr, ctypes.c_char_p, ref],
+        "LiteRtCreateOptions": [ref],
+        "LiteRtSetOptionsHardwareAccelerators": [ptr, ctypes.c_int],
+        "LiteRtCreateOpaqueOptions": [ctypes.c_char_p, ptr, ptr, ref],
+        "LiteRtAddOpaqueOptions": [ptr, ptr],
+        "LiteRtCreateCompiledModel": [ptr, ptr, ptr, ref],
+        "LiteRtGetModelSignature": [ptr, size, ref],
+        "LiteRtGetSignatureInputTensorByIndex": [ptr, size, ref],
+        "LiteRtGetSignatureOutputTensorByIndex": [ptr, size, ref],
+        "LiteRtGetRankedTensorType": [ptr, ptr],
+        "LiteRtGetCompiledModelInputBufferRequirements": [ptr, size, size, ref],
+        "LiteRtGetCompiledModelOutputBufferRequirements": [ptr, size, size, ref],
+        "LiteRtCreateManagedTensorBufferFromRequirements": [ptr, ptr, ptr, ref],
+        "LiteRtCompiledModelGetProfiler": [ptr, ref],
+        "LiteRtStartProfiler": [ptr],
+        "LiteRtStopProfiler": [ptr],
+        "LiteRtResetProfiler": [ptr],
+        "LiteRtGetNumProfilerEvents": [ptr, ctypes.POINTER(ctypes.c_int)],
+        "LiteRtGetProfilerEvents": [ptr, ctypes.c_int, ptr],
+        "LiteRtRunCompiledModel": [ptr, size, size, ref, size, ref],
+    }
+    for name, argtypes in signatures.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = argtypes, ctypes.c_int
+    for name in ("LiteRtDestroyCompiledModel", "LiteRtDestroyModel", "LiteRtDestroyOptions",
+                 "LiteRtDestroyEnvironment", "LiteRtDestroyTensorBuffer"):
+        function = getattr(lib, name)
+        function.argtypes, function.restype = [ptr], None
+    return lib
+
+
+def _event_struct():
+    """ProfiledEventData of litert/c/litert_profiler_event.h."""
+    import ctypes
+
+    class Memory(ctypes.Structure):
+        _fields_ = [("total", ctypes.c_size_t), ("in_use", ctypes.c_size_t), ("private", ctypes.c_size_t)]
+
+    class Event(ctypes.Structure):
+        _fields_ = [("tag", ctypes.c_char_p), ("event_type", ctypes.c_int), ("start_us", ctypes.c_uint64),
+                    ("elapsed_us", ctypes.c_uint64), ("begin_memory", Memory), ("end_memory", Memory),
+                    ("metadata1", ctypes.c_uint64), ("metadata2", ctypes.c_uint64), ("source", ctypes.c_int)]
+
+    return Event
+
+
+class ProfiledModel:
+    """A `.tflite` compiled by LiteRT's CompiledModel API on the CPU (XNNPACK, `threads` threads) with its
+    profiler on: `run()` runs one inference on its own (zero-filled) buffers, `events()` returns what the
+    profiler recorded since the last `reset()`. Meant for `latvit.analysis.profile`; `load` is the runner
+    for measuring."""
+
+    def __init__(self, path: Path, threads: int):
+        import ctypes
+
+        self._ctypes, self._lib, libc = ctypes, _litert_c_api(), _libc_api()
+        ptr = ctypes.c_void_p
+        self._env, self._model, self._options, self._compiled, self._profiler = ptr(), ptr(), ptr(), ptr(), ptr()
+        self._call("LiteRtCreateEnvironment", 0, None, ctypes.byref(self._env))
+        self._call("LiteRtCreateModelFromFile", self._env, str(path).encode(), ctypes.byref(self._model))
+        self._call("LiteRtCreateOptions", ctypes.byref(self._options))
+        self._call("LiteRtSetOptionsHardwareAccelerators", self._options, 1)  # kLiteRtHwAcceleratorCpu
+        # opaque options are TOML payloads under an identifier (litert/c/options/litert_*_options.cc);
+        # LiteRT takes ownership of the strdup'ed payload and frees it with libc's free
+        for identifier, toml in ((b"runtime_options_string", b"enable_profiling = true\n"),
+                                 (b"xnnpack", f"num_threads = {threads}\n".encode())):
+            opaque = ptr()
+            self._call("LiteRtCreateOpaqueOptions", identifier, libc.strdup(toml), ctypes.cast(libc.free, ptr),
+                       ctypes.byref(opaque))
+            self._call("LiteRtAddOpaqueOptions", self._options, opaque)
+        self._call("LiteRtCreateCompiledModel", self._env, self._model, self._options, ctypes.byref(self._compiled))
+        signature = ptr()
+        self._call("LiteRtGetModelSignature", self._model, 0, ctypes.byref(signature))
+        self._buffers = []
+        for side in ("Input", "Output"):
+            tensor, requirements, buffer = ptr(), ptr(), ptr()
+            tensor_type = ctypes.create_string_buffer(512)  # LiteRtRankedTensorType, passed through unread
+            self._call(f"LiteRtGetSignature{side}TensorByIndex", signature, 0, ctypes.byref(tensor))
+            self._call("LiteRtGetRankedTensorType", tensor, tensor_type)
+            self._call(f"LiteRtGetCompiledModel{side}BufferRequirements", self._compiled, 0, 0,
+                       ctypes.byref(requirements))
+            self._call("LiteRtCreateManagedTensorBufferFromRequirements", self._env, tensor_type, requirements,
+                       ctypes.byref(buffer))
+            self._buffers.append(buffer)
+        self._inputs, self._outputs = (ptr * 1)(self._buffers[0]), (ptr * 1)(self._buffers[1])
+        self._call("LiteRtCompiledModelGetProfiler", self._compiled, ctypes.byref(self._profiler))
+        self._call("LiteRtStartProfiler", self._profiler)
+
+    def _call(self, name: str, *args) -> None:
+        status = getattr(self._lib, name)(*args)
+        if status != 0:
+            raise LatvitError(f"LiteRT's C API failed in {name} (status {status}); profile on another runtime")
+
+    def run(self) -> None:
+        self._call("LiteRtRunCompiledModel", self._compiled, 0, 1, self._inputs, 1, self._outputs)
+
+    def reset(self) -> None:
+        self._call("LiteRtResetProfiler", self._profiler)
+
+    def events(self) -> list[ProfiledEvent]:
+        count = self._ctypes.c_int()
+        self._call("LiteRtGetNumProfilerEvents", self._profiler, self._ctypes.byref(count))
+        raw = (_event_struct() * count.value)()
+        self._call("LiteRtGetProfilerEvents", self._profiler, count.value, raw)
+        return [ProfiledEvent(e.tag.decode(errors="replace") if e.tag else "", _EVENT_TYPES.get(e.event_type, "other"),
+                              int(e.start_us), int(e.elapsed_us), int(e.metadata1)) for e in raw]
+
+    def close(self) -> None:
+        lib = self._lib
+        for buffer in self._buffers:
+            lib.LiteRtDestroyTensorBuffer(buffer)
+        lib.LiteRtDestroyCompiledModel(self._compiled)
+        lib.LiteRtDestroyModel(self._model)
+        lib.LiteRtDestroyOptions(self._options)
+        lib.LiteRtDestroyEnvironment(self._env)
+        self._buffers = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def operators(path: Path) -> list[tuple[int, str, str]]:
+    """The `.tflite`'s operators in node order: (node index, TFLite op name, its first output tensor's name,
+    which litert-torch writes as the torch module hierarchy, e.g. "...LatvitNet/...Stage_0/...Conv2d_conv;1")."""
+    it = interpreter(Path(path), 1)
+    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    return [(op["index"], op["op_name"], names.get(op["outputs"][0], "") if len(op["outputs"]) else "")
+            for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]  # the documented API has no op list
+
+
+# -- int8: Google's ai-edge-quantizer on the fp32 .tflite ----------------------------------------------------
+# Why ai-edge-quantizer and not litert-torch's PT2E path: it calibrates the .tflite that ships (the graph
+# XNNPACK runs, after the converter's fusions), keeps float input and output, and it calibrates once and
+# re-quantizes in under a second, which is what makes accuracy control (op groups back to float, one try
+# after another) affordable; PT2E re-runs the converter for every try. Measurements: docs/quantize.md.
+SIGNATURE = "serving_default"
+INT8_RECIPES = ("vit", "all")
+
+
+def _op(name: str):
+    from ai_edge_quantizer import qtyping
+
+    return qtyping.TFLOperationName[name]
+
+
+# Ops the `vit` recipe makes int8: the matrix products and the cheap ops between them, so int8 tensors flow
+# from one product to the next without a quantize/dequantize pair at every step. GELU, softmax and the
+# decomposed LayerNorm (SQUARED_DIFFERENCE, RSQRT and the MEAN/SUB/MUL/ADD in its scope) stay float:
+# quantizing their inputs costs accuracy and XNNPACK has no int8 kernels for most of them.
+VIT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "ADD", "SUB", "MUL",
+           "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "CONCATENATION", "RESHAPE", "TRANSPOSE", "PAD", "SLICE",
+           "STRIDED_SLICE", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR")
+VIT_FLOAT_SCOPES = ("LayerNorm", "GroupNorm")
+
+
+def _quantizer(fp32: Path, recipe: str, float_scopes: tuple[str, ...] = ()):
+    """An ai-edge-quantizer `Quantizer` over the fp32 `.tflite`: static int8 (per-channel symmetric weights,
+    per-tensor activations, min/max calibration) on the recipe's ops, float input and output, and every op
+    whose scope (output tensor name, e.g. "LatvitNet/Stage_2/Meta4D_3/...") matches `float_scopes` in float."""
+    from ai_edge_quantizer import qtyping, quantizer
+    from ai_edge_quantizer import recipe as recipes
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.recipe_manager import RecipeManager
+
+    q = quantizer.Quantizer(str(fp32))
+    manager: RecipeManager = q._recipe_manager  # the documented add_static_config takes no op config for INPUT
+    config = qtyping.OpQuantizationConfig.from_dict(recipes.static_wi8_ai8()[0]["op_config"])
+    int8 = AlgorithmName.MIN_MAX_UNIFORM_QUANT
+    for op in (VIT_OPS if recipe == "vit" else ("ALL_SUPPORTED",)):
+        manager.add_quantization_config(".*", _op(op), config, int8)
+    for op in ("INPUT", "OUTPUT"):  # float at the edges: the runner and a phone's caller feed float32
+        manager.add_quantization_config(".*", _op(op), None, AlgorithmName.NO_QUANTIZE)
+    for scope in (VIT_FLOAT_SCOPES if recipe == "vit" else ()) + tuple(float_scopes):
+        manager.add_quantization_config(scope, _op("ALL_SUPPORTED"), None, AlgorithmName.NO_QUANTIZE)
+    return q
+
+
+def _int8_bytes(fp32: Path, recipe: str, qsv: dict, float_scopes: tuple[str, ...] = ()) -> bytes:
+    """The int8 flatbuffer of `fp32` under `recipe` with `float_scopes` in float, from calibration `qsv`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = _quantizer(fp32, recipe, float_scopes).quantize(qsv, enable_progress_bar=False,
+                                                                  enable_progress_report=False)
+    return bytes(result.quantized_model)
+
+
+def _calibrate(fp32: Path, calibration: list[np.ndarray], threads: int) -> dict:
+    """Per-tensor ranges of the fp32 model on the calibration batches (every op's, so that any recipe and
+    any set of float scopes can be quantized from the one calibration).
+
+    Ranges are the extremes over all batches (`min_max_update`), not ai-edge-quantizer's default moving
+    average of per-batch extremes: on EfficientFormer-L1 the average clipped the logits (the largest error
+    16% of their scale against 3%, top-1 agreement with fp32 0.79 against 0.92; docs/quantize.md)."""
+    from ai_edge_quantizer import calibrator
+    from ai_edge_quantizer.utils import qsv_utils
+
+    it = interpreter(fp32, 1)
+    name = it.get_signature_list()[SIGNATURE]["inputs"][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental_preserve_all_tensors is for debugging": it is calibration
+        calib = calibrator.Calibrator(fp32.read_bytes(), num_threads=threads, qsv_update_func=qsv_utils.min_max_update)
+        calib.calibrate({SIGNATURE: [{name: x} for x in calibration]}, _quantizer(fp32, "all")._recipe_manager)
+    return calib.get_model_qsvs()
+
+
+def block_scopes(fp32: Path) -> list[str]:
+    """The model's blocks as LiteRT op scopes, in graph order: the first three levels of each op's output
+    tensor name, e.g. "latvit.space.builder.LatvitNet/latvit.space.builder.Stage_2/...Meta4D_3", which
+    litert-torch writes from the torch module path (stem convs and the head form their own groups)."""
+    it = interpreter(fp32, 1)
+    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    scopes: list[str] = []
+    for op in it._get_ops_details():  # the documented API has no op list; this is what the quantizer reads
+        if op["op_name"] == "DELEGATE" or not len(op["outputs"]):
+            continue
+        scope = "/".join(names.get(op["outputs"][0], "").split(";")[0].split("/")[:3])
+        if "/" in scope and scope not in scopes:
+            scopes.append(scope)
+    return scopes
+
+
+def _top1(model: bytes, validation: list[tuple[np.ndarray, np.ndarray]], threads: int) -> float:
+    """Top-1 (points) of a .tflite flatbuffer on labelled batches."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model, num_threads=threads)
+    it.allocate_tensors()
+    run = runner(it)
+    hits = sum(int((run(x).argmax(-1) == y).sum()) for x, y in validation)
+    return 100.0 * hits / sum(len(y) for _, y in validation)
+
+
+def float_fallback(fp32: Path, recipe: str, qsv: dict, validation: list[tuple[np.ndarray, np.ndarray]],
+                   max_drop: float, threads: int) -> tuple[bytes, list[str], float]:
+    """Accuracy control: return blocks to float, the most harmful first, until top-1 on `validation` is within
+    `max_drop` points of the fp32 model's. Returns (int8 flatbuffer, blocks kept in float, top-1 drop).
+
+    Harm is measured, not guessed: each block alone is returned to float once, and blocks are ranked by how
+    much top-1 that recovers (ties by how close the logits come to fp32's), then added in that order. If
+    every block is float and the drop is still above `max_drop` (it cannot be: that is the fp32 model),
+    the last try is returned."""
+    reference = _top1(fp32.read_bytes(), validation, threads)
+    model = _int8_bytes(fp32, recipe, qsv)
+    drop = reference - _top1(model, validation, threads)
+    if drop <= max_drop:
+        return model, [], drop
+    recovered = {}
+    for scope in block_scopes(fp32):
+        recovered[scope] = _top1(_int8_bytes(fp32, recipe, qsv, (re.escape(scope),)), validation, threads)
+    ranked = sorted(recovered, key=recovered.get, reverse=True)
+    kept: list[str] = []
+    for scope in ranked:
+        kept.append(scope)
+        model = _int8_bytes(fp32, recipe, qsv, tuple(re.escape(s) for s in kept))
+        drop = reference - _top1(model, validation, threads)
+        if drop <= max_drop:
+            break
+    return model, kept, drop
+
+
+def quantize_int8(model: nn.Module, example: torch.Tensor, calibration: list[np.ndarray], out: Path,
+                  recipe: str = "vit", max_drop: float | None = None,
+                  validation: list[tuple[np.ndarray, np.ndarray]] | None = None, threads: int = 1) -> Path:
+    """Write an int8 `.tflite` of `model` (at `example`'s static shape) to `out`, a path in a scratch
+    directory (the fp32 `.tflite` is written next to it): ai-edge-quantizer static int8 calibrated on
+    `calibration`, float input and output; with `max_drop`, `float_fallback` on `validation`."""
+    if recipe not in INT8_RECIPES:
+        raise LatvitError(f"recipe '{recipe}' is not LiteRT's; on litert use {' or '.join(INT8_RECIPES)}")
+    if importlib.util.find_spec("ai_edge_quantizer") is None:
+        raise missing_extra("ai_edge_quantizer", EXTRA)
+    fp32 = RUNTIME.export(model, example, Path(out).with_name("fp32.tflite"))
+    qsv = _calibrate(fp32, calibration, threads)
+    if max_drop is None:
+        data = _int8_bytes(fp32, recipe, qsv)
+    else:
+        data, _kept, _drop = float_fallback(fp32, recipe, qsv, validation, max_drop, threads)
+    Path(out).write_bytes(data)
+    return Path(out)

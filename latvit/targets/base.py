@@ -1,0 +1,109 @@
+"""The `Target` seam: *where* an artifact runs and is timed.
+
+Everything that measures (bench, profile, density, `lut build`, search's final check, quantize's latency
+comparison, tune) hands a target a `TimingJob`: an artifact a runtime wrote (a file, or for the in-process
+runtimes `eager`/`inductor` a prepared runner), its input shape, the thread count and the `Protocol`. The
+target runs the runtime there, times it with the one protocol of `latvit.targets.protocol`, and returns the
+raw per-call samples plus the device's state; statistics are computed here, on this machine, with the same
+code for every target (`Timing.from_samples`), so a remote number and a local one mean the same thing.
+
+    target = get_target("local")                    # this machine; "ssh://..."/"adb://..." plug in beside it
+    job = TimingJob(artifact, threads=2, protocol=Protocol(warmup=10, iters=50))
+    result = target.time(job)                       # -> TimingResult(samples, state, fingerprint)
+    result.timing.median_ms
+
+A target needs only what an artifact needs to run: the runtime's own Python package (or its benchmark
+binary), never torch or latvit's training stack. That is why a job names its artifact by path and runtime
+name, and why the samples come back as plain numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from latvit.runtimes.base import Artifact
+from latvit.targets.protocol import Timing
+
+# a runner: one float32 array (B, 3, H, W) in, the logits out (see latvit.runtimes.base.Runner)
+Runner = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How to time one artifact: `warmup` untimed calls, then at least `iters` calls and `min_seconds`,
+    at most `max_seconds`. Extra keyword settings of `protocol.measure_latency` (e.g. a confidence-interval
+    stopping rule) travel in `options`."""
+
+    warmup: int = 10
+    iters: int = 50
+    min_seconds: float = 1.0
+    max_seconds: float = 120.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `latvit.targets.protocol.measure_latency`."""
+        return {"warmup": self.warmup, "iters": self.iters, "min_seconds": self.min_seconds,
+                "max_seconds": self.max_seconds, **self.options}
+
+
+@dataclass
+class TimingJob:
+    """One artifact to time on a target. `runner` is the already-loaded in-process runner, which the local
+    target uses when it is given (the artifact is then only metadata); remote targets load `artifact.path`."""
+
+    artifact: Artifact
+    threads: int
+    protocol: Protocol = field(default_factory=Protocol)
+    runner: Runner | None = None
+
+
+@dataclass
+class TimingResult:
+    """Raw per-call seconds measured on the target, and what the target says about itself around them."""
+
+    samples: list[float]
+    state: dict[str, Any] = field(default_factory=dict)  # device state around the timing (frequency, load, ...)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # the target's identity (CPU, OS, runtime version)
+    stats_source: str = "samples"  # "aggregate" when a device runner reports only summary statistics
+
+    @property
+    def timing(self) -> Timing:
+        return Timing.from_samples(self.samples)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Target:
+    """Base class of every target. Subclasses set `name` and `kind` and implement `fingerprint` and `time`.
+
+    name: what the user calls it (`--target pi5`); kind: "local", "ssh", "adb", ...
+    """
+
+    name: str = ""
+    kind: str = ""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The target's identity, recorded beside every measurement: CPU, cores, OS, Python."""
+        raise NotImplementedError
+
+    def check(self) -> dict[str, Any]:
+        """Reachability and what the target has (runtimes and versions, CPU, cores, governor, free disk)."""
+        return {"name": self.name, "kind": self.kind, "reachable": True, **self.fingerprint()}
+
+    def time(self, job: TimingJob) -> TimingResult:
+        """Run `job.artifact` on the target and time it with `job.protocol`; raw samples come back."""
+        raise NotImplementedError
+
+    def record_fields(self) -> dict[str, Any]:
+        """The fields every record measured on this target carries."""
+        return {"target": self.name, "target_kind": self.kind}
+
+    def close(self) -> None:
+        """Release connections; a target is usable again after `close` (it reconnects)."""
+
+    def __enter__(self) -> "Target":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,173 @@
+"""LiteRT (TFLite): export through litert-torch, run on the ai-edge-litert interpreter, int8, and its errors.
+
+Conversion costs seconds per model even when it is small (torch.export, StableHLO, the LiteRT converter),
+so every family is exported once, as a cut-down copy (first and last block of each stage, one layer per
+transformer) at 64 px; the slowest converters are marked slow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import latvit
+from latvit.cli import main
+from latvit.errors import LatvitError
+from latvit.pipeline.export import export_model
+from latvit.runtimes import get_runtime
+
+RT = get_runtime("litert")
+pytestmark = pytest.mark.skipif(RT.missing() is not None, reason=str(RT.missing()))
+SIZE = 64
+RTOL = 1e-4
+
+
+def small_spec(name: str) -> latvit.NetSpec:
+    """The zoo model `name` cut to the first and last block of each stage, one transformer layer per
+    MobileViT block: every block kind of the family, a fraction of the conversion time."""
+    spec = latvit.get_spec(name)
+    stages = tuple(dataclasses.replace(s, blocks=(s.blocks[0],) + s.blocks[1:][-1:]) for s in spec.stages)
+    spec = dataclasses.replace(spec, stages=stages, name=f"small_{name}")
+    return spec.map_blocks(lambda b: dataclasses.replace(b, depth=1) if b.kind == "mobilevit" else b)
+
+
+def small_model(name: str, randomize) -> torch.nn.Module:
+    model = latvit.create_model(small_spec(name), img_size=SIZE, num_classes=10).eval()
+    if model.spec.family != "mobilevit":  # random BN/LN statistics make MobileViT's logits input-independent
+        randomize(model)
+    return model
+
+
+FAMILIES = [
+    "efficientformer_l1",
+    "efficientformerv2_s0",
+    "mobilevit_xxs",
+    pytest.param("trtvit_a", marks=pytest.mark.slow),
+    pytest.param("mobileformer_26m", marks=pytest.mark.slow),
+    pytest.param("mixformer_b0", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_exports_and_matches_pytorch(name, randomize, tmp_path):
+    """`export_model(..., "litert")`: a .tflite whose logits match PyTorch on a fresh input (the export
+    check uses its own), and that depend on the input (a runner that ignored it would pass the first)."""
+    model = small_model(name, randomize)
+    info = export_model(model, "litert", tmp_path / "m.tflite")
+    assert info["checked"] and info["max_rel_diff"] < RTOL, info
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
+    x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    run = RT.load(tmp_path / "m.tflite", x, threads=2)
+    with torch.inference_mode():
+        ref = latvit.deploy(model)(x).numpy()
+    out = run(x.numpy())
+    np.testing.assert_allclose(out, ref, rtol=RTOL, atol=RTOL * float(np.abs(ref).max()))
+    assert np.abs(out - run(np.zeros_like(x.numpy()))).max() > 10 * RTOL * np.abs(ref).max()
+
+
+def test_token_merged_model_exports(randomize, tmp_path):
+    """ToMe's gathers and one-hot merges convert: the .tflite matches the merged model in PyTorch."""
+    model = small_model("mobilevit_xxs", randomize)
+    info = export_model(model, "litert", tmp_path / "m.tflite", tome="keep0.5")
+    assert info["checked"] and info["max_rel_diff"] < RTOL and info["tome"] == "keep0.5"
+
+
+def test_cli_export(tmp_path, capsys):
+    spec = tmp_path / "small.json"
+    small_spec("efficientformerv2_s0").to_json(spec)
+    out = tmp_path / "m.tflite"
+    assert main(["export", str(spec), "--format", "litert", "--img-size", "32", "-o", str(out)]) in (0, None)
+    assert out.is_file() and "m.tflite" in capsys.readouterr().out
+
+
+class Median(torch.nn.Module):
+    """An operator LiteRT has no lowering for (aten.median.dim), after a convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).flatten(2).median(dim=-1).values
+
+
+def test_unsupported_operator_is_one_line_and_leaves_nothing(tmp_path):
+    out = tmp_path / "m.tflite"
+    with pytest.raises(LatvitError) as raised:
+        export_model(Median(), "litert", out, img_size=16)
+    message = str(raised.value)
+    assert "\n" not in message and "aten.median.dim" in message and "no LiteRT lowering" in message
+    assert "test_litert.py" in message  # the source line of the layer
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_converter_failure_exits_2(tmp_path, capsys, monkeypatch):
+    """A converter exception (multi-line, as litert-torch raises them) reaches the CLI as one
+    `latvit: error:` line, exit status 2, and no file."""
+    import litert_torch
+
+    def failing_convert(*args, **kwargs):
+        raise RuntimeError("Lowering not found: aten.median.dim\n\nWhile executing %median : [num_users=1] = "
+                           "call_function[target=torch.ops.aten.median.dim](args = (%view, 1), kwargs = {})")
+
+    monkeypatch.setattr(litert_torch, "convert", failing_convert)
+    monkeypatch.chdir(tmp_path)
+    small_spec("efficientformerv2_s0").to_json(tmp_path / "small.json")
+    assert main(["export", "small.json", "--format", "litert", "--img-size", "32", "-o", "m.tflite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("latvit: error: litert cannot convert the model: operator aten.median.dim has no LiteRT lowering; "
+                   "replace that layer or export another format")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.json"]
+
+
+def test_missing_extra_names_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # makes `import litert_torch` fail
+    hint = "litert_torch is not installed: pip install 'latvit[litert]'"
+    assert RT.missing() == hint and RT.cannot_run() == hint
+    with pytest.raises(LatvitError, match=r"latvit\[litert\]"):
+        export_model(Median(), "litert", tmp_path / "m.tflite", img_size=16)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_suffix_names_the_right_one(tmp_path):
+    with pytest.raises(LatvitError, match=r"m\.tflite"):
+        export_model(Median(), "litert", tmp_path / "m.onnx", img_size=16)
+
+
+def test_threads_setting_reaches_the_interpreter(tmp_path, monkeypatch):
+    """`load(..., threads)` creates the interpreter with exactly that many threads."""
+    from ai_edge_litert import interpreter as litert_interpreter
+
+    export_model(Median(), "litert", tmp_path / "m.tflite", img_size=16, check=False)
+    seen = []
+    original = litert_interpreter.Interpreter
+
+    class Spy(original):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("num_threads"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(litert_interpreter, "Interpreter", Spy)
+    RT.load(tmp_path / "m.tflite", torch.zeros(1, 3, 16, 16), threads=3)
+    assert seen == [3]
+
+
+def test_int8_tiny_model(tmp_path):
+    """`quantize(..., "litert")`: an int8 .tflite (float in and out) close to fp32 on its calibration images."""
+    from latvit.deploy.quantize import calibration_batches, quantize
+
+    torch.manual_seed(0)
+    model = latvit.deploy(latvit.create_model(small_spec("efficientformerv2_s0"), img_size=32, num_classes=10))
+    batches = calibration_batches("synthetic", 32, (0.5,) * 3, (0.25,) * 3, count=8)
+    path = quantize(model, "litert", batches, tmp_path / "m_int8.tflite")
+    assert path == tmp_path / "m_int8.tflite" and [p.name for p in tmp_path.iterdir()] == ["m_int8.tflite"]
+    run = RT.load(path, torch.from_numpy(batches[0]), threads=1)
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(b)).numpy() for b in batches])
+    out = np.concatenate([run(b) for b in batches])
+    assert np.abs(out - ref).max() <= 0.1 * np.ptp(ref)
+    assert not np.array_equal(out, ref)  # it really is the int8 model
+    assert path.stat().st_size < 0.5 * export_model(model, "litert", tmp_path / "fp32.tflite")["bytes"]

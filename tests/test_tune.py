@@ -1,0 +1,151 @@
+"""`latvit tune`: candidates measured, tune.json's content, the winner's artifact, resume, bad input.
+
+A tiny MobileViT (32 px, 10 classes, random weights) on the synthetic set, eager and ORT only, a tiny
+timing protocol: the tune finishes in seconds. Top-1 of a random model is near chance; what is tested is
+that every candidate is measured on the same images against the same reference, not the accuracy itself.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import latvit
+from latvit.cli import main
+from latvit.data import write_synthetic_imagefolder
+from latvit.errors import LatvitError
+from latvit.targets import Protocol
+from latvit.tune import Candidate, axis_gains, pareto_front, tune_model
+
+TINY = Protocol(warmup=1, iters=3, min_seconds=0.01, max_seconds=0.5)
+FAST = dict(runtimes=["eager", "ort"], precisions=["fp32", "int8"], tomes=["0"], threads=[1], eval_images=16,
+            calib_images=4, protocol=TINY, rounds=2)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tune") / "model"
+    latvit.save(latvit.create_model("mobilevit_xxs", num_classes=10, img_size=32), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tuned(saved):
+    out = saved.parent / "out"
+    lines: list[str] = []
+    result = tune_model(str(saved), "synthetic", 100.0, output=out, log=lines.append, **FAST)
+    return out, result, lines
+
+
+def test_every_candidate_is_measured_against_the_baseline(tuned):
+    out, result, _ = tuned
+    records = {r["key"]: r for r in result["candidates"]}
+    assert set(records) == {"ort/fp32/tome=0/threads=1", "eager/fp32/tome=0/threads=1", "ort/int8/tome=0/threads=1"}
+    baseline = records[result["config"]["baseline"]]
+    assert baseline["status"] == "baseline" and baseline["runtime"] == "ort" and baseline["speedup"] == 1.0
+    for r in records.values():
+        assert r["latency_ms"] > 0 and r["speedup"] > 0 and r["spread"] >= 0
+        assert r["status"] in ("baseline", "accepted", "rejected", "pruned")
+        assert r["export_abs_diff"] is not None
+    fp32 = [r for r in records.values() if r["precision"] == "fp32"]
+    assert all(r["export_abs_diff"] < 1e-3 for r in fp32)  # fp32 exports compute what PyTorch computes
+    for r in records.values():  # pruned: slower than the best accepted, so top-1 was not spent on it
+        assert ("top1" in r) == (r["status"] != "pruned")
+    evaluated = [r for r in records.values() if "top1" in r]
+    assert all(r["drop"] == pytest.approx(result["reference_top1"] - r["top1"]) for r in evaluated)
+
+
+def test_tune_json_winner_pareto_recipe(tuned):
+    out, result, _ = tuned
+    on_disk = json.loads((out / "tune.json").read_text())
+    assert on_disk["winner"] == result["winner"]
+    winner = result["winner"]
+    accepted = [r for r in result["candidates"] if r["status"] in ("accepted", "baseline")]
+    assert winner["speedup"] == max(r["speedup"] for r in accepted)
+    assert winner["key"] in result["pareto"]
+    assert set(result["axis_gains"]) == {"runtime", "precision", "merging", "threads"}
+    assert result["machine"]["cpu"]
+    recipe = (out / "recipe.txt").read_text().strip()
+    assert recipe == result["recipe"] and recipe.startswith("latvit ")
+    if result["artifact"]:  # file runtimes ship their artifact; eager's deliverable is the model itself
+        assert (out / result["artifact"]).is_file()
+    assert not (out.parent / ".out.tune-partial").exists()
+
+
+def test_rerun_skips_measured_candidates(saved, tuned):
+    out, first, _ = tuned
+    lines: list[str] = []
+    again = tune_model(str(saved), "synthetic", 100.0, output=out, log=lines.append, **FAST)
+    assert any(line.startswith("resuming: 3 candidates") for line in lines)
+    measured = [line for line in lines if "/tome=" in line and not line.startswith("wrote")]
+    assert measured == []  # nothing timed again
+    assert again["candidates"] == first["candidates"]
+
+
+def test_interrupted_run_resumes_from_staging_and_ships_the_artifact(saved, tmp_path, monkeypatch):
+    import latvit.tune.run as run
+
+    out = tmp_path / "out"
+    ort_only = {**FAST, "runtimes": ["ort"], "precisions": ["fp32"], "threads": [1, 2]}  # baseline: 2 threads
+    original = run._try_candidate
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(run, "_try_candidate", killed)
+    with pytest.raises(RuntimeError):
+        tune_model(str(saved), "synthetic", 100.0, output=out, log=lambda _: None, **ort_only)
+    assert not out.exists()  # no partial output directory
+    staged = json.loads((tmp_path / ".out.tune-partial" / "tune.json").read_text())
+    assert [r["status"] for r in staged["candidates"]] == ["baseline"]  # written as it came
+    monkeypatch.setattr(run, "_try_candidate", original)
+    lines: list[str] = []
+    result = tune_model(str(saved), "synthetic", 100.0, output=out, log=lines.append, **ort_only)
+    assert any(line.startswith("resuming: 1 candidates") for line in lines)
+    assert len(result["candidates"]) == 2 and (out / "tune.json").is_file()
+    assert result["artifact"] == "model.onnx" and (out / "model.onnx").stat().st_size > 0
+    assert "--format onnx" in result["recipe"]
+    assert not (tmp_path / ".out.tune-partial").exists()
+
+
+def test_pareto_and_axis_gains_from_records():
+    records = {"a": {"key": "a", "speedup": 1.0, "drop": 0.0, "top1": 1},
+               "b": {"key": "b", "speedup": 2.0, "drop": 0.3, "top1": 1},
+               "c": {"key": "c", "speedup": 1.5, "drop": 0.5, "top1": 1},  # dominated by b
+               "d": {"key": "d", "speedup": 3.0}}  # pruned: no top-1
+    assert pareto_front(records) == ["b", "a"]
+    base, win = Candidate("ort", "fp32", "0", 2), Candidate("openvino", "int8", "0", 2)
+    recs = {base.key: {"speedup": 1.0}, Candidate("openvino", "fp32", "0", 2).key: {"speedup": 1.2},
+            win.key: {"speedup": 3.0}}
+    gains = axis_gains(recs, base, win)
+    assert gains["runtime"] == pytest.approx(1.2) and gains["precision"] == pytest.approx(2.5)
+    assert gains["merging"] == pytest.approx(1.0) and gains["threads"] == pytest.approx(1.0)
+
+
+# -- bad input: one line, exit 2, no output directory ----------------------------------------------------
+def _cli(saved, out, *extra, data="synthetic", max_drop="0.5"):
+    return main(["tune", str(saved), "--data", data, "--max-drop", max_drop, "-o", str(out), "--threads", "1",
+                 "--tome", "0", *extra])
+
+
+@pytest.mark.parametrize("case", ["no runtime", "negative drop", "tiny budget", "class count"])
+def test_bad_input_is_one_line_exit_2_no_output(saved, tmp_path, capsys, case):
+    out = tmp_path / "out"
+    args = {"no runtime": dict(extra=("--runtimes", "tensorrt")),
+            "negative drop": dict(max_drop="-1"),
+            "tiny budget": dict(extra=("--budget-minutes", "0.001")),
+            "class count": dict(data=str(write_synthetic_imagefolder(tmp_path / "four", num_classes=4,
+                                                                     train_per_class=2, val_per_class=2)))}
+    kwargs = args[case]
+    assert _cli(saved, out, *kwargs.get("extra", ()), **{k: v for k, v in kwargs.items() if k != "extra"}) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # above it: third-party import warnings
+    assert last.startswith("latvit: error: ")
+    assert not out.exists() and not (tmp_path / ".out.tune-partial").exists()
+
+
+def test_budget_spent_on_the_baseline_is_an_error(saved, tmp_path):
+    slow = Protocol(warmup=1, iters=3, min_seconds=0.6, max_seconds=1.0)  # 2 rounds x 2 runners x 0.6 s > 0.04 min
+    with pytest.raises(LatvitError, match="too small"):
+        tune_model(str(saved), "synthetic", 0.5, output=tmp_path / "out", budget_minutes=0.045,
+                   **{**FAST, "protocol": slow, "runtimes": ["ort"], "precisions": ["fp32"]})
+    assert not (tmp_path / "out").exists()
