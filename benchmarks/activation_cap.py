@@ -30,8 +30,8 @@ import torch
 from latvit.deploy import deploy
 from latvit.deploy.quantize import QUANT_RUNTIMES, calibration_batches, quantize
 from latvit.pipeline.resolve import resolve_model
-from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, median_ratio, set_threads
 from latvit.runtimes import get_runtime
+from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, median_ratio, set_threads
 from latvit.utils import atomic_write_text
 
 SPECS = Path(__file__).resolve().parent / "specs"

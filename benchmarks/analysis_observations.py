@@ -32,10 +32,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import latvit
 from latvit.analysis.profile import profile_model
-from latvit.targets.protocol import default_threads, machine_info, measure_latency
 from latvit.layers.common import ConvNormAct
 from latvit.layers.efficientformer import ConvMlpBN, Meta3D
 from latvit.runtimes import get_runtime
+from latvit.targets.protocol import default_threads, machine_info, measure_latency
 from latvit.utils import atomic_write_text
 
 

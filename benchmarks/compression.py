@@ -44,8 +44,8 @@ from latvit.deploy.sparsity import sparsify, sparsity_report
 from latvit.deploy.token_merging import TomeReport, parse_tome, tome
 from latvit.errors import LatvitError
 from latvit.pipeline.resolve import resolve_model
-from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, run_isolated, set_threads
 from latvit.runtimes import get_runtime
+from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, run_isolated, set_threads
 from latvit.train.evaluate import run_config
 from latvit.utils import atomic_write_text
 
@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows: list[dict] = []
     for name, source in sources.items():
         measure_model(name, source, args, rows)
-    result = {"machine": machine_info(args.threads), "batch": args.batch, "tome_r": args.tome,
+    result = {"format": "latvit-compression/1", "machine": machine_info(args.threads), "batch": args.batch,
+              "tome_r": args.tome,
               "sparsity": args.sparsity,
               "recipe": args.recipe, "max_drop": args.max_drop, "data": args.data if args.checkpoint else None,
               "eval_images": args.eval_images if args.checkpoint else None, "calib_images": args.calib_images,

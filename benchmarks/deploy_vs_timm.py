@@ -32,10 +32,16 @@ import torch
 
 import latvit
 from latvit.deploy import deploy
-from latvit.targets.protocol import (default_threads, gemm_peak_gflops, machine_info, measure_interleaved, median_ratio,
-                                     set_threads)
 from latvit.runtimes import get_runtime
 from latvit.runtimes.openvino import RUNTIME_BF16
+from latvit.targets.protocol import (
+    default_threads,
+    gemm_peak_gflops,
+    machine_info,
+    measure_interleaved,
+    median_ratio,
+    set_threads,
+)
 
 SEEDS = ["efficientformer_l1", "efficientformerv2_s0", "efficientformerv2_s1", "mobilevit_xxs", "mobilevit_xs",
          "mobilevit_s"]

@@ -9,8 +9,8 @@ each with its published ImageNet-1k top-1 (latvit/models/published.py).
 
 Writes the records to benchmarks/results/frontier.json after every row (a killed run keeps what it
 measured), the report (`latvit report`) to benchmarks/results/frontier.html, and prints a markdown table:
-per model its params, GFLOPs, top-1 and median latency on each runtime, `*` where the model is on that
-runtime's Pareto front (no model both faster and at least as accurate).
+per model its params, GFLOPs, top-1 and median (min) latency on each runtime, `*` where the model is on
+that runtime's Pareto front (no model both faster and at least as accurate).
 """
 from __future__ import annotations
 
@@ -36,13 +36,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def markdown(records: list[dict], runtimes: list[str]) -> str:
-    """One line per model (in bench order): params, GFLOPs, top-1, median ms per runtime (`*`: on the front)."""
+    """One line per model (in bench order): params, GFLOPs, top-1, median (min) ms per runtime (`*`: on that
+    runtime's Pareto front by median)."""
     ok = [r for r in records if r["status"] == "ok"]
     on_front = set()
     for runtime in runtimes:
         rows = [r for r in ok if r["runtime"] == runtime and r.get("top1") is not None]
         on_front |= {(runtime, rows[i]["model"]) for i in pareto_front([(r["median_ms"], r["top1"]) for r in rows])}
-    lines = ["| model | params M | GFLOPs | top-1 | " + " | ".join(f"{rt} ms" for rt in runtimes) + " |",
+    lines = ["| model | params M | GFLOPs | top-1 | " + " | ".join(f"{rt} ms, median (min)" for rt in runtimes) + " |",
              "|---|---:|---:|---:|" + "---:|" * len(runtimes)]
     for model in dict.fromkeys(r["model"] for r in records):
         mine = {r["runtime"]: r for r in records if r["model"] == model}
@@ -53,7 +54,8 @@ def markdown(records: list[dict], runtimes: list[str]) -> str:
             if r is None or r["status"] != "ok":
                 cells.append(r["status"] if r else "")
             else:
-                cells.append(f"{r['median_ms']:.2f}{' *' if (runtime, model) in on_front else ''}")
+                front = " *" if (runtime, model) in on_front else ""
+                cells.append(f"{r['median_ms']:.1f} ({r['min_ms']:.1f}){front}")
         top1 = f"{first['top1']:.1f}" if first.get("top1") is not None else ""
         params = f"{first['params_m']:.2f}" if first.get("params_m") is not None else ""
         gflops = f"{first['gflops']:.2f}" if first.get("gflops") is not None else ""

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from latvit.latency.lut import build_reference_ms
+from latvit.latency.lut import build_reference_ms, reference_field, table_statistic
 from latvit.latency.lut_build import build_lut
 from latvit.latency.measure import measure_network
 from latvit.latency.predictor import table_reference
@@ -54,16 +54,18 @@ def repeated_measurements(table, spec, repeats: int, gap_s: float, log) -> list[
     runtime = runnable_runtime(table.meta["runtime"])
     threads, deploy = int(table.meta["threads"]), bool(table.meta["deploy"])
     reference, build_ref = table_reference(table), build_reference_ms(table)
+    stat, ref_field = table_statistic(table), reference_field(table)  # medians, or minima for a min table
     rows, start = [], time.time()
     for i in range(repeats):
         wake = start + i * gap_s / max(repeats, 1)
         time.sleep(max(0.0, wake - time.time()))
         timing, ref = measure_network(spec, runtime, threads, deploy, reference=reference)
-        row = {"t_s": round(time.time() - start, 1), "median_ms": timing.median_ms, "ci_rel": timing.ci_rel,
-               "noisy": timing.noisy, "ref_ms": ref["ref_ms"], "ref_gemm_ms": ref["ref_gemm_ms"],
-               "corrected_ms": timing.median_ms * build_ref / ref["ref_ms"], "state": device_state()}
+        row = {"t_s": round(time.time() - start, 1), "ms": getattr(timing, stat), "timing": timing.as_dict(),
+               "ref_ms": ref[ref_field], "ref_gemm_ms": ref["ref_gemm_ms"],
+               "corrected_ms": getattr(timing, stat) * build_ref / ref[ref_field], "state": device_state()}
         rows.append(row)
-        log(f"repeat {i + 1}/{repeats} at {row['t_s']:.0f} s: {timing} ref {ref['ref_ms']:.3f} ms -> "
+        log(f"repeat {i + 1}/{repeats} at {row['t_s']:.0f} s: {timing} ({stat} {row['ms']:.3f}) ref "
+            f"{row['ref_ms']:.3f} ms -> "
             f"corrected {row['corrected_ms']:.3f} ms")
     time.sleep(max(0.0, start + gap_s - time.time()))
     return rows
@@ -86,7 +88,8 @@ def markdown(result: dict) -> str:
         "## Latency that holds: a table against a drifting device (`benchmarks/lut_drift.py`)",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {m['threads']} threads, {m['runtime_version']}, torch "
-        f"{m['torch_version']}; space {m['space']} at {m['img_size']} px, deployed, batch 1. Built at "
+        f"{m['torch_version']}; space {m['space']} at {m['img_size']} px, deployed, batch 1, table statistic "
+        f"{m.get('statistic', 'median')}. Built at "
         f"{result['built_at']}, validated {result['gap_min']:.0f} min later; in between "
         f"{'a one-thread training loop ran' if result['disturb'] else 'nothing of ours ran'}. Other jobs shared "
         f"the machine throughout (load average {result['load_at_validation']:.1f} at validation), so these are "
@@ -107,7 +110,8 @@ def markdown(result: dict) -> str:
                      f"| {s['spearman']:.3f} |")
     if rep:
         lines += ["", f"One network ({result['repeat_model']}) measured {len(result['repeats'])} times over the "
-                      f"gap: raw medians {rep['raw']['min']:.2f}-{rep['raw']['max']:.2f} ms (max "
+                      f"gap: raw {m.get('statistic', 'median')} {rep['raw']['min']:.2f}-"
+                      f"{rep['raw']['max']:.2f} ms (max "
                       f"{rep['raw']['max_dev_pct']:.1f}% from their median), drift-corrected "
                       f"{rep['corrected']['min']:.2f}-{rep['corrected']['max']:.2f} ms (max "
                       f"{rep['corrected']['max_dev_pct']:.1f}%)."]
@@ -122,6 +126,8 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--calibrate", type=int, default=10)
+    ap.add_argument("--statistic", choices=("median", "min"), default="median",
+                    help="what the table adds up (min: the uncontended latency, robust on a shared machine)")
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--gap", type=float, default=20.0, help="minutes between build and validation")
     ap.add_argument("--repeats", type=int, default=10, help="measurements of one network over the gap")
@@ -130,7 +136,7 @@ def main() -> None:
     args = ap.parse_args()
 
     out = Path(args.out_dir)
-    stem = f"{args.space}_{args.runtime}_{args.img_size}"
+    stem = f"{args.space}_{args.runtime}_{args.img_size}_{args.statistic}"
     result_path = out / f"lut_drift_{stem}.json"
     result: dict = {"args": vars(args), "machine": machine_info(args.threads), "disturb": not args.no_disturb}
 
@@ -143,7 +149,7 @@ def main() -> None:
     start = time.perf_counter()
     log(f"building {stem}")
     table = build_lut(args.space, args.runtime, out / f"lut_drift_{stem}.lut.json", img_size=args.img_size,
-                      threads=args.threads, calibrate=args.calibrate, progress=False)
+                      threads=args.threads, calibrate=args.calibrate, statistic=args.statistic, progress=False)
     result |= {"built_at": time.strftime("%H:%M"), "build_min": (time.perf_counter() - start) / 60,
                "entries": len(table.entries), "networks": len(table.networks), "table_meta": table.meta}
     log(table.describe())
@@ -156,7 +162,7 @@ def main() -> None:
         spec = space.spec(space.largest(), args.img_size)
         result["repeat_model"] = f"{args.space} largest at {args.img_size} px"
         result["repeats"] = repeated_measurements(table, spec, args.repeats, args.gap * 60, log)
-        result["repeats_summary"] = {"raw": spread([r["median_ms"] for r in result["repeats"]]),
+        result["repeats_summary"] = {"raw": spread([r["ms"] for r in result["repeats"]]),
                                      "corrected": spread([r["corrected_ms"] for r in result["repeats"]])}
         save()
     finally:

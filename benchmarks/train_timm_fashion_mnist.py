@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from latvit.data import Subset, Transformed, open_dataset, train_transform
 from latvit.targets.protocol import set_threads
 from latvit.train.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from latvit.data import Subset, Transformed, open_dataset, train_transform
 from latvit.utils import atomic_write_text
 
 

@@ -19,6 +19,6 @@ from latvit.timm_compat import register_timm_models
 register_timm_models()
 
 __all__ = [
-    "BlockSpec", "HeadSpec", "LatvitError", "NetSpec", "StageSpec", "build_model", "create_model", "deploy",
+    "__version__", "BlockSpec", "HeadSpec", "LatvitError", "NetSpec", "StageSpec", "build_model", "create_model", "deploy",
     "get_spec", "list_models", "load_checkpoint", "mes", "plan_network", "predict_latency", "save", "spec_cost",
 ]

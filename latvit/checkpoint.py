@@ -35,7 +35,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch and safetensors raise many types for unreadable files
-        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}; is it a complete PyTorch (.pth, .pt) "
+                              f"or safetensors weights file?") from None
     return unwrap_state_dict(sd, str(path))
 
 

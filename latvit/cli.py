@@ -120,7 +120,8 @@ def add_bench(sub) -> None:
                    help="comma-separated latvit names, spec JSON files, saved dirs, timm:NAME, or the groups "
                         + ", ".join(MODEL_GROUPS) + " (default: %(default)s)")
     p.add_argument("--runtimes", default=",".join(DEFAULT_RUNTIMES),
-                   help="comma-separated: eager, inductor, ort, openvino, executorch, tensorrt, coreml (default: ort)")
+                   help="comma-separated: eager, inductor, ort, openvino, executorch, litert, tensorrt, coreml "
+                        "(default: ort)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--img-size", type=int, help="input size (default: each model's own)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
@@ -311,7 +312,7 @@ def run_validate(args) -> None:
 def add_profile(sub) -> None:
     p = sub.add_parser("profile", help="per-op latency breakdown by block and category on one runtime")
     p.add_argument("model", help="model name, spec JSON file or saved model directory")
-    p.add_argument("--runtime", default="ort", help="eager, ort, openvino or executorch (default: ort)")
+    p.add_argument("--runtime", default="ort", help="eager, ort, openvino, executorch or litert (default: ort)")
     p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
     p.add_argument("--iters", type=_positive_int, default=20, help="profiled inferences (default: 20)")
@@ -479,14 +480,15 @@ def run_lut_validate(args) -> None:
 # -- latvit quantize --------------------------------------------------------------------------------------
 def add_quantize(sub) -> None:
     p = sub.add_parser("quantize", help="int8 post-training quantization with the runtime's own tooling",
-                       description="Quantize a model to int8 for ort (QDQ), openvino (NNCF) or executorch (XNNPACK "
-                                   "PT2E), calibrated on real images; prints fp32 vs int8 latency and agreement.")
+                       description="Quantize a model to int8 for ort (QDQ), openvino (NNCF), executorch (XNNPACK "
+                                   "PT2E) or litert (ai-edge-quantizer), calibrated on real images; prints fp32 vs "
+                                   "int8 latency and agreement.")
     p.add_argument("model", help="latvit name, spec JSON, saved directory or timm:NAME")
-    p.add_argument("--runtime", help="ort, openvino or executorch (default: the runtime -o's suffix names, else "
-                                     "the fastest int8 measured on this kind of CPU among those installed)")
+    p.add_argument("--runtime", help="ort, openvino, executorch or litert (default: the runtime -o's suffix names, "
+                                     "else the fastest int8 measured on this kind of CPU among those installed)")
     p.add_argument("--calib", required=True, help="fashion-mnist, synthetic or an ImageFolder root")
     p.add_argument("-o", "--output", required=True,
-                   help="artifact path (.onnx, .xml or .pte; without a suffix, the chosen runtime's is added)")
+                   help="artifact path (.onnx, .xml, .pte or .tflite; without a suffix, the chosen runtime's is added)")
     p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's)")
     p.add_argument("--calib-images", type=_positive_int, default=128,
                    help="calibration images (default 128: 64 lost 2 points on EfficientFormer-L1 at 224)")
@@ -497,7 +499,8 @@ def add_quantize(sub) -> None:
                                                    "docs/compression.md), all (the tool's own defaults) or "
                                                    "transformer (openvino: float norms and adds, more accurate)")
     p.add_argument("--max-drop", type=float, metavar="POINTS",
-                   help="openvino: accuracy control (NNCF): return the most harmful int8 ops to float until top-1 "
+                   help="openvino (NNCF) and litert: accuracy control: return the most harmful int8 ops (litert: "
+                        "blocks) to float until top-1 "
                         "on --val-images labelled training images is within POINTS of fp32's (e.g. 0.5)")
     p.add_argument("--val-images", type=_positive_int, default=500,
                    help="labelled images of --calib's training split for --max-drop (default 500: with 300 NNCF "
@@ -509,14 +512,20 @@ def add_quantize(sub) -> None:
 
 def run_quantize(args) -> None:
     from latvit.deploy import deploy
+    from latvit.deploy.quantize import (
+        calibration_batches,
+        check_quantize_settings,
+        default_int8_runtime,
+        quantize,
+        validation_batches,
+    )
     from latvit.latency.int8 import compare_int8
-    from latvit.deploy.quantize import (calibration_batches, check_quantize_settings, default_int8_runtime, quantize,
-                                        validation_batches)
     from latvit.pipeline.resolve import resolve_model
     from latvit.targets.protocol import default_threads
     from latvit.train.evaluate import run_config
+    from latvit.utils import check_writable
 
-    _check_outputs(args.output)
+    check_writable(args.output)  # required: '' is an error here (a directory), not "no file"
     if args.runtime is None:
         args.runtime, why = default_int8_runtime(args.output)
         print(f"runtime: {args.runtime} ({why}); choose another with --runtime")
@@ -632,7 +641,9 @@ def add_export(sub) -> None:
 
 def run_export(args) -> None:
     from latvit.pipeline.export import export_model
+    from latvit.utils import check_writable
 
+    check_writable(args.output)  # required: '' is an error here (a directory), not "no file"
     r = export_model(args.model, args.format, args.output, img_size=args.img_size, batch=args.batch,
                      check=not args.no_check, deploy=not args.no_deploy, tome=args.tome, sparsity=args.sparsity)
     changed = _compression_label(r)
@@ -667,6 +678,9 @@ def add_search(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="how far above the target a measured result may be, as a fraction (default 0.05); a "
                         "candidate that misses by more is replaced by the next faster one")
+    p.add_argument("--at-build", action="store_true",
+                   help="predict at the device's speed when the table was built (default: measure the reference "
+                        "first and rescale every prediction for the device's drift)")
     p.add_argument("--supernet", choices=("auto", "plain"), default="auto",
                    help="auto: Gumbel MetaPath supernet (efficientformer) or sandwich-trained slimmable supernet "
                         "(efficientformerv2 space); plain: the largest spec trained with drop path")
@@ -682,7 +696,8 @@ def run_search(args) -> None:
                              supernet_epochs=args.supernet_epochs, batch_size=args.batch_size,
                              train_subset=args.train_subset, eval_images=args.eval_images, bn_batches=args.bn_batches,
                              trials=args.trials, supernet=args.supernet,
-                             threads=args.threads, measure=not args.no_measure, tolerance=args.tolerance))
+                             threads=args.threads, measure=not args.no_measure, tolerance=args.tolerance,
+                             at_build=args.at_build))
     measured = f", measured {r['measured_ms']:.2f} ms" if r.get("measured_ms") else ""
     print(f"{r['method']} on {r['space']}: predicted {r['predicted_ms']:.2f} ms (target {r['target_ms']:g}){measured}, "
           f"inherited top-1 {r['accuracy_inherited']:.1f}%, {r['params_m']:.2f} M params; wrote {r['spec']}")

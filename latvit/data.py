@@ -395,6 +395,8 @@ def pil_resample(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     sum is an integer below 2^31, so float64 matrix products lose nothing; each pass rounds and clips to
     bytes as Pillow's does."""
     x = images.to(torch.float64)
+    if torch.is_tensor(vertical_first) and bool((vertical_first == vertical_first[0]).all()):
+        vertical_first = bool(vertical_first[0])  # one order for the whole batch (the usual case)
     rows, cols_t = rows[:, None], cols.transpose(1, 2)[:, None]  # (B|1, 1, S, H), (B|1, 1, W, T)
     if not torch.is_tensor(vertical_first):
         return _clip8(_clip8(rows @ x) @ cols_t) if vertical_first else _clip8(rows @ _clip8(x @ cols_t))
@@ -469,7 +471,7 @@ class RandomCropFlipBatch(BatchTransform):
         probe = torch.empty(0, height, width)  # get_params reads only the image size
         rows = torch.zeros(n, self.size[0], height, dtype=torch.float64)  # (B, S, H)
         cols = torch.zeros(n, self.size[1], width, dtype=torch.float64)  # (B, T, W)
-        vertical_first = torch.zeros(n, dtype=torch.bool)
+        vertical_first = []
         python_state = random.getstate()
         generator = torch.Generator()
         try:
@@ -483,14 +485,14 @@ class RandomCropFlipBatch(BatchTransform):
                 order = pil_vertical_first(h, w, *self.size)
                 if order is None:
                     return None
-                vertical_first[b] = order
+                vertical_first.append(order)
                 rows[b, :, top:top + h] = pil_bicubic_weights(h, self.size[0])
                 across = pil_bicubic_weights(w, self.size[1])
                 cols[b, :, left:left + w] = across.flip(0) if flip else across  # the flip reverses output columns
         finally:
             if seeds is not None:
                 random.setstate(python_state)
-        return self.normalise(pil_resample(images, rows, cols, vertical_first))
+        return self.normalise(pil_resample(images, rows, cols, torch.tensor(vertical_first)))
 
 
 class ResizeCenterCropBatch(BatchTransform):

@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 from latvit.errors import LatvitError
+from latvit.models import MODELS, create_model
 
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "in_chans")
 
 
 def _entrypoint(name: str):
     def create(pretrained: bool = False, **kwargs):
-        from latvit.models import create_model
-
         if pretrained:
             raise LatvitError(f"latvit ships no pretrained weights for {name}: load a file with "
                               f"latvit.create_model('{name}', checkpoint=PATH)")
@@ -40,8 +39,6 @@ def register_timm_models() -> list[str]:
     except ImportError:  # timm is a core dependency, but keep `import latvit` robust
         return []
     from timm.models._registry import _model_entrypoints
-
-    from latvit.models import MODELS
 
     names = []
     for name in MODELS:

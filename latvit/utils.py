@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from latvit.errors import LatvitError, first_line
+
 
 def check_writable(path: str | Path, *, directory: bool = False) -> None:
     """Raise a one-line LatvitError now if `path` cannot be written later: long jobs check their outputs
@@ -12,7 +14,6 @@ def check_writable(path: str | Path, *, directory: bool = False) -> None:
     directory to create or write into (a file there is an error). The nearest existing folder must be a
     directory where a file can really be created: it is probed with a temporary file, because permission
     bits do not tell (root passes os.access on /proc and on read-only mounts)."""
-    from latvit.errors import LatvitError
 
     path = Path(path)
     if any(len(part.encode()) > 255 for part in path.parts):  # before any stat(), which would raise
@@ -37,7 +38,6 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
     """Write `data` to `path` so that a killed process leaves either the old file or the new one.
     A path that cannot be written raises a one-line LatvitError (an OSError is not the user's bug).
     `mode` (e.g. 0o600 for a private file) is set before the file appears; default: what open() gives."""
-    from latvit.errors import LatvitError, first_line
 
     path = Path(path)
     try:
@@ -93,8 +93,14 @@ class progress_bar:
 
     def __enter__(self):
         if self.enabled and self.total:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)

@@ -11,8 +11,16 @@ import torch
 
 from latvit.cli import main
 from latvit.errors import LatvitError
-from latvit.latency.bench import (RECORD_FIELDS, BenchRequest, measure_row, pareto_front, plot_records,
-                                  records_csv, records_json, run_bench)
+from latvit.latency.bench import (
+    RECORD_FIELDS,
+    BenchRequest,
+    measure_row,
+    pareto_front,
+    plot_records,
+    records_csv,
+    records_json,
+    run_bench,
+)
 from latvit.targets.protocol import Timing, measure_interleaved, measure_latency, median_ratio, run_isolated
 
 FAST = dict(warmup=1, iters=3, min_seconds=0.0)

@@ -8,17 +8,15 @@ import torch.nn as nn
 
 import latvit
 from latvit.deploy import deploy
-from latvit.deploy.quantize import calibration_batches, quantize, validation_batches
-from latvit.latency.int8 import compare_int8
 from latvit.deploy.compress import check_compression, compress
-from latvit.deploy.sparsity import (make_permanent, parse_sparsity, prune_2_4, prune_magnitude, sparsify,
-                                    sparsity_report)
+from latvit.deploy.quantize import calibration_batches, quantize, validation_batches
+from latvit.deploy.sparsity import make_permanent, parse_sparsity, prune_2_4, prune_magnitude, sparsify, sparsity_report
 from latvit.deploy.token_merging import MergingTransformer
 from latvit.errors import LatvitError
+from latvit.latency.int8 import compare_int8
+from latvit.layers.integer import IntegerAttention, IntLayerNorm, ShiftGELU, Shiftmax, integer_sqrt, quantize_symmetric
 from latvit.space import build_model
 from latvit.space.spec import BlockSpec, NetSpec, StageSpec
-from latvit.layers.integer import (IntegerAttention, IntLayerNorm, ShiftGELU, Shiftmax, integer_sqrt,
-                                   quantize_symmetric)
 
 
 # -- integer-only operators: the error bounds documented in latvit/layers/integer.py -----------------------
@@ -317,8 +315,15 @@ def test_openvino_transformer_recipe_keeps_norms_and_adds_float(small_model, tmp
 
 # -- token merging -----------------------------------------------------------------------------------------
 from latvit.deploy.token_merging import (  # noqa: E402
-    TomeReport, follow_merge, match_tokens, merge_tokens, merge_weighted, parse_schedule, parse_tome,
-    tome)
+    TomeReport,
+    follow_merge,
+    match_tokens,
+    merge_tokens,
+    merge_weighted,
+    parse_schedule,
+    parse_tome,
+    tome,
+)
 
 
 def test_match_tokens_merges_the_r_most_similar_and_tracks_where_tokens_go():

@@ -31,11 +31,11 @@ MARK = "<!-- runnable -->"
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.M | re.S)
 # appended to runnable `latvit` commands: few calls, images and steps (the last value of a flag wins)
 SMOKE = {
-    "bench": ["--iters", "2", "--warmup", "1", "--min-seconds", "0", "--plot", ""],
+    "bench": ["--iters", "2", "--warmup", "1", "--min-seconds", "0", "--plot", "", "--runtimes", "ort"],
     "train": ["--epochs", "1", "--img-size", "32", "--batch-size", "16", "--set", "train_subset=64", "--set",
               "val_subset=32", "--set", "num_workers=0", "--set", "progress=false", "--set", "warmup_epochs=0"],
     "validate": ["--subset", "32"],
-    "quantize": ["--calib-images", "4", "--val-images", "8", "--img-size", "64"],
+    "quantize": ["--calib-images", "4", "--val-images", "8", "--img-size", "64", "--no-compare"],
     "profile": ["--iters", "2"],
 }
 SEPARATORS = {"&&", "||", ";", "&", "|"}
@@ -65,7 +65,7 @@ def latvit_commands(code: str) -> list[list[str]]:
                 continue
             if segment and segment[0] == "latvit":
                 found.append(segment[1:])
-            elif "-m" in segment and segment.index("-m") + 1 < len(segment) and segment[segment.index("-m") + 1] == "latvit":
+            elif "-m" in segment and segment[segment.index("-m") + 1:][:1] == ["latvit"]:
                 found.append(segment[segment.index("-m") + 2:])
             segment = []
     return found
@@ -190,3 +190,10 @@ def test_ci_runs_the_readme_test_command():
     lines = [line for line in first_block.splitlines() if line.strip() and not line.startswith("#")]
     assert len(lines) == 2 and "pytest" in lines[1], lines
     assert lines[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_user_pages_keep_the_research_log_out(page):
+    """Work sessions and issue numbers belong to docs/notes/, the research log, not to the user pages."""
+    found = re.findall(r"\bsessions? \d+|\bissues? #?\d+|\bthe issue'?s?\b", page.read_text(), re.I)
+    assert not found, f"{page_id(page)} mentions {found}: move that record to docs/notes/"

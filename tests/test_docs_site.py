@@ -57,3 +57,15 @@ def test_site_builds_strict(tmp_path):
         assert (tmp_path / "site" / page).is_file(), page
     api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
     assert "latvit.models.create_model" in api and "latvit.pipeline.export.export_model" in api
+
+
+def test_license_citation_and_changelog():
+    import yaml
+
+    assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert {"cff-version", "message", "title", "authors"} <= set(cff) and cff["license"] == "Apache-2.0"
+    from latvit import __version__
+
+    assert str(cff["version"]) == __version__
+    assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text()

@@ -56,7 +56,8 @@ def test_backbone_loads_and_the_classifier_starts_fresh(imagenet_model):
     same = latvit.create_model(tiny_spec())
     assert load_backbone(same, imagenet_model / "model.safetensors") == []
     assert torch.equal(same.state_dict()["head.fc.weight"], source["head.fc.weight"])
-    # a student without the checkpoint's distillation head drops it; one with a head the checkpoint lacks starts it fresh
+    # a student without the checkpoint's distillation head drops it; one with a head the checkpoint lacks
+    # starts it fresh
     plain = latvit.create_model(tiny_spec(distill=False), num_classes=3)
     assert load_backbone(plain, imagenet_model / "model.safetensors") == [
         "head.fc (1000 classes in the checkpoint, 3 here)"]
@@ -101,4 +102,6 @@ def test_layer_decay_groups_lower_blocks_at_lower_learning_rates():
     scale = {name: group["lr_scale"] for group in optimizer.param_groups
              for name, p in model.named_parameters() if any(p is q for q in group["params"])}
     assert scale["head.fc.weight"] == 1.0
-    assert scale["stem.0.conv.weight"] < scale["stages.0.blocks.0.conv.weight"] < scale["stages.0.blocks.1.mlp.fc1.conv.weight"] < 1.0
+    stem, down, block = (scale[f"{name}.weight"] for name in
+                         ("stem.0.conv", "stages.0.blocks.0.conv", "stages.0.blocks.1.mlp.fc1.conv"))
+    assert stem < down < block < 1.0

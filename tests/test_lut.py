@@ -19,8 +19,8 @@ from latvit.latency import validation as V
 from latvit.latency.lut_build import build_lut
 from latvit.latency.predictor import predict_latency
 from latvit.latency.validation import validate
-from latvit.targets.protocol import Timing
 from latvit.models.spaces import SPACES, SearchSpace, _efficientformer
+from latvit.targets.protocol import Timing
 
 
 def tiny_space(img_size: int = 64) -> SearchSpace:
@@ -369,3 +369,19 @@ def test_spearman_and_ranks():
     assert V.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert V.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert list(V.ranks(__import__("numpy").array([3.0, 1.0, 3.0]))) == [2.5, 1.0, 2.5]
+
+
+def test_a_spec_measured_now_in_a_child_carries_the_reference(tiny, tmp_path):
+    """What `latvit search` runs on its final candidates: eager, 1 thread, in an isolated child."""
+    from latvit.targets.protocol import run_isolated
+
+    path = tmp_path / "spec.json"
+    tiny.spec(tiny.smallest()).to_json(path)
+    result = run_isolated("latvit.latency.measure:measure_spec_now",
+                          {"spec": str(path), "runtime": "eager", "threads": 1}, timeout=300, threads=1)
+    assert result.ok, result.error
+    record = result.value
+    assert record["median_ms"] > 0 and record["ref_ms"] > 0 and record["ref_gemm_ms"] > 0
+    assert record["ref_ratio"] == pytest.approx(record["median_ms"] / record["ref_ms"])
+    assert record["ci_low_ms"] <= record["median_ms"] <= record["ci_high_ms"] and isinstance(record["noisy"], bool)
+    assert record["ref_threads"] == 1 and "load_1m" in record

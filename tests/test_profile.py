@@ -200,9 +200,8 @@ def test_measure_density_eager(tmp_path):
 
 
 def test_density_flops_match_the_built_block():
-    from torch.utils.flop_counter import FlopCounterMode
-
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     for c in density_cases(["meta3d", "mobilevit"], resolutions=(7,)):
         stage = latvit.build_model(c.spec(), num_classes=0).stages[0].eval()

@@ -6,6 +6,7 @@ Profile, DensityReport, search steps); nothing is measured here.
 """
 import json
 import re
+import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -306,6 +307,13 @@ def test_missing_inputs_and_foreign_directories(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_missing_plotly_names_the_extra(result_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "plotly", None)  # `import plotly` raises ImportError
+    assert main(["report", str(result_files["bench"]), "-o", str(tmp_path / "r.html")]) == 2
+    assert "pip install 'latvit[report]'" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_csv_and_json_hold_the_same_records(tmp_path):
     records = bench_records()
     (tmp_path / "b.json").write_text(records_json(records))
@@ -383,7 +391,10 @@ def test_report_in_chromium_offline(result_files, tmp_path, browser):
     assert sorted(drawn) == sorted((r["median_ms"], top1.get(r["model"], r["top1"])) for r in measured)
     # a click on the first legend entry hides that series (and its front), the others stay
     browser.find_element(By.CSS_SELECTOR, "#fig-pareto g.legend g.traces rect.legendtoggle").click()
-    time.sleep(1.0)  # plotly waits out its double-click window before a single click acts
+    hidden = "return document.getElementById('fig-pareto').data[0].visible === 'legendonly'"
+    deadline = time.monotonic() + 10  # plotly waits out its double-click window before a single click acts
+    while not browser.execute_script(hidden) and time.monotonic() < deadline:
+        time.sleep(0.2)
     visible = [t.get("visible") for t in browser.execute_script(pareto)]
     assert visible[:2] == ["legendonly", "legendonly"] and "legendonly" not in visible[2:]
     # the hostile strings stayed text: no script ran, no image was made

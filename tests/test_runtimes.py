@@ -20,8 +20,8 @@ import torch
 import latvit
 from latvit.cli import main
 from latvit.errors import LatvitError
-from latvit.runtimes import get_runtime
 from latvit.pipeline.export import export_model
+from latvit.runtimes import get_runtime
 
 SEEDS = ["mobilevit_xxs", "efficientformerv2_s0", "efficientformer_l1"]
 SIZE = 64  # the smallest size all three seeds take (EfficientFormer's last stage is 2x2 here)
@@ -92,9 +92,9 @@ def test_executorch_threads():
     rt = get_runtime("executorch")
     if rt.missing():
         pytest.skip(rt.missing())
-    from latvit.runtimes.executorch import set_threads
-
     from executorch.extension.pybindings import portable_lib
+
+    from latvit.runtimes.executorch import set_threads
 
     before = portable_lib._threadpool_get_thread_count()
     try:

@@ -1,7 +1,7 @@
 """Specs: JSON round trip, validation errors that name the field, input-size checks."""
 import dataclasses
-import re
 import json
+import re
 
 import pytest
 import torch

@@ -8,10 +8,16 @@ import pytest
 import torch
 
 import latvit
-from latvit.search.algorithms import PathState, importance_slimming, slimming_actions
 from latvit.models.spaces import SPACES, SearchSpace, _efficientformer, _efficientformer_v2
-from latvit.search.supernet import (GumbelSupernet, SandwichSupernet, SupernetTraining, sandwich_choices, temperature,
-                                    train_gumbel)
+from latvit.search.algorithms import PathState, importance_slimming, slimming_actions
+from latvit.search.supernet import (
+    GumbelSupernet,
+    SandwichSupernet,
+    SupernetTraining,
+    sandwich_choices,
+    temperature,
+    train_gumbel,
+)
 
 V1 = SearchSpace("tiny_v1", widths=((16, 32), (32, 48), (48, 64), (64, 80)), depths=((1, 2), (1, 2), (1, 2), (2, 3)),
                  expansions=(4.0,), extras=(1, 2), make_spec=_efficientformer, img_size=64)
@@ -195,10 +201,10 @@ def test_search_cli_gumbel_slimming_and_resume(tmp_path, monkeypatch):
                  "--threads", "1", "--calibrate", "0", "--out", str(lut)]) == 0
     from latvit.latency.predictor import predict_latency
 
-    top = predict_latency(V1.spec(V1.largest(), 64), lut).ms
+    top = predict_latency(V1.spec(V1.largest(), 64), lut, now=False).ms
     argv = ["search", "--method", "efficientformer", "--lut", str(lut), "--target-ms", f"{0.9 * top:.4f}",
             "--data", "synthetic", "--output", str(tmp_path / "out"), "--train-subset", "32", "--eval-images", "16",
-            "--batch-size", "16", "--bn-batches", "1", "--threads", "1", "--no-measure"]
+            "--batch-size", "16", "--bn-batches", "1", "--threads", "1", "--no-measure", "--at-build"]
     assert main(argv) == 0
     out = tmp_path / "out"
     result = json.loads((out / "result.json").read_text())

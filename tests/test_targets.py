@@ -91,6 +91,26 @@ def test_a_failed_write_leaves_the_previous_file(xdg, monkeypatch):
     assert [p.name for p in xdg.iterdir()] == ["targets.json"]  # no temporary file left behind
 
 
+def test_names_urls_and_tags_resolve_to_targets(xdg):
+    from latvit.targets import LOCAL, TagPool, get_target
+    from latvit.targets.ssh import SSHTarget
+
+    cfg.add_target(cfg.make_config("pi5", "ssh://pi@pi5", tags="arm"))
+    cfg.add_target(cfg.make_config("orin", "ssh://nv@orin:2222", tags="arm,gpu", python="/usr/bin/python3"))
+    cfg.add_target(cfg.make_config("pixel", "adb://FAKE123", tags="phones"))
+    assert get_target(None) is LOCAL and get_target("local") is LOCAL
+    pool = get_target("tag:arm")
+    assert isinstance(pool, TagPool) and [d.name for d in pool.devices] == ["orin", "pi5"]
+    assert isinstance(get_target("orin"), SSHTarget) and get_target("orin").config.python == "/usr/bin/python3"
+    assert get_target("pixel").kind == "adb" and get_target("pixel").serial == "FAKE123"
+    adhoc = get_target("ssh://me@10.0.0.7:2200")
+    assert adhoc.name == "ssh://me@10.0.0.7:2200" and adhoc.url.port == 2200 and adhoc.workdir == ".cache/latvit-target"
+    with pytest.raises(LatvitError, match="names several targets"):
+        get_target("pi5,orin")
+    with pytest.raises(LatvitError, match="no target has the tag 'tpu'"):
+        get_target("tag:tpu")
+
+
 def test_a_name_keeps_its_url_and_unknown_names_say_how_to_add(xdg):
     cfg.add_target(cfg.make_config("pi5", "ssh://pi@pi5"))
     with pytest.raises(LatvitError, match="already points at ssh://pi@pi5; remove it first"):

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 import latvit
 from latvit.cli import main as cli
+from latvit.data import FASHION_MNIST_DIR, idx_dataset, open_dataset, write_synthetic_imagefolder
 from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
 from latvit.train import ConfigError, DataError, make_config, train, validate
 from latvit.train.checkpointing import load_checkpoint
-from latvit.data import FASHION_MNIST_DIR, idx_dataset, open_dataset, write_synthetic_imagefolder
 from latvit.train.distill import distillation_loss
 from latvit.train.sampler import ScaleBatchSampler, scaled_batch_size
 
@@ -430,8 +430,8 @@ def test_profile_steps_prints_the_breakdown_and_writes_nothing(spec_file, tmp_pa
 
 def test_amp_bf16_on_cpu_and_speed_flags(spec_file, tmp_path):
     """amp: bf16 runs CPU autocast; the speed flags are accepted, checked, and recorded in config.yaml."""
-    from latvit.train.engine import Trainer, amp_dtype, memory_format
     from latvit.train.distributed import Dist
+    from latvit.train.engine import Trainer, amp_dtype, memory_format
 
     config = make_config(model=spec_file, epochs=1, output=str(tmp_path / "bf16"),
                          **dict(QUICK, amp="bf16", channels_last=True, pin_memory=False, num_workers="auto",

@@ -13,8 +13,14 @@ import torch
 
 import latvit
 from latvit.cli import main as cli
-from latvit.deploy.token_merging import (KVMergingAttention, TomeReport, match_tokens, merge_keys_values, merge_tokens,
-                                         tome)
+from latvit.deploy.token_merging import (
+    KVMergingAttention,
+    TomeReport,
+    match_tokens,
+    merge_keys_values,
+    merge_tokens,
+    tome,
+)
 from latvit.layers.efficientformer import AttentionDownsample, TalkingHeadAttention2d
 from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
 

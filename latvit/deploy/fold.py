@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
 import torch.nn as nn
 from torch.nn.modules.dropout import _DropoutNd
 

@@ -61,7 +61,7 @@ INT8_PACKAGES = {"ort": ("onnxruntime", "onnx"), "openvino": ("openvino", "nncf"
 # docs/benchmarks.md): EfficientFormer-L1, then the hybrids. Runtimes fastest first; the first installed wins.
 INT8_MEASURED: dict[str, dict[str, str]] = {
     "amx": {"openvino": "3.3x on EfficientFormer-L1, 1.7x on EfficientFormerV2-S1 and MobileViT-S",
-            "executorch": "2.5x on L1, 1.6x on V2-S1, 1.3x on MobileViT-S",
+            "executorch": "2.7x on L1, 1.7x on V2-S1, 1.4x on MobileViT-S",
             "ort": "1.3x on L1, slower than fp32 on the hybrids (0.9x)"},
 }
 INT8_CPU_LABEL = {"amx": "Intel Xeon with AMX and AVX512-VNNI"}
@@ -89,7 +89,7 @@ def cpu_int8_class(cpuinfo: str | None = None) -> str:
 def default_int8_runtime(output: str | Path | None = None, cpu: str | None = None) -> tuple[str, str]:
     """The runtime `latvit quantize` uses when none is given, and why, as (runtime, reason).
 
-    An `output` whose suffix names a runtime's artifact (.onnx, .xml, .pte) chooses that runtime. Otherwise
+    An `output` whose suffix names a runtime's artifact (.onnx, .xml, .pte, .tflite) chooses that runtime. Otherwise
     the runtime with the largest int8 speed-up measured on this CPU's class (`INT8_MEASURED`; the AMX
     measurements where this class has none) among those installed.
     """
@@ -165,7 +165,8 @@ def check_quantize_settings(runtime: str, recipe: str = "vit", max_drop: float |
             raise LatvitError(f"--max-drop is NNCF's accuracy control (runtime openvino) or latvit's float fallback "
                               f"(runtime litert), not available on {runtime}")
         if max_drop < 0:
-            raise LatvitError(f"accuracy control needs max_drop >= 0 (top-1 points), got {max_drop:g}; e.g. --max-drop 0.5")
+            raise LatvitError(f"accuracy control needs max_drop >= 0 (top-1 points), got {max_drop:g}; "
+                              f"e.g. --max-drop 0.5")
     if recipe == "transformer" and runtime != "openvino":
         raise LatvitError(f"recipe 'transformer' is NNCF's (runtime openvino); on {runtime} use vit or all")
     from latvit.runtimes import get_runtime
@@ -230,8 +231,14 @@ def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path
 
 def _quantize_ort(model, example, calibration, tmp: Path, recipe: str) -> Path:
     try:
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quant_pre_process, quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quant_pre_process,
+            quantize_static,
+        )
     except ImportError:
         raise missing_extra("onnxruntime", "onnx") from None
     from latvit.runtimes.base import export_onnx
@@ -331,8 +338,10 @@ def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str, max_
 
 def _quantize_executorch(model, example, calibration, tmp: Path, recipe: str) -> Path:
     try:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                             get_symmetric_quantization_config)
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as e:
         raise missing_extra(e.name or "executorch", "executorch") from None

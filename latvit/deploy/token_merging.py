@@ -42,7 +42,12 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from latvit.deploy.sparsity import check_no_pruning_masks
 from latvit.errors import LatvitError
+from latvit.layers.efficientformer import AttentionDownsample, Meta3D, TalkingHeadAttention2d, TokenAttention
+from latvit.layers.mobile import MobileViTBlock, MultiHeadAttention
+from latvit.layers.trtvit import SRTransformer
+from latvit.space.builder import LatvitNet, Stage
 
 
 # -- matching -----------------------------------------------------------------------------------------------
@@ -109,8 +114,6 @@ def follow_merge(m: Matching, position: torch.Tensor) -> torch.Tensor:
 # -- attention with merged tokens ----------------------------------------------------------------------------
 def _attention_parts(attn: nn.Module, x: torch.Tensor):
     """(q, k, v) as (B, heads, N, d) for the attention modules latvit knows, plus scale, bias, output fn."""
-    from latvit.layers.efficientformer import TokenAttention
-    from latvit.layers.mobile import MultiHeadAttention
 
     B, N, C = x.shape
     if isinstance(attn, TokenAttention):
@@ -129,7 +132,7 @@ def _attention_parts(attn: nn.Module, x: torch.Tensor):
 
 def _layer_parts(layer: nn.Module):
     """(norm1, attention, ls1, norm2, mlp, ls2) of a pre-norm transformer layer (drop path is eval-off)."""
-    attn = getattr(layer, "attn", None) or getattr(layer, "token_mixer")
+    attn = getattr(layer, "attn", None) or layer.token_mixer
     identity = nn.Identity()
     return (layer.norm1, attn, getattr(layer, "ls1", identity), layer.norm2, layer.mlp, getattr(layer, "ls2", identity))
 
@@ -150,8 +153,6 @@ class MergingTransformer(nn.Module):
 
     def __init__(self, layers: list[nn.Module], r: list[int], unmerge: bool, protect_first: bool = False,
                  keep: float = 1.0):
-        from latvit.layers.efficientformer import TokenAttention
-
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.r, self.unmerge, self.protect_first, self.keep = list(r), unmerge, protect_first, keep
@@ -230,8 +231,6 @@ class KVMergingAttention(nn.Module):
         return self.attn.proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from latvit.layers.efficientformer import AttentionDownsample
-
         a = self.attn
         n = a.resolution[0] * a.resolution[1]  # keys seen by the attention (after any stride conv)
         r = min(self.r, n // 2)
@@ -347,10 +346,6 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
     per attention call), TRT-ViT (for the MLP of each transformer layer) and timm ViTs (e.g. DeiT); see the
     module docstring for how, and `report.skipped` for attention it does not cover.
     """
-    from latvit.layers.efficientformer import AttentionDownsample, Meta3D, TalkingHeadAttention2d
-    from latvit.layers.mobile import MobileViTBlock
-    from latvit.layers.trtvit import SRTransformer
-    from latvit.space.builder import LatvitNet, Stage
 
     schedule = iter(r) if isinstance(r, (list, tuple)) else None
     if (isinstance(r, int) and r < 0) or (schedule is not None and any(v < 0 for v in r)):
@@ -361,13 +356,11 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
     def take(n: int) -> list[int]:
         return [next(schedule, 0) for _ in range(n)] if schedule is not None else [r] * n
 
-    from latvit.deploy.sparsity import check_no_pruning_masks
-
     check_no_pruning_masks(model, "token merging")
     report = report if report is not None else TomeReport()
     model = copy.deepcopy(model).eval()
     if isinstance(model, LatvitNet):
-        for name, module in model.named_modules():
+        for module in model.modules():
             if isinstance(module, MobileViTBlock):
                 layers = list(module.transformer)
                 module.transformer = MergingTransformer(layers, take(len(layers)), unmerge=True, keep=keep)

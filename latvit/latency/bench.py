@@ -18,10 +18,11 @@ import io
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -36,7 +37,7 @@ from latvit.pipeline.prepare import build_artifact, prepare_model
 from latvit.pipeline.resolve import check_model_ref, model_label
 from latvit.runtimes import get_runtime
 from latvit.space.mes import mes
-from latvit.targets import DEFAULT_TARGET, Protocol, TimingJob, get_target
+from latvit.targets import DEFAULT_TARGET, Protocol, TimingJob, get_target, result_record
 from latvit.targets.protocol import (
     default_threads,
     machine_info,
@@ -65,7 +66,8 @@ DEFAULT_RUNTIMES = ["ort"]
 
 RECORD_FIELDS = [
     "model", "source", "runtime", "runtime_version", "target", "status", "error", "batch", "img_size", "threads",
-    "deployed", "tome_r", "sparsity", "params_m", "gflops", "median_ms", "p90_ms", "min_ms", "mean_ms", "cv", "iters",
+    "deployed", "tome_r", "sparsity", "params_m", "gflops", "median_ms", "ci_low_ms", "ci_high_ms", "ci_rel", "noisy", "p90_ms", "min_ms", "mean_ms",
+    "cv", "iters", "stats_source", "target_kind",
     "gflops_per_s", "peak_gflops", "peak_engine", "peak_at", "pct_peak", "export_abs_diff", "compression_abs_diff",
     "top1", "top1_source", "mes", "cpu", "cores", "platform", "python", "torch_version", "latvit_version", "measured_at",
     "seconds",
@@ -101,7 +103,12 @@ def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None =
                                expected=prepared.logits if local else None, load=local)
         job = TimingJob(built.artifact, threads, Protocol(warmup, iters, min_seconds), built.runner)
         result = tgt.time(job)
-    record |= result.timing.as_dict() | {"status": STATUS_OK, "export_abs_diff": built.export_abs_diff}
+    measured = result_record(tgt, result, job)  # timing fields, the device's identity and conditions
+    device = {key: measured["target_fingerprint"][key] for key in ("cpu", "cores", "platform", "python")
+              if key in measured["target_fingerprint"]}  # a remote row describes the device, not this machine
+    record |= device | measured | {"status": STATUS_OK, "export_abs_diff": built.export_abs_diff}
+    if record["median_ms"] is None:  # a device runner that reported no median: nothing to derive from
+        return record | {"seconds": time.perf_counter() - start}
     return finish_record(record, prepared.flops, prepared.params, peak_gflops) | {"seconds": time.perf_counter() - start}
 
 
@@ -307,6 +314,15 @@ def print_table(records: list[dict], console=None) -> None:
                       "model, compress |diff|: merging/pruning against the model as built")
 
 
+def median_cell(record: dict) -> str:
+    """The median with its confidence interval, "12.31 ±1.4%", and "noisy" where the stopping rule's time cap
+    came before the interval was narrow enough (records from before the rule show the bare median)."""
+    text = f"{record['median_ms']:.2f}"
+    if record.get("ci_rel") is not None:
+        text += f" ±{100 * record['ci_rel']:.1f}%"
+    return text + (" [yellow]noisy[/]" if record.get("noisy") else "")
+
+
 def bench_table(records: list[dict]):
     """The rich table `latvit bench` prints: one line per record, failures with their reason."""
     first = next((r for r in records if r.get("cpu")), {})
@@ -328,7 +344,7 @@ def bench_table(records: list[dict]):
                           _fmt(r.get("top1"), ".1f"), "")
             continue
         table.add_row(r["model"], r["runtime"], str(r["img_size"]), f"{r['params_m']:.2f}", f"{r['gflops']:.2f}",
-                      f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{100 * r['cv']:.1f}",
+                      median_cell(r), f"{r['p90_ms']:.2f}", f"{100 * r['cv']:.1f}",
                       f"{r['gflops_per_s']:.1f}", _fmt(r["pct_peak"], ".0f"),
                       _fmt(r["export_abs_diff"], ".1e"), _fmt(r["compression_abs_diff"], ".1e"),
                       _fmt(r["top1"], ".1f"), f"{r['mes']:.1f}")

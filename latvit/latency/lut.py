@@ -9,7 +9,7 @@ A table is one JSON file:
      "meta":     {space, img_size, runtime, runtime_version, threads, deploy, cpu, cores, torch_version,
                   reference: {ref_ms, ref_gemm_ms, ref_version, ...} | absent, ...},
      "entries":  {ITEM_ID: {where, kind, median_ms, p90_ms, min_ms, mean_ms, cv, iters, flops,
-                            ci_low_ms, ci_high_ms, ci_rel, noisy, ref_ms, ref_gemm_ms}},
+                            ci_low_ms, ci_high_ms, ci_rel, noisy, ref_ms, ref_min_ms, ref_gemm_ms}},
      "networks": {NET_ID: {name, spec, img_size, median_ms, ..., ref_ms}},   # end-to-end calibration runs
      "calibration": {...} | null}                                          # fitted by latvit.latency.predictor
 
@@ -62,8 +62,6 @@ DEVICE_FIELDS = ("cpu", "cores")
 RUNTIME_FIELDS = ("runtime", "runtime_version")
 BUILD_FIELDS = DEVICE_FIELDS + RUNTIME_FIELDS + ("threads", "torch_version", "deploy", "space", "img_size",
                                                  "block_protocol")
-# Fields of a Timing a table stores per entry and network (older tables lack the interval ones).
-REF_FIELDS = ("ref_ms", "ref_gemm_ms")
 
 
 # -- items: what a table measures --------------------------------------------------------------------
@@ -308,6 +306,7 @@ def set_build_reference(table: LatencyTable) -> None:
         return
     table.meta["reference"] = {
         "ref_ms": round(statistics.median(r["ref_ms"] for r in rows), 6),
+        "ref_min_ms": round(statistics.median(r.get("ref_min_ms", r["ref_ms"]) for r in rows), 6),
         "ref_gemm_ms": round(statistics.median(r["ref_gemm_ms"] for r in rows if _valid_ms(r.get("ref_gemm_ms"))), 6)
         if any(_valid_ms(r.get("ref_gemm_ms")) for r in rows) else None,
         "ref_version": REFERENCE_VERSION, "rows": len(rows),
@@ -315,16 +314,24 @@ def set_build_reference(table: LatencyTable) -> None:
         "build_drift": round(max(r["ref_ms"] for r in rows) / min(r["ref_ms"] for r in rows), 4)}
 
 
+def reference_field(table: LatencyTable) -> str:
+    """The reference statistic that goes with the table's: "ref_min_ms" for tables of minima (the
+    uncontended speed), else "ref_ms" (the reference's median)."""
+    return "ref_min_ms" if table_statistic(table) == "min_ms" else "ref_ms"
+
+
 def build_reference_ms(table: LatencyTable) -> float | None:
-    """The reference time the table's latencies are stated at, or None for a table without one."""
+    """The reference time the table's latencies are stated at (its `reference_field`), or None for a table
+    without one."""
     ref = table.meta.get("reference") or {}
-    return ref.get("ref_ms") if _valid_ms(ref.get("ref_ms")) else None
+    value = ref.get(reference_field(table), ref.get("ref_ms"))
+    return value if _valid_ms(value) else None
 
 
 def entry_ms(table: LatencyTable, row: dict, field: str) -> float:
     """A row's (entry's or network's) `field` in ms, stated at the table's speed at build: scaled by the
     table's reference time over the row's own, which undoes the device's drift during the build."""
-    ref, own = build_reference_ms(table), row.get("ref_ms")
+    ref, own = build_reference_ms(table), row.get(reference_field(table), row.get("ref_ms"))
     if ref is None or not _valid_ms(own) or own <= 0:
         return float(row[field])
     return float(row[field]) * ref / own

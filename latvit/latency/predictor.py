@@ -51,6 +51,7 @@ from latvit.latency.lut import (
     entry_ms,
     load_table,
     plan_items,
+    reference_field,
     table_statistic,
 )
 from latvit.latency.measure import NETWORK_PROTOCOL, Protocol, measure_network
@@ -58,8 +59,8 @@ from latvit.models import resolve_spec
 from latvit.runtimes import runnable_runtime
 from latvit.space.plan import plan_network
 from latvit.space.spec import NetSpec, spec_from_dict
-from latvit.targets.protocol import measure_latency, set_threads
-from latvit.targets.reference import REFERENCE_VERSION, Reference, prepare_reference
+from latvit.targets.protocol import set_threads
+from latvit.targets.reference import REFERENCE_VERSION, Reference, measure_with_reference, prepare_reference
 
 # Candidate correction models: name -> the features they use (S = sum of entries, N = items, 1 = offset).
 MODELS: dict[str, tuple[str, ...]] = {
@@ -73,7 +74,7 @@ Z = 2.0  # low/high = ms * (1 -/+ Z * sigma)
 DRIFT_MAX_AGE_S = 600.0  # a measured drift is reused this long by predictions "now"
 RECALIBRATE_ABOVE = 0.10  # |ref_now / ref_build - 1| beyond this: check the rescaling on networks measured now
 RECALIBRATION_NETWORKS = 3
-# the reference alone, measured now: 0.5 s at least, its median to +-1%
+# the reference measured now: 0.5 s at least, its median to +-1%
 REFERENCE_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=0.5, max_seconds=10.0, target_rel=0.01)
 
 
@@ -233,12 +234,14 @@ def table_reference(table: LatencyTable) -> Reference:
 
 
 def measure_reference(table: LatencyTable) -> tuple[float, float]:
-    """(reference network ms, GEMM ms) now, on the table's runtime and threads (medians to +-1%)."""
+    """(reference network ms, GEMM ms) now, on the table's runtime and threads, in the table's statistic
+    (medians to +-1%, or minima). Timed in the same alternating rounds as at build (the GEMM standing in for
+    the work), so that the reference meets the same cache and thread-pool conditions as then."""
     ref = table_reference(table)
     set_threads(int(table.meta["threads"]))
-    net = measure_latency(ref.net, **REFERENCE_PROTOCOL.as_kwargs())
-    gemm = measure_latency(ref.gemm, **REFERENCE_PROTOCOL.as_kwargs())
-    return net.median_ms, gemm.median_ms
+    measured = measure_with_reference(ref.gemm, ref, **REFERENCE_PROTOCOL.as_kwargs())
+    stat = table_statistic(table)
+    return getattr(measured.ref, stat), getattr(measured.gemm, stat)
 
 
 def follow_device(table: LatencyTable, *, recalibrate_above: float = RECALIBRATE_ABOVE,
@@ -273,7 +276,7 @@ def recalibration_scale(table: LatencyTable, networks: int) -> tuple[float, int]
     for net in {id(n): n for n in picks}.values():
         spec = spec_from_dict(net["spec"])
         timing, ref = measure_network(spec, runtime, threads, deploy, NETWORK_PROTOCOL, table_reference(table))
-        predicted = _predict(table, spec, net["img_size"], ref["ref_ms"] / build_reference_ms(table))
+        predicted = _predict(table, spec, net["img_size"], ref[reference_field(table)] / build_reference_ms(table))
         ratios.append(getattr(timing, stat) / predicted.ms)
     return float(statistics.median(ratios)), len(ratios)
 

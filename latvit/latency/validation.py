@@ -24,6 +24,7 @@ from latvit.latency.lut import (
     load_table,
     network_id,
     plan_items,
+    reference_field,
     sample_upto,
     table_statistic,
 )
@@ -149,7 +150,7 @@ def validate(lut: str | Path | LatencyTable, samples: int = 50, *, seed: int = 0
             advance(spec.name)
             pred = predict_latency(spec, table, now=False)  # at the table's speed at build
             timing, ref = measure_network(spec, rt, threads, deploy, reference=reference)
-            k = ref["ref_ms"] / build_ref * scale if build_ref else 1.0  # this row's drift correction
+            k = ref[reference_field(table)] / build_ref * scale if build_ref else 1.0  # this row's drift correction
             report.rows.append({"name": spec.name, "source": source, "img_size": spec.img_size,
                                 "in_calibration": network_id(spec) in calibration,
                                 "gflops": plan_network(spec).cost.flops / 1e9, "measured_ms": getattr(timing, stat),

@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from latvit.layers.fold import fold_bn_, foldable_bn
 from latvit.errors import SpecError
 from latvit.layers import cost as C
+from latvit.layers.fold import fold_bn_, foldable_bn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -16,10 +16,10 @@ class Cost:
     params: int = 0
     acts: int = 0
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.flops + other.flops, self.params + other.params, self.acts + other.acts)
 
-    def __mul__(self, n: int) -> "Cost":
+    def __mul__(self, n: int) -> Cost:
         return Cost(self.flops * n, self.params * n, self.acts * n)
 
 

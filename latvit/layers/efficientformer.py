@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 from timm.layers import LayerScale, LayerScale2d, Mlp
 
-from latvit.layers.fold import fold_bn_, fold_layer_scale, foldable_bn
 from latvit.layers import cost as C
 from latvit.layers.common import ConvNormAct, conv_out, drop_path_or_identity, make_act
+from latvit.layers.fold import fold_bn_, fold_layer_scale, foldable_bn
 
 
 def layer_scale(dim: int, init: float, channels_last: bool) -> nn.Module:

@@ -101,7 +101,7 @@ class IntLayerNorm(nn.Module):
         self.register_buffer("q_bias", torch.round(bias.detach() * 2 ** (2 * out_bits)).to(torch.int64))
 
     @classmethod
-    def from_float(cls, norm: nn.LayerNorm, out_bits: int = 12) -> "IntLayerNorm":
+    def from_float(cls, norm: nn.LayerNorm, out_bits: int = 12) -> IntLayerNorm:
         return cls(norm.weight, norm.bias, out_bits)
 
     def forward(self, q: torch.Tensor, s: float) -> tuple[torch.Tensor, float]:

@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 from timm.layers import Mlp
 
-from latvit.layers.fold import fold_bn_, foldable_bn
 from latvit.layers import cost as C
 from latvit.layers.common import ConvNormAct, conv_out, drop_path_or_identity, make_act
+from latvit.layers.fold import fold_bn_, foldable_bn
 
 BOTTLENECK_EXPANSION = 4.0  # ResNet: a BottleNeck's output width is 4x its inner width
 
@@ -268,11 +268,11 @@ class MixBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)  # (B, C_out or d, H', W')
         if self.mode == "a":
-            g, l = x.split(self.splits, dim=1)  # (B, d, H', W'), (B, C_out - d, H', W')
-            return torch.cat((self.transformer(g), self.bottleneck(l)), dim=1)
+            glob, loc = x.split(self.splits, dim=1)  # (B, d, H', W'), (B, C_out - d, H', W')
+            return torch.cat((self.transformer(glob), self.bottleneck(loc)), dim=1)
         if self.mode == "b":
-            l = self.bottleneck(x)  # local first ...
-            return torch.cat((l, self.transformer(l)), dim=1)  # ... then global
+            loc = self.bottleneck(x)  # local first ...
+            return torch.cat((loc, self.transformer(loc)), dim=1)  # ... then global
         g = self.transformer(x)  # global first ...
         return torch.cat((g, self.bottleneck(g)), dim=1)  # ... then local
 

@@ -14,8 +14,12 @@ import torch.nn as nn
 from latvit.checkpoint import load_state_dict, read_state_dict, to_latvit_keys, unwrap_state_dict
 from latvit.errors import SpecError, UnknownModelError
 from latvit.models import efficientformer, efficientformer_v2, mixformer, mobileformer, mobilevit, trtvit
+from latvit.models.published import PUBLISHED_TOP1
 from latvit.space.builder import LatvitNet, build_model
+from latvit.space.mes import DEFAULT_TERMS, mes
+from latvit.space.plan import spec_cost
 from latvit.space.spec import NetSpec, spec_from_json
+from latvit.utils import atomic_write_bytes
 
 FAMILIES: dict[str, ModuleType] = {
     "efficientformer": efficientformer,
@@ -144,8 +148,6 @@ def save(model: nn.Module, directory: str | Path) -> Path:
     """Write `spec.json` and `model.safetensors` to `directory`; `create_model(directory)` reloads it."""
     from safetensors.torch import save_file
 
-    from latvit.utils import atomic_write_bytes
-
     if not isinstance(model, LatvitNet):
         raise SpecError("latvit.save takes a model built by latvit (create_model or build_model)")
     directory = Path(directory)
@@ -161,9 +163,6 @@ def save(model: nn.Module, directory: str | Path) -> Path:
 def model_card(name: str) -> dict:
     """Row of `latvit models`: family, params (M), GFLOPs at the default size, input size, paper, top-1,
     and the size-only Mobile Efficiency Score (`latvit bench` adds the latency term)."""
-    from latvit.space.mes import DEFAULT_TERMS, mes
-    from latvit.models.published import PUBLISHED_TOP1
-    from latvit.space.plan import spec_cost
 
     spec = get_spec(name)
     cost = spec_cost(spec)

@@ -26,8 +26,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from latvit.errors import LatvitError
 from latvit.models import MODELS

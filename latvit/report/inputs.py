@@ -164,8 +164,9 @@ def _kind_of(obj: Any, name: str) -> str:
     keys = set(obj)
     if {"table", "meta", "rows", "methods"} <= keys:
         return "lut-validate"
-    if {"machine", "rows"} <= keys and all(isinstance(r, dict) and "variant" in r for r in obj["rows"] or [{}]):
-        return "compression"
+    if {"machine", "rows"} <= keys and isinstance(obj["rows"], list) and all(
+            isinstance(r, dict) and "variant" in r and ("speedup" in r or "error" in r) for r in obj["rows"]):
+        return "compression"  # written before compression.py named its format
     if {"model", "data", "top1", "top5"} <= keys:
         return "accuracy"
     if "records" in keys:  # bench records without their format line

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from latvit.errors import LatvitError
 from latvit.runtimes.base import Runner, Runtime
 
 MACOS_ONLY = "CoreML predicts only on macOS: export only"
@@ -80,7 +81,6 @@ class CoreMLRuntime(Runtime):
     def load(self, path: Path, example: torch.Tensor, threads: int) -> Runner:
         """A runner on macOS (CPU only, so the numbers compare with the other CPU runtimes; CoreML has no
         thread setting). Elsewhere raises the export-only reason."""
-        from latvit.errors import LatvitError
 
         reason = self.cannot_run()
         if reason:

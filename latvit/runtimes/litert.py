@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import logging
 import os
 import re
@@ -33,26 +34,31 @@ from latvit.runtimes.base import Runner, Runtime
 EXTRA = "litert"
 
 
+# litert-torch's own switch for the progress tree it draws on stdout; latvit reports its own progress
+_QUIET_ENV = {"LITERT_TORCH_SHOW_PROGRESS": "n"}
+
+
 @contextlib.contextmanager
 def _quiet_converter():
-    """litert-torch draws a progress tree on stdout and torch warns about its pytree registrations; latvit
-    reports its own progress, so both are off while converting (the environment variable is litert-torch's
-    own switch, restored afterwards)."""
-    previous = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
-    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    """Progress displays off while the LiteRT tools run (litert-torch's by `_QUIET_ENV`, the tqdm bars of
+    ai-edge-quantizer, which has no switch for some of them, by holding back what Python writes to stderr),
+    and warnings and torch's complaints about litert-torch's pytree registrations; all restored afterwards."""
+    previous = {key: os.environ.get(key) for key in _QUIET_ENV}
+    os.environ.update(_QUIET_ENV)
     pytree_log = logging.getLogger("torch.utils._pytree")
     level = pytree_log.level
     pytree_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
         pytree_log.setLevel(level)
-        if previous is None:
-            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
-        else:
-            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _litert_torch():
@@ -305,13 +311,19 @@ class ProfiledModel:
         self._call("LiteRtRunCompiledModel", self._compiled, 0, 1, self._inputs, 1, self._outputs)
 
     def reset(self) -> None:
+        """Forget the events so far (resetting also stops LiteRT's profiler: it is started again)."""
         self._call("LiteRtResetProfiler", self._profiler)
+        self._call("LiteRtStartProfiler", self._profiler)
 
     def events(self) -> list[ProfiledEvent]:
+        """The events since the last `reset` (the profiler is stopped to read them, then started again)."""
         count = self._ctypes.c_int()
+        self._call("LiteRtStopProfiler", self._profiler)
         self._call("LiteRtGetNumProfilerEvents", self._profiler, self._ctypes.byref(count))
         raw = (_event_struct() * count.value)()
-        self._call("LiteRtGetProfilerEvents", self._profiler, count.value, raw)
+        if count.value:
+            self._call("LiteRtGetProfilerEvents", self._profiler, count.value, raw)
+        self._call("LiteRtStartProfiler", self._profiler)
         return [ProfiledEvent(e.tag.decode(errors="replace") if e.tag else "", _EVENT_TYPES.get(e.event_type, "other"),
                               int(e.start_us), int(e.elapsed_us), int(e.metadata1)) for e in raw]
 
@@ -356,13 +368,14 @@ def _op(name: str):
     return qtyping.TFLOperationName[name]
 
 
-# Ops the `vit` recipe makes int8: the matrix products and the cheap ops between them, so int8 tensors flow
-# from one product to the next without a quantize/dequantize pair at every step. GELU, softmax and the
-# decomposed LayerNorm (SQUARED_DIFFERENCE, RSQRT and the MEAN/SUB/MUL/ADD in its scope) stay float:
-# quantizing their inputs costs accuracy and XNNPACK has no int8 kernels for most of them.
-VIT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "ADD", "SUB", "MUL",
-           "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "CONCATENATION", "RESHAPE", "TRANSPOSE", "PAD", "SLICE",
-           "STRIDED_SLICE", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR")
+# Ops the `vit` recipe makes int8: the matrix products with weights and the cheap ops XNNPACK runs in int8
+# between them. Float: GELU, softmax and the decomposed LayerNorm (its SQUARED_DIFFERENCE and RSQRT, and
+# every op in a LayerNorm scope): quantizing them costs accuracy for no kernel; and ADD, AVERAGE_POOL_2D
+# and BATCH_MATMUL: XNNPACK rejected their int8 versions in EfficientFormer-L1 (residual adds whose input
+# and output scales differ too much), so they ran on TFLite's own int8 kernels, 4-9x slower than XNNPACK's
+# float ones (LiteRT's profiler, docs/quantize.md).
+VIT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL", "SUB", "MEAN", "TRANSPOSE", "RESHAPE", "PAD",
+           "SLICE", "STRIDED_SLICE", "CONCATENATION")
 VIT_FLOAT_SCOPES = ("LayerNorm", "GroupNorm")
 
 
@@ -388,16 +401,15 @@ def _quantizer(fp32: Path, recipe: str, float_scopes: tuple[str, ...] = ()):
     return q
 
 
-def _int8_bytes(fp32: Path, recipe: str, qsv: dict, float_scopes: tuple[str, ...] = ()) -> bytes:
+def int8_flatbuffer(fp32: Path, recipe: str, qsv: dict, float_scopes: tuple[str, ...] = ()) -> bytes:
     """The int8 flatbuffer of `fp32` under `recipe` with `float_scopes` in float, from calibration `qsv`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet_converter():
         result = _quantizer(fp32, recipe, float_scopes).quantize(qsv, enable_progress_bar=False,
                                                                   enable_progress_report=False)
     return bytes(result.quantized_model)
 
 
-def _calibrate(fp32: Path, calibration: list[np.ndarray], threads: int) -> dict:
+def calibrate_ranges(fp32: Path, calibration: list[np.ndarray], threads: int) -> dict:
     """Per-tensor ranges of the fp32 model on the calibration batches (every op's, so that any recipe and
     any set of float scopes can be quantized from the one calibration).
 
@@ -409,38 +421,39 @@ def _calibrate(fp32: Path, calibration: list[np.ndarray], threads: int) -> dict:
 
     it = interpreter(fp32, 1)
     name = it.get_signature_list()[SIGNATURE]["inputs"][0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "experimental_preserve_all_tensors is for debugging": it is calibration
+    with _quiet_converter():  # also "experimental_preserve_all_tensors is for debugging": it is calibration
         calib = calibrator.Calibrator(fp32.read_bytes(), num_threads=threads, qsv_update_func=qsv_utils.min_max_update)
         calib.calibrate({SIGNATURE: [{name: x} for x in calibration]}, _quantizer(fp32, "all")._recipe_manager)
     return calib.get_model_qsvs()
 
 
-def block_scopes(fp32: Path) -> list[str]:
-    """The model's blocks as LiteRT op scopes, in graph order: the first three levels of each op's output
-    tensor name, e.g. "latvit.space.builder.LatvitNet/latvit.space.builder.Stage_2/...Meta4D_3", which
-    litert-torch writes from the torch module path (stem convs and the head form their own groups)."""
-    it = interpreter(fp32, 1)
-    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
-    scopes: list[str] = []
-    for op in it._get_ops_details():  # the documented API has no op list; this is what the quantizer reads
-        if op["op_name"] == "DELEGATE" or not len(op["outputs"]):
-            continue
-        scope = "/".join(names.get(op["outputs"][0], "").split(";")[0].split("/")[:3])
-        if "/" in scope and scope not in scopes:
-            scopes.append(scope)
-    return scopes
+def op_groups(fp32: Path) -> dict[str, str]:
+    """What accuracy control returns to float, one unit at a time, in graph order: {label: scope regex}.
+
+    An op whose output tensor name carries a module path belongs to its block, the first three levels of
+    that path ("...LatvitNet/...Stage_2/...Meta4D_3"; each stem conv and the head are units too): litert-torch
+    names tensors after the torch module stack. An op without one (the output layer, named after the
+    signature) is a unit of its own. The regexes match op scopes as ai-edge-quantizer reads them (output
+    tensor names), and not a sibling that extends the name (Meta4D_1 against Meta4D_10)."""
+    groups: dict[str, str] = {}
+    for _, _, tensor in operators(fp32):
+        scope = tensor.split(";")[0]
+        if "/" in scope:
+            label = "/".join(scope.split("/")[:3])
+            groups.setdefault(label, re.escape(label) + r"(?=[/;]|$)")
+        elif tensor:
+            groups.setdefault(tensor, "^" + re.escape(tensor) + r"(?=;|$)")
+    return groups
 
 
-def _top1(model: bytes, validation: list[tuple[np.ndarray, np.ndarray]], threads: int) -> float:
-    """Top-1 (points) of a .tflite flatbuffer on labelled batches."""
+def logits(model: bytes, batches: list[np.ndarray], threads: int) -> np.ndarray:
+    """The logits of a .tflite flatbuffer on `batches`, concatenated: (N, classes)."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=model, num_threads=threads)
     it.allocate_tensors()
     run = runner(it)
-    hits = sum(int((run(x).argmax(-1) == y).sum()) for x, y in validation)
-    return 100.0 * hits / sum(len(y) for _, y in validation)
+    return np.concatenate([run(x) for x in batches])
 
 
 def float_fallback(fp32: Path, recipe: str, qsv: dict, validation: list[tuple[np.ndarray, np.ndarray]],
@@ -448,24 +461,30 @@ def float_fallback(fp32: Path, recipe: str, qsv: dict, validation: list[tuple[np
     """Accuracy control: return blocks to float, the most harmful first, until top-1 on `validation` is within
     `max_drop` points of the fp32 model's. Returns (int8 flatbuffer, blocks kept in float, top-1 drop).
 
-    Harm is measured, not guessed: each block alone is returned to float once, and blocks are ranked by how
-    much top-1 that recovers (ties by how close the logits come to fp32's), then added in that order. If
-    every block is float and the drop is still above `max_drop` (it cannot be: that is the fp32 model),
-    the last try is returned."""
-    reference = _top1(fp32.read_bytes(), validation, threads)
-    model = _int8_bytes(fp32, recipe, qsv)
-    drop = reference - _top1(model, validation, threads)
+    Harm is measured, not guessed: each block alone is returned to float once, and blocks are ranked by the
+    top-1 that recovers (ties, common on a few hundred images, by how close the logits come to fp32's), then
+    returned to float in that order, one more per try. With every block in float the model is the fp32 one,
+    so the loop ends within `max_drop`."""
+    images = [x for x, _ in validation]
+    labels = np.concatenate([y for _, y in validation])
+    reference = logits(fp32.read_bytes(), images, threads)
+
+    def score(model: bytes) -> tuple[float, float]:  # (top-1 drop in points, mean |logit error|)
+        out = logits(model, images, threads)
+        drop = 100.0 * (float((reference.argmax(-1) == labels).mean()) - float((out.argmax(-1) == labels).mean()))
+        return drop, float(np.abs(out - reference).mean())
+
+    model = int8_flatbuffer(fp32, recipe, qsv)
+    drop = score(model)[0]
     if drop <= max_drop:
         return model, [], drop
-    recovered = {}
-    for scope in block_scopes(fp32):
-        recovered[scope] = _top1(_int8_bytes(fp32, recipe, qsv, (re.escape(scope),)), validation, threads)
-    ranked = sorted(recovered, key=recovered.get, reverse=True)
+    groups = op_groups(fp32)
+    alone = {label: score(int8_flatbuffer(fp32, recipe, qsv, (regex,))) for label, regex in groups.items()}
     kept: list[str] = []
-    for scope in ranked:
-        kept.append(scope)
-        model = _int8_bytes(fp32, recipe, qsv, tuple(re.escape(s) for s in kept))
-        drop = reference - _top1(model, validation, threads)
+    for label in sorted(alone, key=alone.get):  # smallest drop, then smallest logit error, first
+        kept.append(label)
+        model = int8_flatbuffer(fp32, recipe, qsv, tuple(groups[k] for k in kept))
+        drop = score(model)[0]
         if drop <= max_drop:
             break
     return model, kept, drop
@@ -482,9 +501,9 @@ def quantize_int8(model: nn.Module, example: torch.Tensor, calibration: list[np.
     if importlib.util.find_spec("ai_edge_quantizer") is None:
         raise missing_extra("ai_edge_quantizer", EXTRA)
     fp32 = RUNTIME.export(model, example, Path(out).with_name("fp32.tflite"))
-    qsv = _calibrate(fp32, calibration, threads)
+    qsv = calibrate_ranges(fp32, calibration, threads)
     if max_drop is None:
-        data = _int8_bytes(fp32, recipe, qsv)
+        data = int8_flatbuffer(fp32, recipe, qsv)
     else:
         data, _kept, _drop = float_fallback(fp32, recipe, qsv, validation, max_drop, threads)
     Path(out).write_bytes(data)

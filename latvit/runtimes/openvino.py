@@ -16,7 +16,6 @@ import torch.nn as nn
 
 from latvit.runtimes.base import Runner, Runtime, export_onnx
 
-
 # precision -> OpenVINO's INFERENCE_PRECISION_HINT
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
 

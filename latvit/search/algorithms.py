@@ -24,11 +24,12 @@ alphas choose (more evaluations, no Gumbel supernet needed): `latvit search --su
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from latvit.errors import LatvitError
+from latvit.errors import LatvitError, missing_extra
 from latvit.models.spaces import Choice, SearchSpace
+from latvit.space.mes import mes
 
 METHODS = ("efficientformer", "efficientformerv2", "nsga2")
 
@@ -141,7 +142,6 @@ def greedy_search(space: SearchSpace, method: str, accuracy: Callable[[Choice], 
     Returns the trace: the starting point, then one Step per accepted action; the last is the result.
     params(choice) (parameter count) is needed for the MES criterion of method "efficientformerv2".
     """
-    from latvit.space.mes import mes
 
     if method not in ("efficientformer", "efficientformerv2"):
         raise LatvitError(f"greedy search method must be efficientformer or efficientformerv2, got '{method}'")
@@ -163,9 +163,9 @@ def greedy_search(space: SearchSpace, method: str, accuracy: Callable[[Choice], 
         on_step(trace[0])
     while latency(current) > target_ms:
         if method == "efficientformer":
-            gain = lambda cand: latency(current) - latency(cand)  # noqa: E731
+            gain = lambda cand, now=current: latency(now) - latency(cand)
         else:
-            gain = lambda cand: score_mes(cand) - score_mes(current)  # noqa: E731
+            gain = lambda cand, now=current: score_mes(cand) - score_mes(now)
         best = best_action(shrink_actions(space, current, method), current, accuracy, gain)
         if best is None:
             raise LatvitError(f"no action lowers the latency below {latency(current):.2f} ms; target {target_ms:g} ms "
@@ -231,7 +231,7 @@ def importance_slimming(space: SearchSpace, start: PathState, importance: tuple[
         on_step(trace[0])
     while latency(current) > target_ms:
         best = best_action(slimming_actions(space, current, importance), current, accuracy,
-                           lambda cand: latency(current) - latency(cand))
+                           lambda cand, now=current: latency(now) - latency(cand))
         if best is None:
             raise LatvitError(f"no slimming action lowers the latency below {latency(current):.2f} ms; target "
                               f"{target_ms:g} ms cannot be reached: raise --target-ms")
@@ -270,8 +270,6 @@ def pareto_search(space: SearchSpace, accuracy: Callable[[Choice], float], laten
     try:
         import optuna
     except ImportError:
-        from latvit.errors import missing_extra
-
         raise missing_extra("optuna", "search") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     accuracy, latency = _Memo(accuracy), _Memo(latency)

@@ -31,23 +31,27 @@ from __future__ import annotations
 import math
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from latvit.data import Subset, Transformed, open_dataset, train_transform
 from latvit.errors import LatvitError
+from latvit.models.spaces import Choice, SearchSpace
 from latvit.search.algorithms import PathState
 from latvit.search.inherit import _source_name, block_map, fused_projections, inherit_weights, leading_slice
-from latvit.models.spaces import Choice, SearchSpace
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.builder import LatvitNet, build_model
 from latvit.space.plan import plan_network
 from latvit.space.spec import BlockSpec
+from latvit.train import checkpointing as ckpt
+from latvit.train.engine import seed_all, step_seed
+from latvit.train.sampler import ScaleBatchSampler
 
 IDENTITY = "identity"
 
@@ -228,8 +232,8 @@ class SandwichSupernet(nn.Module):
         # of every stage (the depth of a stage does not change any BatchNorm's width)
         widths: dict[str, set[int]] = {}
         for choice in self._norm_covering():
-            for name, (key, width) in self._describe(build_model(space.spec(choice, img_size),
-                                                                 num_classes=num_classes)).norms.items():
+            for key, width in self._describe(build_model(space.spec(choice, img_size),
+                                                                 num_classes=num_classes)).norms.values():
                 widths.setdefault(key, set()).add(width)
         self.norms = nn.ModuleDict({key: nn.ModuleDict({str(w): nn.BatchNorm2d(w) for w in sorted(ws)})
                                     for key, ws in sorted(widths.items())})
@@ -386,8 +390,6 @@ def train_sandwich(space: SearchSpace, img_size: int, cfg: SupernetTraining, run
 
 
 def _num_classes(cfg: SupernetTraining) -> int:
-    from latvit.data import open_dataset
-
     return len(open_dataset(cfg.data, "train").classes)
 
 
@@ -395,10 +397,6 @@ def _fit(kind: str, net: nn.Module, optimizers: list, step_fn, space: SearchSpac
          cfg: SupernetTraining, run: Path, on_step) -> nn.Module:
     """The loop both supernets share: deterministic batches, cosine lr on the first optimiser, reseeded
     steps, atomic checkpoints; a finished run is loaded, an unfinished one resumed."""
-    from latvit.train import checkpointing as ckpt
-    from latvit.data import Subset, Transformed, open_dataset, train_transform
-    from latvit.train.engine import seed_all, step_seed
-    from latvit.train.sampler import ScaleBatchSampler
 
     meta = {"kind": kind, "space": space.name, "img_size": img_size, "num_classes": net.num_classes,
             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed, "train_subset": cfg.train_subset}

@@ -7,15 +7,25 @@ naming the field. Adding a kind means adding one row here and one module with `f
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from latvit.layers.common import ACTIVATIONS, ConvNormAct
 from latvit.layers.efficientformer import AttnDownsampleBlock, EfficientFormerV2Block, Meta3D, Meta4D
 from latvit.layers.mixformer import MixingBlock, PatchMerge, check_mixing
 from latvit.layers.mobile import InvertedResidual, MobileViTBlock
-from latvit.layers.mobileformer import (Former, FormerToMobile, GlobalTokens, LiteBottleneck, MergeHead, MobileBlock,
-                                        MobileToFormer, check_bridge, check_groups, check_tokens)
+from latvit.layers.mobileformer import (
+    Former,
+    FormerToMobile,
+    GlobalTokens,
+    LiteBottleneck,
+    MergeHead,
+    MobileBlock,
+    MobileToFormer,
+    check_bridge,
+    check_groups,
+    check_tokens,
+)
 from latvit.layers.trtvit import Bottleneck, MixBlock, SRTransformer
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from latvit.errors import SpecError
+from latvit.utils import atomic_write_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,8 +116,6 @@ class NetSpec:
     def to_json(self, path: str | Path | None = None, indent: int = 1) -> str:
         text = json.dumps(spec_to_dict(self), indent=indent)
         if path is not None:
-            from latvit.utils import atomic_write_text
-
             atomic_write_text(Path(path), text + "\n")
         return text
 

@@ -18,8 +18,9 @@ name, and why the samples come back as plain numbers.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from latvit.runtimes.base import Artifact
 from latvit.targets.protocol import Timing
@@ -102,7 +103,7 @@ class Target:
     def close(self) -> None:
         """Release connections; a target is usable again after `close` (it reconnects)."""
 
-    def __enter__(self) -> "Target":
+    def __enter__(self) -> Target:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -174,6 +174,7 @@ def device_python(packages: list[str], cache: str | Path | None = None) -> Path:
 def main(argv: list[str]) -> int:
     """Start a loopback device under argv[1] and print how to use it; Ctrl-C stops it."""
     root = Path(argv[1] if len(argv) > 1 else "latvit-loopback")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop sshd on `kill` too, not only on Ctrl-C
     python = device_python(["numpy", "onnxruntime"])
     with LoopbackDevice(root) as device:
         env = " ".join(f"{k}={v!r}" for k, v in device.client_env().items())

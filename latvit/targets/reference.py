@@ -103,9 +103,11 @@ class ReferencedTiming:
         return self.timing.median_ms / self.ref.median_ms
 
     def as_record(self) -> dict[str, Any]:
-        """Flat record fields: the work's Timing fields, then ref_ms, ref_ci_rel, ref_gemm_ms, ref_ratio, the
-        reference's identity (ref_version, ref_runtime, ref_threads) and the device state fields."""
-        return {**self.timing.as_dict(), "ref_ms": self.ref.median_ms, "ref_ci_rel": self.ref.ci_rel,
+        """Flat record fields: the work's Timing fields, then ref_ms (the reference's median), ref_min_ms,
+        ref_ci_rel, ref_gemm_ms, ref_ratio (median_ms / ref_ms), the reference's identity (ref_version,
+        ref_runtime, ref_threads) and the device state fields."""
+        return {**self.timing.as_dict(), "ref_ms": self.ref.median_ms, "ref_min_ms": self.ref.min_ms,
+                "ref_ci_rel": self.ref.ci_rel,
                 "ref_gemm_ms": self.gemm.median_ms, "ref_ratio": self.ratio, **self.describe, **self.device}
 
 
@@ -122,16 +124,31 @@ def _round(sampler: Sampler, run: Callable[[], Any], seconds: float, clock: Call
         sampler.time_call(run)
 
 
-def measure_with_reference(run: Callable[[], Any], reference: Reference, *, warmup: int = 10, iters: int = 50,
+@dataclass
+class ReferencedSamples:
+    """Raw per-call seconds of the work, the reference network and the GEMM from the same alternating
+    rounds, and the device state over them: what a target returns before statistics are taken."""
+
+    work: list[float]
+    net: list[float]
+    gemm: list[float]
+    device: dict[str, Any]
+    rule: StoppingRule
+
+    def timings(self) -> tuple[Timing, Timing, Timing]:
+        return self.rule.timing(self.work), self.rule.timing(self.net), self.rule.timing(self.gemm)
+
+
+def collect_with_reference(run: Callable[[], Any], reference: Reference, *, warmup: int = 10, iters: int = 50,
                            min_seconds: float = 1.0, max_seconds: float = 120.0,
                            target_rel: float | None = TARGET_REL, confidence: float = CONFIDENCE,
                            round_seconds: float = ROUND_SECONDS,
-                           clock: Callable[[], float] = time.perf_counter) -> ReferencedTiming:
+                           clock: Callable[[], float] = time.perf_counter) -> ReferencedSamples:
     """Time `run()` (one inference) and the reference in alternating rounds: `round_seconds` of work, then
     a quarter of that on the reference network and on the GEMM, again and again. Stops when both the work's
     and the reference network's medians are known to +-`target_rel` (and the work has at least `iters`
     calls and `min_seconds` of the whole measurement), or at `max_seconds` in all (then `noisy`). The
-    arguments mean what they mean for `latvit.targets.protocol.measure_latency`."""
+    arguments mean what they mean for `latvit.targets.protocol.collect_samples`."""
     rule = StoppingRule(iters, min_seconds, max_seconds, target_rel, confidence)
     rule.check()
     ref_rule = StoppingRule(5, 0.0, max_seconds, target_rel, confidence)
@@ -140,14 +157,21 @@ def measure_with_reference(run: Callable[[], Any], reference: Reference, *, warm
     for _ in range(3):
         reference.net()
         reference.gemm()
-    work, ref, gemm = Sampler(rule, clock), Sampler(ref_rule, clock), Sampler(ref_rule, clock)
+    work, net, gemm = Sampler(rule, clock), Sampler(ref_rule, clock), Sampler(ref_rule, clock)
     since = cpu_times()
     start = clock()
     while True:
         _round(work, run, round_seconds, clock)
-        _round(ref, reference.net, round_seconds * REFERENCE_SHARE, clock)
+        _round(net, reference.net, round_seconds * REFERENCE_SHARE, clock)
         _round(gemm, reference.gemm, round_seconds * REFERENCE_SHARE / 4, clock)
         elapsed = clock() - start
-        if rule.capped(len(work.samples), elapsed) or (work.done(elapsed) and ref.done(elapsed)):
+        if rule.capped(len(work.samples), elapsed) or (work.done(elapsed) and net.done(elapsed)):
             break
-    return ReferencedTiming(work.timing(), ref.timing(), gemm.timing(), device_state(since), dict(reference.describe))
+    return ReferencedSamples(work.samples, net.samples, gemm.samples, device_state(since), rule)
+
+
+def measure_with_reference(run: Callable[[], Any], reference: Reference, **protocol: Any) -> ReferencedTiming:
+    """`collect_with_reference` (same arguments), summarised: the work's, the reference network's and the
+    GEMM's Timing, the device state, and the reference's identity."""
+    samples = collect_with_reference(run, reference, **protocol)
+    return ReferencedTiming(*samples.timings(), samples.device, dict(reference.describe))

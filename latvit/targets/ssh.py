@@ -88,6 +88,10 @@ class _Lost(Exception):
     """The connection ended while a command ran (no exit status came back)."""
 
 
+class _Overdue(Exception):
+    """A whole target call outlived its overall time limit (a backstop behind each step's own timeout)."""
+
+
 @dataclass
 class _Ran:
     """A finished remote command: its exit status, the signal that killed it (or None), its output."""
@@ -111,12 +115,15 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro: Awaitable, timeout: float):
+        """The coroutine's result; `_Overdue` when it is still running after `timeout` (then cancelled)."""
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if future.done():  # the coroutine's own TimeoutError (e.g. a connect timeout): the caller decides
+                raise
             future.cancel()
-            raise
+            raise _Overdue from None
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -203,7 +210,7 @@ class SSHTarget(RemoteTarget):
                     self._loop = _LoopThread()
                 try:
                     return self._loop.run(make(), timeout)
-                except concurrent.futures.TimeoutError:
+                except _Overdue:
                     self._drop()
                     raise RemoteRunError(f"target '{self.name}': the {what} call timed out after {timeout:.0f} s "
                                          "(the job was stopped on the device)") from None
@@ -387,7 +394,8 @@ class SSHTarget(RemoteTarget):
         return dest
 
     def _check_space(self, path: Path) -> None:
-        free = self.probe().get("free_bytes")
+        """Refuse an artifact the device has no room for (runs on the loop: reads the probe already made)."""
+        free = (self._probe or {}).get("free_bytes")
         need = artifact_bytes(path) + (1 << 20)
         if free is not None and free < need:
             raise TargetError(f"target '{self.name}': not enough disk space in {self.workdir} on the device "
@@ -395,7 +403,7 @@ class SSHTarget(RemoteTarget):
                               f"set another --workdir")
 
     async def _time_async(self, job: TimingJob, sha: str, timeout: float) -> TimingResult:
-        if self._probe is None:
+        if self._probe is None:  # probed here, on the loop: the methods below only read it (no nested calls)
             self._probe = await self._probe_async()
         self._check_runtime(job.artifact.runtime)
         path = await self._ensure_artifact(job.artifact.path, sha)

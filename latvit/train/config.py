@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from latvit.errors import LatvitError, first_line
+from latvit.models import WEIGHTS_FILE
 
 
 class ConfigError(LatvitError, ValueError):
@@ -39,6 +40,7 @@ class TrainConfig:
     min_lr: float = 2e-4
     warmup_epochs: float = 5.0
     optimizer: str = "adamw"  # any timm.optim optimizer name
+    fused_optimizer: bool = True  # adam/adamw: torch's fused kernel (one pass over all tensors, CPU and CUDA)
     weight_decay: float = 0.01  # not applied to biases, norms and attention biases (timm's param groups)
     layer_decay: float | None = None  # layer-wise lr decay (timm's, as in BEiT): the classifier gets lr, each
     #                                   block below it lr x layer_decay^depth; e.g. 0.75 to fine-tune; null: off
@@ -191,7 +193,6 @@ def _check_ranges(c: TrainConfig) -> None:
         bad("multiscale_sizes", "sizes must be positive")
     if c.device not in DEVICES and not c.device.startswith("cuda:"):
         bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
-    from latvit.models import WEIGHTS_FILE
 
     if c.init is not None and not (Path(c.init).is_file() or (Path(c.init) / WEIGHTS_FILE).is_file()):
         bad("init", f"neither a checkpoint file nor a saved model directory (one holding {WEIGHTS_FILE})")

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from latvit.errors import CheckpointError, LatvitError, first_line
+from latvit.models import create_model, resolve_spec
 from latvit.space.spec import NetSpec
 
 
@@ -72,8 +73,6 @@ def build_teacher(name: str, checkpoint: str | None, *, num_classes: int, img_si
         size = cfg.get("input_size", (3, img_size, img_size))[-1] if fixed else None
         return Teacher(model, student_mean, student_std, cfg.get("mean", student_mean), cfg.get("std", student_std),
                        size)
-
-    from latvit.models import create_model, resolve_spec
 
     spec, saved = resolve_spec(name)
     if checkpoint is None and saved is None:

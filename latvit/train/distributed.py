@@ -36,11 +36,21 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; 'cuda' -> cuda:LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists twenty device types latvit does not run on
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise LatvitError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N (train: --set device=...)")
+    if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise LatvitError(f"device {name} requested but CUDA is not available; use --set device=cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    return torch.device(name)
+            raise LatvitError(f"device {name} requested but CUDA is not available; use device cpu "
+                              f"(validate: --device cpu, train: --set device=cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LatvitError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return device if device.index is not None else torch.device(f"cuda:{local_rank}")
+    return device
 
 
 def init_distributed(device: str = "auto") -> Dist:

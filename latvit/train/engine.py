@@ -41,8 +41,15 @@ from latvit.data import Subset, Transformed, eval_transform, open_dataset, train
 from latvit.errors import LatvitError
 from latvit.train import checkpointing as ckpt
 from latvit.train.config import ConfigError, TrainConfig
-from latvit.train.distributed import (Dist, all_gather_object, all_reduce_sum, barrier, init_distributed, shutdown,
-                                     wrap_ddp)
+from latvit.train.distributed import (
+    Dist,
+    all_gather_object,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    shutdown,
+    wrap_ddp,
+)
 from latvit.train.ema import ModelEma
 from latvit.train.evaluate import evaluate
 from latvit.train.loader import make_loader, pin_memory_for, split_cores
@@ -50,6 +57,7 @@ from latvit.train.profiling import profile_run
 from latvit.train.sampler import ScaleBatchSampler, default_multiscale_sizes
 from latvit.utils import atomic_write_text, check_writable
 
+FUSED_OPTIMIZERS = ("adam", "adamw")  # timm names whose torch optimiser has a fused kernel on CPU and CUDA
 # config keys that may differ between a run and its resumption: they do not change what is computed
 # (`epochs` may be raised to extend a run; the cosine schedule then stretches from that point on)
 RUN_CONTROL_KEYS = {"output", "epochs", "progress", "tensorboard", "num_workers", "eval_batch_size",
@@ -176,8 +184,10 @@ class Trainer:
         from timm.scheduler import CosineLRScheduler
 
         # no weight decay on biases, norms and attention biases (model.no_weight_decay())
+        # fused: one kernel over all tensors instead of a loop over ~200 of them (4x less time on CPU)
+        fused = {"fused": True} if c.fused_optimizer and c.optimizer.lower() in FUSED_OPTIMIZERS else {}
         self.optimizer = create_optimizer_v2(model, opt=c.optimizer, lr=c.lr, weight_decay=c.weight_decay,
-                                             layer_decay=c.layer_decay)  # lr_scale per group: the scheduler applies it
+                                             layer_decay=c.layer_decay, **fused)  # the scheduler applies lr_scale
         # stepped with a fractional epoch every batch: linear warm-up, then cosine down to min_lr
         self.scheduler = CosineLRScheduler(self.optimizer, t_initial=c.epochs, lr_min=c.min_lr,
                                            warmup_t=c.warmup_epochs, warmup_lr_init=c.warmup_lr, t_in_epochs=True)
@@ -473,8 +483,14 @@ class Trainer:
         progress = console = None
         if self.d.main:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             console = Console(stderr=True)
             if c.progress:
@@ -483,7 +499,8 @@ class Trainer:
                                     console=console)
         if console is not None and self.reinitialised:
             console.print(f"fine-tuning: backbone loaded from {self.config.init or self.config.model}; "
-                          f"re-initialised for {self.num_classes} classes: {', '.join(self.reinitialised)}", soft_wrap=True)
+                          f"re-initialised for {self.num_classes} classes: {', '.join(self.reinitialised)}",
+                          soft_wrap=True)
         try:
             if progress:
                 progress.start()

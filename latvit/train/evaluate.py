@@ -117,6 +117,7 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
     from latvit.train.distributed import pick_device
 
     check_compression(tome, sparsity)  # before the data and the model load
+    dev = pick_device(device)
     weights, config = checkpoint, run_config(model)
     if checkpoint is not None and Path(checkpoint).suffix == ".pt" and Path(checkpoint).is_file():
         try:
@@ -143,7 +144,6 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
     spec, img_size = net.spec, net.img_size
     net = compress(net, tome, sparsity)
     dataset = Transformed(base, lambda s: eval_transform(s, spec.mean, spec.std, crop_pct=crop_pct), img_size)
-    dev = pick_device(device)
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

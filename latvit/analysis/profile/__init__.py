@@ -20,6 +20,9 @@ Each runtime is profiled with its own profiler, on the artifact it really runs:
               XNNPACK's per-operator events ("Convolution (NHWC, F32) IGEMM #2"), which carry no
               debug handle: they are matched in order to the partition's XNNPACK nodes, whose
               serialized debug handles lead to the torch modules.
+- `litert`:   LiteRT's own profiler (the CompiledModel's, through libLiteRt.so's C API): XNNPACK's
+              per-operator events are matched in order to the `.tflite`'s operators, whose output tensor
+              names litert-torch writes from the torch module stack (`latvit.analysis.profile.litert`).
 
 Every op gets a latvit location (block `stages[2][3]`, its kind, its module path) and a category:
 
@@ -42,8 +45,8 @@ per-op times must account for at least 90% of it (`coverage`), the rest is repor
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch.nn as nn
@@ -52,6 +55,7 @@ from rich.table import Table
 
 from latvit.analysis.profile.eager import profile_eager
 from latvit.analysis.profile.executorch import align_xnnpack, profile_executorch
+from latvit.analysis.profile.litert import profile_litert
 from latvit.analysis.profile.model import (
     CATEGORIES,
     COVERAGE_MIN,
@@ -77,6 +81,7 @@ PROFILERS: dict[str, Callable[..., RawProfile]] = {
     "ort": profile_ort,
     "openvino": profile_openvino,
     "executorch": profile_executorch,
+    "litert": profile_litert,
 }
 
 

@@ -36,6 +36,8 @@ RUNTIME_OPS = {
     "XNNPACK delegate setup": "XNNPACK delegate call before its first operator (inputs, runtime setup)",
     "XNNPACK delegate return": "XNNPACK delegate call after its last operator (outputs, and the whole-microsecond "
                                "rounding of XNNPACK's operator timer)",
+    "LiteRT invoke": "LiteRT's Invoke outside its operators' events (the interpreter's and XNNPACK's dispatch)",
+    "LiteRT run": "LiteRT's buffer registration and sync around Invoke",
 }
 
 # -- op kinds, by lower-case op type with any "aten::" prefix removed --------------------------------------
