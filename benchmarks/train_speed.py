@@ -12,7 +12,8 @@ and threads, measured interleaved in one process.
   against it is the training loop's own overhead.
 - `plain, timm` (`--timm`): timm's model of the same name in the plain loop (the issue's reference).
 
-Every round times each runner once (`latvit.targets.protocol.measure_interleaved`, order alternating);
+Every round times each runner once (`latvit.targets.protocol.measure_interleaved`, order alternating
+between rounds);
 ratios are medians over rounds of per-round ratios, so drift on a shared machine hits all runners alike.
 `--profile` then prints the trainer's step breakdown (`latvit train --profile-steps`).
 
@@ -95,8 +96,14 @@ def main() -> None:
             reference = plain_loop(timm.create_model(args.model, num_classes=num_classes), args.batch_size,
                                    args.img_size, num_classes)
             runners["plain, timm"] = lambda: reference(args.steps)
-        medians = measure_interleaved(runners, args.rounds, alternate=True, warmup=1, iters=args.calls,
-                                      min_seconds=0.0)
+        medians: dict[str, list[float]] = {label: [] for label in runners}
+        for i in range(args.rounds):  # one round per call, so each round is reported as it ends
+            order = dict(list(runners.items())[::-1 if i % 2 else 1])  # alternating order
+            for label, ms in measure_interleaved(order, 1, warmup=1, iters=args.calls, min_seconds=0.0).items():
+                medians[label] += ms
+            print(f"round {i + 1}/{args.rounds}: " + ", ".join(
+                f"{label} {args.steps * args.batch_size / ms[-1] * 1e3:.1f} images/s" for label, ms in medians.items()),
+                flush=True)
         breakdown = profile_run(trainer, args.profile) if args.profile else None
     load_after = os.getloadavg()
 

@@ -9,7 +9,52 @@ import argparse
 import json
 import sys
 
+from latvit.analysis.density import density_cases, density_table, measure_density, plot_density
+from latvit.analysis.profile import COVERAGE_MIN, plot_profile, profile_model, profile_table
+from latvit.deploy import deploy
+from latvit.deploy.quantize import (
+    calibration_batches,
+    check_quantize_settings,
+    default_int8_runtime,
+    quantize,
+    validation_batches,
+)
 from latvit.errors import LatvitError
+from latvit.latency.bench import (
+    DEFAULT_RUNTIMES,
+    FRONTIER_MODELS,
+    SEED_MODELS,
+    SURVEY_BASELINES,
+    BenchRequest,
+    available_models,
+    plot_records,
+    print_table,
+    records_csv,
+    records_json,
+)
+from latvit.latency.bench import (
+    run_bench as measure_bench,
+)
+from latvit.latency.int8 import compare_int8
+from latvit.latency.lut import LatencyTable
+from latvit.latency.lut_build import build_lut
+from latvit.latency.predictor import DriftWarning, predict_latency
+from latvit.latency.validation import format_report
+from latvit.latency.validation import validate as validate_table
+from latvit.models import create_model, list_models, model_card, save
+from latvit.pipeline.export import export_model
+from latvit.pipeline.resolve import check_model_ref, resolve_model
+from latvit.report import write_report
+from latvit.search.run import SearchRequest, search
+from latvit.targets import config as targets_config
+from latvit.targets import get_target
+from latvit.targets.config import load_targets, remove_target
+from latvit.targets.protocol import default_threads
+from latvit.targets.ssh import SSHTarget, accept_new_host_key
+from latvit.train import make_config, parse_set, read_config_file, train, validate
+from latvit.train.evaluate import run_config
+from latvit.tune import tune_model
+from latvit.utils import atomic_write_text, check_writable
 
 
 def _int_at_least(minimum: int, wording: str):
@@ -54,8 +99,6 @@ def _add_compression(p, what: str) -> None:
 def _check_outputs(*files, directories=()) -> None:
     """Every path a command will write, checked before its work starts (a one-line error, exit 2, instead
     of a traceback after minutes of measuring or training). `files` and `directories`: None/'' = none."""
-    from latvit.utils import check_writable
-
     for path in files:
         if path:
             check_writable(path)
@@ -79,8 +122,6 @@ def add_models(sub) -> None:
 
 
 def run_models(args) -> None:
-    from latvit.models import list_models, model_card
-
     names = list_models(args.pattern, args.family)
     if not names:
         raise LatvitError(f"no model matches pattern={args.pattern!r} family={args.family!r}; run `latvit models`")
@@ -111,8 +152,6 @@ MODEL_GROUPS = {"seeds": "the seed models", "baselines": "the survey's timm base
 
 
 def add_bench(sub) -> None:
-    from latvit.latency.bench import DEFAULT_RUNTIMES
-
     p = sub.add_parser("bench", help="measure latency of models on real runtimes (the main job)",
                        description="Measure models on real runtimes with one protocol: warm-up, at least --iters "
                                    "calls and --min-seconds, median/p90/CV, each row in its own subprocess.")
@@ -144,9 +183,6 @@ def add_bench(sub) -> None:
 def expand_models(text: str, img_size: int | None = None) -> list[str]:
     """'seeds,timm:resnet50' -> model references, groups expanded (without the members that cannot run at
     `img_size`), order kept, duplicates dropped."""
-    from latvit.latency.bench import FRONTIER_MODELS, SEED_MODELS, SURVEY_BASELINES, available_models
-    from latvit.models import list_models
-
     groups = {"seeds": available_models(SEED_MODELS), "baselines": SURVEY_BASELINES, "frontier": FRONTIER_MODELS,
               "zoo": list_models()}
     parts = [part.strip() for part in text.split(",") if part.strip()]
@@ -158,8 +194,6 @@ def expand_models(text: str, img_size: int | None = None) -> list[str]:
 def runnable_members(group: str, refs: list[str], img_size: int | None) -> list[str]:
     """The members of a model group that can run at `img_size`; each one skipped is printed with its reason.
     (A model named on its own is never skipped: it fails with its reason before any measurement.)"""
-    from latvit.pipeline.resolve import check_model_ref, resolve_model
-
     kept = []
     for ref in refs:
         try:
@@ -174,9 +208,6 @@ def runnable_members(group: str, refs: list[str], img_size: int | None) -> list[
 
 def run_bench(args) -> None:
     from rich.console import Console
-
-    from latvit.latency.bench import BenchRequest, plot_records, print_table, records_csv, records_json, run_bench
-    from latvit.utils import atomic_write_text
 
     _check_outputs(args.json, args.csv, args.plot, args.report)  # before the first measurement, not after it
     if args.report:
@@ -198,7 +229,7 @@ def run_bench(args) -> None:
         if args.json:
             atomic_write_text(args.json, records_json(measured))
 
-    records = run_bench(req, on_row=on_row)
+    records = measure_bench(req, on_row=on_row)
     print_table(records)
     if args.csv:
         atomic_write_text(args.csv, records_csv(records))
@@ -242,8 +273,6 @@ def add_train(sub) -> None:
 
 def run_train(args) -> None:
     from pathlib import Path
-
-    from latvit.train import make_config, parse_set, read_config_file, train
 
     values = read_config_file(args.config) if args.config else {}
     flags = dict(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
@@ -290,9 +319,6 @@ def add_validate(sub) -> None:
 
 
 def run_validate(args) -> None:
-    from latvit.train import validate
-    from latvit.utils import atomic_write_text
-
     _check_outputs(args.json)
     result = validate(args.model, args.data, checkpoint=args.checkpoint, img_size=args.img_size,
                       batch_size=args.batch_size, num_workers=args.workers, subset=args.subset,
@@ -327,8 +353,6 @@ def add_profile(sub) -> None:
 def run_profile(args) -> None:
     from rich.console import Console
 
-    from latvit.analysis.profile import COVERAGE_MIN, plot_profile, profile_model, profile_table
-
     _check_outputs(args.json, args.plot)
     prof = profile_model(args.model, args.runtime, img_size=args.img_size, threads=args.threads,
                          warmup=args.warmup, iters=args.iters, deploy=not args.no_deploy)
@@ -362,8 +386,6 @@ def add_density(sub) -> None:
 
 def run_density(args) -> None:
     from rich.console import Console
-
-    from latvit.analysis.density import density_cases, density_table, measure_density, plot_density
 
     _check_outputs(args.json, args.plot)
     try:
@@ -429,12 +451,17 @@ def add_lut(sub) -> None:
 
 
 def run_lut_build(args) -> None:
-    from latvit.latency.lut_build import build_lut
-
     _check_outputs(args.out)
     table = build_lut(args.space, args.runtime, args.out, img_size=args.img_size, threads=args.threads,
                       deploy=not args.no_deploy, calibrate=args.calibrate, statistic=args.statistic, force=args.force)
     print(table.describe())
+    ref = table.meta.get("reference")
+    rows = [*table.entries.values(), *table.networks.values()]
+    noisy = sum(bool(r.get("noisy")) for r in rows)
+    if ref:
+        print(f"reference {ref['ref_ms']:.3f} ms at build (it moved x{ref['build_drift']:.2f} during the build; "
+              f"entries are restated at that speed); {noisy} of {len(rows)} measurements noisy (time cap before "
+              "their +-2% interval)")
     cal = table.calibration
     if cal:
         print(f"predictor {cal['model']} fitted on {cal['n']} networks: coef {[round(c, 4) for c in cal['coef']]}, "
@@ -443,9 +470,6 @@ def run_lut_build(args) -> None:
 
 def run_lut_predict(args) -> None:
     import warnings
-
-    from latvit.latency.lut import LatencyTable
-    from latvit.latency.predictor import DriftWarning, predict_latency
 
     table = LatencyTable.load(args.lut)
     with warnings.catch_warnings(record=True) as caught:
@@ -465,11 +489,8 @@ def run_lut_predict(args) -> None:
 
 
 def run_lut_validate(args) -> None:
-    from latvit.latency.validation import format_report, validate
-    from latvit.utils import atomic_write_text
-
     _check_outputs(args.json, args.plot)
-    report = validate(args.lut, args.samples, seed=args.seed, zoo=not args.no_zoo, force=args.force, plot=args.plot)
+    report = validate_table(args.lut, args.samples, seed=args.seed, zoo=not args.no_zoo, force=args.force, plot=args.plot)
     if args.json:
         from pathlib import Path
 
@@ -511,20 +532,6 @@ def add_quantize(sub) -> None:
 
 
 def run_quantize(args) -> None:
-    from latvit.deploy import deploy
-    from latvit.deploy.quantize import (
-        calibration_batches,
-        check_quantize_settings,
-        default_int8_runtime,
-        quantize,
-        validation_batches,
-    )
-    from latvit.latency.int8 import compare_int8
-    from latvit.pipeline.resolve import resolve_model
-    from latvit.targets.protocol import default_threads
-    from latvit.train.evaluate import run_config
-    from latvit.utils import check_writable
-
     check_writable(args.output)  # required: '' is an error here (a directory), not "no file"
     if args.runtime is None:
         args.runtime, why = default_int8_runtime(args.output)
@@ -588,8 +595,6 @@ def add_tune(sub) -> None:
 
 
 def run_tune(args) -> None:
-    from latvit.tune import tune_model
-
     tune_model(args.model, args.data, args.max_drop, target=args.target, runtimes=args.runtimes,
                precisions=args.precisions, tomes=args.tome, threads=args.threads, batch=args.batch,
                img_size=args.img_size, eval_images=args.eval_images, budget_minutes=args.budget_minutes,
@@ -612,8 +617,6 @@ def add_convert(sub) -> None:
 
 
 def run_convert(args) -> None:
-    from latvit.models import create_model, save
-
     _check_outputs(directories=(args.output,))
     model = create_model(args.model, num_classes=args.num_classes, img_size=args.img_size, checkpoint=args.checkpoint)
     out = save(model, args.output)
@@ -640,9 +643,6 @@ def add_export(sub) -> None:
 
 
 def run_export(args) -> None:
-    from latvit.pipeline.export import export_model
-    from latvit.utils import check_writable
-
     check_writable(args.output)  # required: '' is an error here (a directory), not "no file"
     r = export_model(args.model, args.format, args.output, img_size=args.img_size, batch=args.batch,
                      check=not args.no_check, deploy=not args.no_deploy, tome=args.tome, sparsity=args.sparsity)
@@ -688,8 +688,6 @@ def add_search(sub) -> None:
 
 
 def run_search(args) -> None:
-    from latvit.search.run import SearchRequest, search
-
     _check_outputs(directories=(args.output,))
     r = search(SearchRequest(method=args.method, lut=args.lut, target_ms=args.target_ms, data=args.data,
                              output=args.output, runtime=args.runtime, img_size=args.img_size,
@@ -717,8 +715,6 @@ def add_report(sub) -> None:
 
 
 def run_report(args) -> None:
-    from latvit.report import write_report
-
     path = write_report(args.results, args.output, title=args.title)
     print(f"wrote {path} from {len(args.results)} input{'s' if len(args.results) > 1 else ''}")
 
@@ -761,9 +757,6 @@ def add_target(sub) -> None:
 
 
 def run_target_add(args) -> None:
-    from latvit.targets import config as targets_config
-    from latvit.targets.ssh import accept_new_host_key
-
     config = targets_config.make_config(args.name, args.url, python=args.python, tags=args.tags, workdir=args.workdir,
                          runners=args.runner, compute_units=args.compute_units, cooldown_s=args.cooldown)
     if args.accept_new_host_key:
@@ -777,8 +770,6 @@ def run_target_add(args) -> None:
 
 
 def run_target_list(args) -> None:
-    from latvit.targets.config import load_targets
-
     targets = load_targets()
     if args.json:
         print(json.dumps({name: t.as_dict() for name, t in targets.items()}, indent=1))
@@ -794,9 +785,6 @@ def run_target_list(args) -> None:
 
 
 def run_target_check(args) -> None:
-    from latvit.targets import get_target
-    from latvit.targets.ssh import SSHTarget
-
     target = get_target(args.name)
     if isinstance(target, SSHTarget):
         target.retries = 0  # a check answers at once: reachable or not
@@ -820,8 +808,6 @@ def run_target_check(args) -> None:
 
 
 def run_target_remove(args) -> None:
-    from latvit.targets.config import remove_target
-
     removed = remove_target(args.name)
     print(f"removed target '{removed.name}' ({removed.url})")
 

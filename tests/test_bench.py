@@ -38,7 +38,7 @@ def test_timing_statistics():
 
 def test_measure_latency_respects_iters_and_min_seconds():
     calls = []
-    timing = measure_latency(lambda: calls.append(1), warmup=2, iters=7, min_seconds=0.0)
+    timing = measure_latency(lambda: calls.append(1), warmup=2, iters=7, min_seconds=0.0, target_rel=None)
     assert timing.iters == 7 and len(calls) == 9
     timing = measure_latency(lambda: calls.append(1), warmup=0, iters=1, min_seconds=0.05)
     assert timing.iters > 1  # kept going until min_seconds
@@ -49,12 +49,13 @@ def test_measure_latency_respects_iters_and_min_seconds():
 def test_measure_interleaved_times_each_runner_once_per_round():
     calls = []
     medians = measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
-                                  alternate=True, warmup=0, iters=1, min_seconds=0.0)
+                                  alternate=True, warmup=0, iters=1, min_seconds=0.0, target_rel=None)
     assert calls == ["a", "b", "b", "a", "a", "b"]  # odd rounds reversed
     assert {k: len(v) for k, v in medians.items()} == {"a": 3, "b": 3} and all(ms > 0 for ms in medians["a"])
     calls.clear()
     measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, warmup=0, iters=1,
-                        min_seconds=0.0)
+                        min_seconds=0.0,
+                        target_rel=None)
     assert calls == ["a", "b", "a", "b"]
     assert median_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0  # median of 2, 3, 4
 

@@ -22,6 +22,9 @@ from latvit.latency.validation import validate
 from latvit.models.spaces import SPACES, SearchSpace, _efficientformer
 from latvit.targets.protocol import Timing
 
+# the fake tables below have no reference workload: predicting from them warns that drift cannot be corrected
+pytestmark = pytest.mark.filterwarnings("ignore::latvit.latency.predictor.DriftWarning")
+
 
 def tiny_space(img_size: int = 64) -> SearchSpace:
     return SearchSpace("tiny", widths=((32,), (64,), (160,), (320, 352)), depths=((1,), (1,), (2, 3), (2, 3)),

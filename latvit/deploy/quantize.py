@@ -50,7 +50,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from latvit.data import check_crop_pct, eval_transform, open_dataset
 from latvit.errors import LatvitError, missing_extra
+from latvit.runtimes import get_runtime
+from latvit.runtimes.base import export_onnx
+from latvit.runtimes.executorch import to_xnnpack  # the fp32 path's lowering, with its fixes
+from latvit.runtimes.openvino import RUNTIME
 
 QUANT_RUNTIMES = ("ort", "openvino", "executorch", "litert")
 ACCURACY_CONTROL = ("openvino", "litert")  # runtimes that take max_drop
@@ -139,8 +144,6 @@ def _spread_sample(data: str, img_size: int, mean, std, count: int, batch: int, 
                    crop_pct: float):
     """`count` images of `data`'s train split evenly spaced over it (the first images are often one class),
     shifted by half the spacing when `half_stride`; transformed for evaluation: ((N, 3, S, S), (N,))."""
-    from latvit.data import check_crop_pct, eval_transform, open_dataset
-
     if count < batch or batch < 1:
         raise LatvitError(f"{purpose} needs at least one batch: {count} images, batch {batch}")
     check_crop_pct(crop_pct)  # before the dataset is read
@@ -169,7 +172,6 @@ def check_quantize_settings(runtime: str, recipe: str = "vit", max_drop: float |
                               f"e.g. --max-drop 0.5")
     if recipe == "transformer" and runtime != "openvino":
         raise LatvitError(f"recipe 'transformer' is NNCF's (runtime openvino); on {runtime} use vit or all")
-    from latvit.runtimes import get_runtime
 
     reason = get_runtime(runtime).missing()
     if reason:
@@ -241,7 +243,6 @@ def _quantize_ort(model, example, calibration, tmp: Path, recipe: str) -> Path:
         )
     except ImportError:
         raise missing_extra("onnxruntime", "onnx") from None
-    from latvit.runtimes.base import export_onnx
 
     fp32 = export_onnx(model, example, tmp / "fp32.onnx")
     prepared = tmp / "prepared.onnx"
@@ -293,7 +294,6 @@ def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str, max_
         import openvino as ov
     except ImportError as e:
         raise missing_extra(e.name or "nncf", "openvino") from None
-    from latvit.runtimes.openvino import RUNTIME
 
     ov_model = RUNTIME.convert(model, example)  # static shapes, as the fp32 path
     # Both recipes are NNCF's own defaults for a model of no particular type: symmetric int8 activations
@@ -357,7 +357,6 @@ def _quantize_executorch(model, example, calibration, tmp: Path, recipe: str) ->
         for x in calibration:
             prepared(torch.from_numpy(x))  # the whole batch: the export is specialised to its shape
     converted = convert_pt2e(prepared)
-    from latvit.runtimes.executorch import to_xnnpack  # the fp32 path's lowering, with its fixes
 
     program = to_xnnpack(torch.export.export(converted, (example,), strict=False)).to_executorch()
     out = tmp / "int8.pte"

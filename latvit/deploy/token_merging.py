@@ -53,7 +53,6 @@ from latvit.space.builder import LatvitNet, Stage
 # -- matching -----------------------------------------------------------------------------------------------
 class Matching(NamedTuple):
     """One bipartite matching over N tokens: set a = even positions (Na of them), set b = odd (Nb)."""
-
     order: torch.Tensor  # (B, Na) a-positions, weakest edge first: the first Na - r stay, the last r merge away
     partner: torch.Tensor  # (B, Na) each a-token's most similar b-position
     r: int
@@ -114,7 +113,6 @@ def follow_merge(m: Matching, position: torch.Tensor) -> torch.Tensor:
 # -- attention with merged tokens ----------------------------------------------------------------------------
 def _attention_parts(attn: nn.Module, x: torch.Tensor):
     """(q, k, v) as (B, heads, N, d) for the attention modules latvit knows, plus scale, bias, output fn."""
-
     B, N, C = x.shape
     if isinstance(attn, TokenAttention):
         qkv = attn.qkv(x).reshape(B, N, attn.heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
@@ -346,7 +344,6 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
     per attention call), TRT-ViT (for the MLP of each transformer layer) and timm ViTs (e.g. DeiT); see the
     module docstring for how, and `report.skipped` for attention it does not cover.
     """
-
     schedule = iter(r) if isinstance(r, (list, tuple)) else None
     if (isinstance(r, int) and r < 0) or (schedule is not None and any(v < 0 for v in r)):
         raise LatvitError(f"r must be >= 0 tokens per layer, got {r}")

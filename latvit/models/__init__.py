@@ -163,7 +163,6 @@ def save(model: nn.Module, directory: str | Path) -> Path:
 def model_card(name: str) -> dict:
     """Row of `latvit models`: family, params (M), GFLOPs at the default size, input size, paper, top-1,
     and the size-only Mobile Efficiency Score (`latvit bench` adds the latency term)."""
-
     spec = get_spec(name)
     cost = spec_cost(spec)
     top1 = PUBLISHED_TOP1.get(name)

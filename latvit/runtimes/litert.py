@@ -9,8 +9,11 @@ Run: the `ai-edge-litert` interpreter with its default delegate, XNNPACK, on `th
 interpreter's own `num_threads`, which sizes XNNPACK's threadpool per interpreter, not per process).
 
 A converter failure becomes one LatvitError line naming the operator and the reason (`conversion_error`),
-never a converter traceback. int8 lives in `latvit.deploy.quantize` (`_quantize_litert`), on
-`convert(..., quant_config=)` below.
+never a converter traceback.
+
+Also here, because they are LiteRT's own tooling: int8 with Google's ai-edge-quantizer and latvit's
+accuracy control around it (`quantize_int8`, called by `latvit.deploy.quantize`), and LiteRT's op profiler
+through its C API (`ProfiledModel`, read by `latvit.analysis.profile.litert`).
 """
 from __future__ import annotations
 
@@ -98,26 +101,24 @@ def conversion_error(error: BaseException, what: str = "the model") -> LatvitErr
                        f"layer or export another format")
 
 
-def convert(model: nn.Module, example: torch.Tensor, quant_config=None):
+def convert(model: nn.Module, example: torch.Tensor):
     """`model` at `example`'s static shape as a litert-torch model (`.export(path)` writes the `.tflite`).
-
-    quant_config: a `litert_torch.quantize.quant_config.QuantConfig` (int8 through PT2E), or None for fp32.
     Raises a one-line LatvitError (`conversion_error`) when the converter cannot take the model."""
     litert_torch = _litert_torch()
     with _quiet_converter():
         try:
-            return litert_torch.convert(model.eval(), (example,), quant_config=quant_config)
+            return litert_torch.convert(model.eval(), (example,))
         except Exception as e:  # noqa: BLE001 - any converter failure is reported as one line
             raise conversion_error(e) from None
 
 
-def interpreter(path: Path, threads: int, **options):
+def interpreter(path: Path, threads: int):
     """A LiteRT interpreter over the `.tflite` at `path` with its tensors allocated: XNNPACK (the default
-    delegate) on `threads` threads. `options` go to `Interpreter` (e.g. profiling switches)."""
+    delegate) on `threads` threads."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        it = Interpreter(model_path=str(path), num_threads=threads, **options)
+        it = Interpreter(model_path=str(path), num_threads=threads)
         it.allocate_tensors()
     except (ValueError, RuntimeError) as e:  # not a flatbuffer, or an op this interpreter lacks
         raise LatvitError(f"LiteRT cannot load {path}: {first_line(e)}") from None
@@ -187,7 +188,6 @@ class ProfiledEvent:
     """One LiteRT profiler event: `tag` ("Invoke", "CONV_2D", "Convolution (NHWC, F32) IGEMM"), its kind
     (`_EVENT_TYPES`), start and elapsed microseconds, and `index`: the node index (TFLite operators) or
     the operator index inside its XNNPACK delegate (delegate operators)."""
-
     tag: str
     kind: str
     start_us: int

@@ -36,9 +36,11 @@ from pathlib import Path
 
 import torch
 
+from latvit.data import Subset, eval_transform, open_dataset
 from latvit.errors import LatvitError
 from latvit.latency.lut import load_table
 from latvit.latency.predictor import follow_device, no_reference_note, predict_latency
+from latvit.models import create_model
 from latvit.models.spaces import Choice, get_space
 from latvit.search.algorithms import (
     METHODS,
@@ -49,11 +51,12 @@ from latvit.search.algorithms import (
     importance_slimming,
     pareto_search,
 )
-from latvit.search.inherit import recalibrate_bn
+from latvit.search.inherit import inherit_weights, recalibrate_bn
 from latvit.search.supernet import SupernetTraining, train_gumbel, train_sandwich
 from latvit.space.plan import spec_cost
 from latvit.targets.protocol import default_threads, run_isolated
-from latvit.utils import atomic_write_text
+from latvit.train import make_config, train
+from latvit.utils import atomic_write_text, save_png
 
 METHOD_SPACE = {"efficientformer": "efficientformer", "efficientformerv2": "efficientformerv2"}
 SUPERNETS = ("auto", "plain")
@@ -108,8 +111,6 @@ class HeldOut:
     def __init__(self, data: str, img_size: int, mean, std, eval_images: int, bn_batches: int = 8):
         import torch
 
-        from latvit.data import Subset, eval_transform, open_dataset
-
         tf = eval_transform(img_size, mean, std)
         val = Subset(open_dataset(data, "val"), eval_images, spread=True)  # every class, in a class-sorted set
         train = open_dataset(data, "train")
@@ -160,8 +161,6 @@ def _state_choice(key: str) -> Choice:
 
 def plain_accuracy(supernet, space, img_size: int, held_out: HeldOut, cache: Path) -> CachedAccuracy:
     """Plain supernet: a subnet inherits the leading slices of its tensors, BatchNorm re-estimated."""
-    from latvit.models import create_model
-    from latvit.search.inherit import inherit_weights, recalibrate_bn
 
     def subnet(choice: Choice):
         sub = create_model(space.spec(choice, img_size), num_classes=supernet.num_classes)
@@ -188,9 +187,6 @@ def check_reused_output(out: Path, settings: dict) -> None:
 
 def train_supernet(space, img_size: int, req: SearchRequest, out: Path):
     """Train (or resume, or reuse) the supernet run in OUTPUT/supernet; returns the model with EMA weights."""
-    from latvit.models import create_model
-    from latvit.train import make_config, train
-
     run = out / "supernet"
     if (run / "model" / "spec.json").is_file() and (run / "done").is_file():
         return create_model(run / "model")
@@ -212,8 +208,6 @@ def write_pareto_plot(points: list[Step], front: list[Step], result: Step, path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from latvit.utils import save_png
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.scatter([p.latency_ms for p in points], [p.accuracy for p in points], s=12, c="lightgray", label="evaluated")
@@ -238,7 +232,6 @@ def best_point(points: list[Step], limit_ms: float) -> Step | None:
 @dataclass
 class Selection:
     """The chosen point, the measurements that chose it (one dict per measured candidate) and a note."""
-
     step: Step
     measured: list[dict]
     note: str

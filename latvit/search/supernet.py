@@ -326,7 +326,6 @@ class SandwichSupernet(nn.Module):
 class SupernetTraining:
     """How a supernet trains. lr/weight_decay: AdamW on the weights (cosine decay to 0 over the run);
     alpha_lr: Adam on the Gumbel alphas (constant); tau: the Gumbel temperature's (start, end)."""
-
     data: str = "synthetic"
     epochs: int = 1
     batch_size: int = 64
@@ -397,7 +396,6 @@ def _fit(kind: str, net: nn.Module, optimizers: list, step_fn, space: SearchSpac
          cfg: SupernetTraining, run: Path, on_step) -> nn.Module:
     """The loop both supernets share: deterministic batches, cosine lr on the first optimiser, reseeded
     steps, atomic checkpoints; a finished run is loaded, an unfinished one resumed."""
-
     meta = {"kind": kind, "space": space.name, "img_size": img_size, "num_classes": net.num_classes,
             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed, "train_subset": cfg.train_subset}
     last = run / ckpt.LAST

@@ -26,8 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from latvit.models.efficientformer import efficientformer_spec
+from latvit.runtimes import runnable_runtime
+from latvit.space.builder import build_model
 from latvit.space.spec import NetSpec
-from latvit.targets.protocol import CONFIDENCE, TARGET_REL, Sampler, StoppingRule, Timing, cpu_times, device_state
+from latvit.targets.protocol import (
+    CONFIDENCE,
+    TARGET_REL,
+    Sampler,
+    StoppingRule,
+    Timing,
+    cpu_times,
+    device_state,
+    set_threads,
+)
 
 REFERENCE_VERSION = 1  # bump when the workload changes: reference times of other versions do not compare
 GEMM_SIZE = 256  # ~34 MFLOP: ~0.3 ms on two cores, in cache, compute-bound
@@ -49,7 +60,6 @@ def reference_spec() -> NetSpec:
 class Reference:
     """Runners of the reference workload, ready to call: `net()` the reference network on the runtime,
     `gemm()` the torch GEMM. `describe` says what it is, for records."""
-
     net: Callable[[], Any]
     gemm: Callable[[], Any]
     describe: dict[str, Any] = field(default_factory=dict)
@@ -59,10 +69,6 @@ def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | No
     """The reference workload on `runtime` (a name or a `latvit.runtimes.Runtime`) with `threads` threads.
     The runtime's artifact goes to `workdir` (default: a temporary directory kept as long as the runners)."""
     import torch
-
-    from latvit.runtimes import runnable_runtime
-    from latvit.space.builder import build_model
-    from latvit.targets.protocol import set_threads
 
     rt = runnable_runtime(runtime) if isinstance(runtime, str) else runtime
     set_threads(threads)
@@ -90,7 +96,6 @@ def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | No
 class ReferencedTiming:
     """The work's timing and the reference's, measured in the same alternating rounds, with the device's
     state over the whole measurement (`latvit.targets.protocol.device_state`)."""
-
     timing: Timing
     ref: Timing
     gemm: Timing
@@ -128,7 +133,6 @@ def _round(sampler: Sampler, run: Callable[[], Any], seconds: float, clock: Call
 class ReferencedSamples:
     """Raw per-call seconds of the work, the reference network and the GEMM from the same alternating
     rounds, and the device state over them: what a target returns before statistics are taken."""
-
     work: list[float]
     net: list[float]
     gemm: list[float]

@@ -39,6 +39,7 @@ from torch.profiler import record_function
 
 from latvit.data import Subset, Transformed, eval_transform, open_dataset, train_transform
 from latvit.errors import LatvitError
+from latvit.models import WEIGHTS_FILE, create_model, load_backbone, resolve_spec
 from latvit.train import checkpointing as ckpt
 from latvit.train.config import ConfigError, TrainConfig
 from latvit.train.distributed import (
@@ -109,8 +110,6 @@ class Trainer:
     def __init__(self, config: TrainConfig, d: Dist, *, resume: bool = False, scratch: Path | None = None):
         """scratch: write the run's files there instead of `config.output`, which is then only read (to
         resume from): a profiled run leaves the run directory as it was."""
-        from latvit.models import WEIGHTS_FILE, create_model, load_backbone, resolve_spec
-
         self.d = d
         spec, weights = resolve_spec(config.model)
         if config.init is not None:  # --init replaces a saved model's own weights

@@ -14,7 +14,11 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from latvit.data import BatchFetcher, Subset, Transformed, check_crop_pct, eval_transform, open_dataset
-from latvit.train.distributed import Dist, all_reduce_sum
+from latvit.deploy.compress import check_compression, compress
+from latvit.deploy.sparsity import parse_sparsity
+from latvit.models import create_model
+from latvit.train.checkpointing import FORMAT, evaluation_weights, load_checkpoint
+from latvit.train.distributed import Dist, all_reduce_sum, pick_device
 from latvit.train.loader import KeyBatches, make_loader, pin_memory_for
 
 
@@ -110,12 +114,6 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
         (`latvit.deploy.compress`; e.g. tome='keep0.5', sparsity='0.5' or '2:4').
     Returns the `evaluate` metrics plus model, data, img_size, crop_pct, tome and sparsity.
     """
-    from latvit.deploy.compress import check_compression, compress
-    from latvit.deploy.sparsity import parse_sparsity
-    from latvit.models import create_model
-    from latvit.train.checkpointing import FORMAT, evaluation_weights, load_checkpoint
-    from latvit.train.distributed import pick_device
-
     check_compression(tome, sparsity)  # before the data and the model load
     dev = pick_device(device)
     weights, config = checkpoint, run_config(model)
