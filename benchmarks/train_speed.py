@@ -99,7 +99,9 @@ def main() -> None:
         medians: dict[str, list[float]] = {label: [] for label in runners}
         for i in range(args.rounds):  # one round per call, so each round is reported as it ends
             order = dict(list(runners.items())[::-1 if i % 2 else 1])  # alternating order
-            for label, ms in measure_interleaved(order, 1, warmup=1, iters=args.calls, min_seconds=0.0).items():
+            # a fixed count of calls per runner (target_rel=None): each call is already `--steps` steps
+            timed = measure_interleaved(order, 1, warmup=1, iters=args.calls, min_seconds=0.0, target_rel=None)
+            for label, ms in timed.items():
                 medians[label] += ms
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(
                 f"{label} {args.steps * args.batch_size / ms[-1] * 1e3:.1f} images/s" for label, ms in medians.items()),

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from latvit._version import __version__
 from latvit.analysis.density import density_cases, density_table, measure_density, plot_density
 from latvit.analysis.profile import COVERAGE_MIN, plot_profile, profile_model, profile_table
 from latvit.deploy import deploy
@@ -44,7 +45,8 @@ from latvit.latency.validation import validate as validate_table
 from latvit.models import create_model, list_models, model_card, save
 from latvit.pipeline.export import export_model
 from latvit.pipeline.resolve import check_model_ref, resolve_model
-from latvit.report import write_report
+from latvit.report import bench_result, write_report
+from latvit.report.markup import plotly_module
 from latvit.search.run import SearchRequest, search
 from latvit.targets import config as targets_config
 from latvit.targets import get_target
@@ -53,6 +55,7 @@ from latvit.targets.protocol import default_threads
 from latvit.targets.ssh import SSHTarget, accept_new_host_key
 from latvit.train import make_config, parse_set, read_config_file, train, validate
 from latvit.train.evaluate import run_config
+from latvit.train.profiling import breakdown_table
 from latvit.tune import tune_model
 from latvit.utils import atomic_write_text, check_writable
 
@@ -211,8 +214,6 @@ def run_bench(args) -> None:
 
     _check_outputs(args.json, args.csv, args.plot, args.report)  # before the first measurement, not after it
     if args.report:
-        from latvit.report.markup import plotly_module
-
         plotly_module()  # a missing extra says so now, not after the run
 
     req = BenchRequest(models=expand_models(args.models, args.img_size), runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()],
@@ -236,8 +237,6 @@ def run_bench(args) -> None:
     if args.plot and any(r["status"] == "ok" and r.get("top1") is not None for r in records):
         plot_records(records, args.plot)
     if args.report:
-        from latvit.report import bench_result, write_report
-
         write_report([bench_result(records, args.json or "this run")], args.report)
     written = [p for p in (args.json, args.csv, args.plot, args.report) if p]
     console.print(f"wrote {', '.join(written)}" if written else "")
@@ -288,8 +287,6 @@ def run_train(args) -> None:
         return
     if args.profile_steps:
         from rich.console import Console
-
-        from latvit.train.profiling import breakdown_table
 
         Console().print(breakdown_table(result))
     elif result["final"] is not None:
@@ -829,8 +826,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from latvit import __version__
-
         print(__version__)
         return 0
     if not getattr(args, "run", None):

@@ -55,6 +55,7 @@ from latvit.errors import LatvitError, missing_extra
 from latvit.runtimes import get_runtime
 from latvit.runtimes.base import export_onnx
 from latvit.runtimes.executorch import to_xnnpack  # the fp32 path's lowering, with its fixes
+from latvit.runtimes.litert import quantize_int8  # the runtime's own tooling: ai-edge-quantizer
 from latvit.runtimes.openvino import RUNTIME
 
 QUANT_RUNTIMES = ("ort", "openvino", "executorch", "litert")
@@ -208,8 +209,6 @@ def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path
         if runtime == "openvino":
             produced = _quantize_openvino(model, example, calibration, tmp, recipe, max_drop, validation)
         elif runtime == "litert":
-            from latvit.runtimes.litert import quantize_int8  # the runtime's own tooling: ai-edge-quantizer
-
             produced = quantize_int8(model, example, calibration, tmp / "int8.tflite", recipe, max_drop, validation,
                                      threads=torch.get_num_threads())
         else:

@@ -41,7 +41,7 @@ from latvit.targets.protocol import (
 )
 
 REFERENCE_VERSION = 1  # bump when the workload changes: reference times of other versions do not compare
-GEMM_SIZE = 256  # ~34 MFLOP: ~0.3 ms on two cores, in cache, compute-bound
+GEMM_SIZE = 256  # 34 MFLOP on 0.5 MB of operands: sub-millisecond, in cache, compute-bound
 ROUND_SECONDS = 0.2  # work per round; the reference gets REFERENCE_SHARE of that on top
 REFERENCE_SHARE = 0.25
 # Idle time before each round: a thread pool that just ran (ORT's, OpenMP's) spin-waits for new work for a

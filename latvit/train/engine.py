@@ -39,9 +39,10 @@ from torch.profiler import record_function
 
 from latvit.data import Subset, Transformed, eval_transform, open_dataset, train_transform
 from latvit.errors import LatvitError
-from latvit.models import WEIGHTS_FILE, create_model, load_backbone, resolve_spec
+from latvit.models import WEIGHTS_FILE, create_model, load_backbone, resolve_spec, save
 from latvit.train import checkpointing as ckpt
 from latvit.train.config import ConfigError, TrainConfig
+from latvit.train.distill import build_teacher, distillation_loss, with_distill_head
 from latvit.train.distributed import (
     Dist,
     all_gather_object,
@@ -145,8 +146,6 @@ class Trainer:
 
         # -- model (same seed on every rank; DDP also broadcasts rank 0's weights) ------------------------------
         if c.teacher:
-            from latvit.train.distill import with_distill_head
-
             spec = with_distill_head(spec)
         torch.manual_seed(c.seed)
         model = create_model(spec, num_classes=self.num_classes, img_size=c.img_size, drop_path_rate=c.drop_path)
@@ -204,8 +203,6 @@ class Trainer:
 
         self.teacher = None
         if c.teacher:
-            from latvit.train.distill import build_teacher
-
             self.teacher = build_teacher(c.teacher, c.teacher_checkpoint, num_classes=self.num_classes,
                                          img_size=model.img_size, student_mean=mean, student_std=std).to(d.device)
             model.set_distilled_training(True)
@@ -324,8 +321,6 @@ class Trainer:
                                                         enabled=self.amp_dtype is not None):
             out = self.model(images)
             if self.teacher is not None:
-                from latvit.train.distill import distillation_loss
-
                 loss = distillation_loss(out, targets, self.teacher(images), self.loss_fn, c.distill_alpha)
             else:
                 loss = self.loss_fn(out, targets)
@@ -442,8 +437,6 @@ class Trainer:
         # the epoch's outputs first, the checkpoint that marks the epoch done last: a kill in between redoes
         # the epoch on resume and rewrites them (the other order could leave best/ never written)
         if self.d.main:
-            from latvit.models import save
-
             save(self.eval_model, self.out / "model")
             if best:
                 save(self.eval_model, self.out / "best")

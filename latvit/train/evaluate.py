@@ -16,8 +16,9 @@ from torch.utils.data import Dataset
 from latvit.data import BatchFetcher, Subset, Transformed, check_crop_pct, eval_transform, open_dataset
 from latvit.deploy.compress import check_compression, compress
 from latvit.deploy.sparsity import parse_sparsity
-from latvit.models import create_model
+from latvit.models import create_model, resolve_spec
 from latvit.train.checkpointing import FORMAT, evaluation_weights, load_checkpoint
+from latvit.train.distill import with_distill_head
 from latvit.train.distributed import Dist, all_reduce_sum, pick_device
 from latvit.train.loader import KeyBatches, make_loader, pin_memory_for
 
@@ -133,8 +134,6 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
     if subset:
         base = Subset(base, subset)
     if config.get("teacher"):  # trained with a distillation head: build it so the weights fit
-        from latvit.models import resolve_spec
-        from latvit.train.distill import with_distill_head
 
         spec, saved_weights = resolve_spec(model)  # a saved directory's weights must still load
         model, weights = with_distill_head(spec), weights if weights is not None else saved_weights
