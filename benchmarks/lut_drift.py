@@ -89,7 +89,7 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {m['threads']} threads, {m['runtime_version']}, torch "
         f"{m['torch_version']}; space {m['space']} at {m['img_size']} px, deployed, batch 1, table statistic "
-        f"{m.get('statistic', 'median')}. Built at "
+        f"{m.get('statistic', 'median')}. Build finished at "
         f"{result['built_at']}, validated {result['gap_min']:.0f} min later; in between "
         f"{'a one-thread training loop ran' if result['disturb'] else 'nothing of ours ran'}. Other jobs shared "
         f"the machine throughout (load average {result['load_at_validation']:.1f} at validation), so these are "
