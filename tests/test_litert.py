@@ -199,3 +199,26 @@ def test_accuracy_control_returns_blocks_to_float(tmp_path):
     model_bytes, kept, drop = float_fallback(fp32, "vit", qsv, validation, max_drop=0.0, threads=1)
     assert drop <= 0.0 and kept and set(kept) <= set(op_groups(fp32))
     assert (logits(model_bytes, batches, 1).argmax(-1) == labels).all()
+
+
+def test_profile_maps_litert_events_to_blocks():
+    """`latvit profile --runtime litert`: LiteRT's profiler events add up to its Invoke, XNNPACK's operators
+    land in the modules that compute them (every GEMM / convolution in a module with a conv or linear layer,
+    the decomposed LayerNorm in the norm category of a mobilevit block)."""
+    from latvit.analysis.profile import profile_model
+    from latvit.space import plan_network
+
+    prof = profile_model("mobilevit_xxs", "litert", img_size=SIZE, threads=1, warmup=1, iters=3, min_seconds=0.0)
+    assert prof.runtime == "litert" and prof.e2e.iters >= 3
+    invoke = prof.runtime_events["Invoke"]
+    inside = sum(op.ms for op in prof.ops if op.op_type != "LiteRT run")  # the operators and Invoke's own time
+    assert 0 < invoke <= 1.05 * prof.e2e.mean_ms and abs(inside - invoke) <= 0.01 * invoke
+    wheres = {b.where for b in plan_network(latvit.get_spec("mobilevit_xxs"), SIZE).blocks}
+    located = sum(op.ms for op in prof.ops if op.block in wheres or op.block == "head")
+    assert located >= 0.95 * prof.op_ms
+    modules = dict(latvit.create_model("mobilevit_xxs", img_size=SIZE).named_modules())
+    products = [op for op in prof.ops if op.op_type.startswith(("Convolution", "Fully Connected"))]
+    assert products and all(any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in modules[op.module].modules())
+                            for op in products)
+    norms = [op for op in prof.ops if op.op_type.startswith("Squared Difference")]
+    assert norms and all(op.category == "norm" and op.kind == "mobilevit" for op in norms)

@@ -38,7 +38,7 @@ class Protocol:
     warmup: int = 10
     iters: int = 50
     min_seconds: float = 1.0
-    max_seconds: float = 120.0
+    max_seconds: float = 30.0  # the stopping rule's cap: past it a row is "noisy", with its interval
     options: dict[str, Any] = field(default_factory=dict)
 
     def as_kwargs(self) -> dict[str, Any]:
