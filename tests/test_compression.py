@@ -234,8 +234,6 @@ def test_calibration_and_validation_images_take_the_given_crop():
 def test_cli_quantize_crops(tmp_path, monkeypatch):
     """`latvit quantize`: calibration images at --calib-crop (0.875 by default, for runs too); accuracy
     control's validation images at the crop of RUN/config.yaml, as `latvit validate` evaluates the run."""
-    import importlib
-
     from latvit.cli import main as cli
     from latvit.train.evaluate import run_config
 
@@ -253,10 +251,9 @@ def test_cli_quantize_crops(tmp_path, monkeypatch):
             return [np.zeros((1, 3, 64, 64), np.float32)]
         return fake
 
-    # the module, not latvit.deploy's `quantize` function of the same name
-    module = importlib.import_module("latvit.deploy.quantize")
-    monkeypatch.setattr(module, "calibration_batches", record("calibration"))
-    monkeypatch.setattr(module, "validation_batches", record("validation"))
+    # where the CLI looks them up (it imports both from latvit.deploy.quantize at the top of cli.py)
+    monkeypatch.setattr("latvit.cli.calibration_batches", record("calibration"))
+    monkeypatch.setattr("latvit.cli.validation_batches", record("validation"))
     common = ["quantize", "--calib", "synthetic", "-o", str(tmp_path / "m.xml"), "--no-compare", "--runtime",
               "openvino", "--max-drop", "0.5"]
     assert cli([*common, str(tmp_path / "run" / "best")]) == 2

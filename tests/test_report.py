@@ -334,7 +334,7 @@ def test_series_follow_what_differs():
 def test_bench_writes_the_report_of_its_run(tmp_path, monkeypatch):
     """`latvit bench --report` hands the run's records to the report (the run itself is stubbed here)."""
     records = bench_records()[:3]
-    monkeypatch.setattr("latvit.latency.bench.run_bench", lambda req, on_row=None: records)
+    monkeypatch.setattr("latvit.cli.measure_bench", lambda req, on_row=None: records)  # cli's run_bench
     out = tmp_path / "run.html"
     assert main(["bench", "--models", "mobilevit_xxs", "--json", "", "--plot", "", "--report", str(out)]) == 0
     fig = parse(out.read_text()).figures()["fig-pareto"]

@@ -57,6 +57,12 @@ def latency_axis_buttons(axis: str = "xaxis") -> list[dict]:
 
 
 # -- the Pareto chart -----------------------------------------------------------------------------------
+def point_label(model: str) -> str:
+    """A point's text on the chart: the model without its `timm:` prefix (the marker shape tells the group
+    apart; the hover keeps the full name)."""
+    return model.removeprefix("timm:")
+
+
 def pareto_figure(series: list[tuple[str, list[dict]]], found: list[dict], batch_note: str):
     """Top-1 against measured latency: one trace per series (label, records with `median_ms`, `top1`,
     `model`, `group` and the fields to hover) and a dotted Pareto-front step line in its colour, grouped
@@ -68,7 +74,7 @@ def pareto_figure(series: list[tuple[str, list[dict]]], found: list[dict], batch
         colour, group = palette(i), f"series{i}"
         fig.add_trace(go.Scatter(
             x=[r["median_ms"] for r in rows], y=[r["top1"] for r in rows], mode="markers+text", name=esc(label),
-            legendgroup=group, text=[esc(r["model"]) for r in rows], textposition="top center",
+            legendgroup=group, text=[esc(point_label(r["model"])) for r in rows], textposition="top center",
             textfont={"size": 9, "color": colour}, hovertext=[hover_text(r["fields"]) for r in rows],
             hovertemplate="%{hovertext}<extra></extra>", meta={"role": "records"},
             marker={"color": colour, "size": 10, "symbol": [GROUP_SYMBOLS[r["group"]] for r in rows],
