@@ -172,8 +172,12 @@ def add_bench(sub) -> None:
     p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long (default 1.0)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per row before it is killed (default 300)")
     p.add_argument("--no-deploy", action="store_true", help="measure models as built, without deploy folding")
-    p.add_argument("--target", default="local", help="where to time the artifacts: local (this machine, the default) "
-                                                     "or a target added with `latvit target add`")
+    p.add_argument("--target", default="local",
+                   help="where to time the artifacts: local (this machine, the default), a target added with "
+                        "`latvit target add`, tag:NAME (any free device with that tag), or several, comma-separated "
+                        "(timed concurrently, one job at a time per device)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="do not time the reference workload beside each row (rows then carry no ref_ms; faster)")
     _add_compression(p, "measured")
     p.add_argument("--json", default="latvit-bench.json", help="records as JSON (default %(default)s; '' for none)")
     p.add_argument("--csv", help="records as CSV")
@@ -219,7 +223,8 @@ def run_bench(args) -> None:
     req = BenchRequest(models=expand_models(args.models, args.img_size), runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()],
                        batch=args.batch, img_size=args.img_size, threads=args.threads, warmup=args.warmup,
                        iters=args.iters, min_seconds=args.min_seconds, deploy=not args.no_deploy, tome_r=args.tome,
-                       sparsity=args.sparsity, timeout=args.timeout, target=args.target)
+                       sparsity=args.sparsity, timeout=args.timeout, target=args.target,
+                       reference=not args.no_reference)
     console = Console(stderr=True)
     measured: list[dict] = []
 
@@ -424,6 +429,8 @@ def add_lut(sub) -> None:
     b.add_argument("--no-deploy", action="store_true", help="measure modules as built, without deploy folding")
     b.add_argument("--force", action="store_true", help="discard an --out file built under other settings")
     b.add_argument("--out", default="lut.json", help="table file (default: lut.json); rerun to resume")
+    b.add_argument("--target", default="local", help="where to time the blocks: local (the default) or a target added "
+                                                     "with `latvit target add`; the table then predicts only for it")
     b.set_defaults(run=run_lut_build)
     q = lut_sub.add_parser("predict", help="predicted latency of a model or spec from a table")
     q.add_argument("model", nargs="+", help="model names, spec JSON files or saved model directories")
@@ -434,6 +441,7 @@ def add_lut(sub) -> None:
                    help="predict at the device's speed when the table was built (default: measure the reference "
                         "now and rescale for the device's drift)")
     q.add_argument("--json", action="store_true", help="print JSON")
+    q.add_argument("--target", help="the target to predict for (default: the table's own); another one is refused")
     q.set_defaults(run=run_lut_predict)
     v = lut_sub.add_parser("validate", help="measure networks end to end against the predictor and a FLOPs baseline")
     v.add_argument("--lut", required=True, help="table built by `latvit lut build`")
@@ -443,6 +451,7 @@ def add_lut(sub) -> None:
     v.add_argument("--plot", metavar="PNG", help="write predicted vs measured to this PNG")
     v.add_argument("--json", metavar="PATH", help="write every measurement and the error statistics as JSON")
     v.add_argument("--force", action="store_true", help="use a table from another device or runtime version")
+    v.add_argument("--target", help="where to measure (default: the target the table was built on)")
     v.set_defaults(run=run_lut_validate)
     p.set_defaults(run=lambda args: p.print_help())
 
@@ -450,7 +459,8 @@ def add_lut(sub) -> None:
 def run_lut_build(args) -> None:
     _check_outputs(args.out)
     table = build_lut(args.space, args.runtime, args.out, img_size=args.img_size, threads=args.threads,
-                      deploy=not args.no_deploy, calibrate=args.calibrate, statistic=args.statistic, force=args.force)
+                      deploy=not args.no_deploy, calibrate=args.calibrate, statistic=args.statistic, force=args.force,
+                      target=args.target)
     print(table.describe())
     ref = table.meta.get("reference")
     rows = [*table.entries.values(), *table.networks.values()]
@@ -471,8 +481,8 @@ def run_lut_predict(args) -> None:
     table = LatencyTable.load(args.lut)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DriftWarning)
-        preds = {m: predict_latency(m, table, img_size=args.img_size, force=args.force, now=not args.at_build)
-                 for m in args.model}
+        preds = {m: predict_latency(m, table, img_size=args.img_size, force=args.force, now=not args.at_build,
+                                    target=args.target) for m in args.model}
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if table.drift is not None:
@@ -487,7 +497,8 @@ def run_lut_predict(args) -> None:
 
 def run_lut_validate(args) -> None:
     _check_outputs(args.json, args.plot)
-    report = validate_table(args.lut, args.samples, seed=args.seed, zoo=not args.no_zoo, force=args.force, plot=args.plot)
+    report = validate_table(args.lut, args.samples, seed=args.seed, zoo=not args.no_zoo, force=args.force, plot=args.plot,
+                            target=args.target)
     if args.json:
         from pathlib import Path
 
@@ -662,6 +673,8 @@ def add_search(sub) -> None:
     p.add_argument("--data", required=True, help="fashion-mnist, synthetic or an ImageFolder root")
     p.add_argument("--output", required=True, help="directory for spec.json, trace, Pareto front; rerun to resume")
     p.add_argument("--runtime", help="the runtime the target is for (must match the table's)")
+    p.add_argument("--target", help="the device the search is for, where its final candidates are measured "
+                                    "(default: the target the table was built on; another one is refused)")
     p.add_argument("--img-size", type=_positive_int, help="input size (default: the table's)")
     p.add_argument("--supernet-epochs", type=_positive_int, default=1, help="supernet training epochs (default 1)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
@@ -692,7 +705,7 @@ def run_search(args) -> None:
                              train_subset=args.train_subset, eval_images=args.eval_images, bn_batches=args.bn_batches,
                              trials=args.trials, supernet=args.supernet,
                              threads=args.threads, measure=not args.no_measure, tolerance=args.tolerance,
-                             at_build=args.at_build))
+                             at_build=args.at_build, target=args.target))
     measured = f", measured {r['measured_ms']:.2f} ms" if r.get("measured_ms") else ""
     print(f"{r['method']} on {r['space']}: predicted {r['predicted_ms']:.2f} ms (target {r['target_ms']:g}){measured}, "
           f"inherited top-1 {r['accuracy_inherited']:.1f}%, {r['params_m']:.2f} M params; wrote {r['spec']}")

@@ -34,7 +34,7 @@ def tiny_onnx(path: Path, size: int = 8, classes: int = 10) -> Path:
 def fast_protocol(min_seconds: float = 0.0, iters: int = 5):
     from latvit.targets import Protocol
 
-    return Protocol(warmup=2, iters=iters, min_seconds=min_seconds, max_seconds=30.0, options={"target_rel": None})
+    return Protocol(warmup=2, iters=iters, min_seconds=min_seconds, max_seconds=30.0, target_rel=None)
 
 
 def executable(path: Path, text: str) -> Path:

@@ -82,6 +82,15 @@ def test_measure_row_record_and_numerics():
     assert record["pct_peak"] == pytest.approx(record["gflops_per_s"])  # peak 100 GFLOP/s
     assert record["runtime_version"].startswith("onnxruntime") and record["cpu"] and record["torch_version"]
     assert record["top1"] == 69.0 and record["img_size"] == 64 and record["threads"] == 1
+    # the reference workload, timed on ORT in the same rounds: the device's speed while the row was measured
+    assert record["ref_ms"] > 0 and record["ref_gemm_ms"] > 0 and record["ref_runtime"] == "ort"
+    assert record["ref_ratio"] == pytest.approx(record["median_ms"] / record["ref_ms"])
+    assert "load_1m" in record["conditions"]
+
+
+def test_rows_without_the_reference_carry_none():
+    record = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, reference=False, **FAST)
+    assert record["status"] == "ok" and record["ref_ms"] is None and record["ref_ratio"] is None
 
 
 def test_timm_model_goes_through_the_same_path():

@@ -11,6 +11,7 @@ import torch
 
 import latvit
 from latvit.cli import main
+from latvit.errors import LatvitError
 from latvit.latency import lut as L
 from latvit.latency import lut_build as B
 from latvit.latency import measure as M
@@ -20,6 +21,7 @@ from latvit.latency.lut_build import build_lut
 from latvit.latency.predictor import predict_latency
 from latvit.latency.validation import validate
 from latvit.models.spaces import SPACES, SearchSpace, _efficientformer
+from latvit.targets import Target
 from latvit.targets.protocol import Timing
 
 # the fake tables below have no reference workload: predicting from them warns that drift cannot be corrected
@@ -47,12 +49,12 @@ def fake_measure(monkeypatch):
     a*S+c calibration must recover exactly. Returns the list of measured keys."""
     calls = []
 
-    def item(item, runtime, threads, deploy, protocol=M.BLOCK_PROTOCOL, reference=None):
+    def item(item, runtime, threads, deploy, protocol=M.BLOCK_PROTOCOL, reference=False, target=None):
         calls.append(L.item_id(item))
         ms = fake_ms(item.cost.flops)
         return Timing(ms, ms * 1.1, ms * 0.9, ms, 0.01, 20), {}
 
-    def network(spec, runtime, threads, deploy, protocol=M.NETWORK_PROTOCOL, reference=None):
+    def network(spec, runtime, threads, deploy, protocol=M.NETWORK_PROTOCOL, reference=False, target=None):
         calls.append(L.network_id(spec))
         total = sum(fake_ms(it.cost.flops) for it in L.plan_items(latvit.plan_network(spec)))
         ms = 1.2 * total + 0.3
@@ -62,8 +64,48 @@ def fake_measure(monkeypatch):
     monkeypatch.setattr(B, "measure_network", network)
     monkeypatch.setattr(P, "measure_network", network)
     monkeypatch.setattr(V, "measure_network", network)
-    monkeypatch.setattr(B, "prepare_reference", lambda *a, **k: None)  # these fakes take no reference
     return calls
+
+
+class FakeDevice(Target):
+    """A remote device as far as a table cares: a name and a fingerprint (the fakes above do the timing)."""
+
+    kind = "fake"
+
+    def __init__(self, name: str, cpu: str = "Fake CPU"):
+        self.name, self.cpu = name, cpu
+
+    def fingerprint(self):
+        return {"cpu": self.cpu, "cores": 4}
+
+
+def test_a_table_built_on_a_target_predicts_for_it_and_refuses_another(tiny, fake_measure, tmp_path, capsys):
+    """`lut build --target pi5`: items are timed there (the target reaches every measurement), the table
+    records the device, predicts for it offline, and refuses this machine or another device behind the name;
+    a table built here refuses pi5."""
+    seen = []
+    real_item = B.measure_item
+    B.measure_item = lambda *a, target=None, **k: (seen.append(target), real_item(*a, target=target, **k))[1]
+    try:
+        table = build_lut("tiny", "eager", tmp_path / "pi.json", threads=1, calibrate=2, progress=False,
+                          target=FakeDevice("pi5"))
+    finally:
+        B.measure_item = real_item
+    assert {t.name for t in seen} == {"pi5"}
+    assert table.meta["target"] == "pi5" and table.meta["cpu"] == "Fake CPU" and table.meta["cores"] == 4
+    spec = tiny.spec(tiny.smallest())
+    assert predict_latency(spec, L.LatencyTable.load(tmp_path / "pi.json")).ms > 0  # its own target: offline
+    with pytest.raises(LatvitError, match=r"target 'pi5' \(asked for 'local'\); build a table here"):
+        predict_latency(spec, L.LatencyTable.load(tmp_path / "pi.json"), target="local")
+    with pytest.raises(LatvitError, match=r"cpu 'Fake CPU' \(now 'Other CPU'\)"):
+        L.LatencyTable.load(tmp_path / "pi.json").check_device(target=FakeDevice("pi5", cpu="Other CPU"))
+    L.LatencyTable.load(tmp_path / "pi.json").check_device(target=FakeDevice("pi5"))
+    here = build_lut("tiny", "eager", tmp_path / "here.json", threads=1, calibrate=2, progress=False)
+    assert here.meta["target"] == "local"
+    with pytest.raises(LatvitError, match=r"target 'local' \(asked for 'pi5'\).*lut build --target pi5"):
+        L.LatencyTable.load(tmp_path / "here.json").check_device(target=FakeDevice("pi5"))
+    with pytest.raises(LatvitError, match="other settings.*target: 'pi5' in the file, 'local' now"):
+        build_lut("tiny", "eager", tmp_path / "pi.json", threads=1, calibrate=2, progress=False)
 
 
 def test_tiny_space_item_count(tiny):
@@ -277,23 +319,21 @@ def drifting_measure(monkeypatch):
         device["count"] += 1
         return 1 + 0.5 * (device["count"] % 3)
 
-    def item(item, runtime, threads, deploy, protocol=M.BLOCK_PROTOCOL, reference=None):
+    def item(item, runtime, threads, deploy, protocol=M.BLOCK_PROTOCOL, reference=False, target=None):
         s, ms = speed(), fake_ms(item.cost.flops)
         return Timing(ms * s, ms * s * 1.1, ms * s * 0.9, ms * s, 0.01, 20), {"ref_ms": 2.0 * s, "ref_gemm_ms": 0.3 * s}
 
-    def network(spec, runtime, threads, deploy, protocol=M.NETWORK_PROTOCOL, reference=None):
-        s = speed() if reference is None else device["now"]
+    def network(spec, runtime, threads, deploy, protocol=M.NETWORK_PROTOCOL, reference=False, target=None):
+        s = device["now"] if reference else speed()
         ms = (1.2 * sum(fake_ms(it.cost.flops) for it in L.plan_items(latvit.plan_network(spec))) + 0.3) * s
         return Timing(ms, ms * 1.1, ms * 0.9, ms, 0.01, 20), {"ref_ms": 2.0 * s, "ref_gemm_ms": 0.3 * s}
 
     monkeypatch.setattr(B, "measure_item", item)
     monkeypatch.setattr(B, "measure_network", network)
-    monkeypatch.setattr(B, "prepare_reference", lambda *a, **k: "reference")
     monkeypatch.setattr(P, "measure_network", network)
     monkeypatch.setattr(V, "measure_network", network)
     monkeypatch.setattr(P, "table_reference", lambda table: "reference")
     monkeypatch.setattr(P, "measure_reference", lambda table: (2.0 * device["now"], 0.3 * device["now"]))
-    monkeypatch.setattr(V, "table_reference", lambda table: "reference")
     return device
 
 
@@ -387,4 +427,4 @@ def test_a_spec_measured_now_in_a_child_carries_the_reference(tiny, tmp_path):
     assert record["median_ms"] > 0 and record["ref_ms"] > 0 and record["ref_gemm_ms"] > 0
     assert record["ref_ratio"] == pytest.approx(record["median_ms"] / record["ref_ms"])
     assert record["ci_low_ms"] <= record["median_ms"] <= record["ci_high_ms"] and isinstance(record["noisy"], bool)
-    assert record["ref_threads"] == 1 and "load_1m" in record
+    assert record["ref_threads"] == 1 and "load_1m" in record["conditions"]

@@ -491,3 +491,24 @@ def test_adb_helpers():
     assert parse_props("[ro.product.model]: [Pixel 8]\ngarbage\n[a]: []") == {"ro.product.model": "Pixel 8", "a": ""}
     state = parse_conditions("freq 1800000\nfreq 2400000\ngovernor schedutil\ntemp 41000\ntemp -40\ntemp 38500\n")
     assert state == {"cpu_mhz": 2100.0, "governor": "schedutil", "temperature_c": 41.0}
+
+
+def test_bench_on_several_targets_exports_once_and_times_everywhere(fakes, monkeypatch):
+    """`latvit bench --target pi5,jetson`: the artifact is made (and checked) here once, each device times it
+    concurrently, and each row describes its device, without this machine's % peak."""
+    import latvit.latency.bench as bench
+
+    monkeypatch.setattr(bench, "get_target", lambda name: fakes[name])
+    req = bench.BenchRequest(models=["mobilevit_xxs"], runtimes=["ort"], img_size=64, threads=1, target="pi5,jetson")
+    seen = []
+    records = bench.run_bench(req, on_row=seen.append, progress=False)
+    assert [(r["target"], r["status"]) for r in records] == [("pi5", "ok"), ("jetson", "ok")] and seen == records
+    assert fakes["pi5"].runs == fakes["jetson"].runs == 1
+    for r in records:
+        assert r["median_ms"] == pytest.approx(11.0) and r["cpu"] == "Fake CPU" and r["cores"] == 4
+        assert r["export_abs_diff"] < 1e-4 and r["pct_peak"] is None and r["gflops_per_s"] > 0
+        assert r["model"] == "mobilevit_xxs" and r["runtime_version"] == "fake 1.0"
+    req = bench.BenchRequest(models=["mobilevit_xxs"], runtimes=["ort"], img_size=64, threads=1, target="pi5,broken")
+    records = bench.run_bench(req, progress=False)
+    assert [(r["target"], r["status"]) for r in records] == [("pi5", "ok"), ("broken", "failed")]
+    assert records[1]["error"] == "target 'broken': unreachable"

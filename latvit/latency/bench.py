@@ -33,11 +33,12 @@ from latvit.deploy.compress import check_compression
 from latvit.errors import LatvitError
 from latvit.models import MODELS
 from latvit.models.published import PUBLISHED_TOP1
-from latvit.pipeline.prepare import build_artifact, prepare_model
+from latvit.pipeline.prepare import BuiltArtifact, PreparedModel, build_artifact, prepare_model
 from latvit.pipeline.resolve import check_model_ref, model_label
 from latvit.runtimes import get_runtime
+from latvit.runtimes.base import Artifact
 from latvit.space.mes import mes
-from latvit.targets import DEFAULT_TARGET, Protocol, TimingJob, get_target, result_record
+from latvit.targets import DEFAULT_TARGET, LOCAL, Protocol, Target, TimingJob, get_target, result_record
 from latvit.targets.protocol import (
     default_threads,
     machine_info,
@@ -45,6 +46,7 @@ from latvit.targets.protocol import (
     run_isolated,
     set_threads,
 )
+from latvit.targets.schedule import run_on_targets
 from latvit.utils import progress_bar, save_png
 
 # The default bench: the seed models plus the two classic CNN baselines, on ONNX Runtime, batch 1.
@@ -67,7 +69,7 @@ DEFAULT_RUNTIMES = ["ort"]
 RECORD_FIELDS = [
     "model", "source", "runtime", "runtime_version", "target", "status", "error", "batch", "img_size", "threads",
     "deployed", "tome_r", "sparsity", "params_m", "gflops", "median_ms", "ci_low_ms", "ci_high_ms", "ci_rel", "noisy", "p90_ms", "min_ms", "mean_ms",
-    "cv", "iters", "stats_source", "target_kind",
+    "cv", "iters", "stats_source", "target_kind", "ref_ms", "ref_gemm_ms", "ref_ratio",
     "gflops_per_s", "peak_gflops", "peak_engine", "peak_at", "pct_peak", "export_abs_diff", "compression_abs_diff",
     "top1", "top1_source", "mes", "cpu", "cores", "platform", "python", "torch_version", "latvit_version", "measured_at",
     "seconds",
@@ -79,37 +81,74 @@ STATUS_OK, STATUS_FAILED, STATUS_UNAVAILABLE, STATUS_EXPORT_ONLY = "ok", "failed
 def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None = None, threads: int = 1,
                 warmup: int = 10, iters: int = 50, min_seconds: float = 1.0, deploy: bool = True,
                 tome_r: int | str = 0, sparsity: str | float | None = None, peak_gflops: float | None = None,
-                seed: int = 0, target: str = DEFAULT_TARGET) -> dict[str, Any]:
-    """Measure one (model, runtime) pair on `target` and return its flat record (see RECORD_FIELDS)."""
+                seed: int = 0, target: str = DEFAULT_TARGET, reference: bool = True) -> dict[str, Any]:
+    """Measure one (model, runtime) pair on `target` and return its flat record (see RECORD_FIELDS). With
+    `reference`, the target times its reference workload in alternating rounds with the model, and the
+    record carries the device's speed meanwhile (ref_ms, ref_gemm_ms, ref_ratio = median_ms / ref_ms: rows
+    from different moments compare as ratios when the device drifted)."""
     start = time.perf_counter()
+    tgt = get_target(target)
+    local = tgt.kind == "local"
+    with tempfile.TemporaryDirectory(prefix="latvit-bench-") as workdir:
+        record, built, prepared = export_row(model, runtime, batch, img_size, threads, deploy, tome_r, sparsity, seed,
+                                             Path(workdir), target=tgt)
+        if record["status"] == STATUS_EXPORT_ONLY:
+            return record | {"seconds": time.perf_counter() - start}
+        job = TimingJob(built.artifact, threads, Protocol(warmup, iters, min_seconds), built.runner,
+                        reference=reference)
+        measured = result_record(tgt, tgt.time(job), job)  # timing fields, the device's identity and conditions
+    return timed_record(record, measured, prepared.flops, prepared.params, peak_gflops, local) | \
+        {"seconds": time.perf_counter() - start}
+
+
+def export_row(model: str, runtime: str, batch: int, img_size: int | None, threads: int, deploy: bool,
+               tome_r: int | str, sparsity: str | float | None, seed: int, workdir: Path, *,
+               target: Target) -> tuple[dict[str, Any], BuiltArtifact, PreparedModel]:
+    """The first half of a row: resolve, deploy, compress and export (`latvit.pipeline`) into `workdir`,
+    checked against PyTorch where the runtime runs here. Returns the record so far (status export-only where
+    the runtime cannot run here and the target is this machine), the artifact and the prepared model."""
     set_threads(threads)
     torch.manual_seed(seed)
     rt = get_runtime(runtime)
-    tgt = get_target(target)
     prepared = prepare_model(model, img_size=img_size, batch=batch, deploy_model=deploy, tome=tome_r,
                              sparsity=sparsity, seed=seed)
     record = base_record(model, runtime, batch, prepared.img_size, threads) | machine_info(threads) | \
-        tgt.record_fields() | {
+        target.record_fields() | {
         "source": prepared.resolved.source, "runtime_version": rt.version(), "deployed": prepared.deployed,
         "tome_r": prepared.tome_label, "sparsity": prepared.sparsity, "params_m": prepared.params / 1e6,
         "gflops": prepared.flops / 1e9, "compression_abs_diff": prepared.compression_abs_diff}
-    local = tgt.kind == "local"
-    with tempfile.TemporaryDirectory(prefix="latvit-bench-") as workdir:
-        if local and rt.cannot_run():  # e.g. CoreML off macOS: prove the export works, report no latency
-            build_artifact(prepared.model, prepared.example, rt, Path(workdir), threads=threads)
-            return record | {"status": STATUS_EXPORT_ONLY, "error": rt.cannot_run(),
-                             "seconds": time.perf_counter() - start}
-        built = build_artifact(prepared.model, prepared.example, rt, Path(workdir), threads=threads,
-                               expected=prepared.logits if local else None, load=local)
-        job = TimingJob(built.artifact, threads, Protocol(warmup, iters, min_seconds), built.runner)
-        result = tgt.time(job)
-    measured = result_record(tgt, result, job)  # timing fields, the device's identity and conditions
+    local = target.kind == "local"
+    runs_here = not rt.missing() and not rt.cannot_run()
+    built = build_artifact(prepared.model, prepared.example, rt, workdir, threads=threads,
+                           expected=prepared.logits if runs_here else None, load=runs_here)
+    record["export_abs_diff"] = built.export_abs_diff
+    if local and not runs_here:  # e.g. CoreML off macOS: the export works, no latency here
+        record |= {"status": STATUS_EXPORT_ONLY, "error": rt.cannot_run()}
+    return record, built, prepared
+
+
+def export_for_targets(model: str, runtime: str, batch: int, img_size: int | None, threads: int, deploy: bool,
+                       tome_r: int | str, sparsity: str | float | None, workdir: str, seed: int = 0) -> dict[str, Any]:
+    """`export_row` in a child process for a bench on several targets: the artifact stays in `workdir` for
+    the targets to time. JSON-ready: the record so far, the artifact's path and input shape, FLOPs, params."""
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    record, built, prepared = export_row(model, runtime, batch, img_size, threads, deploy, tome_r, sparsity, seed,
+                                         Path(workdir), target=LOCAL)
+    path = built.artifact.path
+    return {"record": record, "path": str(path) if path else None, "shape": list(built.artifact.input_shape),
+            "flops": prepared.flops, "params": prepared.params}
+
+
+def timed_record(record: dict[str, Any], measured: dict[str, Any], flops: float, params: int,
+                 peak_gflops: float | None, local: bool) -> dict[str, Any]:
+    """The second half of a row: the target's answer (`latvit.targets.result_record`) into the record, and
+    the derived columns. A remote row describes the device (cpu, cores, ...), not this machine."""
     device = {key: measured["target_fingerprint"][key] for key in ("cpu", "cores", "platform", "python")
-              if key in measured["target_fingerprint"]}  # a remote row describes the device, not this machine
-    record |= device | measured | {"status": STATUS_OK, "export_abs_diff": built.export_abs_diff}
+              if key in measured.get("target_fingerprint", {})}
+    record = record | device | measured | {"status": STATUS_OK}
     if record["median_ms"] is None:  # a device runner that reported no median: nothing to derive from
-        return record | {"seconds": time.perf_counter() - start}
-    return finish_record(record, prepared.flops, prepared.params, peak_gflops) | {"seconds": time.perf_counter() - start}
+        return record
+    return finish_record(record, flops, params, peak_gflops if local else None)
 
 
 def base_record(model: str, runtime: str, batch: int, img_size: int | None, threads: int) -> dict[str, Any]:
@@ -208,6 +247,7 @@ class BenchRequest:
     sparsity: str | float | None = None  # pruned weights: a fraction (global magnitude) or "2:4"
     timeout: float = 300.0  # per row, seconds
     target: str = DEFAULT_TARGET  # where the artifacts are timed (latvit.targets)
+    reference: bool = True  # time the reference workload beside every row (ref_ms: the device's speed then)
 
 
 def check_request(req: BenchRequest) -> None:
@@ -223,7 +263,8 @@ def check_request(req: BenchRequest) -> None:
         raise LatvitError("iters must be >= 1, warmup >= 0, min-seconds >= 0 and timeout > 0")
     if not req.models or not req.runtimes:
         raise LatvitError("give at least one model and one runtime")
-    get_target(req.target)
+    for entry in req.target.split(","):  # several: `bench_on_targets`
+        get_target(entry.strip())
     for name in req.runtimes:
         get_runtime(name)
     for ref in req.models:
@@ -239,6 +280,8 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
     """
     check_request(req)
     threads = req.threads or default_threads()
+    if "," in req.target:
+        return bench_on_targets(req, threads, on_row, progress)
     local = get_target(req.target).kind == "local"
     roofline = Roofline()
     if local:  # the peak of the machine the rows run on; a remote target's own is not probed (yet)
@@ -264,7 +307,7 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
                 kwargs = {"model": model, "runtime": runtime, "batch": req.batch, "img_size": req.img_size,
                           "threads": threads, "warmup": req.warmup, "iters": req.iters,
                           "min_seconds": req.min_seconds, "deploy": req.deploy, "tome_r": req.tome_r,
-                          "sparsity": req.sparsity, "target": req.target}
+                          "sparsity": req.sparsity, "target": req.target, "reference": req.reference}
                 result = run_isolated("latvit.latency.bench:measure_row", kwargs, timeout=req.timeout, threads=threads)
                 record = result.value if result.ok else base_record(model, runtime, req.batch, req.img_size, threads) | {
                     "status": STATUS_FAILED, "error": result.error, "seconds": result.seconds, "target": req.target}
@@ -278,6 +321,54 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
         roofline.offer(_probe("latvit.targets.protocol:gemm_peak_gflops", {"threads": threads}, threads),
                        f"torch.mm 1024 fp32, {threads} threads")
     return [roofline.apply(r) for r in records]
+
+
+def bench_on_targets(req: BenchRequest, threads: int, on_row: Callable[[dict], None] | None = None,
+                     progress: bool = True) -> list[dict]:
+    """`run_bench` on several targets (`--target pi5,jetson,tag:phones`): each (model, runtime) artifact is
+    made once here, in its own child process, then every target times every artifact, the targets at the
+    same time and each one job at a time (`latvit.targets.schedule.run_on_targets`). Records come per
+    target, in request order; rows have no % peak (a remote device's peak is not probed)."""
+    pairs = [(m, r) for m in req.models for r in req.runtimes]
+    records: list[dict] = []
+    jobs: list[TimingJob] = []
+    exported: list[dict] = []
+    protocol = Protocol(req.warmup, req.iters, req.min_seconds)
+    with tempfile.TemporaryDirectory(prefix="latvit-bench-") as workdir, \
+            progress_bar(progress, len(pairs) + 1, "bench") as advance:
+        for i, (model, runtime) in enumerate(pairs):
+            advance(f"export {model_label(model)} for {runtime}")
+            rt = get_runtime(runtime)
+            failed = base_record(model, runtime, req.batch, req.img_size, threads) | {"model": model_label(model)}
+            if rt.missing():
+                records.append(failed | {"status": STATUS_UNAVAILABLE, "error": rt.missing(), "target": req.target})
+                continue
+            kwargs = {"model": model, "runtime": runtime, "batch": req.batch, "img_size": req.img_size,
+                      "threads": threads, "deploy": req.deploy, "tome_r": req.tome_r, "sparsity": req.sparsity,
+                      "workdir": str(Path(workdir) / str(i))}
+            result = run_isolated("latvit.latency.bench:export_for_targets", kwargs, timeout=req.timeout, threads=threads)
+            if not result.ok:
+                records.append(failed | {"status": STATUS_FAILED, "error": result.error, "target": req.target})
+                continue
+            value = result.value
+            value["record"]["model"] = model_label(model)
+            exported.append(value)
+            path = Path(value["path"]) if value["path"] else None
+            jobs.append(TimingJob(Artifact(runtime, path, tuple(value["shape"])), threads, protocol,
+                                  reference=req.reference))
+        advance(f"time {len(jobs)} artifacts on {req.target}")
+        outcomes = run_on_targets(jobs, req.target) if jobs else []
+        for outcome in outcomes:
+            made = exported[outcome.job]
+            if outcome.ok:
+                record = timed_record(made["record"], outcome.record, made["flops"], made["params"], None, False)
+            else:
+                record = made["record"] | {"status": STATUS_FAILED, "error": outcome.error, "target": outcome.target}
+            records.append(record)
+            if on_row:
+                on_row(record)
+        advance(None)
+    return records
 
 
 def _probe(target: str, kwargs: dict, threads: int) -> float | None:

@@ -42,6 +42,7 @@ from latvit.runtimes import RUNTIME_MODULES, get_runtime
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.plan import NetPlan, PlannedBlock, plan_network
 from latvit.space.spec import HeadSpec, NetSpec, spec_to_dict
+from latvit.targets import DEFAULT_TARGET, Target, get_target, target_mismatch
 from latvit.targets.protocol import machine_info
 from latvit.targets.reference import REFERENCE_VERSION
 from latvit.utils import atomic_write_text
@@ -192,8 +193,6 @@ class LatencyTable:
         self.device_checked = False  # check_device passed (or was forced) for this object
         # the device now, measured by latvit.latency.predictor.follow_device (not saved: it is of this moment)
         self.drift = None
-        self.reference_runner = None
-        self.reference_dir = None
 
     # -- file -----------------------------------------------------------------------------------------
     @classmethod
@@ -234,23 +233,42 @@ class LatencyTable:
                 f"({m.get('threads')} threads, {'deployed' if m.get('deploy') else 'as built'}) on {m.get('cpu')}, "
                 f"{len(self.entries)} entries, {len(self.networks)} calibration networks")
 
-    def check_device(self, runtime: str | None = None, force: bool = False) -> None:
-        """Raise unless the table was measured on this machine (CPU, cores) and the runtime's version
-        here (and `runtime`, when given); `force` accepts a foreign table."""
+    @property
+    def target(self) -> str:
+        """The target the table was measured on ('local' for tables from before targets)."""
+        return self.meta.get("target", DEFAULT_TARGET)
+
+    def check_device(self, runtime: str | None = None, force: bool = False,
+                     target: str | Target | None = None) -> None:
+        """Raise unless the table was measured on `target` (this machine: its CPU and cores, and the
+        runtime's version here; a remote target: its name and the fingerprint it reports now) and, when
+        given, with `runtime`; `force` accepts a foreign table. `target` None: the table's own target, which
+        for a remote table is taken on trust (predicting needs no device; measuring names it)."""
         if force or self.device_checked:
             self.device_checked = True
             return
-        here = machine_info(int(self.meta.get("threads") or 1))
-        diffs = [f"{f} '{self.meta.get(f)}' (here '{here[f]}')" for f in DEVICE_FIELDS if self.meta.get(f) != here[f]]
+        if target is None:
+            target = self.target
+            if target != DEFAULT_TARGET:
+                self.device_checked = True
+                return
+        tgt = get_target(target) if isinstance(target, str) else target
+        if tgt.kind == "local" and self.meta.get("target", "local") == "local":
+            here = machine_info(int(self.meta.get("threads") or 1))
+            diffs = [f"{f} '{self.meta.get(f)}' (here '{here[f]}')" for f in DEVICE_FIELDS
+                     if self.meta.get(f) != here[f]]
+            version = _runtime_version(self.meta.get("runtime"))
+            if version is not None and version != self.meta.get("runtime_version"):
+                diffs.append(f"runtime version '{self.meta.get('runtime_version')}' (here '{version}')")
+        else:
+            diffs = target_mismatch(self.meta, tgt)
         if runtime is not None and runtime != self.meta.get("runtime"):
             diffs.append(f"runtime '{self.meta.get('runtime')}' (asked for '{runtime}')")
-        version = _runtime_version(self.meta.get("runtime"))
-        if version is not None and version != self.meta.get("runtime_version"):
-            diffs.append(f"runtime version '{self.meta.get('runtime_version')}' (here '{version}')")
         if diffs:
+            how = "here with `latvit lut build`" if tgt.kind == "local" else \
+                f"on {tgt.name} with `latvit lut build --target {tgt.name}`"
             raise LatvitError(f"{self.path} was measured with another device or runtime: {'; '.join(diffs)}; "
-                              "build a table here with `latvit lut build`, or pass --force (force=True) to use it "
-                              "anyway")
+                              f"build a table {how}, or pass --force (force=True) to use it anyway")
         self.device_checked = True
 
 

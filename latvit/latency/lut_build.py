@@ -14,7 +14,6 @@ corrected (`latvit.latency.lut.entry_ms`, `latvit.latency.predictor`).
 from __future__ import annotations
 
 import datetime
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,23 +35,30 @@ from latvit.latency.lut import (
 from latvit.latency.measure import BLOCK_PROTOCOL, NETWORK_PROTOCOL, measure_item, measure_network, timing_record
 from latvit.latency.predictor import fit_calibration
 from latvit.models.spaces import ZOO, get_space
-from latvit.runtimes import runnable_runtime
+from latvit.runtimes import get_runtime, runnable_runtime
 from latvit.space.spec import spec_to_dict
+from latvit.targets import DEFAULT_TARGET, LOCAL, Target, get_target, target_meta
 from latvit.targets.protocol import default_threads, machine_info, set_threads
-from latvit.targets.reference import prepare_reference
 from latvit.utils import progress_bar
 
 
-def build_meta(space: str, runtime, img_size: int | None, threads: int, deploy: bool) -> dict[str, Any]:
+def build_meta(space: str, runtime, img_size: int | None, threads: int, deploy: bool,
+               target: Target = LOCAL) -> dict[str, Any]:
+    """What a table records about how it was built. On a remote target the device fields (cpu, cores, ...)
+    are the target's, from its fingerprint; the exporter's (torch_version) stay this machine's."""
     info = machine_info(threads)
+    if target.kind != "local":
+        info |= {k: v for k, v in target.fingerprint().items() if k in info}
     return {"space": space, "img_size": img_size, "runtime": runtime.name, "runtime_version": runtime.version(),
             "deploy": deploy, "block_protocol": asdict(BLOCK_PROTOCOL), "network_protocol": asdict(NETWORK_PROTOCOL),
-            "batch": 1, **info, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "batch": 1, **info, **target_meta(target),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def build_lut(space: str, runtime: str = "ort", out: str | Path = "lut.json", *, img_size: int | None = None,
               threads: int | None = None, deploy: bool = True, calibrate: int = 10, statistic: str = "median",
-              force: bool = False, progress: bool = True, reference: bool = True) -> LatencyTable:
+              force: bool = False, progress: bool = True, reference: bool = True,
+              target: str | Target = DEFAULT_TARGET) -> LatencyTable:
     """Measure every distinct item of `space` ("efficientformer", "efficientformerv2", "mobilevit", ... or
     "zoo") on `runtime` in isolation, then `calibrate` networks end to end, and fit the predictor.
 
@@ -61,12 +67,15 @@ def build_lut(space: str, runtime: str = "ort", out: str | Path = "lut.json", *,
     deploy: measure deploy-folded modules (as `latvit bench` does by default).
     statistic: "median" or "min" (see STATISTICS); changing it on a rerun only refits the predictor.
     force: discard an existing `out` that was built under other settings instead of refusing.
-    reference: time the reference workload with every measurement (the table can then follow drift).
+    reference: time the reference workload with every measurement (the table can then follow drift; a
+        remote target times none yet, so its table predicts at build).
+    target: where the items are timed (`latvit target add`); the table records it and predicts only for it.
     Resumable: `out` is rewritten atomically after every measurement; rerunning continues.
     """
     if statistic not in STATISTICS:
         raise LatvitError(f"unknown statistic '{statistic}'; choose one of {', '.join(STATISTICS)}")
-    rt = runnable_runtime(runtime)
+    tgt = get_target(target) if isinstance(target, str) else target
+    rt = runnable_runtime(runtime) if tgt.kind == "local" else get_runtime(runtime)  # remote: exported here
     threads = threads or default_threads()
     set_threads(threads)
     deploy = bool(deploy)
@@ -74,29 +83,28 @@ def build_lut(space: str, runtime: str = "ort", out: str | Path = "lut.json", *,
         img_size = get_space(space).img_size
     items = space_items(space, img_size)  # validates the space name and size before anything is measured
     networks = calibration_specs(space, calibrate, img_size)
-    meta = build_meta(space, rt, img_size, threads, deploy)
+    meta = build_meta(space, rt, img_size, threads, deploy, tgt)
     table = _resume_or_new(Path(out), meta, force)
 
     todo_items = table.missing(items)
     todo_nets = [s for s in networks if network_id(s) not in table.networks]
-    with tempfile.TemporaryDirectory(prefix="latvit-ref-") as ref_dir:
-        ref = prepare_reference(rt, threads, ref_dir) if reference and (todo_items or todo_nets) else None
-        with progress_bar(progress, len(todo_items) + len(todo_nets), f"lut {space} on {rt.name}") as advance:
-            for item in todo_items:
-                advance(describe_item(item))
-                start = time.perf_counter()
-                timing, ref_fields = measure_item(item, rt, threads, deploy, reference=ref)
-                table.entries[item_id(item)] = {"where": item.where, "kind": item_kind(item), "flops": item.cost.flops,
-                                                **timing_record(timing, ref_fields),
-                                                "seconds": round(time.perf_counter() - start, 2)}
-                table.save()
-            for spec in todo_nets:
-                advance(f"network {spec.name} (end to end)")
-                timing, ref_fields = measure_network(spec, rt, threads, deploy, reference=ref)
-                table.networks[network_id(spec)] = {"name": spec.name, "spec": spec_to_dict(spec),
-                                                    "img_size": spec.img_size, **timing_record(timing, ref_fields)}
-                table.save()
-            advance(None)
+    where = f"{rt.name}" + ("" if tgt.kind == "local" else f" on {tgt.name}")
+    with progress_bar(progress, len(todo_items) + len(todo_nets), f"lut {space} on {where}") as advance:
+        for item in todo_items:
+            advance(describe_item(item))
+            start = time.perf_counter()
+            timing, ref_fields = measure_item(item, rt, threads, deploy, reference=reference, target=tgt)
+            table.entries[item_id(item)] = {"where": item.where, "kind": item_kind(item), "flops": item.cost.flops,
+                                            **timing_record(timing, ref_fields),
+                                            "seconds": round(time.perf_counter() - start, 2)}
+            table.save()
+        for spec in todo_nets:
+            advance(f"network {spec.name} (end to end)")
+            timing, ref_fields = measure_network(spec, rt, threads, deploy, reference=reference, target=tgt)
+            table.networks[network_id(spec)] = {"name": spec.name, "spec": spec_to_dict(spec),
+                                                "img_size": spec.img_size, **timing_record(timing, ref_fields)}
+            table.save()
+        advance(None)
     set_build_reference(table)
     table.meta["statistic"] = statistic
     table.calibration = fit_calibration(table)
@@ -116,8 +124,9 @@ def _resume_or_new(out: Path, meta: dict[str, Any], force: bool) -> LatencyTable
             raise
         old = None
     if old is not None:
-        diffs = [f"{f}: {old.meta.get(f)!r} in the file, {meta[f]!r} now" for f in BUILD_FIELDS
-                 if old.meta.get(f) != meta[f]]
+        was = {"target": "local", **old.meta}  # tables from before targets were measured here
+        diffs = [f"{f}: {was.get(f)!r} in the file, {meta[f]!r} now" for f in (*BUILD_FIELDS, "target")
+                 if was.get(f) != meta[f]]
         if not diffs:
             return old  # resume: keep what is measured
         if not force:

@@ -1,50 +1,39 @@
-"""How a latency table's items and networks are measured: each alone, batch 1, on the table's runtime,
-with the shared protocol (`latvit.targets.protocol`) and, when a reference workload is given, timed in
-alternating rounds with it (`latvit.targets.reference.measure_with_reference`) so every measurement
-carries the device's speed at that moment (`ref_ms`).
+"""How a latency table's items and networks are measured: each alone, batch 1, on the table's runtime and
+target, through the one artifact step and target seam (`latvit.latency.module_timing.measure_module`) and,
+with `reference`, timed in alternating rounds with the target's reference workload
+(`latvit.targets.reference`) so every measurement carries the device's speed at that moment (`ref_ms`).
 """
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from latvit.deploy import deploy as fold
 from latvit.latency.lut import Item, PlannedHead
+from latvit.latency.module_timing import measure_module
 from latvit.layers.common import ClassifierHead
 from latvit.models import resolve_spec
-from latvit.runtimes import runnable_runtime
+from latvit.runtimes.base import Runtime
 from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.builder import build_model
 from latvit.space.spec import NetSpec
-from latvit.targets.protocol import TARGET_REL, Timing, measure_latency, set_threads
-from latvit.targets.reference import Reference, measure_with_reference, prepare_reference
+from latvit.targets import DEFAULT_TARGET, Protocol, Target
+from latvit.targets.protocol import Timing, set_threads
 
-
-@dataclass(frozen=True)
-class Protocol:
-    """Settings of `measure_latency` for one kind of measurement: minimums (`iters`, `min_seconds`), the
-    median's interval target and the time cap."""
-
-    warmup: int
-    iters: int
-    min_seconds: float
-    max_seconds: float = 10.0
-    target_rel: float | None = TARGET_REL
-
-    def as_kwargs(self) -> dict:
-        return {"warmup": self.warmup, "iters": self.iters, "min_seconds": self.min_seconds,
-                "max_seconds": self.max_seconds, "target_rel": self.target_rel}
-
+__all__ = ["BLOCK_PROTOCOL", "NETWORK_PROTOCOL", "Protocol", "REFERENCE_FIELDS", "measure_item", "measure_network",
+           "measure_spec_now", "time_module", "timing_record"]
 
 # Blocks take 0.05-5 ms here: 20 calls and 0.2 s at least, then on until the median is known to +-2%,
 # at most 1 s (the EfficientFormer space has ~80 items, each ~1.5 s of ONNX export on top).
 BLOCK_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=0.2, max_seconds=1.0)
 # Whole networks are few, so they get more time: the calibration and the validation rest on them.
 NETWORK_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=1.0, max_seconds=10.0)
+# what a table row keeps of the reference measured with it
+REFERENCE_FIELDS = ("ref_ms", "ref_min_ms", "ref_gemm_ms")
 
 
 def timing_record(t: Timing, reference: dict | None = None) -> dict:
@@ -58,53 +47,48 @@ def inference_copy(module: nn.Module, deploy: bool) -> nn.Module:
     return fold(module) if deploy else module.eval()
 
 
-def time_module(module: nn.Module, example: torch.Tensor, runtime, threads: int, protocol: Protocol,
-                reference: Reference | None = None) -> tuple[Timing, dict]:
-    """Prepare `module` on `runtime` (export, session) and time it with the shared protocol, interleaved
-    with `reference` when given. Returns the Timing and the reference fields (ref_ms and ref_min_ms, the
-    reference network's median and minimum, and ref_gemm_ms; empty without a reference)."""
+def time_module(module: nn.Module, example: torch.Tensor, runtime: str | Runtime, threads: int, protocol: Protocol,
+                reference: bool = False, target: str | Target = DEFAULT_TARGET) -> tuple[Timing, dict]:
+    """Export `module` for `runtime` and time it on `target` with `protocol`, interleaved with the target's
+    reference workload when `reference`. Returns the Timing and the reference fields (REFERENCE_FIELDS:
+    the reference network's median and minimum, the GEMM's median; empty without a reference)."""
     with tempfile.TemporaryDirectory(prefix="latvit-lut-") as tmp:
-        run = runtime.prepare(module, example, threads, Path(tmp))
-        x = example.numpy()
-        if reference is None:
-            return measure_latency(lambda: run(x), **protocol.as_kwargs()), {}
-        measured = measure_with_reference(lambda: run(x), reference, **protocol.as_kwargs())
-        return measured.timing, {"ref_ms": measured.ref.median_ms, "ref_min_ms": measured.ref.min_ms,
-                                 "ref_gemm_ms": measured.gemm.median_ms}
+        record = measure_module(module, example, runtime, threads=threads, workdir=Path(tmp), protocol=protocol,
+                                target=target, reference=reference)
+    return Timing.from_dict(record), {k: record[k] for k in REFERENCE_FIELDS if record.get(k) is not None}
 
 
-def measure_item(item: Item, runtime, threads: int, deploy: bool, protocol: Protocol = BLOCK_PROTOCOL,
-                 reference: Reference | None = None) -> tuple[Timing, dict]:
+def measure_item(item: Item, runtime: str | Runtime, threads: int, deploy: bool, protocol: Protocol = BLOCK_PROTOCOL,
+                 reference: bool = False, target: str | Target = DEFAULT_TARGET) -> tuple[Timing, dict]:
     """One item in isolation on `runtime`: (Timing, reference fields) as `time_module`."""
     torch.manual_seed(0)
     module, example = isolated_module(item)
-    return time_module(inference_copy(module, deploy), example, runtime, threads, protocol, reference)
+    return time_module(inference_copy(module, deploy), example, runtime, threads, protocol, reference, target)
 
 
-def measure_spec_now(spec: str, runtime: str, threads: int, deploy: bool = True) -> dict:
-    """A spec (JSON path, model name or saved model) measured end to end on `runtime` now, interleaved with
-    the reference: the flat record of `ReferencedTiming.as_record` (Timing fields, ref_ms, ref_gemm_ms,
-    device state). JSON-ready, for `run_isolated` (`latvit search`'s final check of its candidates)."""
+def measure_network(spec: NetSpec, runtime: str | Runtime, threads: int, deploy: bool,
+                    protocol: Protocol = NETWORK_PROTOCOL, reference: bool = False,
+                    target: str | Target = DEFAULT_TARGET) -> tuple[Timing, dict]:
+    """A whole network end to end on `runtime` (batch 1, the spec's input size): as `time_module`."""
+    torch.manual_seed(0)
+    model = build_model(spec)
+    example = torch.randn(1, spec.in_chans, spec.img_size, spec.img_size)
+    return time_module(inference_copy(model, deploy), example, runtime, threads, protocol, reference, target)
+
+
+def measure_spec_now(spec: str, runtime: str, threads: int, deploy: bool = True,
+                     target: str = DEFAULT_TARGET) -> dict[str, Any]:
+    """A spec (JSON path, model name or saved model) measured end to end on `runtime` and `target` now,
+    interleaved with the reference: the flat record of `measure_module` (Timing fields, ref_ms, ref_gemm_ms,
+    device state in `conditions`). JSON-ready, for `run_isolated` (`latvit search`'s final check)."""
     set_threads(threads)
-    rt = runnable_runtime(runtime)
     net = resolve_spec(spec)[0]
     torch.manual_seed(0)
     model = inference_copy(build_model(net), deploy)
     example = torch.randn(1, net.in_chans, net.img_size, net.img_size)
     with tempfile.TemporaryDirectory(prefix="latvit-now-") as tmp:
-        reference = prepare_reference(rt, threads, Path(tmp) / "reference")
-        run = rt.prepare(model, example, threads, Path(tmp))
-        x = example.numpy()
-        return measure_with_reference(lambda: run(x), reference, **NETWORK_PROTOCOL.as_kwargs()).as_record()
-
-
-def measure_network(spec: NetSpec, runtime, threads: int, deploy: bool, protocol: Protocol = NETWORK_PROTOCOL,
-                    reference: Reference | None = None) -> tuple[Timing, dict]:
-    """A whole network end to end on `runtime` (batch 1, the spec's input size): as `time_module`."""
-    torch.manual_seed(0)
-    model = build_model(spec)
-    example = torch.randn(1, spec.in_chans, spec.img_size, spec.img_size)
-    return time_module(inference_copy(model, deploy), example, runtime, threads, protocol, reference)
+        return measure_module(model, example, runtime, threads=threads, workdir=Path(tmp),
+                              protocol=NETWORK_PROTOCOL, target=target, reference=True)
 
 
 def isolated_module(item: Item) -> tuple[nn.Module, torch.Tensor]:

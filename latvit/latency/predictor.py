@@ -34,7 +34,6 @@ one) predicts at its build speed, with a warning that drift cannot be corrected.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -59,8 +58,9 @@ from latvit.models import resolve_spec
 from latvit.runtimes import runnable_runtime
 from latvit.space.plan import plan_network
 from latvit.space.spec import NetSpec, spec_from_dict
+from latvit.targets import LOCAL
 from latvit.targets.protocol import set_threads
-from latvit.targets.reference import REFERENCE_VERSION, Reference, measure_with_reference, prepare_reference
+from latvit.targets.reference import REFERENCE_VERSION, Reference, measure_with_reference
 
 # Candidate correction models: name -> the features they use (S = sum of entries, N = items, 1 = offset).
 MODELS: dict[str, tuple[str, ...]] = {
@@ -168,18 +168,18 @@ def _features(table: LatencyTable, spec: NetSpec, img_size: int | None = None) -
 
 
 def predict_latency(spec: NetSpec | str | Path, lut: str | Path | LatencyTable, *, img_size: int | None = None,
-                    force: bool = False, now: bool = True) -> Prediction:
+                    force: bool = False, now: bool = True, target: str | None = None) -> Prediction:
     """Predicted batch-1 latency of `spec` (a NetSpec, model name, spec JSON or saved model) on the runtime
     and device `lut` (a table path or `LatencyTable`) was built on.
 
     now: for the device's speed now (`follow_device`: the reference is measured at the table's first
     prediction and when its measurement is older than DRIFT_MAX_AGE_S); False: at the table's speed at
     build, with no measurement. A table without a reference predicts at build either way (DriftWarning).
-    A table from another device or runtime version raises unless `force`; a spec with blocks the table
-    lacks raises, listing them.
+    A table from another device or runtime version, or built on a target other than `target` (default: the
+    table's own), raises unless `force`; a spec with blocks the table lacks raises, listing them.
     """
     table = load_table(lut)
-    table.check_device(force=force)
+    table.check_device(force=force, target=target)
     if not isinstance(spec, NetSpec):
         spec = resolve_spec(spec)[0]
     drift = current_drift(table) if now else None
@@ -220,17 +220,13 @@ def no_reference_note(table: LatencyTable) -> str:
 
 
 def table_reference(table: LatencyTable) -> Reference:
-    """The reference workload on the table's runtime and threads, prepared once per table object."""
-    if table.reference_runner is None:
-        version = (table.meta.get("reference") or {}).get("ref_version")
-        if version != REFERENCE_VERSION:
-            raise LatvitError(f"{table.path} was built with reference workload v{version}, this latvit times "
-                              f"v{REFERENCE_VERSION}; rebuild the table with `latvit lut build`")
-        threads = int(table.meta["threads"])
-        table.reference_dir = tempfile.TemporaryDirectory(prefix="latvit-ref-")
-        table.reference_runner = prepare_reference(runnable_runtime(table.meta["runtime"]), threads,
-                                                   table.reference_dir.name)
-    return table.reference_runner
+    """The reference workload on the table's runtime and threads, on this machine (prepared once per
+    process by the local target)."""
+    version = (table.meta.get("reference") or {}).get("ref_version")
+    if version != REFERENCE_VERSION:
+        raise LatvitError(f"{table.path} was built with reference workload v{version}, this latvit times "
+                          f"v{REFERENCE_VERSION}; rebuild the table with `latvit lut build`")
+    return LOCAL.reference(table.meta["runtime"], int(table.meta["threads"]))
 
 
 def measure_reference(table: LatencyTable) -> tuple[float, float]:
@@ -275,7 +271,7 @@ def recalibration_scale(table: LatencyTable, networks: int) -> tuple[float, int]
     ratios = []
     for net in {id(n): n for n in picks}.values():
         spec = spec_from_dict(net["spec"])
-        timing, ref = measure_network(spec, runtime, threads, deploy, NETWORK_PROTOCOL, table_reference(table))
+        timing, ref = measure_network(spec, runtime, threads, deploy, NETWORK_PROTOCOL, reference=True)
         predicted = _predict(table, spec, net["img_size"], ref[reference_field(table)] / build_reference_ms(table))
         ratios.append(getattr(timing, stat) / predicted.ms)
     return float(statistics.median(ratios)), len(ratios)

@@ -34,13 +34,13 @@ from latvit.latency.predictor import (
     follow_device,
     no_reference_note,
     predict_latency,
-    table_reference,
 )
 from latvit.models import MODELS
 from latvit.models.spaces import ZOO, get_space
-from latvit.runtimes import runnable_runtime
+from latvit.runtimes import get_runtime, runnable_runtime
 from latvit.space.plan import plan_network
 from latvit.space.spec import NetSpec
+from latvit.targets import Target, get_target
 from latvit.targets.protocol import set_threads
 from latvit.utils import progress_bar, save_png
 
@@ -124,15 +124,17 @@ def validation_specs(table: LatencyTable, samples: int, seed: int,
 
 def validate(lut: str | Path | LatencyTable, samples: int = 50, *, seed: int = 0, zoo: bool = True,
              force: bool = False, progress: bool = True, plot: str | Path | None = None,
-             recalibrate_above: float = RECALIBRATE_ABOVE) -> ValidationReport:
+             recalibrate_above: float = RECALIBRATE_ABOVE, target: str | Target | None = None) -> ValidationReport:
     """Measure the zoo models the table covers and `samples` random specs of its space end to end on the
     table's runtime, each interleaved with the reference, and compare (a) the LUT predictor at build and
     drift-corrected, (b) the plain sum and (c) latency = k * FLOPs with k fitted on these same measurements
     (which favours the baseline). First measures the device now (`follow_device`, re-calibrating beyond
     `recalibrate_above`); `report.drift` says how far it moved. Writes a predicted-vs-measured PNG to `plot`."""
     table = load_table(lut)
-    table.check_device(force=force)
-    rt = runnable_runtime(table.meta["runtime"])
+    target = target or table.target  # measured where the table was built, unless told otherwise
+    table.check_device(force=force, target=target)
+    tgt = get_target(target) if isinstance(target, str) else target
+    rt = runnable_runtime(table.meta["runtime"]) if tgt.kind == "local" else get_runtime(table.meta["runtime"])
     threads, deploy = int(table.meta["threads"]), bool(table.meta["deploy"])
     set_threads(threads)
     specs, skipped = validation_specs(table, samples, seed, zoo)
@@ -142,14 +144,13 @@ def validate(lut: str | Path | LatencyTable, samples: int = 50, *, seed: int = 0
     build_ref = build_reference_ms(table)
     drift = follow_device(table, recalibrate_above=recalibrate_above) if build_ref else None
     scale = drift.scale if drift else 1.0
-    reference = table_reference(table) if build_ref else None
     calibration = set(table.networks)
     stat = table_statistic(table)
     with progress_bar(progress, len(specs), f"validate {table.meta['space']} on {rt.name}") as advance:
         for source, spec in specs:
             advance(spec.name)
             pred = predict_latency(spec, table, now=False)  # at the table's speed at build
-            timing, ref = measure_network(spec, rt, threads, deploy, reference=reference)
+            timing, ref = measure_network(spec, rt, threads, deploy, reference=bool(build_ref), target=tgt)
             k = ref[reference_field(table)] / build_ref * scale if build_ref else 1.0  # this row's drift correction
             report.rows.append({"name": spec.name, "source": source, "img_size": spec.img_size,
                                 "in_calibration": network_id(spec) in calibration,

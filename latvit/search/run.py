@@ -86,6 +86,7 @@ class SearchRequest:
     measure: bool = True
     tolerance: float = TOLERANCE  # relative: how far above the target a measured result may be
     at_build: bool = False  # predict at the table's build speed instead of measuring the device's drift first
+    target: str | None = None  # the device searched for (default: the table's target); the final check runs there
     supernet: str = "auto"  # auto: Gumbel (efficientformer) / sandwich (efficientformerv2 space); plain: drop path
     progress: bool = True
 
@@ -289,7 +290,8 @@ def search(req: SearchRequest) -> dict:
     if req.tolerance < 0:
         raise LatvitError(f"--tolerance must be >= 0 (a fraction, e.g. 0.05), got {req.tolerance}")
     table = load_table(req.lut)
-    table.check_device(runtime=req.runtime)
+    table.check_device(runtime=req.runtime, target=req.target)
+    target = req.target or table.target
     space_name = table.meta.get("space")
     if space_name not in ("efficientformer", "efficientformerv2", "mobilevit", "trtvit"):
         raise LatvitError(f"{req.lut} was built for space '{space_name}', which cannot be searched; build one with "
@@ -388,7 +390,7 @@ def search(req: SearchRequest) -> dict:
         table_threads = int(table.meta.get("threads") or threads)
         measured = run_isolated("latvit.latency.measure:measure_spec_now", {
             "spec": str(path), "runtime": table.meta["runtime"], "threads": table_threads,
-            "deploy": bool(table.meta.get("deploy", True))}, timeout=600, threads=table_threads)
+            "deploy": bool(table.meta.get("deploy", True)), "target": target}, timeout=600, threads=table_threads)
         return measured.value if measured.ok else {"median_ms": None, "error": measured.error}
 
     selection = select_result(evaluated, req.target_ms, measure=measure if req.measure else None, extend=extend,

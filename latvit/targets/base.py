@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from latvit.runtimes.base import Artifact
-from latvit.targets.protocol import Timing
+from latvit.targets.protocol import CONFIDENCE, TARGET_REL, StoppingRule, Timing
 
 # a runner: one float32 array (B, 3, H, W) in, the logits out (see latvit.runtimes.base.Runner)
 Runner = Callable[[Any], Any]
@@ -32,30 +32,41 @@ Runner = Callable[[Any], Any]
 @dataclass(frozen=True)
 class Protocol:
     """How to time one artifact: `warmup` untimed calls, then at least `iters` calls and `min_seconds`,
-    at most `max_seconds`. Extra keyword settings of `protocol.measure_latency` (e.g. a confidence-interval
-    stopping rule) travel in `options`."""
+    then on until the median's confidence interval is within +-`target_rel` (None: stop at the minimums),
+    at most `max_seconds`. Further keyword settings of `protocol.collect_samples` travel in `options`."""
 
     warmup: int = 10
     iters: int = 50
     min_seconds: float = 1.0
     max_seconds: float = 30.0  # the stopping rule's cap: past it a row is "noisy", with its interval
+    target_rel: float | None = TARGET_REL
+    confidence: float = CONFIDENCE
     options: dict[str, Any] = field(default_factory=dict)
 
     def as_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `latvit.targets.protocol.measure_latency`."""
+        """Keyword arguments for `latvit.targets.protocol.collect_samples` / `measure_latency`."""
         return {"warmup": self.warmup, "iters": self.iters, "min_seconds": self.min_seconds,
-                "max_seconds": self.max_seconds, **self.options}
+                "max_seconds": self.max_seconds, "target_rel": self.target_rel, "confidence": self.confidence,
+                **self.options}
+
+    def rule(self) -> StoppingRule:
+        """The stopping rule these settings make (it also judges `noisy` on the samples)."""
+        kw = self.as_kwargs()
+        return StoppingRule(kw["iters"], kw["min_seconds"], kw["max_seconds"], kw["target_rel"], kw["confidence"])
 
 
 @dataclass
 class TimingJob:
     """One artifact to time on a target. `runner` is the already-loaded in-process runner, which the local
-    target uses when it is given (the artifact is then only metadata); remote targets load `artifact.path`."""
+    target uses when it is given (the artifact is then only metadata); remote targets load `artifact.path`.
+    `reference`: time the target's reference workload (`latvit.targets.reference`, on the same runtime and
+    threads) in alternating rounds with the artifact, so the result says how fast the device was meanwhile."""
 
     artifact: Artifact
     threads: int
     protocol: Protocol = field(default_factory=Protocol)
     runner: Runner | None = None
+    reference: bool = False
 
 
 @dataclass
@@ -66,10 +77,16 @@ class TimingResult:
     state: dict[str, Any] = field(default_factory=dict)  # device state around the timing (frequency, load, ...)
     fingerprint: dict[str, Any] = field(default_factory=dict)  # the target's identity (CPU, OS, runtime version)
     stats_source: str = "samples"  # "aggregate" when a device runner reports only summary statistics
+    # with TimingJob.reference: the reference's raw seconds from the same rounds, {"net": [...], "gemm": [...]},
+    # and what it is (ref_version, ref_runtime, ref_threads); None when the job asked for none or the target
+    # cannot time one
+    reference: dict[str, Any] | None = None
+    protocol: Protocol | None = None  # the job's protocol: its stopping target decides `noisy`
 
     @property
     def timing(self) -> Timing:
-        return Timing.from_samples(self.samples)
+        rule = (self.protocol or Protocol(target_rel=None)).rule()
+        return rule.timing(self.samples)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

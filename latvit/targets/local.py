@@ -2,7 +2,9 @@
 
 It times in the calling process: bench and the other commands already run each measurement in an isolated
 child process (`protocol.run_isolated`), which is where a local `time()` call happens. A job that carries a
-prepared runner is timed through it; otherwise the artifact is loaded with its runtime's own loader.
+prepared runner is timed through it; otherwise the artifact is loaded with its runtime's own loader. A job
+with `reference` is timed in alternating rounds with the reference workload on the same runtime and threads
+(`latvit.targets.reference`), prepared once per target object, runtime and thread count.
 """
 from __future__ import annotations
 
@@ -12,11 +14,22 @@ import numpy as np
 
 from latvit.runtimes import runnable_runtime
 from latvit.targets.base import Target, TimingJob, TimingResult
-from latvit.targets.protocol import collect_samples, machine_info, set_threads
+from latvit.targets.protocol import collect_samples, cpu_times, device_state, machine_info, set_threads
+from latvit.targets.reference import Reference, collect_with_reference, prepare_reference
 
 
 class LocalTarget(Target):
     name, kind = "local", "local"
+
+    def __init__(self):
+        self._references: dict[tuple[str, int], Reference] = {}
+
+    def reference(self, runtime: str, threads: int) -> Reference:
+        """The reference workload on `runtime` with `threads`, prepared on first use."""
+        key = (runtime, threads)
+        if key not in self._references:
+            self._references[key] = prepare_reference(runtime, threads)
+        return self._references[key]
 
     def fingerprint(self) -> dict[str, Any]:
         info = machine_info(0)
@@ -33,8 +46,14 @@ class LocalTarget(Target):
             example = torch.zeros(job.artifact.input_shape)
             run = runnable_runtime(job.artifact.runtime).load(job.artifact.path, example, job.threads)
         x = np.random.default_rng(0).standard_normal(job.artifact.input_shape, dtype=np.float32)
+        if job.reference:
+            reference = self.reference(job.artifact.runtime, job.threads)
+            collected = collect_with_reference(lambda: run(x), reference, **job.protocol.as_kwargs())
+            return TimingResult(collected.work, collected.device, self.fingerprint(), protocol=job.protocol,
+                                reference=collected.describe_reference(reference))
+        since = cpu_times()
         samples = collect_samples(lambda: run(x), **job.protocol.as_kwargs())
-        return TimingResult(samples=samples, fingerprint=self.fingerprint())
+        return TimingResult(samples, device_state(since), self.fingerprint(), protocol=job.protocol)
 
 
 LOCAL = LocalTarget()

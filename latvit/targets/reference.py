@@ -17,6 +17,8 @@ by `ref_ms now / ref_ms then` (latvit.latency.predictor).
 """
 from __future__ import annotations
 
+import os
+import re
 import statistics
 import tempfile
 import time
@@ -65,9 +67,35 @@ class Reference:
     describe: dict[str, Any] = field(default_factory=dict)
 
 
+def reference_cache_dir() -> Path:
+    """Where reference artifacts are kept between runs: `$XDG_CACHE_HOME/latvit/reference` (default
+    ~/.cache). An artifact is written once per reference version, runtime and runtime version, then loaded:
+    exporting it (up to ~20 s for LiteRT) would otherwise be paid by every bench row and table."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "latvit" / "reference"
+
+
+def reference_artifact(rt: Any, model: Any, example: Any) -> Path:
+    """The reference network's artifact for runtime `rt` (one with files), from the cache or exported
+    into it. Written under a temporary name and renamed, so concurrent runs never load half a file."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"v{REFERENCE_VERSION}-{rt.name}-{rt.version()}")
+    path = reference_cache_dir() / name / f"reference{rt.suffix}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-") as tmp:
+            written = Path(rt.export(model, example, Path(tmp) / path.name))
+            try:
+                written.rename(path)
+            except OSError:  # another run got there first (a directory artifact cannot replace one)
+                pass
+    return path
+
+
 def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | None = None) -> Reference:
     """The reference workload on `runtime` (a name or a `latvit.runtimes.Runtime`) with `threads` threads.
-    The runtime's artifact goes to `workdir` (default: a temporary directory kept as long as the runners)."""
+    Runtimes with artifact files load the cached one (`reference_artifact`); the in-process runtimes
+    (eager, inductor) are prepared with their artifact, if any, in `workdir` (default: a temporary
+    directory kept as long as the runners)."""
     import torch
 
     rt = runnable_runtime(runtime) if isinstance(runtime, str) else runtime
@@ -77,10 +105,13 @@ def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | No
     model = build_model(spec).eval()
     example = torch.randn(1, spec.in_chans, spec.img_size, spec.img_size, generator=torch.Generator().manual_seed(0))
     keep = None
-    if workdir is None:
-        keep = tempfile.TemporaryDirectory(prefix="latvit-ref-")
-        workdir = keep.name
-    run = rt.prepare(model, example, threads, Path(workdir))
+    if rt.suffix:
+        run = rt.load(reference_artifact(rt, model, example), example, threads)
+    else:
+        if workdir is None:
+            keep = tempfile.TemporaryDirectory(prefix="latvit-ref-")
+            workdir = keep.name
+        run = rt.prepare(model, example, threads, Path(workdir))
     x = example.numpy()
     a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
 
@@ -90,6 +121,14 @@ def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | No
 
     return Reference(net, lambda: torch.mm(a, b), {"ref_version": REFERENCE_VERSION, "ref_runtime": rt.name,
                                                     "ref_threads": threads})
+
+
+def reference_fields(work: Timing, ref: Timing, gemm: Timing, describe: dict[str, Any]) -> dict[str, Any]:
+    """The record fields of a measurement timed with the reference: ref_ms (the reference network's median),
+    ref_min_ms, ref_ci_rel, ref_gemm_ms, ref_ratio (the work's median / ref_ms: comparable across moments
+    when the device drifts) and the reference's identity (ref_version, ref_runtime, ref_threads)."""
+    return {"ref_ms": ref.median_ms, "ref_min_ms": ref.min_ms, "ref_ci_rel": ref.ci_rel,
+            "ref_gemm_ms": gemm.median_ms, "ref_ratio": work.median_ms / ref.median_ms, **describe}
 
 
 @dataclass(frozen=True)
@@ -111,9 +150,8 @@ class ReferencedTiming:
         """Flat record fields: the work's Timing fields, then ref_ms (the reference's median), ref_min_ms,
         ref_ci_rel, ref_gemm_ms, ref_ratio (median_ms / ref_ms), the reference's identity (ref_version,
         ref_runtime, ref_threads) and the device state fields."""
-        return {**self.timing.as_dict(), "ref_ms": self.ref.median_ms, "ref_min_ms": self.ref.min_ms,
-                "ref_ci_rel": self.ref.ci_rel,
-                "ref_gemm_ms": self.gemm.median_ms, "ref_ratio": self.ratio, **self.describe, **self.device}
+        return {**self.timing.as_dict(), **reference_fields(self.timing, self.ref, self.gemm, self.describe),
+                **self.device}
 
 
 def _round(sampler: Sampler, run: Callable[[], Any], seconds: float, clock: Callable[[], float]) -> None:
@@ -141,6 +179,10 @@ class ReferencedSamples:
 
     def timings(self) -> tuple[Timing, Timing, Timing]:
         return self.rule.timing(self.work), self.rule.timing(self.net), self.rule.timing(self.gemm)
+
+    def describe_reference(self, reference: Reference) -> dict[str, Any]:
+        """The reference half as `TimingResult.reference` carries it: raw seconds and identity."""
+        return {"net": self.net, "gemm": self.gemm, **reference.describe}
 
 
 def collect_with_reference(run: Callable[[], Any], reference: Reference, *, warmup: int = 10, iters: int = 50,

@@ -17,15 +17,16 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from latvit.errors import LatvitError
 from latvit.runtimes.openvino import compile_config
-from latvit.targets.base import Target, TimingJob, TimingResult
+from latvit.targets.base import Protocol, Target, TimingJob, TimingResult
 from latvit.targets.config import TargetConfig
 from latvit.targets.parsers import RunnerStats, parse_trtexec_times, parse_trtexec_version
-from latvit.targets.protocol import TARGET_REL, Timing
+from latvit.targets.reference import reference_fields
 
 IDENTITY_FIELDS = ("cpu", "board", "cores", "machine", "system")  # what makes two devices the same device
 # the Python distributions that run each runtime on an agent device, preferred first
@@ -168,8 +169,15 @@ def timing_fields(result: TimingResult, job: TimingJob | None = None) -> dict[st
         return {"median_ms": agg.get("median_ms"), "p90_ms": agg.get("p90_ms"), "min_ms": agg.get("min_ms"),
                 "mean_ms": mean, "cv": std / mean if std is not None and mean else None, "iters": agg.get("count"),
                 "stats_source": "aggregate"}
-    target_rel = (job.protocol.as_kwargs().get("target_rel", TARGET_REL) if job is not None else None)
-    return {**Timing.from_samples(result.samples, target_rel=target_rel).as_dict(), "stats_source": "samples"}
+    protocol = job.protocol if job is not None else result.protocol
+    rule = (protocol or Protocol(target_rel=None)).rule()
+    timing = rule.timing(result.samples)
+    fields = {**timing.as_dict(), "stats_source": "samples"}
+    if result.reference:  # timed with the reference workload: the device's speed meanwhile
+        ref = dict(result.reference)
+        ref_rule = replace(rule, iters=5, min_seconds=0.0)
+        fields |= reference_fields(timing, ref_rule.timing(ref.pop("net")), ref_rule.timing(ref.pop("gemm")), ref)
+    return fields
 
 
 def result_record(target: Target, result: TimingResult, job: TimingJob | None = None) -> dict[str, Any]:
