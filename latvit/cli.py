@@ -729,7 +729,6 @@ def run_report(args) -> None:
     print(f"wrote {path} from {len(args.results)} input{'s' if len(args.results) > 1 else ''}")
 
 
-# -- the command ------------------------------------------------------------------------------------------
 # -- latvit target ----------------------------------------------------------------------------------------
 def add_target(sub) -> None:
     p = sub.add_parser("target", help="devices to measure on: add, list, check, remove (SSH, adb)",
@@ -822,6 +821,7 @@ def run_target_remove(args) -> None:
     print(f"removed target '{removed.name}' ({removed.url})")
 
 
+# -- the command ------------------------------------------------------------------------------------------
 SUBCOMMANDS = [add_models, add_bench, add_export, add_profile, add_density, add_lut, add_train, add_validate,
                add_search, add_quantize, add_tune, add_convert, add_report, add_target]
 

@@ -81,6 +81,22 @@ def save_png(fig, path, **savefig_kwargs) -> Path:
     return Path(path)
 
 
+def rich_progress(*extra_columns, **options):
+    """latvit's rich progress bar: label, bar, n/total, elapsed, ETA, then `extra_columns`; `options` go to
+    `rich.progress.Progress` (console=, transient=)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), *extra_columns, **options)
+
+
 class progress_bar:
     """A rich progress bar with ETA, or nothing when disabled (bench, LUT builds, predictor validation).
 
@@ -93,17 +109,7 @@ class progress_bar:
 
     def __enter__(self):
         if self.enabled and self.total:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+            self.bar = rich_progress(transient=False)
             self.bar.start()
             self.task = self.bar.add_task(self.title, total=self.total)
         return self.advance

@@ -57,7 +57,7 @@ from latvit.train.evaluate import evaluate
 from latvit.train.loader import make_loader, pin_memory_for, split_cores
 from latvit.train.profiling import profile_run
 from latvit.train.sampler import ScaleBatchSampler, default_multiscale_sizes
-from latvit.utils import atomic_write_text, check_writable
+from latvit.utils import atomic_write_text, check_writable, rich_progress
 
 FUSED_OPTIMIZERS = ("adam", "adamw")  # timm names whose torch optimiser has a fused kernel on CPU and CUDA
 # config keys that may differ between a run and its resumption: they do not change what is computed
@@ -475,20 +475,11 @@ class Trainer:
         progress = console = None
         if self.d.main:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import TextColumn
 
             console = Console(stderr=True)
             if c.progress:
-                progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                    console=console)
+                progress = rich_progress(TextColumn("{task.fields[info]}"), console=console)
         if console is not None and self.reinitialised:
             console.print(f"fine-tuning: backbone loaded from {self.config.init or self.config.model}; "
                           f"re-initialised for {self.num_classes} classes: {', '.join(self.reinitialised)}",

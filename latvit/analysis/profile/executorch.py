@@ -64,7 +64,6 @@ def profile_executorch(model: nn.Module, x: torch.Tensor, threads: int, proto: d
     rt = runnable_runtime("executorch")
     from executorch.devtools import Inspector
 
-
     pte = workdir / "model.pte"
     info = export_for_profiling(model, x, pte)
     xn = x.numpy()

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from latvit.analysis.profile.executorch import align_xnnpack
-from latvit.analysis.profile.model import RawProfile, paths_with_neighbours
+from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, timed_artifact
 from latvit.runtimes import runnable_runtime
 from latvit.runtimes.litert import ProfiledModel, operators
 from latvit.targets.protocol import measure_latency
@@ -79,10 +79,7 @@ def _per_run(events: list) -> list[list]:
 def profile_litert(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, workdir: Path) -> RawProfile:
     """LiteRT's profiler events of the `.tflite` the litert runtime exports, on XNNPACK with `threads`."""
     rt = runnable_runtime("litert")
-    path = rt.export(model, x, workdir / "model.tflite")
-    xn = x.numpy()
-    plain = rt.load(path, x, threads)
-    latency = measure_latency(lambda: plain(xn), **proto)
+    path, latency = timed_artifact("litert", model, x, threads, proto, workdir)
     nodes = {index: (op, tensor) for index, op, tensor in operators(path)}
     paths = ModulePaths(model)
     with ProfiledModel(path, threads) as profiled:

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch.nn as nn
 
+from latvit.pipeline.prepare import build_artifact
 from latvit.space.blocks import block_stride
 from latvit.space.plan import NetPlan, PlannedBlock
-from latvit.targets.protocol import Timing
+from latvit.targets.protocol import Timing, measure_latency
 from latvit.utils import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -338,3 +339,10 @@ class RawProfile:
     runtime_events: dict[str, float] = field(default_factory=dict)  # mean ms per run of whole-run events
 
 
+def timed_artifact(runtime: str, model: nn.Module, x, threads: int, proto: dict, workdir: Path) -> tuple[Path, Timing]:
+    """The runtime's artifact of `model` at `x`'s shape, written by the pipeline as bench writes it
+    (`latvit.pipeline.prepare.build_artifact`, into `workdir`), and its latency with no profiler attached:
+    the end-to-end time a profile's per-op shares are scaled to."""
+    built = build_artifact(model, x, runtime, workdir, threads=threads)
+    xn = x.numpy()
+    return built.artifact.path, measure_latency(lambda: built.runner(xn), **proto)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from latvit.analysis.profile.model import RawProfile, paths_with_neighbours
+from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, timed_artifact
 from latvit.runtimes import runnable_runtime
 from latvit.runtimes.openvino import compile_config
 from latvit.targets.protocol import measure_latency
@@ -29,12 +29,10 @@ def profile_openvino(model: nn.Module, x: torch.Tensor, threads: int, proto: dic
     rt = runnable_runtime("openvino")
     import openvino as ov
 
-
     compiled = ov.Core().compile_model(rt.convert(model, x), "CPU", {**compile_config(threads), "PERF_COUNT": "YES"})
     request = compiled.create_infer_request()
     xn = x.numpy()
-    plain = rt.load(rt.export(model, x, workdir / "model.xml"), x, threads)
-    latency = measure_latency(lambda: plain(xn), **proto)
+    _, latency = timed_artifact("openvino", model, x, threads, proto, workdir)
     originals: dict[str, list[str]] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from latvit.analysis.profile.model import RawProfile, paths_with_neighbours
+from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, timed_artifact
 from latvit.runtimes import runnable_runtime
 from latvit.targets.protocol import measure_latency
 
@@ -54,12 +54,9 @@ def _resolve_onnx_name(name: str, scopes: dict, producer: dict) -> str | None:
 
 def profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, workdir: Path) -> RawProfile:
     """ONNX Runtime's profiler JSON: node `_kernel_time` events inside the timed `model_run`s."""
-
     rt = runnable_runtime("ort")
-    path = rt.export(model, x, workdir / "model.onnx")
+    path, latency = timed_artifact("ort", model, x, threads, proto, workdir)
     xn = x.numpy()
-    plain = rt.load(path, x, threads)
-    latency = measure_latency(lambda: plain(xn), **proto)
     sess = rt.session(path, threads, profile_prefix=str(workdir / "ort_profile"))
     name = sess.get_inputs()[0].name
     e2e = measure_latency(lambda: sess.run(None, {name: xn}), **proto)
