@@ -1,7 +1,10 @@
 """Small helpers shared across latvit: atomic file writes, PNG output, progress bars."""
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -129,3 +132,39 @@ class progress_bar:
         if self.bar is not None:
             self.bar.stop()
         return False
+
+
+# -- the alternate signal stack ----------------------------------------------------------------------------
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_SS_DISABLE, _MS_ASYNC, _PAGE = 2, 1, mmap.PAGESIZE
+_SPARE_STACK: list = []  # latvit's replacement alternate stack, allocated once and never freed (see below)
+
+
+def repair_signal_stack() -> bool:
+    """Give this thread a valid alternate signal stack again if a native library left it pointing at memory
+    it has since unmapped; returns whether it did.
+
+    Why: OpenVINO's CPU plugin installs its own alternate signal stack on the thread that compiles a model
+    and puts the previous one back when the compiled model is freed. When compiled models are freed in
+    another order than they were made, the thread keeps a stack that no longer exists, and the next signal
+    a Python handler catches on it (Ctrl-C; the SIGCHLD handler a torch DataLoader with workers installs)
+    kills the process with SIGSEGV instead (the kernel cannot build the signal frame; measured: the test
+    suite died so while waiting on a subprocess). latvit calls this after OpenVINO compiles and frees models;
+    it is a no-op where the stack is valid, disabled, or the platform is not Linux."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = _StackT()
+    if libc.sigaltstack(None, ctypes.byref(current)) != 0 or current.ss_flags & _SS_DISABLE or not current.ss_sp:
+        return False
+    start = current.ss_sp - current.ss_sp % _PAGE
+    if libc.msync(ctypes.c_void_p(start), ctypes.c_size_t(current.ss_sp + current.ss_size - start), _MS_ASYNC) == 0:
+        return False  # mapped: valid
+    if not _SPARE_STACK:
+        _SPARE_STACK.append(ctypes.create_string_buffer(256 * 1024))  # room for AMX-sized signal frames
+    spare = _SPARE_STACK[0]
+    replacement = _StackT(ctypes.cast(spare, ctypes.c_void_p).value, 0, ctypes.sizeof(spare))
+    return libc.sigaltstack(ctypes.byref(replacement), None) == 0

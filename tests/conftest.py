@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from latvit.utils import repair_signal_stack
+
 # Tests share 2 cores with nothing else in CI; keep torch from oversubscribing them.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -36,3 +38,11 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture
 def randomize():
     return randomize_
+
+
+@pytest.fixture(autouse=True)
+def _mend_the_signal_stack():
+    """Tests compile OpenVINO models directly too; whatever they leave, the next test starts with a valid
+    alternate signal stack (`latvit.utils.repair_signal_stack` says why it can dangle)."""
+    yield
+    repair_signal_stack()

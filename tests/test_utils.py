@@ -60,3 +60,35 @@ def test_progress_bar_disabled_is_silent(capsys):
         advance("x")
         assert advance.__self__.bar is None
     assert capsys.readouterr().err == ""
+
+
+def test_a_dangling_alternate_signal_stack_is_replaced():
+    """What OpenVINO's CPU plugin can leave behind: the thread's alternate signal stack pointing at unmapped
+    memory (a caught signal would then kill the process). `repair_signal_stack` installs a valid one; a valid
+    stack is left alone."""
+    import ctypes
+    import mmap
+    import sys
+
+    from latvit.utils import _StackT, repair_signal_stack
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("sigaltstack checks are Linux-only")
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _StackT()
+    libc.sigaltstack(None, ctypes.byref(before))
+    size = 4 * mmap.PAGESIZE
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    addr = libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    try:
+        assert libc.sigaltstack(ctypes.byref(_StackT(addr, 0, size)), None) == 0
+        assert repair_signal_stack() is False  # mapped: valid, kept
+        libc.munmap(addr, size)
+        assert repair_signal_stack() is True
+        now = _StackT()
+        libc.sigaltstack(None, ctypes.byref(now))
+        assert now.ss_sp != addr and now.ss_size >= 64 * 1024 and repair_signal_stack() is False
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)

@@ -57,6 +57,7 @@ from latvit.runtimes.base import export_onnx
 from latvit.runtimes.executorch import to_xnnpack  # the fp32 path's lowering, with its fixes
 from latvit.runtimes.litert import quantize_int8  # the runtime's own tooling: ai-edge-quantizer
 from latvit.runtimes.openvino import RUNTIME
+from latvit.utils import repair_signal_stack
 
 QUANT_RUNTIMES = ("ort", "openvino", "executorch", "litert")
 ACCURACY_CONTROL = ("openvino", "litert")  # runtimes that take max_drop
@@ -332,6 +333,7 @@ def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str, max_
             drop_type=nncf.DropType.ABSOLUTE, **{**settings, "fast_bias_correction": True})
     out = tmp / "int8.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
+    repair_signal_stack()  # NNCF compiled and freed models on this thread (latvit.utils.repair_signal_stack)
     return out
 
 

@@ -8,6 +8,7 @@ the fallback, so anything ORT can run, OpenVINO can too.
 """
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from latvit.runtimes.base import Runner, Runtime, export_onnx
+from latvit.utils import repair_signal_stack
 
 # precision -> OpenVINO's INFERENCE_PRECISION_HINT
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
@@ -108,12 +110,21 @@ class OpenVinoRuntime(Runtime):
         import openvino as ov
 
         compiled = ov.Core().compile_model(str(path), "CPU", compile_config(threads, self.precision))
-        request = compiled.create_infer_request()  # one reusable request: no per-call allocation
+        repair_signal_stack()  # the CPU plugin swaps this thread's alternate signal stack (see there)
+        held = [compiled, compiled.create_infer_request()]  # one reusable request: no per-call allocation
 
         def run(x: np.ndarray) -> np.ndarray:
-            return request.infer({0: x})[0]
+            return held[1].infer({0: x})[0]
 
+        weakref.finalize(run, _release, held)
         return run
+
+
+def _release(held: list) -> None:
+    """Free a runner's compiled model and request, then mend the signal stack OpenVINO may have left
+    dangling on the way out (`latvit.utils.repair_signal_stack`)."""
+    held.clear()
+    repair_signal_stack()
 
 
 RUNTIME = OpenVinoRuntime()

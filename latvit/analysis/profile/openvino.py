@@ -11,6 +11,7 @@ from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, tim
 from latvit.runtimes import runnable_runtime
 from latvit.runtimes.openvino import compile_config
 from latvit.targets.protocol import measure_latency
+from latvit.utils import repair_signal_stack
 
 
 def _ov_module_path(names: list[str]) -> str | None:
@@ -30,6 +31,7 @@ def profile_openvino(model: nn.Module, x: torch.Tensor, threads: int, proto: dic
     import openvino as ov
 
     compiled = ov.Core().compile_model(rt.convert(model, x), "CPU", {**compile_config(threads), "PERF_COUNT": "YES"})
+    repair_signal_stack()  # the CPU plugin swaps this thread's alternate signal stack (latvit.utils)
     request = compiled.create_infer_request()
     xn = x.numpy()
     _, latency = timed_artifact("openvino", model, x, threads, proto, workdir)
@@ -57,6 +59,8 @@ def profile_openvino(model: nn.Module, x: torch.Tensor, threads: int, proto: dic
     paths = [_ov_module_path(originals.get(n, []) + [n]) for n in order]
     filled = paths_with_neighbours(order, paths, [totals[n][0] for n in order])
     ops = [(n, totals[n][0], p, totals[n][1], totals[n][2]) for n, p in zip(order, filled)]
+    request = compiled = None  # freed here, so that the signal stack they may leave dangling is mended now
+    repair_signal_stack()
     return RawProfile(ops, e2e.iters, e2e, latency, "openvino PERF_COUNT per-layer counters (real_time), read after each "
                 "of as many calls as were timed", rt.version())
 
