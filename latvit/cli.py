@@ -170,6 +170,9 @@ def add_bench(sub) -> None:
     p.add_argument("--warmup", type=int, default=10, help="warm-up calls (default 10)")
     p.add_argument("--iters", type=int, default=50, help="at least this many timed calls (default 50)")
     p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long (default 1.0)")
+    p.add_argument("--max-seconds", type=float, default=30.0,
+                   help="then on until the median is known to +-2%%, at most this long (default 30; past it the row "
+                        "is marked noisy)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per row before it is killed (default 300)")
     p.add_argument("--no-deploy", action="store_true", help="measure models as built, without deploy folding")
     p.add_argument("--target", default="local",
@@ -222,7 +225,7 @@ def run_bench(args) -> None:
 
     req = BenchRequest(models=expand_models(args.models, args.img_size), runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()],
                        batch=args.batch, img_size=args.img_size, threads=args.threads, warmup=args.warmup,
-                       iters=args.iters, min_seconds=args.min_seconds, deploy=not args.no_deploy, tome_r=args.tome,
+                       iters=args.iters, min_seconds=args.min_seconds, max_seconds=args.max_seconds, deploy=not args.no_deploy, tome_r=args.tome,
                        sparsity=args.sparsity, timeout=args.timeout, target=args.target,
                        reference=not args.no_reference)
     console = Console(stderr=True)

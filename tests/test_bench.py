@@ -23,7 +23,7 @@ from latvit.latency.bench import (
 )
 from latvit.targets.protocol import Timing, measure_interleaved, measure_latency, median_ratio, run_isolated
 
-FAST = dict(warmup=1, iters=3, min_seconds=0.0)
+FAST = dict(warmup=1, iters=3, min_seconds=0.0, max_seconds=2.0)
 
 
 def test_timing_statistics():
@@ -134,7 +134,7 @@ def test_hanging_runtime_is_killed_and_the_bench_goes_on(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path) + ":" + ":".join(sys.path))
     req = BenchRequest(models=["mobilevit_xxs"], runtimes=["plugin_runtimes.hanging", "eager"], img_size=64,
-                       threads=1, timeout=25, **FAST)
+                       threads=1, timeout=15, **FAST)
     records = run_bench(req, progress=False)
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert "timed out" in records[0]["error"]
@@ -161,6 +161,8 @@ def test_reports_json_csv_plot(tmp_path):
     (["--batch", "0"], "batch must be >= 1"),
     (["--tome", "26x"], "token merging setting '26x': expected R"),
     (["--models", "efficientformer_l1", "--img-size", "100"], "multiple of 32"),
+    (["--min-seconds", "5", "--max-seconds", "2"], "max-seconds must be at least min-seconds (5)"),
+    (["--max-seconds", "400"], "below the row timeout (300)"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

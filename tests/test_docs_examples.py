@@ -31,7 +31,8 @@ MARK = "<!-- runnable -->"
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.M | re.S)
 # appended to runnable `latvit` commands: few calls, images and steps (the last value of a flag wins)
 SMOKE = {
-    "bench": ["--iters", "2", "--warmup", "1", "--min-seconds", "0", "--plot", "", "--runtimes", "ort"],
+    "bench": ["--iters", "2", "--warmup", "1", "--min-seconds", "0", "--max-seconds", "1", "--plot", "", "--runtimes",
+              "ort"],
     "train": ["--epochs", "1", "--img-size", "32", "--batch-size", "16", "--set", "train_subset=64", "--set",
               "val_subset=32", "--set", "num_workers=0", "--set", "progress=false", "--set", "warmup_epochs=0"],
     "validate": ["--subset", "32"],

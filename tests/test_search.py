@@ -10,6 +10,7 @@ from latvit.errors import LatvitError
 from latvit.models.spaces import SPACES
 from latvit.search.algorithms import dominates, greedy_search, pareto_search, shrink_actions
 from latvit.search.inherit import inherit_weights, recalibrate_bn
+from latvit.targets.protocol import Timing
 
 SPACE = SPACES["efficientformerv2"]
 
@@ -111,13 +112,17 @@ def test_nsga2_front_is_non_dominated_and_resumes(tmp_path):
     assert [s.choice for s in more[:12]] == [s.choice for s in trials]
 
 
-def test_search_cli_end_to_end_and_resume(tmp_path, capsys):
+def test_search_cli_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     """LUT (eager, plain sums) -> supernet on generated data -> MES search -> spec.json loadable."""
     import json
 
     from latvit.cli import main
 
     lut = tmp_path / "lut.json"
+    # the table's 74 items, timed for real, are tests/test_lut.py's business (and 80 s here): a latency from
+    # FLOPs each, so that this test is about the search
+    fake = lambda item, *a, **k: (Timing.from_samples([0.05e-3 + item.cost.flops / 1e11] * 20), {})  # noqa: E731
+    monkeypatch.setattr("latvit.latency.lut_build.measure_item", fake)
     assert main(["lut", "build", "--space", "efficientformerv2", "--runtime", "eager", "--img-size", "64",
                  "--threads", "1", "--calibrate", "0", "--out", str(lut)]) == 0
     from latvit.latency.predictor import predict_latency

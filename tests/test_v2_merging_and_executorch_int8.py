@@ -257,7 +257,8 @@ def test_compression_benchmark_loads_a_trained_timm_model(tmp_path):
     save_file(trained.state_dict(), str(tmp_path / "model.safetensors"))
     (tmp_path / "train.json").write_text(json.dumps({"crop_pct": 1.0}))
     bench = _benchmark()
-    model, size, source = bench.load_trained("timm:deit_tiny_patch16_224", tmp_path)
+    resolved = bench.load_trained("timm:deit_tiny_patch16_224", tmp_path)
+    model, size, source = resolved.model, resolved.img_size, resolved.source
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(model(x), trained(x)) and model(x).shape == (1, 10)
@@ -309,7 +310,8 @@ def test_timm_training_script_writes_weights_the_benchmark_loads_and_resumes(tmp
     assert "resuming" in capsys.readouterr().out and again["steps"] == 2
     with pytest.raises(SystemExit):  # the run directory holds a run with other settings: not mixed
         script.main([*argv, "--lr", "0.01"])
-    model, size, _ = _benchmark().load_trained("timm:deit_tiny_patch16_224", out)
+    resolved = _benchmark().load_trained("timm:deit_tiny_patch16_224", out)
+    model, size = resolved.model, resolved.img_size
     with torch.no_grad():
         assert model(torch.randn(1, 3, size, size)).shape == (1, 4)  # synthetic data: 4 classes
     with pytest.raises(SystemExit):  # no full batch: a usage error, not an empty run

@@ -81,7 +81,8 @@ STATUS_OK, STATUS_FAILED, STATUS_UNAVAILABLE, STATUS_EXPORT_ONLY = "ok", "failed
 def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None = None, threads: int = 1,
                 warmup: int = 10, iters: int = 50, min_seconds: float = 1.0, deploy: bool = True,
                 tome_r: int | str = 0, sparsity: str | float | None = None, peak_gflops: float | None = None,
-                seed: int = 0, target: str = DEFAULT_TARGET, reference: bool = True) -> dict[str, Any]:
+                seed: int = 0, target: str = DEFAULT_TARGET, reference: bool = True,
+                max_seconds: float = 30.0) -> dict[str, Any]:
     """Measure one (model, runtime) pair on `target` and return its flat record (see RECORD_FIELDS). With
     `reference`, the target times its reference workload in alternating rounds with the model, and the
     record carries the device's speed meanwhile (ref_ms, ref_gemm_ms, ref_ratio = median_ms / ref_ms: rows
@@ -94,7 +95,7 @@ def measure_row(model: str, runtime: str, batch: int = 1, img_size: int | None =
                                              Path(workdir), target=tgt)
         if record["status"] == STATUS_EXPORT_ONLY:
             return record | {"seconds": time.perf_counter() - start}
-        job = TimingJob(built.artifact, threads, Protocol(warmup, iters, min_seconds), built.runner,
+        job = TimingJob(built.artifact, threads, Protocol(warmup, iters, min_seconds, max_seconds), built.runner,
                         reference=reference)
         measured = result_record(tgt, tgt.time(job), job)  # timing fields, the device's identity and conditions
     return timed_record(record, measured, prepared.flops, prepared.params, peak_gflops, local) | \
@@ -242,6 +243,7 @@ class BenchRequest:
     warmup: int = 10
     iters: int = 50
     min_seconds: float = 1.0
+    max_seconds: float = 30.0  # a row's timing stops here even before its median is known to +-2% (then noisy)
     deploy: bool = True
     tome_r: int | str = 0  # token merging: R per transformer layer (0: none), 'RxL', 'keepF', 'R+keepF' (parse_tome)
     sparsity: str | float | None = None  # pruned weights: a fraction (global magnitude) or "2:4"
@@ -261,6 +263,9 @@ def check_request(req: BenchRequest) -> None:
     check_compression(req.tome_r, req.sparsity)  # one line naming the expected forms
     if req.iters < 1 or req.warmup < 0 or req.min_seconds < 0 or req.timeout <= 0:
         raise LatvitError("iters must be >= 1, warmup >= 0, min-seconds >= 0 and timeout > 0")
+    if not req.min_seconds <= req.max_seconds < req.timeout:
+        raise LatvitError(f"max-seconds must be at least min-seconds ({req.min_seconds:g}) and below the row timeout "
+                          f"({req.timeout:g}), got {req.max_seconds:g}")
     if not req.models or not req.runtimes:
         raise LatvitError("give at least one model and one runtime")
     for entry in req.target.split(","):  # several: `bench_on_targets`
@@ -306,7 +311,8 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
                                    f"{runtime} GEMM 1024 fp32, {threads} threads")
                 kwargs = {"model": model, "runtime": runtime, "batch": req.batch, "img_size": req.img_size,
                           "threads": threads, "warmup": req.warmup, "iters": req.iters,
-                          "min_seconds": req.min_seconds, "deploy": req.deploy, "tome_r": req.tome_r,
+                          "min_seconds": req.min_seconds, "max_seconds": req.max_seconds, "deploy": req.deploy,
+                          "tome_r": req.tome_r,
                           "sparsity": req.sparsity, "target": req.target, "reference": req.reference}
                 result = run_isolated("latvit.latency.bench:measure_row", kwargs, timeout=req.timeout, threads=threads)
                 record = result.value if result.ok else base_record(model, runtime, req.batch, req.img_size, threads) | {
@@ -333,7 +339,7 @@ def bench_on_targets(req: BenchRequest, threads: int, on_row: Callable[[dict], N
     records: list[dict] = []
     jobs: list[TimingJob] = []
     exported: list[dict] = []
-    protocol = Protocol(req.warmup, req.iters, req.min_seconds)
+    protocol = Protocol(req.warmup, req.iters, req.min_seconds, req.max_seconds)
     with tempfile.TemporaryDirectory(prefix="latvit-bench-") as workdir, \
             progress_bar(progress, len(pairs) + 1, "bench") as advance:
         for i, (model, runtime) in enumerate(pairs):

@@ -252,7 +252,10 @@ def measure_interleaved(runners: dict[str, Callable[[], Any]], rounds: int, *, a
                         **protocol: Any) -> dict[str, list[float]]:
     """Median ms of each runner per round, for comparing runners on a drifting host: every round times
     each runner once with `measure_latency(**protocol)`, so drift hits all alike; compare them by
-    `median_ratio` of these lists. `alternate` reverses the order on odd rounds (against order effects)."""
+    `median_ratio` of these lists. `alternate` reverses the order on odd rounds (against order effects).
+    A round is a fixed count (`target_rel` None unless given): the rounds, not one long round, carry the
+    statistics, and a round that ran on until its own interval closed would let the device drift under it."""
+    protocol = {"target_rel": None, **protocol}
     order = list(runners.items())
     medians: dict[str, list[float]] = {label: [] for label in runners}
     for i in range(rounds):

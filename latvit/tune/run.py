@@ -16,6 +16,7 @@ same settings skips the candidates measured there (or in a finished OUT), and OU
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
@@ -241,7 +242,7 @@ def _measure_pair(tgt, base: tuple, cand: tuple, protocol: Protocol, rounds: int
     `cand` are (runner, threads, artifact). Local: in this process; other targets: a TimingJob per call."""
     if getattr(tgt, "kind", "local") == "local":
         medians = measure_interleaved({"base": base[0], "cand": cand[0]}, rounds, alternate=True,
-                                      **protocol.as_kwargs())
+                                      **{**protocol.as_kwargs(), "target_rel": None})  # rounds carry the spread
         return medians["base"], medians["cand"]
     times: dict[str, list[float]] = {"base": [], "cand": []}
     for i in range(rounds):
@@ -250,7 +251,8 @@ def _measure_pair(tgt, base: tuple, cand: tuple, protocol: Protocol, rounds: int
             if artifact.path is None:
                 raise LatvitError(f"{artifact.runtime} runs in-process only: tune it on the local target or "
                                   f"leave it out of --runtimes")
-            times[label].append(tgt.time(TimingJob(artifact, threads, protocol)).timing.median_ms)
+            job = TimingJob(artifact, threads, dataclasses.replace(protocol, target_rel=None))  # a round: fixed count
+            times[label].append(tgt.time(job).timing.median_ms)
     return times["base"], times["cand"]
 
 
