@@ -352,6 +352,8 @@ def add_profile(sub) -> None:
     p.add_argument("--json", metavar="PATH", help="write the full profile as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a stacked-bar PNG (per block, by category)")
     p.add_argument("--no-deploy", action="store_true", help="profile the model as built, without deploy folding")
+    p.add_argument("--target", default="local", help="local only (per-op profilers run in this process); for a "
+                                                     "device use bench or density --target")
     p.set_defaults(run=run_profile)
 
 
@@ -360,7 +362,7 @@ def run_profile(args) -> None:
 
     _check_outputs(args.json, args.plot)
     prof = profile_model(args.model, args.runtime, img_size=args.img_size, threads=args.threads,
-                         warmup=args.warmup, iters=args.iters, deploy=not args.no_deploy)
+                         warmup=args.warmup, iters=args.iters, deploy=not args.no_deploy, target=args.target)
     Console(width=max(Console().width, 120)).print(profile_table(prof, top=args.top))
     if prof.coverage < COVERAGE_MIN:
         print(f"warning: ops explain only {100 * prof.coverage:.1f}% of the end-to-end latency "

@@ -210,3 +210,12 @@ def test_density_flops_match_the_built_block():
         assert fc.get_total_flops() == c.plan().cost.flops
         assert sum(p.numel() for p in stage.parameters()) == c.plan().cost.params
         assert isinstance(stage, nn.Module)
+
+
+def test_profile_on_a_remote_target_says_what_to_use_instead(capsys):
+    from latvit.cli import main
+
+    assert main(["profile", "mobilevit_xxs", "--target", "ssh://pi@10.0.0.7"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "per-op profiles run on this machine only" in err
+    assert "latvit bench --target ssh://pi@10.0.0.7" in err

@@ -73,6 +73,7 @@ from latvit.pipeline.prepare import prepare_model
 from latvit.runtimes import RUNTIME_NAMES, get_runtime
 from latvit.space.builder import LatvitNet
 from latvit.space.plan import plan_network
+from latvit.targets import DEFAULT_TARGET, get_target
 from latvit.targets.protocol import default_threads, machine_info
 from latvit.utils import save_png
 
@@ -87,11 +88,17 @@ PROFILERS: dict[str, Callable[..., RawProfile]] = {
 
 def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_size: int | None = None,
                   threads: int | None = None, warmup: int = 5, iters: int = 20, min_seconds: float = 0.5,
-                  deploy: bool = True, workdir: Path | None = None) -> Profile:
+                  deploy: bool = True, workdir: Path | None = None, target: str = DEFAULT_TARGET) -> Profile:
     """Profile one image (1, 3, S, S) through `model` (a name, spec, spec file, saved directory or a built
     `LatvitNet`) on `runtime` ("eager", "ort", "openvino", "executorch"). With `deploy` (the default, as in
     `latvit bench`) the deployed model is profiled, BatchNorm folded and attention biases precomputed;
-    `deploy=False` profiles the model as built. Returns a `Profile`; see the module docstring."""
+    `deploy=False` profiles the model as built. `target`: only this machine ("local") yet; the per-op
+    profilers hook into the runtime's Python API in this process. Returns a `Profile`; see the module
+    docstring."""
+    if get_target(target).kind != "local":
+        raise LatvitError(f"per-op profiles run on this machine only (the profilers hook into the runtime in "
+                          f"this process); for latency on '{target}' use `latvit bench --target {target}`, or "
+                          f"`latvit density --target {target}` for per-block times")
     if runtime not in PROFILERS:
         known = ", ".join(PROFILERS)
         if runtime not in RUNTIME_NAMES:
