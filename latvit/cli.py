@@ -541,6 +541,7 @@ def add_quantize(sub) -> None:
                         "missed a 4.5-point loss on EfficientFormer-L1, docs/compression.md)")
     p.add_argument("--threads", type=_positive_int, help="threads for the comparison (default: all cores)")
     p.add_argument("--no-compare", action="store_true", help="skip the fp32-vs-int8 latency comparison")
+    p.add_argument("--target", default="local", help="where the fp32-vs-int8 comparison is timed (default: local)")
     p.set_defaults(run=run_quantize)
 
 
@@ -550,6 +551,7 @@ def run_quantize(args) -> None:
         args.runtime, why = default_int8_runtime(args.output)
         print(f"runtime: {args.runtime} ({why}); choose another with --runtime")
     check_quantize_settings(args.runtime, args.recipe, args.max_drop)  # before the model and the images
+    get_target(args.target)  # an unknown target says so now, not after the quantization
     resolved = resolve_model(args.model, args.img_size)
     model, size, mean, std = resolved.model, resolved.img_size, resolved.mean, resolved.std
     if resolved.is_latvit:
@@ -563,7 +565,8 @@ def run_quantize(args) -> None:
                     validation=validation)
     print(f"wrote {path}")
     if not args.no_compare:
-        r = compare_int8(model, args.runtime, path, batches[:16], args.threads or default_threads())
+        r = compare_int8(model, args.runtime, path, batches[:16], args.threads or default_threads(),
+                         target=args.target)
         print(f"{args.runtime}: fp32 {r['fp32_ms']:.2f} ms, int8 {r['int8_ms']:.2f} ms (x{r['speedup']:.2f}); "
               f"top-1 agreement {100 * r['top1_agreement']:.0f}%, max |logit diff| {r['max_abs_diff']:.3g}")
 

@@ -512,3 +512,30 @@ def test_bench_on_several_targets_exports_once_and_times_everywhere(fakes, monke
     records = bench.run_bench(req, progress=False)
     assert [(r["target"], r["status"]) for r in records] == [("pi5", "ok"), ("broken", "failed")]
     assert records[1]["error"] == "target 'broken': unreachable"
+
+
+def test_quantize_comparison_on_a_target_ships_both_artifacts(tmp_path):
+    """`latvit quantize --target pi5`: the fp32 artifact (made here) and the int8 one are timed on the device in
+    alternating rounds; the agreement is computed here."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import torch
+
+    from latvit.deploy.quantize import quantize
+    from latvit.latency.int8 import compare_int8
+
+    class Recorder(FakeTarget):
+        def time(self, job):
+            self.paths = [*getattr(self, "paths", []), job.artifact.path.name]
+            return super().time(job)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    batches = [np.random.default_rng(i).standard_normal((1, 3, 16, 16), dtype=np.float32) for i in range(4)]
+    int8 = quantize(model, "ort", batches, tmp_path / "m_int8.onnx")
+    pi = Recorder("pi5")
+    report = compare_int8(model, "ort", int8, batches, threads=1, rounds=3, target=pi)
+    assert pi.paths == ["model.onnx", "m_int8.onnx", "m_int8.onnx", "model.onnx", "model.onnx", "m_int8.onnx"]
+    assert report["target"] == "pi5" and report["speedup"] == pytest.approx(1.0) and report["fp32_ms"] == pytest.approx(11.0)
+    assert 0 <= report["top1_agreement"] <= 1 and report["max_abs_diff"] >= 0
