@@ -175,7 +175,7 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, mo
 def test_cli_writes_json_csv_and_plot(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(["bench", "--models", "mobilevit_xxs", "--runtimes", "eager", "--img-size", "64", "--threads", "1",
-                 "--warmup", "1", "--iters", "2", "--min-seconds", "0", "--csv", "b.csv"])
+                 "--warmup", "1", "--iters", "2", "--min-seconds", "0", "--max-seconds", "1", "--csv", "b.csv"])
     assert code == 0
     records = json.loads((tmp_path / "latvit-bench.json").read_text())["records"]
     assert len(records) == 1 and records[0]["status"] == "ok"

@@ -297,7 +297,7 @@ def test_predictor_on_real_eager_measurements_of_a_tiny_space(monkeypatch, tmp_p
                         expansions=(4.0,), extras=(1,), make_spec=_efficientformer, img_size=64)
     monkeypatch.setitem(SPACES, "tiny2", space)
     table = build_lut("tiny2", "eager", tmp_path / "lut.json", threads=1, calibrate=6, statistic="min",
-                        progress=False)
+                        progress=False, reference=False)  # the reference's own path: the drift tests below
     assert len(table.networks) == 6 and table.calibration["model"] in P.MODELS
     report = validate(table, samples=6, seed=7, zoo=False, progress=False)
     assert report.methods["lut_predictor"]["n"] == 6
