@@ -216,3 +216,33 @@ run_on_targets(jobs, sys.argv[1], log=sys.argv[2])
     for jobs in (fresh1, dev2):
         spans = sorted((o.started, o.finished) for o in jobs)
         assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))
+
+
+def test_lut_build_on_the_device_resumes_after_a_kill(client, device_py, tmp_path, monkeypatch):
+    """`latvit lut build --target lb`: every block exported here, timed on the device; a build killed part-way
+    resumes without measuring again, and the table records the device."""
+    from latvit.latency import lut_build as B
+    from latvit.latency.lut import LatencyTable
+    from latvit.models.spaces import SPACES, SearchSpace, _efficientformer
+
+    monkeypatch.setitem(SPACES, "tiny_lb", SearchSpace("tiny_lb", widths=((32,), (48,), (64,), (96,)),
+                                                       depths=((1,), (1,), (1,), (1,)), expansions=(4.0,),
+                                                       extras=(1,), make_spec=_efficientformer, img_size=32))
+    add(client, "lb", device_py, tmp_path / "work", "--accept-new-host-key")
+    real, targets = B.measure_item, []
+
+    def dies_after_3(*args, target=None, **kwargs):
+        targets.append(target.name)
+        if len(targets) > 3:
+            raise KeyboardInterrupt  # the user's Ctrl-C
+        return real(*args, target=target, **kwargs)
+
+    monkeypatch.setattr(B, "measure_item", dies_after_3)
+    out = tmp_path / "lb.json"
+    with pytest.raises(KeyboardInterrupt):
+        B.build_lut("tiny_lb", "ort", out, threads=1, calibrate=1, progress=False, target="lb")
+    assert len(LatencyTable.load(out).entries) == 3 and set(targets) == {"lb"}
+    monkeypatch.setattr(B, "measure_item", real)
+    table = B.build_lut("tiny_lb", "ort", out, threads=1, calibrate=1, progress=False, target="lb")
+    assert table.meta["target"] == "lb" and table.meta["target_kind"] == "ssh" and len(table.networks) == 1
+    assert all(e["median_ms"] > 0 for e in table.entries.values()) and not table.missing(B.space_items("tiny_lb", 32))
