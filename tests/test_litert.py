@@ -47,13 +47,12 @@ def small_model(name: str, randomize) -> torch.nn.Module:
     return model
 
 
-# Mobile-Former's whole 26M model converts in ~40 s here; its ops (attention, depthwise and 1x1 convs, GELU)
-# are covered by the families below
 FAMILIES = [
     "efficientformer_l1",
     "efficientformerv2_s0",
     "mobilevit_xxs",
     pytest.param("trtvit_a", marks=pytest.mark.slow),
+    pytest.param("mobileformer_26m", marks=pytest.mark.slow),  # the whole model: ~35 s to convert here
     pytest.param("mixformer_b0", marks=pytest.mark.slow),
 ]
 
