@@ -17,6 +17,7 @@ from latvit.runtimes import get_runtime
 from latvit.runtimes.base import Artifact
 from latvit.targets import DEFAULT_TARGET, Protocol, Target, TimingJob, get_target
 from latvit.targets.protocol import measure_interleaved, median_ratio, set_threads
+from latvit.targets.schedule import time_interleaved
 
 
 def compare_int8(model: nn.Module, runtime: str, int8_path: str | Path, batches: list[np.ndarray], threads: int,
@@ -41,13 +42,10 @@ def compare_int8(model: nn.Module, runtime: str, int8_path: str | Path, batches:
             medians = measure_interleaved({"fp32": lambda: run32(x), "int8": lambda: run8(x)}, rounds,
                                           alternate=True, warmup=3, iters=5, min_seconds=per_round)
         else:  # each artifact shipped and timed there, in alternating rounds as here
-            protocol = Protocol(warmup=3, iters=5, min_seconds=per_round, target_rel=None)
-            artifacts = {"fp32": fp32.artifact, "int8": Artifact(rt.name, Path(int8_path), tuple(example.shape))}
-            medians = {"fp32": [], "int8": []}
-            for i in range(rounds):
-                for label in ("fp32", "int8")[::-1] if i % 2 else ("fp32", "int8"):
-                    result = tgt.time(TimingJob(artifacts[label], threads, protocol))
-                    medians[label].append(result.timing.median_ms)
+            protocol = Protocol(warmup=3, iters=5, min_seconds=per_round)
+            int8 = Artifact(rt.name, Path(int8_path), tuple(example.shape))
+            medians = time_interleaved(tgt, {"fp32": TimingJob(fp32.artifact, threads, protocol),
+                                             "int8": TimingJob(int8, threads, protocol)}, rounds)
     agree = np.mean([np.array_equal(a.argmax(-1), b.argmax(-1)) for a, b in zip(out32, out8)])
     return {"runtime": runtime, "target": tgt.name, "fp32_ms": statistics.median(medians["fp32"]),
             "int8_ms": statistics.median(medians["int8"]), "speedup": median_ratio(medians["fp32"], medians["int8"]),

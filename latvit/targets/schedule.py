@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -270,3 +271,16 @@ def _worker(entry: _Entry, device: Target, jobs: list[TimingJob], lock: threadin
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def time_interleaved(target: Target, jobs: dict[str, TimingJob], rounds: int) -> dict[str, list[float]]:
+    """`protocol.measure_interleaved` on a target: every round times each job once (order reversed on odd
+    rounds), a fixed count per round (`target_rel` None: the rounds carry the spread); returns the per-round
+    median ms of each label. For comparing artifacts on a remote device while it drifts."""
+    medians: dict[str, list[float]] = {label: [] for label in jobs}
+    order = list(jobs.items())
+    for i in range(rounds):
+        for label, job in order[::-1] if i % 2 else order:
+            fixed = dataclasses.replace(job, protocol=dataclasses.replace(job.protocol, target_rel=None))
+            medians[label].append(target.time(fixed).timing.median_ms)
+    return medians

@@ -16,7 +16,6 @@ same settings skips the candidates measured there (or in a finished OUT), and OU
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import statistics
@@ -39,6 +38,7 @@ from latvit.runtimes import get_runtime
 from latvit.runtimes.base import Artifact
 from latvit.targets import Protocol, TimingJob, get_target
 from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, median_ratio, set_threads
+from latvit.targets.schedule import time_interleaved
 from latvit.train.evaluate import run_config
 from latvit.tune.candidates import Candidate, candidate_axes, enumerate_candidates
 from latvit.utils import atomic_write_text, check_writable, progress_bar
@@ -244,15 +244,12 @@ def _measure_pair(tgt, base: tuple, cand: tuple, protocol: Protocol, rounds: int
         medians = measure_interleaved({"base": base[0], "cand": cand[0]}, rounds, alternate=True,
                                       **{**protocol.as_kwargs(), "target_rel": None})  # rounds carry the spread
         return medians["base"], medians["cand"]
-    times: dict[str, list[float]] = {"base": [], "cand": []}
-    for i in range(rounds):
-        for label, (_, threads, artifact) in ((("base", base), ("cand", cand))[::-1] if i % 2 else
-                                              (("base", base), ("cand", cand))):
-            if artifact.path is None:
-                raise LatvitError(f"{artifact.runtime} runs in-process only: tune it on the local target or "
-                                  f"leave it out of --runtimes")
-            job = TimingJob(artifact, threads, dataclasses.replace(protocol, target_rel=None))  # a round: fixed count
-            times[label].append(tgt.time(job).timing.median_ms)
+    for _, _, artifact in (base, cand):
+        if artifact.path is None:
+            raise LatvitError(f"{artifact.runtime} runs in-process only: tune it on the local target or "
+                              f"leave it out of --runtimes")
+    times = time_interleaved(tgt, {"base": TimingJob(base[2], base[1], protocol),
+                                   "cand": TimingJob(cand[2], cand[1], protocol)}, rounds)
     return times["base"], times["cand"]
 
 
