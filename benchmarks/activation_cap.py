@@ -16,6 +16,7 @@ host drift hits each alike. From the medians of per-round ratios:
 
 Writes JSON (machine metadata + one row per pair) to benchmarks/results/activation_cap.json (`--json`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ from latvit.utils import atomic_write_text
 
 SPECS = Path(__file__).resolve().parent / "specs"
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_PAIRS = [f"mobilevit_s={SPECS / 'mobilevit_s_relu.json'}",
-                 f"efficientformerv2_s1={SPECS / 'efficientformerv2_s1_relu.json'}"]
+DEFAULT_PAIRS = [
+    f"mobilevit_s={SPECS / 'mobilevit_s_relu.json'}",
+    f"efficientformerv2_s1={SPECS / 'efficientformerv2_s1_relu.json'}",
+]
 
 
 def prepare_pair(pair: tuple[str, str], runtime: str, threads: int, calib_images: int, workdir: Path) -> dict:
@@ -60,19 +63,30 @@ def prepare_pair(pair: tuple[str, str], runtime: str, threads: int, calib_images
 def measure_pair(pair: tuple[str, str], args) -> dict:
     with tempfile.TemporaryDirectory(prefix="latvit-actcap-") as tmp:
         runners = prepare_pair(pair, args.runtime, args.threads, args.calib_images, Path(tmp))
-        ms = measure_interleaved({label: partial(run, x) for label, (run, x) in runners.items()}, args.rounds,
-                                 warmup=5, iters=10, min_seconds=args.seconds)
+        ms = measure_interleaved(
+            {label: partial(run, x) for label, (run, x) in runners.items()},
+            args.rounds,
+            warmup=5,
+            iters=10,
+            min_seconds=args.seconds,
+        )
 
     def ratio(num: str, den: str) -> float:
         return median_ratio(ms[num], ms[den])
 
     share = 1 - ratio("variant fp32", "model fp32")
     variant_gain = ratio("variant fp32", "variant int8")
-    return {"model": pair[0], "variant": pair[1], "runtime": args.runtime, "threads": args.threads,
-            "median_ms": {label: round(statistics.median(v), 3) for label, v in ms.items()},
-            "activation_share": round(share, 4), "variant_int8_speedup": round(variant_gain, 3),
-            "model_int8_speedup": round(ratio("model fp32", "model int8"), 3),
-            "int8_cap": round(1 / (share + (1 - share) / variant_gain), 3)}
+    return {
+        "model": pair[0],
+        "variant": pair[1],
+        "runtime": args.runtime,
+        "threads": args.threads,
+        "median_ms": {label: round(statistics.median(v), 3) for label, v in ms.items()},
+        "activation_share": round(share, 4),
+        "variant_int8_speedup": round(variant_gain, 3),
+        "model_int8_speedup": round(ratio("model fp32", "model int8"), 3),
+        "int8_cap": round(1 / (share + (1 - share) / variant_gain), 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -93,9 +107,11 @@ def main(argv: list[str] | None = None) -> dict:
     for pair in pairs:
         row = measure_pair(pair, args)
         rows.append(row)
-        print(f"{row['model']}: activations {100 * row['activation_share']:.1f}% of fp32 time; variant int8 "
-              f"{row['variant_int8_speedup']:.2f}x -> cap {row['int8_cap']:.2f}x; measured {row['model_int8_speedup']:.2f}x",
-              flush=True)
+        print(
+            f"{row['model']}: activations {100 * row['activation_share']:.1f}% of fp32 time; variant int8 "
+            f"{row['variant_int8_speedup']:.2f}x -> cap {row['int8_cap']:.2f}x; measured {row['model_int8_speedup']:.2f}x",
+            flush=True,
+        )
     result = {"machine": machine_info(args.threads), "rounds": args.rounds, "rows": rows}
     out = Path(args.json) if args.json else RESULTS / "activation_cap.json"
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")

@@ -16,6 +16,7 @@ on the CPU runtimes here, through `latvit.targets.protocol` and `latvit.analysis
 
 On a shared machine expect noise: medians are reported, with the coefficient of variation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,11 @@ def time_module(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, 
             xn = x.numpy()
             t = measure_latency(lambda: run(xn), warmup=5, iters=iters, min_seconds=0.5)
         except Exception as e:  # noqa: BLE001 - a failed export is a row, not the end of the script
-            return {"ms": None, "cv": None, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]}
+            return {
+                "ms": None,
+                "cv": None,
+                "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200],
+            }
     return {"ms": t.median_ms, "cv": t.cv, "min_ms": t.min_ms, "error": None}
 
 
@@ -64,7 +69,8 @@ def patch_embeddings() -> dict[str, nn.Module]:
     first stage)."""
     return {
         "conv stem: 2x (3x3 s2 Conv-BN-ReLU), 3-24-48 (EfficientFormer)": nn.Sequential(
-            ConvNormAct(3, 24, 3, stride=2, act="relu"), ConvNormAct(24, 48, 3, stride=2, act="relu")),
+            ConvNormAct(3, 24, 3, stride=2, act="relu"), ConvNormAct(24, 48, 3, stride=2, act="relu")
+        ),
         "patch embed 4x4 s4 conv, 48 (non-overlapping, PoolFormer/Swin)": nn.Conv2d(3, 48, 4, 4),
         "patch embed 7x7 s4 conv, 48 (overlapping, PVTv2)": nn.Conv2d(3, 48, 7, 4, 3),
         "patch embed 16x16 s16 conv, 384 (ViT/DeiT-S, 14x14 tokens)": nn.Conv2d(3, 384, 16, 16),
@@ -119,8 +125,9 @@ class BnMlp(nn.Module):
 
 def with_act(name: str, act: str):
     spec = latvit.get_spec(name)
-    return spec.map_blocks(lambda b: dataclasses.replace(b, act=act) if b.act not in ("none",) else b,
-                           name=f"{name}_{act}")
+    return spec.map_blocks(
+        lambda b: dataclasses.replace(b, act=act) if b.act not in ("none",) else b, name=f"{name}_{act}"
+    )
 
 
 def main() -> None:
@@ -130,21 +137,37 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--sections", default="patch,reshape,norm,act,profiles")
-    ap.add_argument("--profile-also", default="executorch", type=lambda v: [r for r in v.split(",") if r],
-                    help="runtimes profiled in the per-op section only (not timed in sections 1-4)")
+    ap.add_argument(
+        "--profile-also",
+        default="executorch",
+        type=lambda v: [r for r in v.split(",") if r],
+        help="runtimes profiled in the per-op section only (not timed in sections 1-4)",
+    )
     ap.add_argument("--out-dir", default="benchmarks/results")
     args = ap.parse_args()
     runtimes = [r for r in args.runtimes.split(",") if r]
     sections = set(args.sections.split(","))
-    out = {"machine": machine_info(args.threads), "runtimes": {r: get_runtime(r).describe() for r in runtimes},
-           "threads": args.threads, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    out = {
+        "machine": machine_info(args.threads),
+        "runtimes": {r: get_runtime(r).describe() for r in runtimes},
+        "threads": args.threads,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
     S = args.img_size
-    md: list[str] = [f"Machine: {out['machine']['cpu']}, {out['machine']['cores']} cores, {args.threads} threads; "
-                     f"{', '.join(out['runtimes'].values())}. Medians of >= {args.iters} calls.", ""]
+    md: list[str] = [
+        f"Machine: {out['machine']['cpu']}, {out['machine']['cores']} cores, {args.threads} threads; "
+        f"{', '.join(out['runtimes'].values())}. Medians of >= {args.iters} calls.",
+        "",
+    ]
 
     def table(title: str, rows: dict[str, dict], extra: dict[str, str] | None = None) -> None:
         md.append(f"**{title}**\n")
-        md.append("| variant | " + " | ".join(f"{r} ms" for r in runtimes) + (" | " + " | ".join(extra) if extra else "") + " |")
+        md.append(
+            "| variant | "
+            + " | ".join(f"{r} ms" for r in runtimes)
+            + (" | " + " | ".join(extra) if extra else "")
+            + " |"
+        )
         md.append("|---|" + "---:|" * (len(runtimes) + (len(extra) if extra else 0)))
         for name, row in rows.items():
             cells = [("failed" if row[r]["ms"] is None else f"{row[r]['ms']:.3f}") for r in runtimes]
@@ -167,18 +190,27 @@ def main() -> None:
         img = torch.randn(1, 3, S, S)
         out["patch_embedding"] = run_section("(1) patch embedding at 224x224", patch_embeddings(), lambda _: img)
     if "reshape" in sections:
-        mods = {f"4x MB3D at 14x14, width 224, {'reshape 4D<->3D around every block' if pb else 'one flatten (EfficientFormer)'}":
-                TokenBlocks(224, 14, 4, pb) for pb in (False, True)}
+        mods = {
+            f"4x MB3D at 14x14, width 224, {'reshape 4D<->3D around every block' if pb else 'one flatten (EfficientFormer)'}": TokenBlocks(
+                224, 14, 4, pb
+            )
+            for pb in (False, True)
+        }
         x14 = torch.randn(1, 224, 14, 14)
-        out["reshape"] = run_section("(2) reshapes: 4 MB3D blocks, one flatten vs per-block 4D<->3D", mods, lambda _: x14)
+        out["reshape"] = run_section(
+            "(2) reshapes: 4 MB3D blocks, one flatten vs per-block 4D<->3D", mods, lambda _: x14
+        )
     if "norm" in sections:
         rows = {}
         for hw, dim in ((28, 96), (14, 224), (7, 448)):
             x4, x3 = torch.randn(1, dim, hw, hw), torch.randn(1, hw * hw, dim)
             rows[f"{hw}x{hw}, width {dim}: 1x1 Conv-BN MLP (4-D)"] = (BnMlp(dim, 4 * dim), x4)
             rows[f"{hw}x{hw}, width {dim}: LayerNorm + Linear MLP (tokens)"] = (LnMlp(dim, 4 * dim), x3)
-        out["norm"] = run_section("(3) LayerNorm + Linear vs Conv-BN MLP (same FLOPs)", {k: m for k, (m, _) in rows.items()},
-                                  lambda k: rows[k][1])
+        out["norm"] = run_section(
+            "(3) LayerNorm + Linear vs Conv-BN MLP (same FLOPs)",
+            {k: m for k, (m, _) in rows.items()},
+            lambda k: rows[k][1],
+        )
     if "act" in sections:
         mods = {}
         for act in ("gelu", "relu", "hardswish"):
@@ -189,8 +221,18 @@ def main() -> None:
     if "profiles" in sections:
         out["profiles"] = {}
         md.append("**Per-op profiles (share of end-to-end latency, %)**\n")
-        cats = ["stem", "downsampling", "token_mixer", "mlp", "norm", "activation", "reshape", "other", "runtime",
-                "overhead"]
+        cats = [
+            "stem",
+            "downsampling",
+            "token_mixer",
+            "mlp",
+            "norm",
+            "activation",
+            "reshape",
+            "other",
+            "runtime",
+            "overhead",
+        ]
         md.append("| model | runtime | ms (profiled) | " + " | ".join(cats) + " | ops explain | kernels explain |")
         md.append("|---|---|---:|" + "---:|" * (len(cats) + 2))
         for model in ("efficientformer_l1", "efficientformerv2_s1", "mobilevit_xs"):
@@ -201,11 +243,15 @@ def main() -> None:
                     print("profile failed", model, r, e, flush=True)
                     continue
                 d = p.to_dict()
-                out["profiles"][f"{model}/{r}"] = {k: d[k] for k in ("e2e", "latency", "coverage", "kernel_coverage",
-                                                                      "categories", "op_types")}
+                out["profiles"][f"{model}/{r}"] = {
+                    k: d[k] for k in ("e2e", "latency", "coverage", "kernel_coverage", "categories", "op_types")
+                }
                 c = d["categories"]
-                md.append(f"| {model} | {r} | {p.e2e.mean_ms:.2f} | " + " | ".join(
-                    f"{100 * c.get(k, 0.0) / p.e2e.mean_ms:.1f}" for k in cats) + f" | {100 * p.coverage:.0f}% | {100 * p.kernel_coverage:.0f}% |")
+                md.append(
+                    f"| {model} | {r} | {p.e2e.mean_ms:.2f} | "
+                    + " | ".join(f"{100 * c.get(k, 0.0) / p.e2e.mean_ms:.1f}" for k in cats)
+                    + f" | {100 * p.coverage:.0f}% | {100 * p.kernel_coverage:.0f}% |"
+                )
                 print("profile", model, r, f"{p.e2e.mean_ms:.2f} ms cov {p.coverage:.2f}", flush=True)
         md.append("")
     out["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

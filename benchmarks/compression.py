@@ -25,6 +25,7 @@ speed-up grows with the batch.
 Writes JSON (machine metadata + flat rows) to benchmarks/results/compression.json, or
 compression_fmnist.json with checkpoints (`--json` to choose), and prints a markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,10 @@ def parse_checkpoints(items: list[str]) -> dict[str, Path]:
             raise LatvitError(f"--checkpoint {item}: expected MODEL=RUN_DIR/best")
         if name.startswith("timm:"):
             if not (Path(path) / "model.safetensors").is_file():
-                raise LatvitError(f"--checkpoint {item}: {path} holds no model.safetensors "
-                                  f"(train one with benchmarks/train_timm_fashion_mnist.py)")
+                raise LatvitError(
+                    f"--checkpoint {item}: {path} holds no model.safetensors "
+                    f"(train one with benchmarks/train_timm_fashion_mnist.py)"
+                )
         elif not (Path(path) / "spec.json").is_file():
             raise LatvitError(f"--checkpoint {item}: {path} is not a latvit.save directory (no spec.json)")
         out[name] = Path(path)
@@ -116,8 +119,7 @@ def evaluation_set(data: str, img_size: int, mean, std, count: int, crop_pct: fl
     dataset = open_dataset(data, "val")
     transform = eval_transform(img_size, mean, std, crop_pct=crop_pct)
     idx = range(min(count, len(dataset)))
-    return (torch.stack([transform(dataset[i][0]) for i in idx]).numpy(),
-            np.array([int(dataset[i][1]) for i in idx]))
+    return (torch.stack([transform(dataset[i][0]) for i in idx]).numpy(), np.array([int(dataset[i][1]) for i in idx]))
 
 
 def top1(run, images: np.ndarray, labels: np.ndarray, batch: int) -> float:
@@ -125,9 +127,9 @@ def top1(run, images: np.ndarray, labels: np.ndarray, batch: int) -> float:
     batch is padded with copies of its first image, for artifacts exported at a static batch)."""
     correct = 0
     for i in range(0, len(images), batch):
-        chunk = images[i:i + batch]
+        chunk = images[i : i + batch]
         padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk), axis=0)])
-        correct += int((np.asarray(run(padded))[:len(chunk)].argmax(-1) == labels[i:i + batch]).sum())
+        correct += int((np.asarray(run(padded))[: len(chunk)].argmax(-1) == labels[i : i + batch]).sum())
     return 100.0 * correct / len(images)
 
 
@@ -135,6 +137,7 @@ def eager(model: torch.nn.Module):
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(x)).numpy()
+
     return run
 
 
@@ -142,8 +145,11 @@ def load_checked(rt, path: Path, x: np.ndarray, threads: int):
     """`rt.load`, after the artifact has run once in a child process: a program that crashes the runtime's
     native code (merged EfficientFormerV2 segfaults ExecuTorch 1.5.1) raises here instead of taking the
     whole benchmark down when it is measured."""
-    probe = run_isolated("latvit.runtimes:run_artifact_once",
-                         {"runtime": rt.name, "path": str(path), "shape": list(x.shape)}, timeout=600)
+    probe = run_isolated(
+        "latvit.runtimes:run_artifact_once",
+        {"runtime": rt.name, "path": str(path), "shape": list(x.shape)},
+        timeout=600,
+    )
     if not probe.ok:
         raise LatvitError(f"the exported program fails on {rt.name}: {probe.error}")
     return rt.load(path, torch.from_numpy(x), threads)
@@ -163,9 +169,10 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
     base, size, mean, std = resolved.model, resolved.img_size, resolved.mean, resolved.std
     fp32 = deploy(base)
     report = TomeReport()  # which layers merge does not depend on r: one report, from the first
-    merged = {(f"tome {r}" if "keep" in r else f"tome r={r}"): tome(fp32, report=report if i == 0 else None,
-                                                                    **parse_tome(r))
-              for i, r in enumerate(args.tome)}
+    merged = {
+        (f"tome {r}" if "keep" in r else f"tome r={r}"): tome(fp32, report=report if i == 0 else None, **parse_tome(r))
+        for i, r in enumerate(args.tome)
+    }
     variants = {"fp32": fp32, **merged}
     info = {"model": name, "img_size": size, "batch": args.batch, "tome_merged_layers": report.merged_layers}
     if args.sparsity > 0:
@@ -174,8 +181,9 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
     # the test set and accuracy control see the images as the run was trained to; calibration at --calib-crop
     crop_pct = training_crop_pct(Path(source)) if args.checkpoint else 0.875
     info.update(crop_pct=crop_pct, calib_crop=args.calib_crop)
-    calib = calibration_batches(args.calib, size, mean, std, count=args.calib_images, batch=args.batch,
-                                crop_pct=args.calib_crop)
+    calib = calibration_batches(
+        args.calib, size, mean, std, count=args.calib_images, batch=args.batch, crop_pct=args.calib_crop
+    )
     x = calib[0]
     accuracy = {}
     eval_set = None
@@ -203,23 +211,42 @@ def measure_model(name: str, source, args, rows: list[dict]) -> None:
             if rt_name in INT8_RUNTIMES:
                 control = {}
                 if args.max_drop is not None and rt_name == "openvino":  # NNCF's accuracy control
-                    control = {"max_drop": args.max_drop, "validation": validation_batches(
-                        args.calib, size, mean, std, count=args.val_images, batch=args.batch, crop_pct=crop_pct)}
+                    control = {
+                        "max_drop": args.max_drop,
+                        "validation": validation_batches(
+                            args.calib, size, mean, std, count=args.val_images, batch=args.batch, crop_pct=crop_pct
+                        ),
+                    }
                 path = quantize(fp32, rt_name, calib, Path(tmp) / "int8" / "model.x", recipe=args.recipe, **control)
                 runners["int8"] = load_checked(rt, path, x, args.threads)
                 if eval_set is not None:  # int8 artifacts are exported at --batch
                     acc["int8"] = top1(runners["int8"], *eval_set, batch=args.batch)
-            medians = measure_interleaved({label: partial(run, x) for label, run in runners.items()}, args.rounds,
-                                          warmup=3, iters=5, min_seconds=args.seconds)
+            medians = measure_interleaved(
+                {label: partial(run, x) for label, run in runners.items()},
+                args.rounds,
+                warmup=3,
+                iters=5,
+                min_seconds=args.seconds,
+            )
             base_ms = statistics.median(medians["fp32"])
             for label in runners:
                 ms = statistics.median(medians[label])
-                row = {**info, "runtime": rt_name, "variant": label, "median_ms": ms, "speedup": base_ms / ms,
-                       "rounds_ms": medians[label], "top1": acc.get(label),
-                       "top1_drop": (acc["fp32"] - acc[label]) if label in acc else None}
+                row = {
+                    **info,
+                    "runtime": rt_name,
+                    "variant": label,
+                    "median_ms": ms,
+                    "speedup": base_ms / ms,
+                    "rounds_ms": medians[label],
+                    "top1": acc.get(label),
+                    "top1_drop": (acc["fp32"] - acc[label]) if label in acc else None,
+                }
                 rows.append(row)
-                print(f"{name:22s} {rt_name:10s} {label:12s} {ms:8.2f} ms  x{base_ms / ms:.2f}"
-                      + (f"  top-1 {acc[label]:.2f}" if label in acc else ""), flush=True)
+                print(
+                    f"{name:22s} {rt_name:10s} {label:12s} {ms:8.2f} ms  x{base_ms / ms:.2f}"
+                    + (f"  top-1 {acc[label]:.2f}" if label in acc else ""),
+                    flush=True,
+                )
 
 
 def markdown(rows: list[dict]) -> str:
@@ -230,16 +257,23 @@ def markdown(rows: list[dict]) -> str:
             continue
         t = "" if r["top1"] is None else f"{r['top1']:.2f}"
         d = "" if r["top1_drop"] is None else f"{r['top1_drop']:+.2f}"
-        lines.append(f"| {r['model']} | {r['runtime']} | {r['variant']} | {r['median_ms']:.2f} | "
-                     f"{r['speedup']:.2f}x | {t} | {d} |")
+        lines.append(
+            f"| {r['model']} | {r['runtime']} | {r['variant']} | {r['median_ms']:.2f} | "
+            f"{r['speedup']:.2f}x | {t} | {d} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(SEEDS), help="zoo models or timm:NAME (ignored with --checkpoint)")
-    ap.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=RUN_DIR/best",
-                    help="a trained model to measure and evaluate (repeatable)")
+    ap.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="MODEL=RUN_DIR/best",
+        help="a trained model to measure and evaluate (repeatable)",
+    )
     ap.add_argument("--data", default="fashion-mnist", help="test set for top-1 (default fashion-mnist)")
     ap.add_argument("--calib", default=None, help="int8 calibration images (default: --data's training split)")
     ap.add_argument("--calib-images", type=int, default=64)
@@ -247,12 +281,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eval-images", type=int, default=10000, help="test images for top-1 (default: all)")
     ap.add_argument("--runtimes", default="ort,openvino")
     ap.add_argument("--recipe", default="vit", help="int8 recipe (vit, all or transformer)")
-    ap.add_argument("--tome", type=parse_r_list, default=[16],
-                    help="tokens merged per transformer layer; a comma list measures several (e.g. 16,32,64); "
-                         "RxL merges R in each of the first L layers only (e.g. 26x6); keepF merges each "
-                         "transformer's tokens at its entrance until the fraction F is left (e.g. keep0.25)")
-    ap.add_argument("--max-drop", type=float, help="OpenVINO int8 with accuracy control: top-1 points allowed "
-                                                     "on --val-images labelled training images")
+    ap.add_argument(
+        "--tome",
+        type=parse_r_list,
+        default=[16],
+        help="tokens merged per transformer layer; a comma list measures several (e.g. 16,32,64); "
+        "RxL merges R in each of the first L layers only (e.g. 26x6); keepF merges each "
+        "transformer's tokens at its entrance until the fraction F is left (e.g. keep0.25)",
+    )
+    ap.add_argument(
+        "--max-drop",
+        type=float,
+        help="OpenVINO int8 with accuracy control: top-1 points allowed on --val-images labelled training images",
+    )
     ap.add_argument("--val-images", type=int, default=500)
     ap.add_argument("--sparsity", type=float, default=0.5, help="pruned fraction of the sparse row; 0: no sparse row")
     ap.add_argument("--batch", type=int, default=1, help="images per call for latency (and int8 artifacts)")
@@ -269,12 +310,20 @@ def main(argv: list[str] | None = None) -> dict:
     rows: list[dict] = []
     for name, source in sources.items():
         measure_model(name, source, args, rows)
-    result = {"format": "latvit-compression/1", "machine": machine_info(args.threads), "batch": args.batch,
-              "tome_r": args.tome,
-              "sparsity": args.sparsity,
-              "recipe": args.recipe, "max_drop": args.max_drop, "data": args.data if args.checkpoint else None,
-              "eval_images": args.eval_images if args.checkpoint else None, "calib_images": args.calib_images,
-              "checkpoints": {k: str(v) for k, v in sources.items()} if args.checkpoint else None, "rows": rows}
+    result = {
+        "format": "latvit-compression/1",
+        "machine": machine_info(args.threads),
+        "batch": args.batch,
+        "tome_r": args.tome,
+        "sparsity": args.sparsity,
+        "recipe": args.recipe,
+        "max_drop": args.max_drop,
+        "data": args.data if args.checkpoint else None,
+        "eval_images": args.eval_images if args.checkpoint else None,
+        "calib_images": args.calib_images,
+        "checkpoints": {k: str(v) for k, v in sources.items()} if args.checkpoint else None,
+        "rows": rows,
+    }
     default = "compression_fmnist.json" if args.checkpoint else "compression.json"
     out = Path(args.json) if args.json else RESULTS / default
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")

@@ -17,6 +17,7 @@ on both paths.)
     python benchmarks/deploy_vs_timm.py [--models a,b] [--runtimes ort,openvino] [--threads 2] [--rounds 5]
         [--seconds 2] [--bf16] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,14 @@ from latvit.targets.protocol import (
     set_threads,
 )
 
-SEEDS = ["efficientformer_l1", "efficientformerv2_s0", "efficientformerv2_s1", "mobilevit_xxs", "mobilevit_xs",
-         "mobilevit_s"]
+SEEDS = [
+    "efficientformer_l1",
+    "efficientformerv2_s0",
+    "efficientformerv2_s1",
+    "mobilevit_xxs",
+    "mobilevit_xs",
+    "mobilevit_s",
+]
 
 
 def pair(name: str):
@@ -69,8 +76,9 @@ def ordinary_runner(rt, model, x: torch.Tensor, threads: int, workdir: Path):
     import openvino as ov  # OpenVINO: ov.convert_model from the torch model (dynamic shapes, its default)
 
     workdir.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov.convert_model(model.eval(), example_input=x), str(workdir / "model.xml"),
-                  compress_to_fp16=False)  # fp32 weights, as latvit's export
+    ov.save_model(
+        ov.convert_model(model.eval(), example_input=x), str(workdir / "model.xml"), compress_to_fp16=False
+    )  # fp32 weights, as latvit's export
     return rt.load(workdir / "model.xml", x, threads)  # the same compile settings as latvit's path
 
 
@@ -79,8 +87,9 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(SEEDS))
     ap.add_argument("--runtimes", default="ort,openvino")
     ap.add_argument("--threads", type=int, default=default_threads())
-    ap.add_argument("--rounds", type=int, default=5,
-                    help="interleaved rounds per path (speedup: median of per-round ratios)")
+    ap.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds per path (speedup: median of per-round ratios)"
+    )
     ap.add_argument("--seconds", type=float, default=1.0, help="seconds per round per path")
     ap.add_argument("--bf16", action="store_true", help="also measure openvino_bf16 (a precision change)")
     ap.add_argument("--json", default="deploy_vs_timm.json")
@@ -102,19 +111,35 @@ def main() -> None:
                 with torch.no_grad():
                     expected = reference(x).numpy()
                 diff = float(max(np.abs(run_timm(xn) - expected).max(), np.abs(run_ours(xn) - expected).max()))
-                medians = measure_interleaved({"timm": partial(run_timm, xn), "latvit": partial(run_ours, xn)},
-                                              args.rounds, alternate=True, warmup=3, iters=5, min_seconds=args.seconds)
+                medians = measure_interleaved(
+                    {"timm": partial(run_timm, xn), "latvit": partial(run_ours, xn)},
+                    args.rounds,
+                    alternate=True,
+                    warmup=3,
+                    iters=5,
+                    min_seconds=args.seconds,
+                )
             timm_ms, ours_ms = statistics.median(medians["timm"]), statistics.median(medians["latvit"])
             speedup = median_ratio(medians["timm"], medians["latvit"])
-            row = {"model": name, "runtime": rt.name, "runtime_version": rt.version(), "timm_ms": timm_ms,
-                   "latvit_ms": ours_ms, "speedup": speedup, "max_abs_diff": diff,
-                   "max_rel_diff": diff / float(np.abs(expected).max()),
-                   "latvit_pct_peak": 100 * flops / (ours_ms / 1e3) / 1e9 / peak,
-                   "spread_timm_ms": [min(medians["timm"]), max(medians["timm"])],
-                   "spread_latvit_ms": [min(medians["latvit"]), max(medians["latvit"])]}
+            row = {
+                "model": name,
+                "runtime": rt.name,
+                "runtime_version": rt.version(),
+                "timm_ms": timm_ms,
+                "latvit_ms": ours_ms,
+                "speedup": speedup,
+                "max_abs_diff": diff,
+                "max_rel_diff": diff / float(np.abs(expected).max()),
+                "latvit_pct_peak": 100 * flops / (ours_ms / 1e3) / 1e9 / peak,
+                "spread_timm_ms": [min(medians["timm"]), max(medians["timm"])],
+                "spread_latvit_ms": [min(medians["latvit"]), max(medians["latvit"])],
+            }
             rows.append(row)
-            print(f"{name:22s} {rt.name:13s} timm {timm_ms:7.2f} ms  latvit {ours_ms:7.2f} ms  "
-                  f"x{row['speedup']:.2f}  diff {diff:.1e}  {row['latvit_pct_peak']:.0f}% of peak", flush=True)
+            print(
+                f"{name:22s} {rt.name:13s} timm {timm_ms:7.2f} ms  latvit {ours_ms:7.2f} ms  "
+                f"x{row['speedup']:.2f}  diff {diff:.1e}  {row['latvit_pct_peak']:.0f}% of peak",
+                flush=True,
+            )
     summary = []
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name and r["runtime"] != "openvino_bf16"]  # fp32 only
@@ -122,15 +147,22 @@ def main() -> None:
             continue
         best_timm = min(r["timm_ms"] for r in mine)
         best_ours = min(r["latvit_ms"] for r in mine)
-        entry = {"model": name, "best_timm_ms": best_timm, "best_latvit_ms": best_ours,
-                 "speedup_best_vs_best": best_timm / best_ours}
-        line = (f"{name:22s} best timm {best_timm:7.2f} ms  best latvit {best_ours:7.2f} ms  "
-                f"x{best_timm / best_ours:.2f}")
+        entry = {
+            "model": name,
+            "best_timm_ms": best_timm,
+            "best_latvit_ms": best_ours,
+            "speedup_best_vs_best": best_timm / best_ours,
+        }
+        line = (
+            f"{name:22s} best timm {best_timm:7.2f} ms  best latvit {best_ours:7.2f} ms  x{best_timm / best_ours:.2f}"
+        )
         bf16 = [r for r in rows if r["model"] == name and r["runtime"] == "openvino_bf16"]
         if bf16:  # a precision change: reported next to, never inside, the fp32 ratio
             entry["latvit_bf16_vs_best_timm_fp32"] = best_timm / bf16[0]["latvit_ms"]
-            line += (f"  (latvit bf16 {bf16[0]['latvit_ms']:.2f} ms: "
-                     f"x{entry['latvit_bf16_vs_best_timm_fp32']:.2f}, precision change)")
+            line += (
+                f"  (latvit bf16 {bf16[0]['latvit_ms']:.2f} ms: "
+                f"x{entry['latvit_bf16_vs_best_timm_fp32']:.2f}, precision change)"
+            )
         summary.append(entry)
         print(line)
     out = {"machine": machine_info(args.threads) | {"gemm_peak_gflops": peak}, "rows": rows, "summary": summary}

@@ -12,6 +12,7 @@ measured), the report (`latvit report`) to benchmarks/results/frontier.html, and
 per model its params, GFLOPs, top-1 and median (min) latency on each runtime, `*` where the model is on
 that runtime's Pareto front (no model both faster and at least as accurate).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,10 @@ def markdown(records: list[dict], runtimes: list[str]) -> str:
     for runtime in runtimes:
         rows = [r for r in ok if r["runtime"] == runtime and r.get("top1") is not None]
         on_front |= {(runtime, rows[i]["model"]) for i in pareto_front([(r["median_ms"], r["top1"]) for r in rows])}
-    lines = ["| model | params M | GFLOPs | top-1 | " + " | ".join(f"{rt} ms, median (min)" for rt in runtimes) + " |",
-             "|---|---:|---:|---:|" + "---:|" * len(runtimes)]
+    lines = [
+        "| model | params M | GFLOPs | top-1 | " + " | ".join(f"{rt} ms, median (min)" for rt in runtimes) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(runtimes),
+    ]
     for model in dict.fromkeys(r["model"] for r in records):
         mine = {r["runtime"]: r for r in records if r["model"] == model}
         first = next((r for r in mine.values() if r.get("params_m") is not None), next(iter(mine.values())))
@@ -79,8 +82,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         check_writable(path)
     models = args.models.split(",") if args.models else available_models(SEED_MODELS) + FRONTIER_MODELS
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
-    req = BenchRequest(models=models, runtimes=runtimes, batch=1, threads=args.threads, warmup=args.warmup,
-                       iters=args.iters, min_seconds=args.min_seconds, timeout=args.timeout)
+    req = BenchRequest(
+        models=models,
+        runtimes=runtimes,
+        batch=1,
+        threads=args.threads,
+        warmup=args.warmup,
+        iters=args.iters,
+        min_seconds=args.min_seconds,
+        timeout=args.timeout,
+    )
     measured: list[dict] = []
 
     def on_row(record: dict) -> None:

@@ -12,6 +12,7 @@ With `--checkpoint MODEL=RUN_DIR` (a `latvit train` run on Fashion-MNIST), top-1
     python benchmarks/litert.py [--models efficientformer_l1,mobilevit_xxs] [--threads 2] [--rounds 5]
         [--seconds 1] [--calib-images 128] [--checkpoint efficientformer_l1=runs/l1] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,7 @@ def prepare_runners(model, example, threads: int, workdir: Path, calib: list[np.
 
 
 def top1(run, images: np.ndarray, labels: np.ndarray) -> float:
-    hits = sum(int(run(images[i:i + 1]).argmax(-1)[0] == labels[i]) for i in range(len(images)))
+    hits = sum(int(run(images[i : i + 1]).argmax(-1)[0] == labels[i]) for i in range(len(images)))
     return 100.0 * hits / len(images)
 
 
@@ -74,35 +75,58 @@ def measure(name: str, args, checkpoint: str | None) -> dict:
             reference = model(example).numpy()
         diffs = {label: float(np.abs(np.asarray(run(x)) - reference).max()) for label, run in runners.items()}
         images, labels = test_images(size, resolved.mean, resolved.std, args.test_images)
-        fp32_top = np.array([runners["litert"](images[i:i + 1]).argmax(-1)[0] for i in range(len(images))])
-        int8_top = np.array([runners["litert_int8"](images[i:i + 1]).argmax(-1)[0] for i in range(len(images))])
+        fp32_top = np.array([runners["litert"](images[i : i + 1]).argmax(-1)[0] for i in range(len(images))])
+        int8_top = np.array([runners["litert_int8"](images[i : i + 1]).argmax(-1)[0] for i in range(len(images))])
         accuracy = {"agreement": float((fp32_top == int8_top).mean() * 100), "images": len(images)}
         if checkpoint:
-            accuracy.update(fp32_top1=float((fp32_top == labels).mean() * 100),
-                            int8_top1=float((int8_top == labels).mean() * 100))
-        ms = measure_interleaved({label: (lambda run=run: run(x)) for label, run in runners.items()},
-                                 rounds=args.rounds, alternate=True, warmup=5, iters=20, min_seconds=args.seconds)
+            accuracy.update(
+                fp32_top1=float((fp32_top == labels).mean() * 100), int8_top1=float((int8_top == labels).mean() * 100)
+            )
+        ms = measure_interleaved(
+            {label: (lambda run=run: run(x)) for label, run in runners.items()},
+            rounds=args.rounds,
+            alternate=True,
+            warmup=5,
+            iters=20,
+            min_seconds=args.seconds,
+        )
     medians = {label: float(np.median(v)) for label, v in ms.items()}
     fastest_fp32 = min((label for label in medians if label != "litert_int8"), key=medians.get)
-    return {"model": name, "img_size": size, "checkpoint": checkpoint, "median_ms": medians,
-            "litert_fp32_over": {o: median_ratio(ms["litert"], ms[o]) for o in OTHERS if o in ms},
-            "int8_speedup_over_litert_fp32": median_ratio(ms["litert"], ms["litert_int8"]),
-            "litert_int8_over": {o: median_ratio(ms["litert_int8"], ms[o]) for o in OTHERS if o in ms},
-            "fastest_fp32": fastest_fp32, "max_abs_diff": diffs, "accuracy": accuracy, "missing": missing}
+    return {
+        "model": name,
+        "img_size": size,
+        "checkpoint": checkpoint,
+        "median_ms": medians,
+        "litert_fp32_over": {o: median_ratio(ms["litert"], ms[o]) for o in OTHERS if o in ms},
+        "int8_speedup_over_litert_fp32": median_ratio(ms["litert"], ms["litert_int8"]),
+        "litert_int8_over": {o: median_ratio(ms["litert_int8"], ms[o]) for o in OTHERS if o in ms},
+        "fastest_fp32": fastest_fp32,
+        "max_abs_diff": diffs,
+        "accuracy": accuracy,
+        "missing": missing,
+    }
 
 
 def table(rows: list[dict]) -> str:
     """Markdown rows: per model, each runtime's median and LiteRT's ratios (time / other's time)."""
-    lines = ["| model | size | runtime | median ms | LiteRT fp32 / this | LiteRT int8 / this | max abs diff |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | size | runtime | median ms | LiteRT fp32 / this | LiteRT int8 / this | max abs diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         for label, ms in sorted(r["median_ms"].items(), key=lambda kv: kv[1]):
             fp = r["litert_fp32_over"].get(label, 1.0 if label == "litert" else None)
-            i8 = r["litert_int8_over"].get(label, 1 / r["int8_speedup_over_litert_fp32"] if label == "litert" else
-                                           (1.0 if label == "litert_int8" else None))
-            lines.append(f"| {r['model']} | {r['img_size']} | {label} | {ms:.2f} | "
-                         f"{'' if fp is None else f'{fp:.2f}x'} | {'' if i8 is None else f'{i8:.2f}x'} | "
-                         f"{r['max_abs_diff'][label]:.1e} |")
+            i8 = r["litert_int8_over"].get(
+                label,
+                1 / r["int8_speedup_over_litert_fp32"]
+                if label == "litert"
+                else (1.0 if label == "litert_int8" else None),
+            )
+            lines.append(
+                f"| {r['model']} | {r['img_size']} | {label} | {ms:.2f} | "
+                f"{'' if fp is None else f'{fp:.2f}x'} | {'' if i8 is None else f'{i8:.2f}x'} | "
+                f"{r['max_abs_diff'][label]:.1e} |"
+            )
     return "\n".join(lines)
 
 
@@ -114,8 +138,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="seconds per round per runtime")
     ap.add_argument("--calib-images", type=int, default=128, help="int8 calibration images (Fashion-MNIST train)")
     ap.add_argument("--test-images", type=int, default=500, help="Fashion-MNIST test images for int8 accuracy")
-    ap.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=RUN",
-                    help="a trained Fashion-MNIST run (saved model dir) for MODEL: top-1 of fp32 and int8")
+    ap.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="MODEL=RUN",
+        help="a trained Fashion-MNIST run (saved model dir) for MODEL: top-1 of fp32 and int8",
+    )
     ap.add_argument("--json", default="litert_bench.json")
     args = ap.parse_args()
     set_threads(args.threads)

@@ -14,6 +14,7 @@ validation JSON and PNG, and a markdown section for docs/benchmarks.md), so a ki
     python benchmarks/lut_drift.py [--space efficientformer] [--runtime ort] [--img-size 64] [--threads 1]
         [--samples 50] [--gap 20] [--repeats 10] [--no-disturb] [--out-dir benchmarks/results]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,13 +60,21 @@ def repeated_measurements(table, spec, repeats: int, gap_s: float, log) -> list[
         wake = start + i * gap_s / max(repeats, 1)
         time.sleep(max(0.0, wake - time.time()))
         timing, ref = measure_network(spec, runtime, threads, deploy, reference=True)
-        row = {"t_s": round(time.time() - start, 1), "ms": getattr(timing, stat), "timing": timing.as_dict(),
-               "ref_ms": ref[ref_field], "ref_gemm_ms": ref["ref_gemm_ms"],
-               "corrected_ms": getattr(timing, stat) * build_ref / ref[ref_field], "state": device_state()}
+        row = {
+            "t_s": round(time.time() - start, 1),
+            "ms": getattr(timing, stat),
+            "timing": timing.as_dict(),
+            "ref_ms": ref[ref_field],
+            "ref_gemm_ms": ref["ref_gemm_ms"],
+            "corrected_ms": getattr(timing, stat) * build_ref / ref[ref_field],
+            "state": device_state(),
+        }
         rows.append(row)
-        log(f"repeat {i + 1}/{repeats} at {row['t_s']:.0f} s: {timing} ({stat} {row['ms']:.3f}) ref "
+        log(
+            f"repeat {i + 1}/{repeats} at {row['t_s']:.0f} s: {timing} ({stat} {row['ms']:.3f}) ref "
             f"{row['ref_ms']:.3f} ms -> "
-            f"corrected {row['corrected_ms']:.3f} ms")
+            f"corrected {row['corrected_ms']:.3f} ms"
+        )
     time.sleep(max(0.0, start + gap_s - time.time()))
     return rows
 
@@ -73,8 +82,12 @@ def repeated_measurements(table, spec, repeats: int, gap_s: float, log) -> list[
 def spread(values: list[float]) -> dict:
     """Median, and the largest deviation from it in %."""
     m = statistics.median(values)
-    return {"median": m, "max_dev_pct": max(abs(v / m - 1) * 100 for v in values), "min": min(values),
-            "max": max(values)}
+    return {
+        "median": m,
+        "max_dev_pct": max(abs(v / m - 1) * 100 for v in values),
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def markdown(result: dict) -> str:
@@ -103,17 +116,25 @@ def markdown(result: dict) -> str:
         "| predictor | MAPE | within +-10% | max error | Spearman |",
         "|---|---|---|---|---|",
     ]
-    for label, s in (("LUT, at build (uncorrected)", build), ("LUT, drift-corrected", lut),
-                     (f"FLOPs ({v['ms_per_gflop']:.2f} ms/GFLOP fitted on these)", flops)):
-        lines.append(f"| {label} | {s['mape']:.1f}% | {s['within_10'] * 100:.0f}% | {s['max_abs_pct']:.1f}% "
-                     f"| {s['spearman']:.3f} |")
+    for label, s in (
+        ("LUT, at build (uncorrected)", build),
+        ("LUT, drift-corrected", lut),
+        (f"FLOPs ({v['ms_per_gflop']:.2f} ms/GFLOP fitted on these)", flops),
+    ):
+        lines.append(
+            f"| {label} | {s['mape']:.1f}% | {s['within_10'] * 100:.0f}% | {s['max_abs_pct']:.1f}% "
+            f"| {s['spearman']:.3f} |"
+        )
     if rep:
-        lines += ["", f"One network ({result['repeat_model']}) measured {len(result['repeats'])} times over the "
-                      f"gap: raw {m.get('statistic', 'median')} {rep['raw']['min']:.2f}-"
-                      f"{rep['raw']['max']:.2f} ms (max "
-                      f"{rep['raw']['max_dev_pct']:.1f}% from their median), drift-corrected "
-                      f"{rep['corrected']['min']:.2f}-{rep['corrected']['max']:.2f} ms (max "
-                      f"{rep['corrected']['max_dev_pct']:.1f}%)."]
+        lines += [
+            "",
+            f"One network ({result['repeat_model']}) measured {len(result['repeats'])} times over the "
+            f"gap: raw {m.get('statistic', 'median')} {rep['raw']['min']:.2f}-"
+            f"{rep['raw']['max']:.2f} ms (max "
+            f"{rep['raw']['max_dev_pct']:.1f}% from their median), drift-corrected "
+            f"{rep['corrected']['min']:.2f}-{rep['corrected']['max']:.2f} ms (max "
+            f"{rep['corrected']['max_dev_pct']:.1f}%).",
+        ]
     lines.append("")
     return "\n".join(lines)
 
@@ -125,8 +146,12 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--calibrate", type=int, default=10)
-    ap.add_argument("--statistic", choices=("median", "min"), default="median",
-                    help="what the table adds up (min: the uncontended latency, robust on a shared machine)")
+    ap.add_argument(
+        "--statistic",
+        choices=("median", "min"),
+        default="median",
+        help="what the table adds up (min: the uncontended latency, robust on a shared machine)",
+    )
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--gap", type=float, default=20.0, help="minutes between build and validation")
     ap.add_argument("--repeats", type=int, default=10, help="measurements of one network over the gap")
@@ -147,10 +172,23 @@ def main() -> None:
 
     start = time.perf_counter()
     log(f"building {stem}")
-    table = build_lut(args.space, args.runtime, out / f"lut_drift_{stem}.lut.json", img_size=args.img_size,
-                      threads=args.threads, calibrate=args.calibrate, statistic=args.statistic, progress=False)
-    result |= {"built_at": time.strftime("%H:%M"), "build_min": (time.perf_counter() - start) / 60,
-               "entries": len(table.entries), "networks": len(table.networks), "table_meta": table.meta}
+    table = build_lut(
+        args.space,
+        args.runtime,
+        out / f"lut_drift_{stem}.lut.json",
+        img_size=args.img_size,
+        threads=args.threads,
+        calibrate=args.calibrate,
+        statistic=args.statistic,
+        progress=False,
+    )
+    result |= {
+        "built_at": time.strftime("%H:%M"),
+        "build_min": (time.perf_counter() - start) / 60,
+        "entries": len(table.entries),
+        "networks": len(table.networks),
+        "table_meta": table.meta,
+    }
     log(table.describe())
     save()
 
@@ -161,8 +199,10 @@ def main() -> None:
         spec = space.spec(space.largest(), args.img_size)
         result["repeat_model"] = f"{args.space} largest at {args.img_size} px"
         result["repeats"] = repeated_measurements(table, spec, args.repeats, args.gap * 60, log)
-        result["repeats_summary"] = {"raw": spread([r["ms"] for r in result["repeats"]]),
-                                     "corrected": spread([r["corrected_ms"] for r in result["repeats"]])}
+        result["repeats_summary"] = {
+            "raw": spread([r["ms"] for r in result["repeats"]]),
+            "corrected": spread([r["corrected_ms"] for r in result["repeats"]]),
+        }
         save()
     finally:
         if disturbance is not None:

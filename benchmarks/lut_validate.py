@@ -16,6 +16,7 @@ shared machine.
     python benchmarks/lut_validate.py [--space efficientformer] [--runtime ort] [--samples 50] [--threads N]
         [--calibrate 10] [--statistic median|min] [--out-dir benchmarks/results]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,16 +55,23 @@ def markdown(table, report, build_s: float, validate_s: float, png: Path) -> str
         "| method | MAPE | within +-10% | max error | worst cases |",
         "|---|---|---|---|---|",
     ]
-    for key, label in (("lut_predictor", "LUT predictor (calibrated)"), ("lut_sum_only", "LUT sum, uncalibrated"),
-                       ("flops_baseline", f"FLOPs baseline ({report.ms_per_gflop:.2f} ms/GFLOP, fitted on these)")):
+    for key, label in (
+        ("lut_predictor", "LUT predictor (calibrated)"),
+        ("lut_sum_only", "LUT sum, uncalibrated"),
+        ("flops_baseline", f"FLOPs baseline ({report.ms_per_gflop:.2f} ms/GFLOP, fitted on these)"),
+    ):
         s = report.methods[key]
         worst = ", ".join(f"{w['name']} {w['error_pct']:+.0f}%" for w in s["worst"][:3])
-        lines.append(f"| {label} | {s['mape']:.1f}% | {s['within_10'] * 100:.0f}% | {s['max_abs_pct']:.1f}% "
-                     f"| {worst} |")
+        lines.append(
+            f"| {label} | {s['mape']:.1f}% | {s['within_10'] * 100:.0f}% | {s['max_abs_pct']:.1f}% | {worst} |"
+        )
     cover = report.methods["lut_predictor"].get("band_coverage")
     if cover is not None:
-        lines += ["", f"The predictor's [low, high] band (+-2 sigma) contains the measurement for {cover * 100:.0f}% "
-                      "of the networks."]
+        lines += [
+            "",
+            f"The predictor's [low, high] band (+-2 sigma) contains the measurement for {cover * 100:.0f}% "
+            "of the networks.",
+        ]
     if report.skipped:
         lines += ["", "Zoo models not covered by this table: " + "; ".join(report.skipped) + "."]
     lines += ["", f"![predicted vs measured](img/{png.name})", ""]
@@ -85,8 +93,14 @@ def main() -> None:
     out = Path(args.out_dir)
     stem = f"{args.space}_{args.runtime}"
     start = time.perf_counter()
-    table = build_lut(args.space, args.runtime, out / f"lut_{stem}.json", threads=args.threads,
-                      calibrate=args.calibrate, statistic=args.statistic)
+    table = build_lut(
+        args.space,
+        args.runtime,
+        out / f"lut_{stem}.json",
+        threads=args.threads,
+        calibrate=args.calibrate,
+        statistic=args.statistic,
+    )
     build_s = time.perf_counter() - start
     print(table.describe(), f"built in {build_s / 60:.1f} min")
     start = time.perf_counter()

@@ -4,6 +4,7 @@ per epoch, one line per run.
     python benchmarks/plot_training.py runs/fmnist-mobilevit_xxs-32-e20-n60000 \
         runs/fmnist-efficientformerv2_s0-32-e15-n60000 -o docs/img/train_fashion_mnist.png
 """
+
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,7 @@ OUT/last.pt keeps the whole loss curve.
     python benchmarks/compression.py --checkpoint timm:deit_tiny_patch16_224=runs/fmnist-deit_tiny_patch16_224-224-e2-n20000 \\
         --tome 8,13,16 --runtimes ort,openvino
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
     train_set = Transformed(data, lambda s: train_transform(s, mean, std, crop_scale=(0.8, 1.0)), size, seed=args.seed)
     total = steps_per_epoch * args.epochs
     optimizer = create_optimizer_v2(model, "adamw", lr=args.lr, weight_decay=0.05)
-    schedule = CosineLRScheduler(optimizer, t_initial=total, lr_min=1e-5, warmup_t=steps_per_epoch // 3,
-                                 warmup_lr_init=1e-4, t_in_epochs=False)
+    schedule = CosineLRScheduler(
+        optimizer, t_initial=total, lr_min=1e-5, warmup_t=steps_per_epoch // 3, warmup_lr_init=1e-4, t_in_epochs=False
+    )
     loss_fn = LabelSmoothingCrossEntropy(0.1)
 
     step, losses, wall = 0, [], 0.0
@@ -81,14 +83,28 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"resuming {out} at step {step}/{total}")
 
     def checkpoint():
-        save_checkpoint(out / "last.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "rng": rng_state(), "step": step, "losses": losses, "wall": wall,
-                                          "settings": settings})
+        save_checkpoint(
+            out / "last.pt",
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng_state(),
+                "step": step,
+                "losses": losses,
+                "wall": wall,
+                "settings": settings,
+            },
+        )
 
     model.train()
     start = time.perf_counter() - wall
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns) as progress:
         task = progress.add_task(f"training {args.model}", total=total, completed=step, loss="-")
         while step < total:
@@ -96,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
             train_set.set_epoch(epoch)
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
             for i in range(first, steps_per_epoch):
-                batch = [train_set[int(j)] for j in order[i * args.batch_size:(i + 1) * args.batch_size]]
+                batch = [train_set[int(j)] for j in order[i * args.batch_size : (i + 1) * args.batch_size]]
                 x, y = torch.stack([b[0] for b in batch]), torch.tensor([int(b[1]) for b in batch])
                 schedule.step_update(step)
                 loss = loss_fn(model(x), y)
@@ -113,10 +129,20 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - start
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
     # crop_pct: evaluate without a centre crop, as trained (compression.py reads it)
-    summary = {"model": args.model, "img_size": size, "crop_pct": 1.0, "epochs": args.epochs, "subset": args.subset,
-               "batch_size": args.batch_size, "lr": args.lr, "threads": args.threads, "steps": step,
-               "wall_s": round(wall, 1), "loss_first_50": statistics.fmean(losses[:50]),
-               "loss_last_50": statistics.fmean(losses[-50:])}
+    summary = {
+        "model": args.model,
+        "img_size": size,
+        "crop_pct": 1.0,
+        "epochs": args.epochs,
+        "subset": args.subset,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "threads": args.threads,
+        "steps": step,
+        "wall_s": round(wall, 1),
+        "loss_first_50": statistics.fmean(losses[:50]),
+        "loss_last_50": statistics.fmean(losses[-50:]),
+    }
     atomic_write_text(out / "train.json", json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return summary

@@ -7,6 +7,7 @@ them by measured latency. Quick start:
     model = latvit.create_model("efficientformer_l1", num_classes=10)
     latvit.list_models()
 """
+
 from latvit._version import __version__
 from latvit.deploy import deploy  # `latvit.deploy` is the function; import helpers with `from latvit.deploy import ...`
 from latvit.errors import LatvitError
@@ -19,6 +20,21 @@ from latvit.timm_compat import register_timm_models
 register_timm_models()
 
 __all__ = [
-    "__version__", "BlockSpec", "HeadSpec", "LatvitError", "NetSpec", "StageSpec", "build_model", "create_model", "deploy",
-    "get_spec", "list_models", "load_checkpoint", "mes", "plan_network", "predict_latency", "save", "spec_cost",
+    "__version__",
+    "BlockSpec",
+    "HeadSpec",
+    "LatvitError",
+    "NetSpec",
+    "StageSpec",
+    "build_model",
+    "create_model",
+    "deploy",
+    "get_spec",
+    "list_models",
+    "load_checkpoint",
+    "mes",
+    "plan_network",
+    "predict_latency",
+    "save",
+    "spec_cost",
 ]

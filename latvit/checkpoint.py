@@ -7,6 +7,7 @@ rename). Loading is strict: missing keys, unexpected keys and shape mismatches a
 error. Relative-position attention biases trained at another input size are resized (bicubic over
 their grid, as the official EfficientFormerV2 segmentation backbone does).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch and safetensors raise many types for unreadable files
-        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}; is it a complete PyTorch (.pth, .pt) "
-                              f"or safetensors weights file?") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {first_line(e)}; is it a complete PyTorch (.pth, .pt) "
+            f"or safetensors weights file?"
+        ) from None
     return unwrap_state_dict(sd, str(path))
 
 
@@ -46,10 +49,11 @@ def unwrap_state_dict(sd, where: str = "checkpoint") -> dict[str, torch.Tensor]:
             sd = sd[key]
             break
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{where} does not hold a state dict (tensors by name, possibly under "
-                              f"{'/'.join(WRAPPER_KEYS)})")
+        raise CheckpointError(
+            f"{where} does not hold a state dict (tensors by name, possibly under {'/'.join(WRAPPER_KEYS)})"
+        )
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -60,7 +64,7 @@ def rename_prefixes(sd: dict[str, torch.Tensor], pairs: list[tuple[str, str]]) -
     for k, v in sd.items():
         for src, dst in pairs:
             if k.startswith(src):
-                k = dst + k[len(src):]
+                k = dst + k[len(src) :]
                 break
         out[k] = v
     return out
@@ -88,8 +92,9 @@ def to_latvit_keys(sd: dict[str, torch.Tensor], model: nn.Module, family: Module
     return rename_prefixes(sd, family.timm_prefix_map(model.spec))
 
 
-def load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], family: ModuleType | None = None,
-                    where: str = "checkpoint") -> None:
+def load_state_dict(
+    model: nn.Module, sd: dict[str, torch.Tensor], family: ModuleType | None = None, where: str = "checkpoint"
+) -> None:
     """Strictly load `sd` (any supported layout) into `model`; raise CheckpointError listing every problem."""
     sd = to_latvit_keys(sd, model, family)
     own = model.state_dict()
@@ -103,12 +108,18 @@ def load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], family: Modul
             else:
                 mismatched.append(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
     if missing or unexpected or mismatched:
+
         def show(items):
             return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
 
-        parts = [f"{len(missing)} missing key(s): {show(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected key(s): {show(unexpected)}" if unexpected else "",
-                 f"{len(mismatched)} shape mismatch(es): {show(mismatched)}" if mismatched else ""]
-        raise CheckpointError(f"{where} does not match {model.spec.name}: " + "; ".join(p for p in parts if p)
-                              + " (check the model name, num_classes and img_size)")
+        parts = [
+            f"{len(missing)} missing key(s): {show(missing)}" if missing else "",
+            f"{len(unexpected)} unexpected key(s): {show(unexpected)}" if unexpected else "",
+            f"{len(mismatched)} shape mismatch(es): {show(mismatched)}" if mismatched else "",
+        ]
+        raise CheckpointError(
+            f"{where} does not match {model.spec.name}: "
+            + "; ".join(p for p in parts if p)
+            + " (check the model name, num_classes and img_size)"
+        )
     model.load_state_dict(sd, strict=True)

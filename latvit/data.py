@@ -16,6 +16,7 @@ normalises a whole batch as tensors (`batch_transform`), bit-identical to timm's
 products). Sources that decode per item (ImageFolder) and augmentations without a tensor twin (RandAugment,
 colour jitter) keep the PIL path.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -37,10 +38,22 @@ class DataError(LatvitError):
 
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot")
-IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-             "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
@@ -78,7 +91,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] not in (1, 3):
         raise DataError(f"{path} is not an idx file of unsigned bytes (bad magic number)")
     ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(dims)):
         raise DataError(f"{path} is truncated: header says {dims} but holds {len(raw) - offset} bytes")
@@ -114,8 +127,7 @@ def synthetic_images(num: int, num_classes: int, size: int = 32, seed: int = 0) 
     freq = 3.0 + g.uniform(-0.5, 0.5, num)
     phase = g.uniform(0, 2 * np.pi, num)
     direction = np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy  # (N, S, S)
-    wave = np.sin(2 * np.pi * freq[:, None, None] * direction
-                  + phase[:, None, None])  # (N, S, S)
+    wave = np.sin(2 * np.pi * freq[:, None, None] * direction + phase[:, None, None])  # (N, S, S)
     hue = 2 * np.pi * labels / num_classes
     colour = 0.5 + 0.5 * np.stack([np.cos(hue), np.cos(hue + 2.1), np.cos(hue + 4.2)], 1)  # (N, 3)
     img = 0.5 + 0.35 * wave[..., None] * colour[:, None, None, :] + g.normal(0, 0.08, (num, size, size, 3))
@@ -123,8 +135,15 @@ def synthetic_images(num: int, num_classes: int, size: int = 32, seed: int = 0) 
     return ArrayImages(images, labels, tuple(f"class{c}" for c in range(num_classes)))
 
 
-def write_synthetic_imagefolder(root: str | Path, *, num_classes: int = 4, train_per_class: int = 16,
-                                val_per_class: int = 4, size: int = 32, seed: int = 0) -> Path:
+def write_synthetic_imagefolder(
+    root: str | Path,
+    *,
+    num_classes: int = 4,
+    train_per_class: int = 16,
+    val_per_class: int = 4,
+    size: int = 32,
+    seed: int = 0,
+) -> Path:
     """Write a tiny ImageFolder (`root/train/<class>/*.png`, `root/val/<class>/*.png`) of synthetic images."""
     root = Path(root)
     for split, per_class, offset in (("train", train_per_class, 0), ("val", val_per_class, 1)):
@@ -160,8 +179,9 @@ def image_folder(root: Path):
         raise DataError(f"{root} is not a valid ImageFolder: {first_line(e)}") from None
 
 
-def open_dataset(data: str, split: str, *, synthetic_classes: int = 4, synthetic_size: int = 512,
-                 seed: int = 0) -> Dataset:
+def open_dataset(
+    data: str, split: str, *, synthetic_classes: int = 4, synthetic_size: int = 512, seed: int = 0
+) -> Dataset:
     """`data` ('fashion-mnist', 'synthetic' or a path) -> the dataset of `split` ('train' or 'val');
     every returned dataset has a `classes` attribute."""
     if data == "fashion-mnist":
@@ -174,13 +194,17 @@ def open_dataset(data: str, split: str, *, synthetic_classes: int = 4, synthetic
         raise DataError(f"dataset {data!r}: no such directory (use fashion-mnist, synthetic or an ImageFolder root)")
     if root.is_dir() and is_idx_dir(root):
         return idx_dataset(root, split)
-    sub = next((root / s for s in ((split,) if split == "train" else ("val", "validation", "test"))
-                if (root / s).is_dir()), None)
+    sub = next(
+        (root / s for s in ((split,) if split == "train" else ("val", "validation", "test")) if (root / s).is_dir()),
+        None,
+    )
     if sub is None:
         if split == "val" and root.is_dir() and not (root / "train").is_dir():
             return image_folder(root)  # `latvit validate` on a bare class-folder root
-        raise DataError(f"{root} has no {split}/ folder: an ImageFolder dataset needs {root}/train/<class>/... "
-                        f"and {root}/val/<class>/...")
+        raise DataError(
+            f"{root} has no {split}/ folder: an ImageFolder dataset needs {root}/train/<class>/... "
+            f"and {root}/val/<class>/..."
+        )
     return image_folder(sub)
 
 
@@ -217,17 +241,33 @@ def holds_arrays(dataset: Dataset) -> bool:
 
 
 # -- transforms --------------------------------------------------------------------------------------------
-def train_transform(size: int, mean, std, *, crop_scale=(0.08, 1.0), hflip: float = 0.5,
-                    randaugment: str | None = None, color_jitter: float = 0.0):
+def train_transform(
+    size: int,
+    mean,
+    std,
+    *,
+    crop_scale=(0.08, 1.0),
+    hflip: float = 0.5,
+    randaugment: str | None = None,
+    color_jitter: float = 0.0,
+):
     """timm's training transform: RandomResizedCrop (bicubic) + flip [+ RandAugment] [+ colour jitter],
     to tensor, normalise. PIL in, (3, size, size) float out. Colour jitter is off by default (the seeds'
     recipe has none, and timm turns it off under RandAugment anyway)."""
     from timm.data import create_transform
 
     try:
-        return create_transform(size, is_training=True, scale=tuple(crop_scale), hflip=hflip,
-                                color_jitter=color_jitter or None, auto_augment=randaugment or None,
-                                interpolation="bicubic", mean=tuple(map(float, mean)), std=tuple(map(float, std)))
+        return create_transform(
+            size,
+            is_training=True,
+            scale=tuple(crop_scale),
+            hflip=hflip,
+            color_jitter=color_jitter or None,
+            auto_augment=randaugment or None,
+            interpolation="bicubic",
+            mean=tuple(map(float, mean)),
+            std=tuple(map(float, std)),
+        )
     except Exception as e:  # timm raises AssertionError/ValueError/KeyError for bad augment strings
         raise DataError(f"randaugment '{randaugment}' is not a valid timm RandAugment string ({e})") from None
 
@@ -245,8 +285,14 @@ def eval_transform(size: int, mean, std, *, crop_pct: float = 0.875):
 
     check_crop_pct(crop_pct)
 
-    return create_transform(size, is_training=False, crop_pct=crop_pct, interpolation="bicubic",
-                            mean=tuple(map(float, mean)), std=tuple(map(float, std)))
+    return create_transform(
+        size,
+        is_training=False,
+        crop_pct=crop_pct,
+        interpolation="bicubic",
+        mean=tuple(map(float, mean)),
+        std=tuple(map(float, std)),
+    )
 
 
 @contextmanager
@@ -386,8 +432,9 @@ def _clip8(acc: torch.Tensor) -> torch.Tensor:
     return torch.floor((acc + (1 << (PRECISION_BITS - 1))) * 2.0**-PRECISION_BITS).clamp_(0, 255)
 
 
-def pil_resample(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                 vertical_first: torch.Tensor | bool = False) -> torch.Tensor:
+def pil_resample(
+    images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vertical_first: torch.Tensor | bool = False
+) -> torch.Tensor:
     """Pillow's two-pass 8-bit resampling of a uint8 batch: images (B, C, H, W), per-image (or shared)
     weights rows (B|1, S, H) and cols (B|1, T, W) from `pil_bicubic_weights` (cropping and flipping are
     zero columns and reversed rows), each image's pass order (`pil_vertical_first`; bool or (B,) bool).
@@ -404,8 +451,12 @@ def pil_resample(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     for order in (False, True):
         pick = (vertical_first == order).nonzero().flatten()
         if len(pick):
-            out[pick] = pil_resample(x[pick], rows[pick, 0] if rows.shape[0] > 1 else rows[:, 0],
-                                     cols[pick] if cols.shape[0] > 1 else cols, order)
+            out[pick] = pil_resample(
+                x[pick],
+                rows[pick, 0] if rows.shape[0] > 1 else rows[:, 0],
+                cols[pick] if cols.shape[0] > 1 else cols,
+                order,
+            )
     return out
 
 
@@ -481,14 +532,15 @@ class RandomCropFlipBatch(BatchTransform):
                     generator.manual_seed(seeds[b])
                 top, left, h, w = self.crop.get_params(probe, self.crop.scale, self.crop.ratio)
                 flip = self.flip_p is not None and bool(
-                    torch.rand(1, generator=generator if seeds is not None else None) < self.flip_p)
+                    torch.rand(1, generator=generator if seeds is not None else None) < self.flip_p
+                )
                 order = pil_vertical_first(h, w, *self.size)
                 if order is None:
                     return None
                 vertical_first.append(order)
-                rows[b, :, top:top + h] = pil_bicubic_weights(h, self.size[0])
+                rows[b, :, top : top + h] = pil_bicubic_weights(h, self.size[0])
                 across = pil_bicubic_weights(w, self.size[1])
-                cols[b, :, left:left + w] = across.flip(0) if flip else across  # the flip reverses output columns
+                cols[b, :, left : left + w] = across.flip(0) if flip else across  # the flip reverses output columns
         finally:
             if seeds is not None:
                 random.setstate(python_state)
@@ -520,8 +572,8 @@ class ResizeCenterCropBatch(BatchTransform):
         new_h, new_w = self.resized(height, width)
         crop_h, crop_w = self.crop_size
         top, left = int(round((new_h - crop_h) / 2.0)), int(round((new_w - crop_w) / 2.0))
-        rows = pil_bicubic_weights(height, new_h)[top:top + crop_h][None]  # (1, S, H)
-        cols = pil_bicubic_weights(width, new_w)[left:left + crop_w][None]  # (1, T, W)
+        rows = pil_bicubic_weights(height, new_h)[top : top + crop_h][None]  # (1, S, H)
+        cols = pil_bicubic_weights(width, new_w)[left : left + crop_w][None]  # (1, T, W)
         order = pil_vertical_first(height, width, new_h, new_w)  # the crop comes after the resize
         return None if order is None else self.normalise(pil_resample(images, rows, cols, order))
 
@@ -545,13 +597,37 @@ def batch_transform(transform) -> BatchTransform | None:
         if rest and type(rest[0]) is T.RandomHorizontalFlip:
             flip, rest = rest[0].p, rest[1:]
         return None if rest else RandomCropFlipBatch(first, flip, normalize.mean, normalize.std)
-    if (len(head) == 2 and type(first) is T.Resize and first.interpolation in bicubic and first.max_size is None
-            and type(head[1]) is T.CenterCrop):
+    if (
+        len(head) == 2
+        and type(first) is T.Resize
+        and first.interpolation in bicubic
+        and first.max_size is None
+        and type(head[1]) is T.CenterCrop
+    ):
         return ResizeCenterCropBatch(first.size, tuple(head[1].size), normalize.mean, normalize.std)
     return None
 
 
-__all__ = ["ArrayImages", "BatchFetcher", "BatchTransform", "DataError", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR",
-           "Subset", "Transformed", "batch_transform", "eval_transform", "holds_arrays", "idx_dataset", "image_folder",
-           "open_dataset", "pil_bicubic_weights", "pil_resample", "read_idx", "seeded_rngs", "synthetic_images",
-           "train_transform", "write_synthetic_imagefolder"]
+__all__ = [
+    "ArrayImages",
+    "BatchFetcher",
+    "BatchTransform",
+    "DataError",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "Subset",
+    "Transformed",
+    "batch_transform",
+    "eval_transform",
+    "holds_arrays",
+    "idx_dataset",
+    "image_folder",
+    "open_dataset",
+    "pil_bicubic_weights",
+    "pil_resample",
+    "read_idx",
+    "seeded_rngs",
+    "synthetic_images",
+    "train_transform",
+    "write_synthetic_imagefolder",
+]

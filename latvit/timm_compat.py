@@ -5,6 +5,7 @@
 `latvit.create_model("efficientformer_l1", num_classes=10)`. latvit ships no weights, so
 `pretrained=True` is an error; pass `checkpoint_path=` (timm) or use `latvit.create_model(checkpoint=)`.
 """
+
 from __future__ import annotations
 
 from latvit.errors import LatvitError
@@ -16,8 +17,10 @@ _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "i
 def _entrypoint(name: str):
     def create(pretrained: bool = False, **kwargs):
         if pretrained:
-            raise LatvitError(f"latvit ships no pretrained weights for {name}: load a file with "
-                              f"latvit.create_model('{name}', checkpoint=PATH)")
+            raise LatvitError(
+                f"latvit ships no pretrained weights for {name}: load a file with "
+                f"latvit.create_model('{name}', checkpoint=PATH)"
+            )
         in_chans = kwargs.get("in_chans", 3)
         if in_chans not in (None, 3):
             raise LatvitError(f"latvit_{name} takes 3 input channels; in_chans={in_chans} is not supported")

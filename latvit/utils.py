@@ -1,4 +1,5 @@
 """Small helpers shared across latvit: atomic file writes, PNG output, progress bars."""
+
 from __future__ import annotations
 
 import ctypes
@@ -96,8 +97,16 @@ def rich_progress(*extra_columns, **options):
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), *extra_columns, **options)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        *extra_columns,
+        **options,
+    )
 
 
 class progress_bar:

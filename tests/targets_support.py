@@ -1,4 +1,5 @@
 """Helpers shared by the target tests: a tiny ONNX model, fast protocols, a fake `adb` on PATH."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,15 @@ def tiny_onnx(path: Path, size: int = 8, classes: int = 10) -> Path:
 
     weight = np.random.default_rng(0).standard_normal((3 * size * size, classes)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["image", "shape"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
-        "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
+        [
+            helper.make_node("Reshape", ["image", "shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "shape")])
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "shape")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,8 +91,12 @@ def install_fake_adb(bin_dir: Path, log: Path, serial: str = "FAKE123") -> dict[
     bin_dir.mkdir(parents=True, exist_ok=True)
     executable(bin_dir / "adb", FAKE_ADB.format(python=sys.executable))
     executable(bin_dir / "getprop", GETPROP)
-    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_ADB_LOG": str(log), "FAKE_ADB_SERIAL": serial,
-            "FAKE_ADB_STATE": "device"}
+    return {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_ADB_LOG": str(log),
+        "FAKE_ADB_SERIAL": serial,
+        "FAKE_ADB_STATE": "device",
+    }
 
 
 def adb_calls(log: Path) -> list[list[str]]:

@@ -2,6 +2,7 @@
 
 Real latencies are never asserted (they belong to benchmarks/); rows are measured with tiny settings.
 """
+
 import json
 import sys
 import textwrap
@@ -48,14 +49,26 @@ def test_measure_latency_respects_iters_and_min_seconds():
 
 def test_measure_interleaved_times_each_runner_once_per_round():
     calls = []
-    medians = measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
-                                  alternate=True, warmup=0, iters=1, min_seconds=0.0, target_rel=None)
+    medians = measure_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        3,
+        alternate=True,
+        warmup=0,
+        iters=1,
+        min_seconds=0.0,
+        target_rel=None,
+    )
     assert calls == ["a", "b", "b", "a", "a", "b"]  # odd rounds reversed
     assert {k: len(v) for k, v in medians.items()} == {"a": 3, "b": 3} and all(ms > 0 for ms in medians["a"])
     calls.clear()
-    measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, warmup=0, iters=1,
-                        min_seconds=0.0,
-                        target_rel=None)
+    measure_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        2,
+        warmup=0,
+        iters=1,
+        min_seconds=0.0,
+        target_rel=None,
+    )
     assert calls == ["a", "b", "a", "b"]
     assert median_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0  # median of 2, 3, 4
 
@@ -113,7 +126,7 @@ def test_token_merging_rows_count_the_merged_model():
     assert 0.4 * plain["gflops"] < entrance["gflops"] < 0.6 * plain["gflops"]
 
 
-HANGING_RUNTIME = textwrap.dedent('''
+HANGING_RUNTIME = textwrap.dedent("""
     import time
     from latvit.runtimes.eager import EagerRuntime
 
@@ -124,7 +137,7 @@ HANGING_RUNTIME = textwrap.dedent('''
             time.sleep(600)
 
     RUNTIME = Hanging()
-''')
+""")
 
 
 def test_hanging_runtime_is_killed_and_the_bench_goes_on(tmp_path, monkeypatch):
@@ -133,8 +146,14 @@ def test_hanging_runtime_is_killed_and_the_bench_goes_on(tmp_path, monkeypatch):
     (tmp_path / "plugin_runtimes" / "hanging.py").write_text(HANGING_RUNTIME)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path) + ":" + ":".join(sys.path))
-    req = BenchRequest(models=["mobilevit_xxs"], runtimes=["plugin_runtimes.hanging", "eager"], img_size=64,
-                       threads=1, timeout=15, **FAST)
+    req = BenchRequest(
+        models=["mobilevit_xxs"],
+        runtimes=["plugin_runtimes.hanging", "eager"],
+        img_size=64,
+        threads=1,
+        timeout=15,
+        **FAST,
+    )
     records = run_bench(req, progress=False)
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert "timed out" in records[0]["error"]
@@ -142,9 +161,20 @@ def test_hanging_runtime_is_killed_and_the_bench_goes_on(tmp_path, monkeypatch):
 
 
 def test_reports_json_csv_plot(tmp_path):
-    rows = [dict.fromkeys(RECORD_FIELDS) | {"model": m, "runtime": "ort", "status": "ok", "median_ms": ms, "top1": top1,
-                                            "batch": 1, "threads": 2, "cpu": "cpu"}
-            for m, ms, top1 in [("a", 1.0, 70.0), ("b", 2.0, 75.0), ("c", 3.0, 72.0)]]
+    rows = [
+        dict.fromkeys(RECORD_FIELDS)
+        | {
+            "model": m,
+            "runtime": "ort",
+            "status": "ok",
+            "median_ms": ms,
+            "top1": top1,
+            "batch": 1,
+            "threads": 2,
+            "cpu": "cpu",
+        }
+        for m, ms, top1 in [("a", 1.0, 70.0), ("b", 2.0, 75.0), ("c", 3.0, 72.0)]
+    ]
     data = json.loads(records_json(rows))
     assert data["format"] == "latvit-bench/1" and [r["model"] for r in data["records"]] == ["a", "b", "c"]
     header = records_csv(rows).splitlines()[0].split(",")
@@ -154,16 +184,19 @@ def test_reports_json_csv_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--models", "nosuch_model"], "unknown model 'nosuch_model'"),
-    (["--models", "timm:resnet5000"], "unknown timm model"),
-    (["--runtimes", "ortt"], "unknown runtime 'ortt'; did you mean ort?"),
-    (["--batch", "0"], "batch must be >= 1"),
-    (["--tome", "26x"], "token merging setting '26x': expected R"),
-    (["--models", "efficientformer_l1", "--img-size", "100"], "multiple of 32"),
-    (["--min-seconds", "5", "--max-seconds", "2"], "max-seconds must be at least min-seconds (5)"),
-    (["--max-seconds", "400"], "below the row timeout (300)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "nosuch_model"], "unknown model 'nosuch_model'"),
+        (["--models", "timm:resnet5000"], "unknown timm model"),
+        (["--runtimes", "ortt"], "unknown runtime 'ortt'; did you mean ort?"),
+        (["--batch", "0"], "batch must be >= 1"),
+        (["--tome", "26x"], "token merging setting '26x': expected R"),
+        (["--models", "efficientformer_l1", "--img-size", "100"], "multiple of 32"),
+        (["--min-seconds", "5", "--max-seconds", "2"], "max-seconds must be at least min-seconds (5)"),
+        (["--max-seconds", "400"], "below the row timeout (300)"),
+    ],
+)
 def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["bench", *argv]) == 2
@@ -174,8 +207,29 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, mo
 
 def test_cli_writes_json_csv_and_plot(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = main(["bench", "--models", "mobilevit_xxs", "--runtimes", "eager", "--img-size", "64", "--threads", "1",
-                 "--warmup", "1", "--iters", "2", "--min-seconds", "0", "--max-seconds", "1", "--csv", "b.csv"])
+    code = main(
+        [
+            "bench",
+            "--models",
+            "mobilevit_xxs",
+            "--runtimes",
+            "eager",
+            "--img-size",
+            "64",
+            "--threads",
+            "1",
+            "--warmup",
+            "1",
+            "--iters",
+            "2",
+            "--min-seconds",
+            "0",
+            "--max-seconds",
+            "1",
+            "--csv",
+            "b.csv",
+        ]
+    )
     assert code == 0
     records = json.loads((tmp_path / "latvit-bench.json").read_text())["records"]
     assert len(records) == 1 and records[0]["status"] == "ok"
@@ -192,6 +246,18 @@ def test_input_normalization_follows_the_models_source():
     resolved = resolve_model("timm:deit_tiny_patch16_224")
     cfg = resolved.model.pretrained_cfg
     assert resolved.source == "timm" and (resolved.mean, resolved.std) == (tuple(cfg["mean"]), tuple(cfg["std"]))
+
+
+def test_resolver_builds_the_class_count_and_distillation_head_it_is_asked_for():
+    """`latvit validate` resolves its model here too: the head follows the dataset's classes, and a run
+    trained with a teacher is rebuilt with its distillation head so its weights load."""
+    from latvit.pipeline.resolve import resolve_model
+
+    net = resolve_model("mobilevit_xxs", 64, num_classes=7, distill=True).model
+    assert net.spec.head.distill and net(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+    assert not resolve_model("mobilevit_xxs", 64).model.spec.head.distill
+    timm_net = resolve_model("timm:mobilenetv3_small_050", 64, num_classes=3).model
+    assert timm_net(torch.randn(1, 3, 64, 64)).shape == (1, 3)
 
 
 def test_sparsity_rows_measure_the_pruned_model():

@@ -1,4 +1,5 @@
 """Checkpoints: save/load round trip, file formats, strict errors, attention-bias resizing."""
+
 import pytest
 import timm
 import torch
@@ -43,13 +44,18 @@ def test_extra_and_missing_keys_are_listed():
     sd = timm.create_model("efficientformerv2_s0").state_dict()
     sd["stages.0.blocks.0.extra.weight"] = torch.zeros(1)
     del sd["head.weight"]
-    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): head.fc.weight.*1 unexpected key\(s\): stages.0.blocks.0.extra.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 missing key\(s\): head.fc.weight.*1 unexpected key\(s\): stages.0.blocks.0.extra.weight",
+    ):
         latvit.create_model("efficientformerv2_s0", checkpoint=sd)
 
 
 def test_wrong_shapes_are_listed():
     sd = timm.create_model("mobilevit_xxs").state_dict()
-    with pytest.raises(CheckpointError, match=r"shape mismatch.*head.fc.weight: checkpoint \(1000, 320\) vs model \(10, 320\)"):
+    with pytest.raises(
+        CheckpointError, match=r"shape mismatch.*head.fc.weight: checkpoint \(1000, 320\) vs model \(10, 320\)"
+    ):
         latvit.create_model("mobilevit_xxs", num_classes=10, checkpoint=sd)
 
 

@@ -3,6 +3,7 @@ any model is built (a model built here fails the test), and leaves no file behin
 
 The outputs a command writes are checked first (latvit.utils.check_writable); /proc and /sys stand for
 paths that look fine by their permission bits (root passes os.access there) but cannot be created."""
+
 import re
 from pathlib import Path
 
@@ -43,8 +44,10 @@ def run_cli(argv: list[str]) -> int:
 
 BAD_OUTPUTS = [
     (["bench", "--models", "mobilevit_xxs", "--json", "/proc/x/y.json"], r"cannot write /proc/x/y.json: /proc is"),
-    (["bench", "--models", "mobilevit_xxs", "--json", "", "--csv", "FILE/rows.csv"],
-     r"FILE is not a writable directory \(it is a file\)"),
+    (
+        ["bench", "--models", "mobilevit_xxs", "--json", "", "--csv", "FILE/rows.csv"],
+        r"FILE is not a writable directory \(it is a file\)",
+    ),
     (["export", "mobilevit_xxs", "--format", "onnx", "-o", "/proc/x/m.onnx"], r"cannot write /proc/x/m.onnx"),
     (["export", "mobilevit_xxs", "--format", "onnx", "-o", ""], r"cannot write \.: it is a directory; give a file"),
     (["profile", "mobilevit_xxs", "--json", "/proc/x/p.json"], r"cannot write /proc/x/p.json"),
@@ -55,36 +58,86 @@ BAD_OUTPUTS = [
     (["lut", "build", "--space", "mobilevit", "--out", "DIR"], r"cannot write DIR: it is a directory"),
     (["lut", "validate", "--lut", "missing.json", "--json", "/proc/x/v.json"], r"cannot write /proc/x/v.json"),
     (["lut", "validate", "--lut", "missing.json", "--plot", "FILE/v.png"], r"cannot write FILE/v.png"),
-    (["quantize", "mobilevit_xxs", "--runtime", "ort", "--calib", "synthetic", "-o", "/proc/x/q.onnx"],
-     r"cannot write /proc/x/q.onnx"),
+    (
+        ["quantize", "mobilevit_xxs", "--runtime", "ort", "--calib", "synthetic", "-o", "/proc/x/q.onnx"],
+        r"cannot write /proc/x/q.onnx",
+    ),
     (["convert", "mobilevit_xxs", "text.pth", "FILE"], r"cannot write into FILE: it is a file; give a directory"),
     (["convert", "mobilevit_xxs", "text.pth", "/proc/x"], r"cannot write /proc/x: /proc is not a writable"),
     (["train", "mobilevit_xxs", "--data", "synthetic", "--output", "/proc/x"], r"cannot write /proc/x"),
     (["train", "mobilevit_xxs", "--data", "synthetic", "--output", "FILE"], r"cannot write into FILE: it is a file"),
     (["validate", "mobilevit_xxs", "--data", "synthetic", "--json", "/proc/x/v.json"], r"cannot write /proc/x/v.json"),
-    (["search", "--method", "nsga2", "--lut", "missing.json", "--target-ms", "1", "--data", "synthetic",
-      "--output", "/sys/x"], r"cannot write /sys/x: /sys is not a writable directory"),
-    (["search", "--method", "nsga2", "--lut", "missing.json", "--target-ms", "1", "--data", "synthetic",
-      "--output", "FILE"], r"cannot write into FILE: it is a file"),
+    (
+        [
+            "search",
+            "--method",
+            "nsga2",
+            "--lut",
+            "missing.json",
+            "--target-ms",
+            "1",
+            "--data",
+            "synthetic",
+            "--output",
+            "/sys/x",
+        ],
+        r"cannot write /sys/x: /sys is not a writable directory",
+    ),
+    (
+        [
+            "search",
+            "--method",
+            "nsga2",
+            "--lut",
+            "missing.json",
+            "--target-ms",
+            "1",
+            "--data",
+            "synthetic",
+            "--output",
+            "FILE",
+        ],
+        r"cannot write into FILE: it is a file",
+    ),
 ]
 
 BAD_SETTINGS = [
-    (["quantize", "mobilevit_xxs", "--runtime", "nope", "--calib", "synthetic", "-o", "q.onnx"],
-     r"int8 quantization is implemented for .*, not 'nope'"),
-    (["quantize", "mobilevit_xxs", "--runtime", "openvino", "--calib", "synthetic", "-o", "q.xml", "--max-drop", "-1"],
-     r"max_drop >= 0 \(top-1 points\), got -1"),
-    (["quantize", "mobilevit_xxs", "--runtime", "ort", "--calib", "synthetic", "-o", "q.onnx", "--recipe", "fast"],
-     r"unknown quantization recipe 'fast'"),
-    (["validate", "mobilevit_xxs", "--data", "synthetic", "--device", "nope"],
-     r"unknown device 'nope'; use auto, cpu, cuda or cuda:N"),
+    (
+        ["quantize", "mobilevit_xxs", "--runtime", "nope", "--calib", "synthetic", "-o", "q.onnx"],
+        r"int8 quantization is implemented for .*, not 'nope'",
+    ),
+    (
+        [
+            "quantize",
+            "mobilevit_xxs",
+            "--runtime",
+            "openvino",
+            "--calib",
+            "synthetic",
+            "-o",
+            "q.xml",
+            "--max-drop",
+            "-1",
+        ],
+        r"max_drop >= 0 \(top-1 points\), got -1",
+    ),
+    (
+        ["quantize", "mobilevit_xxs", "--runtime", "ort", "--calib", "synthetic", "-o", "q.onnx", "--recipe", "fast"],
+        r"unknown quantization recipe 'fast'",
+    ),
+    (
+        ["validate", "mobilevit_xxs", "--data", "synthetic", "--device", "nope"],
+        r"unknown device 'nope'; use auto, cpu, cuda or cuda:N",
+    ),
     (["profile", "mobilevit_xxs", "--warmup", "-1"], r"argument --warmup: expected an integer >= 0, got -1"),
     (["lut", "build", "--space", "mobilevit", "--calibrate", "-1"], r"argument --calibrate: expected an integer >= 0"),
 ]
 
 
 @LINUX
-@pytest.mark.parametrize("argv, message", BAD_OUTPUTS + BAD_SETTINGS,
-                         ids=[" ".join(a)[:60] for a, _ in BAD_OUTPUTS + BAD_SETTINGS])
+@pytest.mark.parametrize(
+    "argv, message", BAD_OUTPUTS + BAD_SETTINGS, ids=[" ".join(a)[:60] for a, _ in BAD_OUTPUTS + BAD_SETTINGS]
+)
 def test_bad_input_is_one_line_and_exit_2_before_any_work(argv, message, workdir, capsys):
     before = sorted(p.name for p in workdir.iterdir())
     assert run_cli(argv) == 2

@@ -1,4 +1,5 @@
 """`latvit models` and the CLI's error contract: one line, exit code 2, no traceback."""
+
 import json
 import subprocess
 import sys

@@ -1,7 +1,8 @@
 """The code's shape, checked like behaviour: layers import only downwards and siblings have no cycles
-(import-linter, contracts in pyproject.toml), ruff is clean, and latvit's own imports sit at the top of
+(import-linter, contracts in pyproject.toml), ruff's linter and formatter are clean, and latvit's own imports sit at the top of
 files (a lazy `from latvit...` inside a function hides a dependency from import-linter's reader and from
 the next engineer)."""
+
 from __future__ import annotations
 
 import ast
@@ -31,6 +32,8 @@ def test_ruff_is_clean():
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
     result = _run("ruff", "check", "--output-format", "concise", ".")
     assert result.returncode == 0, result.stdout[-3000:]
+    result = _run("ruff", "format", "--check", ".")  # the formatter owns layout: `ruff format .` fixes this
+    assert result.returncode == 0, result.stdout[-3000:]
 
 
 def lazy_latvit_imports(path: Path, root: Path = ROOT) -> list[str]:
@@ -41,8 +44,13 @@ def lazy_latvit_imports(path: Path, root: Path = ROOT) -> list[str]:
         if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         for node in ast.walk(func):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             if any(n == "latvit" or n.startswith("latvit.") for n in names):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
     return found
@@ -61,12 +69,24 @@ def test_the_checker_finds_a_lazy_import(tmp_path):
 
 def test_import_latvit_needs_no_optional_runtime():
     """`import latvit` works without onnxruntime, openvino, executorch, litert, coremltools, tensorrt."""
-    blocked = ["onnxruntime", "openvino", "executorch", "ai_edge_litert", "litert_torch", "coremltools",
-               "tensorrt", "optuna", "plotly", "asyncssh"]
-    code = ("import sys\n"
-            f"for name in {blocked!r}:\n"
-            "    sys.modules[name] = None  # an import of it now raises ImportError\n"
-            "import latvit, latvit.cli\n"
-            "print(latvit.create_model('mobilevit_xxs', img_size=64).spec.name)\n")
+    blocked = [
+        "onnxruntime",
+        "openvino",
+        "executorch",
+        "ai_edge_litert",
+        "litert_torch",
+        "coremltools",
+        "tensorrt",
+        "optuna",
+        "plotly",
+        "asyncssh",
+    ]
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}:\n"
+        "    sys.modules[name] = None  # an import of it now raises ImportError\n"
+        "import latvit, latvit.cli\n"
+        "print(latvit.create_model('mobilevit_xxs', img_size=64).spec.name)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "mobilevit_xxs" in result.stdout, result.stderr[-2000:]

@@ -1,4 +1,5 @@
 """Compression: int8 through the runtimes' own tooling, integer-only ops, sparsity."""
+
 import math
 
 import numpy as np
@@ -144,8 +145,12 @@ def test_calibration_batches_from_generated_data():
     with pytest.raises(LatvitError, match="at least one batch"):
         calibration_batches("synthetic", 32, (0.5,) * 3, (0.25,) * 3, count=2, batch=3)
     with pytest.raises(LatvitError, match="differ in shape"):
-        quantize(torch.nn.Identity(), "ort", [np.zeros((2, 3, 8, 8), np.float32), np.zeros((1, 3, 8, 8), np.float32)],
-                 "x.onnx")
+        quantize(
+            torch.nn.Identity(),
+            "ort",
+            [np.zeros((2, 3, 8, 8), np.float32), np.zeros((1, 3, 8, 8), np.float32)],
+            "x.onnx",
+        )
     # the message names the dataset, not a flag: quantize takes it as --calib, validate as --data
     with pytest.raises(LatvitError, match="^dataset '/nonexistent/data': no such directory"):
         calibration_batches("/nonexistent/data", 64, (0.5,) * 3, (0.25,) * 3)
@@ -204,8 +209,9 @@ def test_validation_batches_are_labelled_and_apart_from_calibration():
     assert all(y.dtype.kind == "i" for _, y in batches)
     calibration = np.concatenate(calibration_batches("synthetic", 32, mean, std, count=8))
     validation = np.concatenate([x for x, _ in batches])
-    distance = F.pairwise_distance(torch.from_numpy(validation).flatten(1)[:, None],
-                                   torch.from_numpy(calibration).flatten(1)[None])
+    distance = F.pairwise_distance(
+        torch.from_numpy(validation).flatten(1)[:, None], torch.from_numpy(calibration).flatten(1)[None]
+    )
     assert distance.min() > 1e-3  # not one calibration image among them
     with pytest.raises(LatvitError, match="at least one batch"):
         validation_batches("synthetic", 32, mean, std, count=1, batch=2)
@@ -249,19 +255,36 @@ def test_cli_quantize_crops(tmp_path, monkeypatch):
             if purpose == "validation":
                 raise LatvitError("recorded")  # stop before NNCF runs
             return [np.zeros((1, 3, 64, 64), np.float32)]
+
         return fake
 
     # where the CLI looks them up (it imports both from latvit.deploy.quantize at the top of cli.py)
     monkeypatch.setattr("latvit.cli.calibration_batches", record("calibration"))
     monkeypatch.setattr("latvit.cli.validation_batches", record("validation"))
-    common = ["quantize", "--calib", "synthetic", "-o", str(tmp_path / "m.xml"), "--no-compare", "--runtime",
-              "openvino", "--max-drop", "0.5"]
+    common = [
+        "quantize",
+        "--calib",
+        "synthetic",
+        "-o",
+        str(tmp_path / "m.xml"),
+        "--no-compare",
+        "--runtime",
+        "openvino",
+        "--max-drop",
+        "0.5",
+    ]
     assert cli([*common, str(tmp_path / "run" / "best")]) == 2
     assert cli([*common, str(tmp_path / "run" / "best"), "--calib-crop", "0.9"]) == 2
     latvit.save(build_model(ONE_BLOCK_MOBILEVIT, num_classes=10).eval(), tmp_path / "saved")  # not a run
     assert cli([*common, str(tmp_path / "saved")]) == 2
-    assert seen == [("calibration", 0.875), ("validation", 1.0), ("calibration", 0.9), ("validation", 1.0),
-                    ("calibration", 0.875), ("validation", 0.875)]
+    assert seen == [
+        ("calibration", 0.875),
+        ("validation", 1.0),
+        ("calibration", 0.9),
+        ("validation", 1.0),
+        ("calibration", 0.875),
+        ("validation", 0.875),
+    ]
     assert not (tmp_path / "m.xml").exists()
 
 
@@ -279,8 +302,16 @@ def test_openvino_accuracy_control_keeps_top1_within_max_drop(tmp_path):
     calibration = calibration_batches("synthetic", 64, model.spec.mean, model.spec.std, count=4)
     validation = validation_batches("synthetic", 64, model.spec.mean, model.spec.std, count=16)
     with pytest.raises(LatvitError, match="the calibration batches' shape"):
-        quantize(model, "openvino", calibration, tmp_path / "m.xml", max_drop=0.0, validation=[
-            (np.concatenate([x for x, _ in validation[:2]]), np.concatenate([y for _, y in validation[:2]]))])
+        quantize(
+            model,
+            "openvino",
+            calibration,
+            tmp_path / "m.xml",
+            max_drop=0.0,
+            validation=[
+                (np.concatenate([x for x, _ in validation[:2]]), np.concatenate([y for _, y in validation[:2]]))
+            ],
+        )
     path = quantize(model, "openvino", calibration, tmp_path / "m.xml", max_drop=0.0, validation=validation)
     run = get_runtime("openvino").load(path, torch.from_numpy(validation[0][0]), 1)
 
@@ -303,8 +334,9 @@ def test_openvino_transformer_recipe_keeps_norms_and_adds_float(small_model, tmp
     fake_quantizes = {}
     for recipe in ("vit", "transformer"):
         path = quantize(small_model, "openvino", batches, tmp_path / recipe / "m.xml", recipe=recipe)
-        fake_quantizes[recipe] = sum(op.get_type_name() == "FakeQuantize"
-                                     for op in ov.Core().read_model(str(path)).get_ordered_ops())
+        fake_quantizes[recipe] = sum(
+            op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(path)).get_ordered_ops()
+        )
         report = compare_int8(small_model, "openvino", path, batches, threads=1, min_seconds=0.0)
         assert report["max_abs_diff"] <= 0.1 * logit_range
     assert 0 < fake_quantizes["transformer"] < fake_quantizes["vit"]
@@ -365,7 +397,11 @@ def test_tome_r0_is_the_original_and_r_changes_little(name):
     import timm
 
     torch.manual_seed(0)
-    model = (timm.create_model(name[5:]) if name.startswith("timm:") else latvit.create_model(name, img_size=64 if "mobilevit" in name else 224)).eval()
+    model = (
+        timm.create_model(name[5:])
+        if name.startswith("timm:")
+        else latvit.create_model(name, img_size=64 if "mobilevit" in name else 224)
+    ).eval()
     size = 64 if "mobilevit" in name else 224
     x = torch.randn(1, 3, size, size)
     report = TomeReport()
@@ -469,25 +505,37 @@ def test_tome_on_trtvit_shares_the_mlp_of_merged_tokens(tmp_path):
 
 # stem to 32 x 32, then one MobileViT block over 2 x 2 patches: 4 sequences of 256 tokens
 ONE_BLOCK_MOBILEVIT = NetSpec(
-    name="one_block_mobilevit", stem=(BlockSpec("conv_bn_act", 16, stride=2, act="silu", bias=False),),
-    stages=(StageSpec((BlockSpec("mobilevit", 16, dim=32, depth=2, heads=4, expansion=2.0, patch=2, act="silu",
-                                 bias=False),)),), img_size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-    family="mobilevit")
+    name="one_block_mobilevit",
+    stem=(BlockSpec("conv_bn_act", 16, stride=2, act="silu", bias=False),),
+    stages=(
+        StageSpec(
+            (BlockSpec("mobilevit", 16, dim=32, depth=2, heads=4, expansion=2.0, patch=2, act="silu", bias=False),)
+        ),
+    ),
+    img_size=64,
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    family="mobilevit",
+)
 
 
-@pytest.mark.parametrize("runtime, package, name, size, setting", [
-    ("ort", "onnxruntime", "mobilevit_xxs", 64, "8"),
-    ("openvino", "openvino", "mobilevit_xxs", 64, "8"),
-    # the entrance merge (two bipartite rounds, keep 0.25) in every MobileViT block, then 2 per layer
-    ("ort", "onnxruntime", "mobilevit_xxs", 64, "2+keep0.25"),
-    ("openvino", "openvino", "mobilevit_xxs", 64, "2+keep0.25"),
-    # 49 tokens in L1's last stage: OpenVINO's PyTorch frontend got the merge's strided slice wrong there,
-    # so the runtime converts through ONNX when the direct conversion fails its shape check
-    ("openvino", "openvino", "efficientformer_l1", 224, "8"),
-    # ExecuTorch: the merge must avoid sort (no portable kernel) and scatter, and with 256 tokens per patch
-    # position (MobileViT at 256 px) torch.eye, whose decomposition makes a uint16 arange the edge dialect
-    # rejects; a one-block MobileViT at 64 px has those 256 tokens and lowers in a quarter of the time
-    ("executorch", "executorch", "one_block_mobilevit", 64, "8")])
+@pytest.mark.parametrize(
+    "runtime, package, name, size, setting",
+    [
+        ("ort", "onnxruntime", "mobilevit_xxs", 64, "8"),
+        ("openvino", "openvino", "mobilevit_xxs", 64, "8"),
+        # the entrance merge (two bipartite rounds, keep 0.25) in every MobileViT block, then 2 per layer
+        ("ort", "onnxruntime", "mobilevit_xxs", 64, "2+keep0.25"),
+        ("openvino", "openvino", "mobilevit_xxs", 64, "2+keep0.25"),
+        # 49 tokens in L1's last stage: OpenVINO's PyTorch frontend got the merge's strided slice wrong there,
+        # so the runtime converts through ONNX when the direct conversion fails its shape check
+        ("openvino", "openvino", "efficientformer_l1", 224, "8"),
+        # ExecuTorch: the merge must avoid sort (no portable kernel) and scatter, and with 256 tokens per patch
+        # position (MobileViT at 256 px) torch.eye, whose decomposition makes a uint16 arange the edge dialect
+        # rejects; a one-block MobileViT at 64 px has those 256 tokens and lowers in a quarter of the time
+        ("executorch", "executorch", "one_block_mobilevit", 64, "8"),
+    ],
+)
 def test_tome_exports_and_runs_on_runtime(runtime, package, name, size, setting, tmp_path):
     """A merged model (`setting` as `--tome` takes it) exports, runs on the runtime and matches PyTorch."""
     pytest.importorskip(package)
@@ -518,6 +566,21 @@ def test_cli_quantize_max_drop(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--max-drop is NNCF's accuracy control" in err
     assert not (tmp_path / "m.onnx").exists()
-    assert cli(["quantize", *common, "--runtime", "openvino", "--max-drop", "0.5", "--val-images", "8",
-                "-o", str(tmp_path / "m.xml")]) == 0
+    assert (
+        cli(
+            [
+                "quantize",
+                *common,
+                "--runtime",
+                "openvino",
+                "--max-drop",
+                "0.5",
+                "--val-images",
+                "8",
+                "-o",
+                str(tmp_path / "m.xml"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "m.xml").is_file() and (tmp_path / "m.bin").is_file()

@@ -1,6 +1,7 @@
 """Defaults that spare the user a warning: `latvit quantize` without --runtime picks the runtime measured
 fastest for int8 on this kind of CPU among those installed (or the one -o's suffix names) and says which;
 bench groups skip, with the reason, the members that cannot run at the requested size."""
+
 from __future__ import annotations
 
 import importlib
@@ -46,12 +47,31 @@ def test_default_int8_runtime(monkeypatch):
 
 def test_quantize_without_runtime_says_which(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    spec = NetSpec(name="tiny_q", img_size=32, stem=(BlockSpec("conv_bn_act", 16, stride=2, act="relu"),),
-                   stages=(StageSpec((BlockSpec("conv_bn_act", 24, stride=2, act="relu"),)),), head=HeadSpec())
+    spec = NetSpec(
+        name="tiny_q",
+        img_size=32,
+        stem=(BlockSpec("conv_bn_act", 16, stride=2, act="relu"),),
+        stages=(StageSpec((BlockSpec("conv_bn_act", 24, stride=2, act="relu"),)),),
+        head=HeadSpec(),
+    )
     path = tmp_path / "tiny.json"
     spec.to_json(path)
-    assert cli(["quantize", str(path), "--calib", "synthetic", "--calib-images", "4", "-o",
-                str(tmp_path / "tiny-int8.onnx"), "--no-compare"]) == 0
+    assert (
+        cli(
+            [
+                "quantize",
+                str(path),
+                "--calib",
+                "synthetic",
+                "--calib-images",
+                "4",
+                "-o",
+                str(tmp_path / "tiny-int8.onnx"),
+                "--no-compare",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "runtime: ort (the output's suffix .onnx is its artifact)" in out and (tmp_path / "tiny-int8.onnx").is_file()
 

@@ -1,5 +1,6 @@
 """Deploy folding: equivalence for every registered model, what is left after folding, the generic
 protocol on plain modules, ONNX export of a deployed model."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -13,9 +14,7 @@ from latvit.models import MODELS
 ALL = latvit.list_models()
 
 # BatchNorms that follow no conv/linear and so stay (module path suffix: why)
-UNFOLDABLE_BN = {
-    "head.norm": "EfficientFormerV2's head BN follows the last block's residual add",
-}
+UNFOLDABLE_BN = {"head.norm": "EfficientFormerV2's head BN follows the last block's residual add"}
 
 
 def small_size(name: str) -> int:
@@ -107,11 +106,19 @@ def test_generic_rules_on_plain_modules(randomize):
             self.fused = True
 
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8),
-        nn.AvgPool2d(3, 1, 1), nn.BatchNorm2d(8),  # after a pool: not foldable backwards, stays
-        nn.Dropout(0.5), nn.Flatten(1, -1), nn.Linear(8 * 16, 8), nn.BatchNorm1d(8),
-        SelfFusing(), Reparam(),
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.BatchNorm2d(8),
+        nn.AvgPool2d(3, 1, 1),
+        nn.BatchNorm2d(8),  # after a pool: not foldable backwards, stays
+        nn.Dropout(0.5),
+        nn.Flatten(1, -1),
+        nn.Linear(8 * 16, 8),
+        nn.BatchNorm1d(8),
+        SelfFusing(),
+        Reparam(),
     )
     randomize(model).eval()
     fused = deploy(model)

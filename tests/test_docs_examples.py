@@ -10,6 +10,7 @@ For every page (docs/notes/, the research log, excepted):
   `latvit` commands in process with the smoke flags of `SMOKE` appended (argparse keeps the last value, so
   they shrink epochs, calls and images without touching what the page shows).
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,10 +32,38 @@ MARK = "<!-- runnable -->"
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.M | re.S)
 # appended to runnable `latvit` commands: few calls, images and steps (the last value of a flag wins)
 SMOKE = {
-    "bench": ["--iters", "2", "--warmup", "1", "--min-seconds", "0", "--max-seconds", "1", "--plot", "", "--runtimes",
-              "ort"],
-    "train": ["--epochs", "1", "--img-size", "32", "--batch-size", "16", "--set", "train_subset=64", "--set",
-              "val_subset=32", "--set", "num_workers=0", "--set", "progress=false", "--set", "warmup_epochs=0"],
+    "bench": [
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--min-seconds",
+        "0",
+        "--max-seconds",
+        "1",
+        "--plot",
+        "",
+        "--runtimes",
+        "ort",
+    ],
+    "train": [
+        "--epochs",
+        "1",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--set",
+        "train_subset=64",
+        "--set",
+        "val_subset=32",
+        "--set",
+        "num_workers=0",
+        "--set",
+        "progress=false",
+        "--set",
+        "warmup_epochs=0",
+    ],
     "validate": ["--subset", "32"],
     "quantize": ["--calib-images", "4", "--val-images", "8", "--img-size", "64", "--no-compare"],
     "profile": ["--iters", "2"],
@@ -51,7 +80,7 @@ def page_id(path: Path) -> str:
 def blocks(path: Path) -> list[tuple[str, str, bool]]:
     """(language, code, runnable) of every fenced block of a page, in order."""
     text = path.read_text()
-    return [(m.group(1), m.group(2), text[:m.start()].rstrip().endswith(MARK)) for m in FENCE.finditer(text)]
+    return [(m.group(1), m.group(2), text[: m.start()].rstrip().endswith(MARK)) for m in FENCE.finditer(text)]
 
 
 def latvit_commands(code: str) -> list[list[str]]:
@@ -66,8 +95,8 @@ def latvit_commands(code: str) -> list[list[str]]:
                 continue
             if segment and segment[0] == "latvit":
                 found.append(segment[1:])
-            elif "-m" in segment and segment[segment.index("-m") + 1:][:1] == ["latvit"]:
-                found.append(segment[segment.index("-m") + 2:])
+            elif "-m" in segment and segment[segment.index("-m") + 1 :][:1] == ["latvit"]:
+                found.append(segment[segment.index("-m") + 2 :])
             segment = []
     return found
 
@@ -168,15 +197,15 @@ def test_runnable_examples_run(page, tmp_path, monkeypatch, capsys):
     def marked(parser):
         def parse_marked(document):
             for region in parser(document):
-                if document.text[:region.start].rstrip().endswith(MARK):
+                if document.text[: region.start].rstrip().endswith(MARK):
                     yield region
+
         return parse_marked
 
     for shared in ("configs", "benchmarks"):  # pages refer to the repository's configs/ and benchmarks/
         (tmp_path / shared).symlink_to(ROOT / shared)
     monkeypatch.chdir(tmp_path)
-    sybil = Sybil(parsers=[marked(PythonCodeBlockParser()), marked(CodeBlockParser("bash", run_shell))],
-                  path=str(ROOT))
+    sybil = Sybil(parsers=[marked(PythonCodeBlockParser()), marked(CodeBlockParser("bash", run_shell))], path=str(ROOT))
     document = sybil.parse(page)
     examples = list(document)
     assert examples, f"{page_id(page)}: a runnable mark matched no python or bash block"

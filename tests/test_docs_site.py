@@ -1,6 +1,7 @@
 """The documentation site builds with `mkdocs build --strict` (broken links, missing pages and API names that
 no longer exist all fail it), and its CLI reference, generated from the parser, covers every subcommand and
 every flag."""
+
 from __future__ import annotations
 
 import argparse
@@ -49,11 +50,23 @@ def test_site_builds_strict(tmp_path):
         if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed: pip install -e '.[dev]'")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    for page in ("index.html", "getting-started/index.html", "reference/cli/index.html", "reference/api/index.html",
-                 "notes/index.html", "changelog/index.html"):
+    for page in (
+        "index.html",
+        "getting-started/index.html",
+        "reference/cli/index.html",
+        "reference/api/index.html",
+        "notes/index.html",
+        "changelog/index.html",
+    ):
         assert (tmp_path / "site" / page).is_file(), page
     api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
     assert "latvit.models.create_model" in api and "latvit.pipeline.export.export_model" in api

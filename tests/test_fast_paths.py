@@ -4,6 +4,7 @@ bf16 is a precision change, never a silent default: the plain `openvino` runtime
 PyTorch to 1e-5 of their scale), `openvino_bf16` asks for bf16 and must really compute in it (its logits
 move measurably), stay within 2% of the logits' scale, and refuse CPUs without bf16 units in one line.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,15 @@ pytestmark = pytest.mark.skipif(ovrt.RUNTIME.missing() is not None, reason="open
 def small_net() -> nn.Module:
     """Conv-GELU-conv-pool-linear: enough multiply-adds per output that bf16 rounding shows in the logits."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.GELU(), nn.Conv2d(64, 64, 3, padding=1), nn.GELU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1),
+        nn.GELU(),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.GELU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    ).eval()
 
 
 def test_compile_config_pins_precision():

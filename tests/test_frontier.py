@@ -1,5 +1,6 @@
 """`latvit bench --models frontier`: today's mobile models from timm, each with its published top-1, and each
 family measured in its deployed form (timm's `reparameterize` / `fuse` through `latvit.deploy`)."""
+
 import re
 
 import pytest
@@ -16,10 +17,20 @@ from latvit.models.published import PUBLISHED_TOP1
 # one small variant per family; True where the family reparameterizes (multi-branch or conv-BN blocks that
 # timm folds with its own `reparameterize` / `fuse`), so deploy must leave fewer BatchNorms behind
 FAMILIES = {
-    "fastvit_t8": True, "repvit_m0_9": True, "mobileone_s0": True, "efficientvit_m2": True, "shvit_s1": True,
-    "levit_128s": True, "tiny_vit_5m_224": True, "nextvit_small": True, "efficientvit_b0": False,
-    "mobilenetv4_conv_small": False, "mobilenetv4_hybrid_medium": False, "swiftformer_xs": False,
-    "starnet_s1": False, "edgenext_xx_small": False,
+    "fastvit_t8": True,
+    "repvit_m0_9": True,
+    "mobileone_s0": True,
+    "efficientvit_m2": True,
+    "shvit_s1": True,
+    "levit_128s": True,
+    "tiny_vit_5m_224": True,
+    "nextvit_small": True,
+    "efficientvit_b0": False,
+    "mobilenetv4_conv_small": False,
+    "mobilenetv4_hybrid_medium": False,
+    "swiftformer_xs": False,
+    "starnet_s1": False,
+    "edgenext_xx_small": False,
 }
 FIXED_SIZE = ("levit",)  # built for one input size: built at the test's
 
@@ -37,12 +48,13 @@ def test_every_frontier_model_is_in_timm_with_a_sourced_top1():
             size = get_pretrained_cfg(name).input_size[-1]
             assert size == int(weights.group(2)), (ref, size)
     assert {f"timm:{f}" if f != "tiny_vit_5m_224" else "timm:tiny_vit_5m_224.in1k" for f in FAMILIES} <= set(
-        FRONTIER_MODELS)
+        FRONTIER_MODELS
+    )
 
 
 def test_frontier_group_expands_to_the_preset():
     assert expand_models("frontier") == FRONTIER_MODELS
-    assert expand_models("seeds,frontier")[-len(FRONTIER_MODELS):] == FRONTIER_MODELS
+    assert expand_models("seeds,frontier")[-len(FRONTIER_MODELS) :] == FRONTIER_MODELS
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

@@ -2,6 +2,7 @@
 equal to measured), every variant's spec round trip and published size, features, timm names, deploy
 folding, ONNX export, and the errors a user can cause. Every variant runs forward/backward with its cost
 checked at two full sizes in test_zoo.py; here sizes and models are small to keep this file fast."""
+
 import dataclasses
 
 import numpy as np
@@ -31,7 +32,7 @@ def truncated(spec: NetSpec, keep: int) -> NetSpec:
     small variants are cheap at 64x64 anyway)."""
     if spec.family == "mobileformer":
         return spec
-    stages = tuple(StageSpec(s.blocks[:keep + (s.blocks[0].kind == "mix_merge")]) for s in spec.stages)
+    stages = tuple(StageSpec(s.blocks[: keep + (s.blocks[0].kind == "mix_merge")]) for s in spec.stages)
     return dataclasses.replace(spec, stages=stages, name=spec.name + "_short")
 
 
@@ -53,11 +54,22 @@ def test_forward_backward_and_cost_at_two_sizes(name):
         assert cost.params == sum(p.numel() for p in model.parameters())
 
 
-PUBLISHED_PARAMS_M = {"mobileformer_508m": 14.0, "mobileformer_294m": 11.4, "mobileformer_214m": 9.4,
-                      "mobileformer_151m": 7.6, "mobileformer_96m": 4.6, "mobileformer_52m": 3.5,
-                      "mobileformer_26m": 3.2}
-PUBLISHED_GFLOPS = {"mixformer_b0": 0.4, "mixformer_b1": 0.7, "mixformer_b2": 0.9, "mixformer_b3": 1.9,
-                    "mixformer_b4": 3.6}
+PUBLISHED_PARAMS_M = {
+    "mobileformer_508m": 14.0,
+    "mobileformer_294m": 11.4,
+    "mobileformer_214m": 9.4,
+    "mobileformer_151m": 7.6,
+    "mobileformer_96m": 4.6,
+    "mobileformer_52m": 3.5,
+    "mobileformer_26m": 3.2,
+}
+PUBLISHED_GFLOPS = {
+    "mixformer_b0": 0.4,
+    "mixformer_b1": 0.7,
+    "mixformer_b2": 0.9,
+    "mixformer_b3": 1.9,
+    "mixformer_b4": 3.6,
+}
 
 
 @pytest.mark.parametrize("name", MOBILEFORMER + MIXFORMER)
@@ -109,8 +121,9 @@ def test_timm_create_model(name):
     assert model.spec == MODELS[name]
 
 
-@pytest.mark.parametrize("name,size", [("mobileformer_26m", 64), ("mobileformer_96m", 64), ("mixformer_b0", 224),
-                                       ("mixformer_b0", 64)])
+@pytest.mark.parametrize(
+    "name,size", [("mobileformer_26m", 64), ("mobileformer_96m", 64), ("mixformer_b0", 224), ("mixformer_b0", 64)]
+)
 def test_deploy_folding_is_exact(name, size, randomize):
     deploy = pytest.importorskip("latvit.deploy").deploy
     model = randomize(latvit.create_model(truncated(MODELS[name], 1), img_size=size)).eval()
@@ -130,8 +143,9 @@ def test_onnx_export_round_trip(name, size, tmp_path, randomize):
     x = torch.randn(1, 3, size, size)
     path = tmp_path / f"{name}.onnx"
     with torch.no_grad():
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
-                          output_names=["logits"])
+        torch.onnx.export(
+            model, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"], output_names=["logits"]
+        )
         ref = model(x).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = session.run(None, {"image": x.numpy()})[0]
@@ -182,21 +196,26 @@ def test_mobileformer_takes_any_multiple_of_32(built):
 
 def test_mobileformer_wrong_size_says_what_fits():
     model = latvit.create_model("mobileformer_26m", num_classes=3).eval()
-    with pytest.raises(SpecError, match=r"multiples of 32, got 250x250; resize or crop the input to a multiple "
-                                        r"of 32 \(e.g. 256x256\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"multiples of 32, got 250x250; resize or crop the input to a multiple "
+        r"of 32 \(e.g. 256x256\)",
+    ):
         model(torch.randn(1, 3, 250, 250))
 
 
 # -- errors a user can cause ----------------------------------------------------------------------------
 def test_window_below_one_is_a_clear_error():
     with pytest.raises(SpecError, match=r"stages\[0\]\[0\]: window \(the patch field\) must be >= 1, got 0"):
-        latvit.plan_network(MODELS["mixformer_b0"].map_blocks(
-            lambda b: dataclasses.replace(b, patch=0) if b.kind == "mixing" else b))
+        latvit.plan_network(
+            MODELS["mixformer_b0"].map_blocks(lambda b: dataclasses.replace(b, patch=0) if b.kind == "mixing" else b)
+        )
 
 
 def test_token_count_zero_is_a_clear_error():
     spec = MODELS["mobileformer_26m"].map_blocks(
-        lambda b: dataclasses.replace(b, tokens=0) if b.kind.startswith("mf_") else b)
+        lambda b: dataclasses.replace(b, tokens=0) if b.kind.startswith("mf_") else b
+    )
     with pytest.raises(SpecError, match=r"stages\[0\]\[1\]: tokens \(global token count\) must be >= 1, got 0"):
         latvit.plan_network(spec)
 
@@ -205,11 +224,15 @@ def test_token_stream_errors_name_the_block_and_the_fix():
     spec = MODELS["mobileformer_26m"]
     first = spec.stages[1].blocks[0]
     mismatched = spec.map_blocks(lambda b: dataclasses.replace(b, dim=64) if b is first else b)
-    with pytest.raises(SpecError, match=r"stages\[1\]\[0\]: tokens=3, dim=64 differ from the tokens opened at "
-                                        r"stages\[0\]\[1\]"):
+    with pytest.raises(
+        SpecError,
+        match=r"stages\[1\]\[0\]: tokens=3, dim=64 differ from the tokens opened at "
+        r"stages\[0\]\[1\]",
+    ):
         latvit.plan_network(mismatched)
-    no_tokens = dataclasses.replace(spec, stages=(StageSpec(spec.stages[0].blocks[:1] + spec.stages[0].blocks[2:]),)
-                                    + spec.stages[1:])
+    no_tokens = dataclasses.replace(
+        spec, stages=(StageSpec(spec.stages[0].blocks[:1] + spec.stages[0].blocks[2:]),) + spec.stages[1:]
+    )
     with pytest.raises(SpecError, match=r"needs the global tokens; put an mf_tokens block before it"):
         latvit.plan_network(no_tokens)
     never_closed = dataclasses.replace(spec, stages=spec.stages[:-1])

@@ -4,6 +4,7 @@ Conversion costs seconds per model even when it is small (torch.export, StableHL
 so every family is exported once, as a cut-down copy (first and last block of each stage, one layer per
 transformer) at 64 px; the slowest converters are marked slow.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -116,16 +117,20 @@ def test_cli_converter_failure_exits_2(tmp_path, capsys, monkeypatch):
     import litert_torch
 
     def failing_convert(*args, **kwargs):
-        raise RuntimeError("Lowering not found: aten.median.dim\n\nWhile executing %median : [num_users=1] = "
-                           "call_function[target=torch.ops.aten.median.dim](args = (%view, 1), kwargs = {})")
+        raise RuntimeError(
+            "Lowering not found: aten.median.dim\n\nWhile executing %median : [num_users=1] = "
+            "call_function[target=torch.ops.aten.median.dim](args = (%view, 1), kwargs = {})"
+        )
 
     monkeypatch.setattr(litert_torch, "convert", failing_convert)
     monkeypatch.chdir(tmp_path)
     small_spec("efficientformerv2_s0").to_json(tmp_path / "small.json")
     assert main(["export", "small.json", "--format", "litert", "--img-size", "32", "-o", "m.tflite"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("latvit: error: litert cannot convert the model: operator aten.median.dim has no LiteRT lowering; "
-                   "replace that layer or export another format")
+    assert err == (
+        "latvit: error: litert cannot convert the model: operator aten.median.dim has no LiteRT lowering; "
+        "replace that layer or export another format"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.json"]
 
 
@@ -192,7 +197,7 @@ def test_accuracy_control_returns_blocks_to_float(tmp_path):
     batches = calibration_batches("synthetic", 32, (0.5,) * 3, (0.25,) * 3, count=48)
     fp32 = RT.export(model, torch.from_numpy(batches[0]), tmp_path / "fp32.tflite")
     labels = logits(fp32.read_bytes(), batches, 1).argmax(-1)
-    validation = [(x, labels[i:i + 1]) for i, x in enumerate(batches)]
+    validation = [(x, labels[i : i + 1]) for i, x in enumerate(batches)]
     qsv = calibrate_ranges(fp32, batches[:16], 1)
     plain = logits(int8_flatbuffer(fp32, "vit", qsv), batches, 1).argmax(-1)
     assert (plain != labels).any(), "int8 must lose top-1 here for the test to mean anything"
@@ -218,7 +223,8 @@ def test_profile_maps_litert_events_to_blocks():
     assert located >= 0.95 * prof.op_ms
     modules = dict(latvit.create_model("mobilevit_xxs", img_size=SIZE).named_modules())
     products = [op for op in prof.ops if op.op_type.startswith(("Convolution", "Fully Connected"))]
-    assert products and all(any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in modules[op.module].modules())
-                            for op in products)
+    assert products and all(
+        any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in modules[op.module].modules()) for op in products
+    )
     norms = [op for op in prof.ops if op.op_type.startswith("Squared Difference")]
     assert norms and all(op.category == "norm" and op.kind == "mobilevit" for op in norms)

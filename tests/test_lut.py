@@ -4,6 +4,7 @@ drift correction.
 Most tests replace the two measuring functions with deterministic fakes (a latency from FLOPs), so they
 test the bookkeeping exactly and fast; one test measures a tiny space for real with the eager runtime.
 """
+
 import json
 
 import pytest
@@ -29,8 +30,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::latvit.latency.predictor.DriftW
 
 
 def tiny_space(img_size: int = 64) -> SearchSpace:
-    return SearchSpace("tiny", widths=((32,), (64,), (160,), (320, 352)), depths=((1,), (1,), (2, 3), (2, 3)),
-                       expansions=(4.0,), extras=(1,), make_spec=_efficientformer, img_size=img_size)
+    return SearchSpace(
+        "tiny",
+        widths=((32,), (64,), (160,), (320, 352)),
+        depths=((1,), (1,), (2, 3), (2, 3)),
+        expansions=(4.0,),
+        extras=(1,),
+        make_spec=_efficientformer,
+        img_size=img_size,
+    )
 
 
 @pytest.fixture
@@ -87,8 +95,9 @@ def test_a_table_built_on_a_target_predicts_for_it_and_refuses_another(tiny, fak
     real_item = B.measure_item
     B.measure_item = lambda *a, target=None, **k: (seen.append(target), real_item(*a, target=target, **k))[1]
     try:
-        table = build_lut("tiny", "eager", tmp_path / "pi.json", threads=1, calibrate=2, progress=False,
-                          target=FakeDevice("pi5"))
+        table = build_lut(
+            "tiny", "eager", tmp_path / "pi.json", threads=1, calibrate=2, progress=False, target=FakeDevice("pi5")
+        )
     finally:
         B.measure_item = real_item
     assert {t.name for t in seen} == {"pi5"}
@@ -186,8 +195,11 @@ def test_missing_blocks_are_listed(tiny, fake_measure, tmp_path):
 
     build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=0, progress=False)
     other = efficientformer_spec("wide", (32, 64, 160, 384), (1, 1, 2, 2), 1, 64)  # 384 is not a tiny width
-    with pytest.raises(latvit.LatvitError, match=r"4 of 12 blocks of wide at 64 are missing .*stages\[3\]\[0\] "
-                                                r"conv_bn_act 160->384.*stages\[3\]\[1\] meta4d 384->384.*head 384"):
+    with pytest.raises(
+        latvit.LatvitError,
+        match=r"4 of 12 blocks of wide at 64 are missing .*stages\[3\]\[0\] "
+        r"conv_bn_act 160->384.*stages\[3\]\[1\] meta4d 384->384.*head 384",
+    ):
         predict_latency(other, tmp_path / "lut.json")
 
 
@@ -292,12 +304,26 @@ def test_predictor_on_real_eager_measurements_of_a_tiny_space(monkeypatch, tmp_p
     (benchmarks/lut_validate.py, docs/benchmarks.md), not this test: here the build and the validation
     are measured a minute apart on a shared host, where one network's latency moved by up to 40% between
     runs and the predictor's mean error on these six specs was 6-16% over three runs (27% once on CI)."""
-    space = SearchSpace("tiny2", widths=((32,), (48, 64), (96, 128), (160, 192)),
-                        depths=((1, 2), (1, 2), (2, 3), (1, 2)),
-                        expansions=(4.0,), extras=(1,), make_spec=_efficientformer, img_size=64)
+    space = SearchSpace(
+        "tiny2",
+        widths=((32,), (48, 64), (96, 128), (160, 192)),
+        depths=((1, 2), (1, 2), (2, 3), (1, 2)),
+        expansions=(4.0,),
+        extras=(1,),
+        make_spec=_efficientformer,
+        img_size=64,
+    )
     monkeypatch.setitem(SPACES, "tiny2", space)
-    table = build_lut("tiny2", "eager", tmp_path / "lut.json", threads=1, calibrate=6, statistic="min",
-                        progress=False, reference=False)  # the reference's own path: the drift tests below
+    table = build_lut(
+        "tiny2",
+        "eager",
+        tmp_path / "lut.json",
+        threads=1,
+        calibrate=6,
+        statistic="min",
+        progress=False,
+        reference=False,
+    )  # the reference's own path: the drift tests below
     assert len(table.networks) == 6 and table.calibration["model"] in P.MODELS
     report = validate(table, samples=6, seed=7, zoo=False, progress=False)
     assert report.methods["lut_predictor"]["n"] == 6
@@ -342,7 +368,9 @@ def test_drift_during_the_build_is_undone_entry_by_entry(tiny, drifting_measure,
     ref = table.meta["reference"]
     assert ref["ref_ms"] in (2.0, 3.0, 4.0) and ref["build_drift"] == pytest.approx(2.0)
     spec = tiny.spec(tiny.largest())
-    truth = (1.2 * sum(fake_ms(it.cost.flops) for it in L.plan_items(latvit.plan_network(spec))) + 0.3) * ref["ref_ms"] / 2
+    truth = (
+        (1.2 * sum(fake_ms(it.cost.flops) for it in L.plan_items(latvit.plan_network(spec))) + 0.3) * ref["ref_ms"] / 2
+    )
     # every entry restated at the table's speed at build: the calibration recovers the network model exactly
     assert predict_latency(spec, table, now=False).ms == pytest.approx(truth, rel=1e-4)
 
@@ -420,8 +448,12 @@ def test_a_spec_measured_now_in_a_child_carries_the_reference(tiny, tmp_path):
 
     path = tmp_path / "spec.json"
     tiny.spec(tiny.smallest()).to_json(path)
-    result = run_isolated("latvit.latency.measure:measure_spec_now",
-                          {"spec": str(path), "runtime": "eager", "threads": 1}, timeout=300, threads=1)
+    result = run_isolated(
+        "latvit.latency.measure:measure_spec_now",
+        {"spec": str(path), "runtime": "eager", "threads": 1},
+        timeout=300,
+        threads=1,
+    )
     assert result.ok, result.error
     record = result.value
     assert record["median_ms"] > 0 and record["ref_ms"] > 0 and record["ref_gemm_ms"] > 0

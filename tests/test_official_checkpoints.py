@@ -7,6 +7,7 @@ latvit/models), saves it the way the official repositories do, loads it with `la
 and requires identical logits. A wrong rename, a missing reshape or a swapped tensor changes the
 logits or fails the strict load.
 """
+
 import pytest
 import timm
 import torch
@@ -108,15 +109,25 @@ def v1_official(name: str, num_classes: int = 1000) -> Official:
 
 # -- EfficientFormerV2, from snap-research/EfficientFormer models/efficientformer_v2.py ------------------------
 V2_OFFICIAL = {  # EfficientFormer_width, EfficientFormer_depth, vit_num, expansion_ratios_*
-    "efficientformerv2_s0": ([32, 48, 96, 176], [2, 2, 6, 4], 2,
-                             [[4, 4], [4, 4], [4, 3, 3, 3, 4, 4], [4, 3, 3, 4]]),
-    "efficientformerv2_s1": ([32, 48, 120, 224], [3, 3, 9, 6], 2,
-                             [[4, 4, 4], [4, 4, 4], [4, 4, 3, 3, 3, 3, 4, 4, 4], [4, 4, 3, 3, 4, 4]]),
-    "efficientformerv2_s2": ([32, 64, 144, 288], [4, 4, 12, 8], 4,
-                             [[4] * 4, [4] * 4, [4, 4, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4], [4, 4, 3, 3, 3, 3, 4, 4]]),
-    "efficientformerv2_l": ([40, 80, 192, 384], [5, 5, 15, 10], 6,
-                            [[4] * 5, [4] * 5, [4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4],
-                             [4, 4, 4, 3, 3, 3, 3, 4, 4, 4]]),
+    "efficientformerv2_s0": ([32, 48, 96, 176], [2, 2, 6, 4], 2, [[4, 4], [4, 4], [4, 3, 3, 3, 4, 4], [4, 3, 3, 4]]),
+    "efficientformerv2_s1": (
+        [32, 48, 120, 224],
+        [3, 3, 9, 6],
+        2,
+        [[4, 4, 4], [4, 4, 4], [4, 4, 3, 3, 3, 3, 4, 4, 4], [4, 4, 3, 3, 4, 4]],
+    ),
+    "efficientformerv2_s2": (
+        [32, 64, 144, 288],
+        [4, 4, 12, 8],
+        4,
+        [[4] * 4, [4] * 4, [4, 4, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4], [4, 4, 3, 3, 3, 3, 4, 4]],
+    ),
+    "efficientformerv2_l": (
+        [40, 80, 192, 384],
+        [5, 5, 15, 10],
+        6,
+        [[4] * 5, [4] * 5, [4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4], [4, 4, 4, 3, 3, 3, 3, 4, 4, 4]],
+    ),
 }
 
 
@@ -295,8 +306,11 @@ def mobilevit_hf(name: str, num_classes: int = 1000) -> Official:
     return t
 
 
-REFERENCES = {**{n: v1_official for n in V1_OFFICIAL}, **{n: v2_official for n in V2_OFFICIAL},
-              **{n: mobilevit_official for n in MOBILEVIT_OFFICIAL}}
+REFERENCES = {
+    **{n: v1_official for n in V1_OFFICIAL},
+    **{n: v2_official for n in V2_OFFICIAL},
+    **{n: mobilevit_official for n in MOBILEVIT_OFFICIAL},
+}
 
 
 def official_checkpoint(name: str, randomize, num_classes: int = 1000, layout=None):
@@ -378,8 +392,11 @@ def test_official_checkpoint_errors_name_latvit_keys(randomize):
     _, official = official_checkpoint("efficientformerv2_s0", randomize)
     official["network.0.0.extra.weight"] = torch.zeros(1)
     del official["network.0.0.mlp.fc1.weight"]
-    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): stages.0.blocks.0.mlp.fc1.conv.weight; "
-                                              r"1 unexpected key\(s\): stages.0.blocks.0.extra.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 missing key\(s\): stages.0.blocks.0.mlp.fc1.conv.weight; "
+        r"1 unexpected key\(s\): stages.0.blocks.0.extra.weight",
+    ):
         latvit.create_model("efficientformerv2_s0", checkpoint=official)
     # the checkpoint of another variant: every mismatch is listed
     _, s1 = official_checkpoint("efficientformerv2_s1", randomize)

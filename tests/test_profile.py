@@ -1,5 +1,6 @@
 """`latvit profile` and `latvit density`: per-op profiles on eager and ONNX Runtime, the >= 90% accounting
 bound, the category mapping on every seed family, JSON schemas, density rows for every block kind, errors."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ EXPLAINED_OTHER = {"classifier head", "residual add", "eager Python glue"}
 FAST = dict(img_size=SIZE, warmup=1, iters=3, min_seconds=0.0, threads=1)
 
 
-@pytest.fixture(scope="module", params=[(m, r) for r in ("eager", "ort") for m in SEEDS], ids=lambda p: f"{p[1]}-{p[0]}")
+@pytest.fixture(
+    scope="module", params=[(m, r) for r in ("eager", "ort") for m in SEEDS], ids=lambda p: f"{p[1]}-{p[0]}"
+)
 def prof(request):
     model, runtime = request.param
     if runtime == "ort":
@@ -53,7 +56,9 @@ def test_ort_ops_account_for_the_end_to_end_latency_at_full_size(model):
     pytest.importorskip("onnxruntime")
     prof = profile_model(model, "ort", warmup=2, iters=5, min_seconds=0.0, threads=1)
     if (prof.coverage < COVERAGE_MIN or prof.kernel_coverage < KERNEL_MIN[model]) and _overloaded():
-        pytest.xfail(f"machine overloaded (load {__import__('os').getloadavg()[0]:.1f}): ops explain {prof.coverage:.1%}")
+        pytest.xfail(
+            f"machine overloaded (load {__import__('os').getloadavg()[0]:.1f}): ops explain {prof.coverage:.1%}"
+        )
     assert prof.coverage >= COVERAGE_MIN, f"{model}/ort: ops explain {prof.coverage:.1%}"
     assert prof.kernel_coverage >= KERNEL_MIN[model], f"{model}/ort: kernels explain {prof.kernel_coverage:.1%}"
     assert prof.kernel_coverage <= prof.coverage <= 1.05
@@ -63,8 +68,9 @@ def test_ops_account_for_the_end_to_end_latency(prof):
     assert prof.ops and prof.e2e.iters >= 3
     if prof.runtime == "eager":  # ORT at 96 px: see the full-size test above
         if prof.coverage < COVERAGE_MIN and _overloaded():
-            pytest.xfail(f"machine overloaded (load {__import__('os').getloadavg()[0]:.1f}): "
-                         f"ops explain {prof.coverage:.1%}")
+            pytest.xfail(
+                f"machine overloaded (load {__import__('os').getloadavg()[0]:.1f}): ops explain {prof.coverage:.1%}"
+            )
         assert prof.coverage >= COVERAGE_MIN, f"{prof.model}/{prof.runtime}: ops explain {prof.coverage:.1%}"
     assert prof.coverage <= 1.05  # op times are inside the inference they belong to
     cats = prof.by_category()
@@ -79,8 +85,11 @@ def test_every_op_is_located_and_categorised(prof):
     compute = [op for op in prof.ops if op.op_type != "python"]
     located = sum(op.ms for op in compute if op.block in wheres or op.block == "head")
     assert located >= 0.95 * sum(op.ms for op in compute)  # nearly all time lands on a planned block or the head
-    unexplained = {(op.op_type, op.module, op.reason) for op in prof.ops
-                   if op.category == "other" and op.reason not in EXPLAINED_OTHER}
+    unexplained = {
+        (op.op_type, op.module, op.reason)
+        for op in prof.ops
+        if op.category == "other" and op.reason not in EXPLAINED_OTHER
+    }
     assert not unexplained
     assert {op.category for op in prof.ops} <= set(CATEGORIES)
     # the compute of every family shows up where it belongs
@@ -93,8 +102,24 @@ def test_profile_json_schema(prof, tmp_path):
     prof.to_json(path)
     d = json.loads(path.read_text())
     assert d["schema"] == "latvit.profile" and d["schema_version"] == 1
-    for key in ("model", "runtime", "runtime_version", "img_size", "threads", "source", "e2e", "latency", "op_ms",
-                "overhead_ms", "coverage", "categories", "blocks", "plan", "ops", "machine"):
+    for key in (
+        "model",
+        "runtime",
+        "runtime_version",
+        "img_size",
+        "threads",
+        "source",
+        "e2e",
+        "latency",
+        "op_ms",
+        "overhead_ms",
+        "coverage",
+        "categories",
+        "blocks",
+        "plan",
+        "ops",
+        "machine",
+    ):
         assert key in d, key
     assert d["img_size"] == SIZE and d["runtime"] == prof.runtime
     assert {"median_ms", "p90_ms", "cv", "iters"} <= set(d["e2e"])
@@ -160,8 +185,29 @@ def test_cli_errors_exit_2(capsys):
 
 def test_cli_profile_eager(tmp_path, capsys):
     js, png = tmp_path / "p.json", tmp_path / "p.png"
-    assert main(["profile", "efficientformerv2_s0", "--runtime", "eager", "--img-size", str(SIZE), "--iters", "3",
-                 "--warmup", "1", "--threads", "1", "--json", str(js), "--plot", str(png)]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "efficientformerv2_s0",
+                "--runtime",
+                "eager",
+                "--img-size",
+                str(SIZE),
+                "--iters",
+                "3",
+                "--warmup",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+                str(js),
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "token mixer / attention" in out and "per block" in out
     assert json.loads(js.read_text())["model"] == "efficientformerv2_s0"

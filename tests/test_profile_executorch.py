@@ -1,5 +1,6 @@
 """`latvit profile --runtime executorch`: ExecuTorch's ETDump mapped to blocks and categories, the
 accounting bound, the XNNPACK operator alignment, and the one-line error when executorch is missing."""
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,11 @@ def test_events_are_mapped_to_blocks(prof):
 
 def test_categories_cover_every_op(prof):
     assert {op.category for op in prof.ops} <= set(CATEGORIES)
-    unexplained = {(op.op_type, op.module, op.reason) for op in prof.ops
-                   if op.category == "other" and op.reason not in EXPLAINED_OTHER}
+    unexplained = {
+        (op.op_type, op.module, op.reason)
+        for op in prof.ops
+        if op.category == "other" and op.reason not in EXPLAINED_OTHER
+    }
     assert not unexplained
     runtime = [op for op in prof.ops if op.category == "runtime"]
     assert runtime and all(op.reason == RUNTIME_OPS[op.op_type] for op in runtime)
@@ -82,11 +86,26 @@ def test_profile_json(prof, tmp_path):
 
 
 def test_align_xnnpack_operators_to_nodes():
-    xnodes = [("XNNStaticTranspose", None), ("XNNConv2d", 1), ("XNNClamp", 2), ("XNNConv2d", 3),
-              ("XNNDepthwiseConv2d", 4), ("XNNStaticReshape", 5), ("XNNConcatenate3", 6), ("XNNGlobalAvgPooling2d", 7)]
-    ops = ["Transpose (ND, X32) #1", "Convolution (NHWC, F32) IGEMM #1",  # the clamp is fused into it
-           "Fully Connected (NC, F32) GEMM #1", "Convolution (NHWC, F32) DWConv #1", "Static Reshape (NC) #1",
-           "Concatenate (ND, X32) #1", "Global Average Pooling (NWC, F32) #1", "Softmax (NC, F32) #1"]
+    xnodes = [
+        ("XNNStaticTranspose", None),
+        ("XNNConv2d", 1),
+        ("XNNClamp", 2),
+        ("XNNConv2d", 3),
+        ("XNNDepthwiseConv2d", 4),
+        ("XNNStaticReshape", 5),
+        ("XNNConcatenate3", 6),
+        ("XNNGlobalAvgPooling2d", 7),
+    ]
+    ops = [
+        "Transpose (ND, X32) #1",
+        "Convolution (NHWC, F32) IGEMM #1",  # the clamp is fused into it
+        "Fully Connected (NC, F32) GEMM #1",
+        "Convolution (NHWC, F32) DWConv #1",
+        "Static Reshape (NC) #1",
+        "Concatenate (ND, X32) #1",
+        "Global Average Pooling (NWC, F32) #1",
+        "Softmax (NC, F32) #1",
+    ]
     assert align_xnnpack(ops, xnodes) == [None, 1, 3, 4, 5, 6, 7, None]
 
 

@@ -2,6 +2,7 @@
 runner, so every test is deterministic), the median's interval, old records, the device state, timing
 interleaved with the reference workload, and isolation from oneself (threads of a measuring child, a
 parent that does not spin meanwhile)."""
+
 import math
 import random
 import resource
@@ -169,17 +170,33 @@ def test_reference_interleaving_cancels_drift():
         def run():
             device.now += ms / 1e3 * slowdown()
             device.calls += 1
+
         return run
 
     ref = Reference(call(2.0), call(0.3), {"ref_version": 0})
-    measured = measure_with_reference(call(10.0), ref, warmup=2, iters=20, min_seconds=10.0, max_seconds=20.0,
-                                      target_rel=None, clock=device.clock)
+    measured = measure_with_reference(
+        call(10.0), ref, warmup=2, iters=20, min_seconds=10.0, max_seconds=20.0, target_rel=None, clock=device.clock
+    )
     assert measured.timing.median_ms > 12  # the raw median moved with the device
     assert measured.ratio == pytest.approx(5.0, rel=0.03)
     assert measured.gemm.median_ms / measured.ref.median_ms == pytest.approx(0.15, rel=0.05)
     record = measured.as_record()
-    for field in ("median_ms", "ci_low_ms", "ci_high_ms", "ci_rel", "noisy", "ref_ms", "ref_gemm_ms", "ref_ratio",
-                  "ref_ci_rel", "ref_version", "load_1m", "steal_pct", "cpu_mhz", "governor"):
+    for field in (
+        "median_ms",
+        "ci_low_ms",
+        "ci_high_ms",
+        "ci_rel",
+        "noisy",
+        "ref_ms",
+        "ref_gemm_ms",
+        "ref_ratio",
+        "ref_ci_rel",
+        "ref_version",
+        "load_1m",
+        "steal_pct",
+        "cpu_mhz",
+        "governor",
+    ):
         assert field in record, field
 
 
@@ -191,13 +208,13 @@ def test_reference_rounds_alternate_and_stop_on_both_intervals():
         def run():
             order.append(name)
             device.now += ms / 1e3
+
         return run
 
     ref = Reference(call("net", 1.0), call("gemm", 0.2))
-    measured = measure_with_reference(call("work", 50.0), ref, warmup=0, iters=10, min_seconds=0.0,
-                                      clock=device.clock)
+    measured = measure_with_reference(call("work", 50.0), ref, warmup=0, iters=10, min_seconds=0.0, clock=device.clock)
     assert not measured.timing.noisy and not measured.ref.noisy and measured.timing.iters >= 10
-    timed = order[order.index("work"):]  # after the warm-up calls
+    timed = order[order.index("work") :]  # after the warm-up calls
     switches = [b for a, b in zip(timed, timed[1:]) if a != b]
     assert switches[:6] == ["net", "gemm", "work", "net", "gemm", "work"]  # work, reference, GEMM, again
 
@@ -222,8 +239,9 @@ def test_parent_does_not_spin_while_a_child_measures():
     for _ in range(20):
         a @ a  # the parent's OpenMP pool has just worked
     before = resource.getrusage(resource.RUSAGE_SELF)
-    busy = run_isolated("latvit.targets.protocol:gemm_peak_gflops", {"threads": 1, "size": 256, "seconds": 1.0},
-                        timeout=120, threads=1)
+    busy = run_isolated(
+        "latvit.targets.protocol:gemm_peak_gflops", {"threads": 1, "size": 256, "seconds": 1.0}, timeout=120, threads=1
+    )
     after = resource.getrusage(resource.RUSAGE_SELF)
     assert busy.ok and busy.value > 0 and busy.seconds >= 1.0
     parent_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)

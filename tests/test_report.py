@@ -4,6 +4,7 @@ browser (Chromium via Selenium, skipped with the reason where it is not installe
 The inputs are small synthetic result files written with latvit's own record functions (bench records,
 Profile, DensityReport, search steps); nothing is measured here.
 """
+
 import json
 import re
 import sys
@@ -32,10 +33,25 @@ EVIL_CLOSE = "</script><img src=x onerror=alert(1)>"
 
 # -- result files, written with latvit's own record functions ----------------------------------------------
 def bench_record(model, runtime, ms, *, cpu=None, batch=1, gflops=1.5, params=5e6, **extra):
-    record = base_record(model, runtime, batch, 224, 2) | machine_info(2) | {
-        "status": "ok", "source": "timm" if model.startswith("timm:") else "latvit", "deployed": True,
-        "runtime_version": f"{runtime} 1.0", "params_m": params / 1e6, "gflops": gflops, "median_ms": ms,
-        "p90_ms": ms * 1.1, "min_ms": ms * 0.9, "mean_ms": ms, "cv": 0.04, "iters": 50, "export_abs_diff": 1e-6}
+    record = (
+        base_record(model, runtime, batch, 224, 2)
+        | machine_info(2)
+        | {
+            "status": "ok",
+            "source": "timm" if model.startswith("timm:") else "latvit",
+            "deployed": True,
+            "runtime_version": f"{runtime} 1.0",
+            "params_m": params / 1e6,
+            "gflops": gflops,
+            "median_ms": ms,
+            "p90_ms": ms * 1.1,
+            "min_ms": ms * 0.9,
+            "mean_ms": ms,
+            "cv": 0.04,
+            "iters": 50,
+            "export_abs_diff": 1e-6,
+        }
+    )
     if cpu:
         record["cpu"] = cpu
     return finish_record(record, gflops * 1e9, params, 120.0) | extra
@@ -43,46 +59,100 @@ def bench_record(model, runtime, ms, *, cpu=None, batch=1, gflops=1.5, params=5e
 
 def bench_records():
     """Seven measured rows with a top-1 on two runtimes (one with hostile strings), one failed row."""
-    rows = [bench_record(m, rt, ms * scale) for rt, scale in (("ort", 1.0), ("openvino", 0.8))
-            for m, ms in (("efficientformer_l1", 10.0), ("mobilevit_xxs", 5.0), ("timm:fastvit_t8", 7.0))]
-    rows.append(bench_record("efficientformer_l1", "ort", 3.0) | {
-        "model": EVIL, "top1": 90.0, "top1_source": EVIL_CLOSE, "cpu": EVIL})
+    rows = [
+        bench_record(m, rt, ms * scale)
+        for rt, scale in (("ort", 1.0), ("openvino", 0.8))
+        for m, ms in (("efficientformer_l1", 10.0), ("mobilevit_xxs", 5.0), ("timm:fastvit_t8", 7.0))
+    ]
+    rows.append(
+        bench_record("efficientformer_l1", "ort", 3.0)
+        | {"model": EVIL, "top1": 90.0, "top1_source": EVIL_CLOSE, "cpu": EVIL}
+    )
     failed = base_record("mobilevit_s", "ort", 1, 256, 2) | machine_info(2) | {"status": "failed", "error": EVIL_CLOSE}
     return rows + [failed]
 
 
 def profile_dict(model="mobilevit_xxs"):
     t = Timing(2.0, 2.2, 1.9, 2.0, 0.05, 20)
-    ops = [OpTime("conv", "Conv", "stem.0", "stem[0]", "conv_bn_act", "stem", "stem", 0.5, 1),
-           OpTime("mm", "MatMul", "stages.0.blocks.0.attn", "stages[0][0]", "mobilevit", "token_mixer", "attn", 1.0, 2),
-           OpTime("gelu", "Gelu", "stages.0.blocks.0.mlp", "stages[0][0]", "mobilevit", "activation", "act", 0.3, 2)]
+    ops = [
+        OpTime("conv", "Conv", "stem.0", "stem[0]", "conv_bn_act", "stem", "stem", 0.5, 1),
+        OpTime("mm", "MatMul", "stages.0.blocks.0.attn", "stages[0][0]", "mobilevit", "token_mixer", "attn", 1.0, 2),
+        OpTime("gelu", "Gelu", "stages.0.blocks.0.mlp", "stages[0][0]", "mobilevit", "activation", "act", 0.3, 2),
+    ]
     blocks = [{"where": "stem[0]", "kind": "conv_bn_act"}, {"where": "stages[0][0]", "kind": "mobilevit"}]
-    return Profile(model, "ort", "onnxruntime 1.0", 64, 1, "ort profiler", ops, t, t, blocks,
-                   machine_info(1)).to_dict()
+    return Profile(model, "ort", "onnxruntime 1.0", 64, 1, "ort profiler", ops, t, t, blocks, machine_info(1)).to_dict()
 
 
 def density_dict():
-    rows = [{"label": label, "kind": kind, "resolution": r, "c_in": 64, "width": 64, "source": "test",
-             "gflops": 0.1 * r, "mparams": 0.05, "ms": 1.0, "gflops_per_s": g * r, "mparams_per_s": 50.0,
-             "pct_peak": g * r / 2, "error": None}
-            for label, kind, g in ((EVIL, "meta4d", 3.0), ("BottleNeck", "bottleneck", 5.0)) for r in (56, 28, 14, 7)]
+    rows = [
+        {
+            "label": label,
+            "kind": kind,
+            "resolution": r,
+            "c_in": 64,
+            "width": 64,
+            "source": "test",
+            "gflops": 0.1 * r,
+            "mparams": 0.05,
+            "ms": 1.0,
+            "gflops_per_s": g * r,
+            "mparams_per_s": 50.0,
+            "pct_peak": g * r / 2,
+            "error": None,
+        }
+        for label, kind, g in ((EVIL, "meta4d", 3.0), ("BottleNeck", "bottleneck", 5.0))
+        for r in (56, 28, 14, 7)
+    ]
     rows.append(rows[0] | {"resolution": 112, "error": EVIL_CLOSE, "gflops_per_s": None})
     return DensityReport("ort", "onnxruntime 1.0", 2, 200.0, rows, machine_info(2)).to_dict()
 
 
 def lut_validate_dict():
     """The shape `latvit lut validate --json` writes (rows, error statistics per method)."""
-    rows = [{"name": n, "source": s, "img_size": 224, "gflops": g, "measured_ms": m, "predicted_ms": p,
-             "low_ms": p * 0.95, "high_ms": p * 1.05, "blocks_ms": p * 0.9, "flops_ms": g * 4}
-            for n, s, g, m, p in (("efficientformer_l1", "zoo", 2.6, 11.0, 10.5), (EVIL, "sample", 1.5, 6.0, 6.4),
-                                  ("sample_2", "sample", 1.0, 4.0, 3.9))]
-    stats = {"n": 3, "mape": 4.0, "within_10": 1.0, "max_abs_pct": 6.7, "spearman": 1.0,
-             "worst": [{"name": EVIL, "measured_ms": 6.0, "predicted_ms": 6.4, "error_pct": 6.7}]}
-    return {"table": "lut.json", "meta": {"space": "efficientformer", "img_size": 224, "runtime": "ort",
-                                          "runtime_version": "onnxruntime 1.0", "threads": 2, "deploy": True,
-                                          "created": "2026-12-01T00:00:00+00:00"} | machine_info(2),
-            "rows": rows, "skipped": [], "methods": {"lut_predictor": stats | {"band_coverage": 0.67},
-                                                     "flops_baseline": stats}, "ms_per_gflop": 4.0}
+    rows = [
+        {
+            "name": n,
+            "source": s,
+            "img_size": 224,
+            "gflops": g,
+            "measured_ms": m,
+            "predicted_ms": p,
+            "low_ms": p * 0.95,
+            "high_ms": p * 1.05,
+            "blocks_ms": p * 0.9,
+            "flops_ms": g * 4,
+        }
+        for n, s, g, m, p in (
+            ("efficientformer_l1", "zoo", 2.6, 11.0, 10.5),
+            (EVIL, "sample", 1.5, 6.0, 6.4),
+            ("sample_2", "sample", 1.0, 4.0, 3.9),
+        )
+    ]
+    stats = {
+        "n": 3,
+        "mape": 4.0,
+        "within_10": 1.0,
+        "max_abs_pct": 6.7,
+        "spearman": 1.0,
+        "worst": [{"name": EVIL, "measured_ms": 6.0, "predicted_ms": 6.4, "error_pct": 6.7}],
+    }
+    return {
+        "table": "lut.json",
+        "meta": {
+            "space": "efficientformer",
+            "img_size": 224,
+            "runtime": "ort",
+            "runtime_version": "onnxruntime 1.0",
+            "threads": 2,
+            "deploy": True,
+            "created": "2026-12-01T00:00:00+00:00",
+        }
+        | machine_info(2),
+        "rows": rows,
+        "skipped": [],
+        "methods": {"lut_predictor": stats | {"band_coverage": 0.67}, "flops_baseline": stats},
+        "ms_per_gflop": 4.0,
+    }
 
 
 def write_search_dir(path: Path) -> None:
@@ -91,10 +161,24 @@ def write_search_dir(path: Path) -> None:
     path.mkdir()
     (path / "trace.json").write_text(json.dumps([s.as_dict() for s in steps]))
     (path / "pareto.json").write_text(json.dumps([s.as_dict() for s in steps[1:]]))
-    (path / "result.json").write_text(json.dumps({
-        "method": "efficientformer", "space": "efficientformer", "supernet": "gumbel", "img_size": 64,
-        "target_ms": 8.0, "predicted_ms": 7.5, "accuracy_inherited": 77.0, "params_m": 3.1, "runtime": "ort",
-        "spec": str(path / "spec.json"), "measured_ms": 7.9, "measure_error": ""}))
+    (path / "result.json").write_text(
+        json.dumps(
+            {
+                "method": "efficientformer",
+                "space": "efficientformer",
+                "supernet": "gumbel",
+                "img_size": 64,
+                "target_ms": 8.0,
+                "predicted_ms": 7.5,
+                "accuracy_inherited": 77.0,
+                "params_m": 3.1,
+                "runtime": "ort",
+                "spec": str(path / "spec.json"),
+                "measured_ms": 7.9,
+                "measure_error": "",
+            }
+        )
+    )
 
 
 @pytest.fixture
@@ -104,24 +188,60 @@ def result_files(tmp_path):
 
 def write_result_files(tmp_path: Path) -> dict[str, Path]:
     """Every kind of input latvit report reads, written under `tmp_path`: {kind: path}."""
-    files = {"bench": tmp_path / "bench.json", "csv": tmp_path / "other-machine.csv",
-             "profile": tmp_path / "profile.json", "density": tmp_path / "density.json",
-             "lut": tmp_path / "lut-validate.json", "accuracy": tmp_path / "validate.json",
-             "compression": tmp_path / "compression.json", "search": tmp_path / "search"}
+    files = {
+        "bench": tmp_path / "bench.json",
+        "csv": tmp_path / "other-machine.csv",
+        "profile": tmp_path / "profile.json",
+        "density": tmp_path / "density.json",
+        "lut": tmp_path / "lut-validate.json",
+        "accuracy": tmp_path / "validate.json",
+        "compression": tmp_path / "compression.json",
+        "search": tmp_path / "search",
+    }
     files["bench"].write_text(records_json(bench_records()))
-    files["csv"].write_text(records_csv([bench_record("efficientformer_l1", "ort", 20.0, cpu="Other CPU"),
-                                         bench_record("mobilevit_xxs", "ort", 4.0, cpu="Other CPU")]))
+    files["csv"].write_text(
+        records_csv(
+            [
+                bench_record("efficientformer_l1", "ort", 20.0, cpu="Other CPU"),
+                bench_record("mobilevit_xxs", "ort", 4.0, cpu="Other CPU"),
+            ]
+        )
+    )
     files["profile"].write_text(json.dumps(profile_dict()))
     files["density"].write_text(json.dumps(density_dict()))
     files["lut"].write_text(json.dumps(lut_validate_dict()))
-    files["accuracy"].write_text(json.dumps({"model": "mobilevit_xxs", "data": "fashion-mnist", "img_size": 32,
-                                             "crop_pct": 1.0, "tome": "0", "sparsity": None, "top1": 91.5,
-                                             "top5": 99.9, "loss": 0.25, "images": 10000, "images_per_sec": 900.0}))
-    files["compression"].write_text(json.dumps({
-        "format": "latvit-compression/1", "machine": machine_info(2), "batch": 1, "recipe": "vit",
-        "rows": [{"model": EVIL, "runtime": "ort", "variant": v, "median_ms": ms, "speedup": 4.0 / ms, "top1": None}
-                 for v, ms in (("fp32", 4.0), ("int8", 2.0))] + [
-                {"model": "mobilevit_xxs", "runtime": "ort", "variant": "int8", "error": EVIL_CLOSE}]}))
+    files["accuracy"].write_text(
+        json.dumps(
+            {
+                "model": "mobilevit_xxs",
+                "data": "fashion-mnist",
+                "img_size": 32,
+                "crop_pct": 1.0,
+                "tome": "0",
+                "sparsity": None,
+                "top1": 91.5,
+                "top5": 99.9,
+                "loss": 0.25,
+                "images": 10000,
+                "images_per_sec": 900.0,
+            }
+        )
+    )
+    files["compression"].write_text(
+        json.dumps(
+            {
+                "format": "latvit-compression/1",
+                "machine": machine_info(2),
+                "batch": 1,
+                "recipe": "vit",
+                "rows": [
+                    {"model": EVIL, "runtime": "ort", "variant": v, "median_ms": ms, "speedup": 4.0 / ms, "top1": None}
+                    for v, ms in (("fp32", 4.0), ("int8", 2.0))
+                ]
+                + [{"model": "mobilevit_xxs", "runtime": "ort", "variant": "int8", "error": EVIL_CLOSE}],
+            }
+        )
+    )
     write_search_dir(files["search"])
     return files
 
@@ -178,7 +298,7 @@ def parse(page: str) -> PageParser:
 def without_plotly_js(page: str) -> str:
     """The page less the plotly.js bundle (whose code holds URL strings of its own, e.g. map attributions)."""
     start = page.index('<script id="plotly-js">')
-    return page[:start] + page[page.index("</script>", start) + len("</script>"):]
+    return page[:start] + page[page.index("</script>", start) + len("</script>") :]
 
 
 def records_traces(fig: dict) -> list[dict]:
@@ -191,13 +311,31 @@ def test_report_has_a_section_per_kind_of_input(result_files, tmp_path):
     assert main(["report", *map(str, result_files.values()), "-o", str(out)]) == 0
     page = out.read_text()
     parsed = parse(page)
-    assert parsed.sections == ["inputs", "pareto", "bench", "comparison", "accuracy", "profile", "density", "lut",
-                               "search", "compression"]
+    assert parsed.sections == [
+        "inputs",
+        "pareto",
+        "bench",
+        "comparison",
+        "accuracy",
+        "profile",
+        "density",
+        "lut",
+        "search",
+        "compression",
+    ]
     for path in result_files.values():  # every input is named in the always-visible inputs table
         assert str(path) in page
     figs = parsed.figures()
-    assert {"fig-pareto", "fig-comparison", "fig-profile-categories", "fig-profile-0", "fig-density-0", "fig-lut-0",
-            "fig-search-0", "fig-compression"} <= set(figs)
+    assert {
+        "fig-pareto",
+        "fig-comparison",
+        "fig-profile-categories",
+        "fig-profile-0",
+        "fig-density-0",
+        "fig-lut-0",
+        "fig-search-0",
+        "fig-compression",
+    } <= set(figs)
     # the comparison: three configurations (ort and openvino here, ort on the other machine), ratios per model
     comparison = figs["fig-comparison"]["data"]
     assert len(comparison) == 2 and all(len(t["y"]) == len(t["x"]) for t in comparison)
@@ -211,8 +349,9 @@ def test_report_has_a_section_per_kind_of_input(result_files, tmp_path):
 
 
 def test_pareto_chart_holds_every_record_with_a_top1(result_files, tmp_path):
-    inputs = load_results([result_files["bench"], result_files["csv"], result_files["accuracy"],
-                           result_files["search"]])
+    inputs = load_results(
+        [result_files["bench"], result_files["csv"], result_files["accuracy"], result_files["search"]]
+    )
     fig = parse(build_report(inputs)).figures()["fig-pareto"]
     measured = [r for r in inputs[0].data + inputs[1].data if r["status"] == "ok"]
     points = [(x, y) for t in records_traces(fig) for x, y in zip(t["x"], t["y"])]
@@ -253,11 +392,33 @@ def test_every_string_from_a_result_file_is_escaped(result_files):
     assert EVIL not in page and EVIL_CLOSE not in page and "<img" not in ours
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown, as text
     parsed = parse(page)
-    assert {tag for tag, _ in parsed.tags} <= {"html", "head", "meta", "title", "style", "script", "body", "h1", "h2",
-                                               "h3", "nav", "a", "section", "p", "div", "table", "thead", "tbody", "tr",
-                                               "th", "td"}
-    assert all(set(attrs) <= {"id", "class", "href", "lang", "charset", "http-equiv", "content", "name", "data-v"}
-               for _, attrs in parsed.tags)
+    assert {tag for tag, _ in parsed.tags} <= {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "script",
+        "body",
+        "h1",
+        "h2",
+        "h3",
+        "nav",
+        "a",
+        "section",
+        "p",
+        "div",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+    }
+    assert all(
+        set(attrs) <= {"id", "class", "href", "lang", "charset", "http-equiv", "content", "name", "data-v"}
+        for _, attrs in parsed.tags
+    )
     # every embedded figure is JSON without a raw <, > or & (so no string can leave its <script>)
     figure_scripts = [s for s in parsed.scripts if "Plotly.newPlot" in s]
     assert figure_scripts and not any(c in s for s in figure_scripts for c in "<>&")
@@ -265,16 +426,19 @@ def test_every_string_from_a_result_file_is_escaped(result_files):
     assert script_json('{"a": "</script>&\u2028"}') == '{"a": "\\u003c/script\\u003e\\u0026\\u2028"}'
 
 
-@pytest.mark.parametrize("content, problem", [
-    ('{"foo": 1}', "not a latvit result file"),
-    ("\x89PNG\r\n\x1a\n\x00\x00", "not a latvit result file"),
-    ("", "empty"),
-    ('{"format": "latvit-bench/2", "records": []}', "format version 2"),
-    ('{"format": "latvit-lut", "format_version": 1, "entries": {}}', "lookup table"),
-    ('{"schema": "latvit.profile", "schema_version": 7, "model": "x"}', "format version 7"),
-    ('{"format": "latvit-bench/1", "records": [{"model": "x", "runtime": "ort"}]}', "lacks 'status'"),
-    ("name,size\nfoo,1\n", "not a latvit result file"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('{"foo": 1}', "not a latvit result file"),
+        ("\x89PNG\r\n\x1a\n\x00\x00", "not a latvit result file"),
+        ("", "empty"),
+        ('{"format": "latvit-bench/2", "records": []}', "format version 2"),
+        ('{"format": "latvit-lut", "format_version": 1, "entries": {}}', "lookup table"),
+        ('{"schema": "latvit.profile", "schema_version": 7, "model": "x"}', "format version 7"),
+        ('{"format": "latvit-bench/1", "records": [{"model": "x", "runtime": "ort"}]}', "lacks 'status'"),
+        ("name,size\nfoo,1\n", "not a latvit result file"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, result_files, content, problem):
     bad = tmp_path / ("bad.csv" if content.startswith("name,") else "bad.json")
     bad.write_bytes(content.encode("latin-1"))
@@ -362,8 +526,15 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000",
-                "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"):  # no network at all
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--proxy-server=127.0.0.1:9",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+    ):  # no network at all
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     # the driver's path given: selenium-manager never runs, so nothing is downloaded
@@ -402,8 +573,10 @@ def test_report_in_chromium_offline(result_files, tmp_path, browser):
     assert EVIL in browser.find_element(By.ID, "bench-table").text
     # the header click sorts the table by latency
     browser.find_element(By.XPATH, "//table[@id='bench-table']//th[text()='median ms']").click()
-    cells = browser.execute_script("return Array.from(document.querySelectorAll('#bench-table tbody tr')).map("
-                                   "r => r.cells[6].getAttribute('data-v')).filter(v => v)")
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#bench-table tbody tr')).map("
+        "r => r.cells[6].getAttribute('data-v')).filter(v => v)"
+    )
     assert [float(c) for c in cells] == sorted(float(c) for c in cells)
     # no console errors, no request left the page, no element points off it
     errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
@@ -411,6 +584,11 @@ def test_report_in_chromium_offline(result_files, tmp_path, browser):
     requests = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]
     urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
     assert urls == {out.resolve().as_uri()}, urls
-    assert browser.execute_script("return Array.from(document.querySelectorAll('[src],[href]')).map("
-                                  "e => e.getAttribute('src') || e.getAttribute('href')).filter("
-                                  "u => /^https?:/.test(u)).length") == 0
+    assert (
+        browser.execute_script(
+            "return Array.from(document.querySelectorAll('[src],[href]')).map("
+            "e => e.getAttribute('src') || e.getAttribute('href')).filter("
+            "u => /^https?:/.test(u)).length"
+        )
+        == 0
+    )

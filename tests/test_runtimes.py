@@ -5,6 +5,7 @@ take the full seed models at 64 px; the ones whose export or compile costs tens 
 (ExecuTorch, Inductor, CoreML) take a *small copy* of each seed (first and last block of every stage,
 one transformer layer per MobileViT block), which still has every block kind of the family.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -142,9 +143,16 @@ def test_executorch_no_noop_expand_between_partitions():
 
 
 # -- availability messages -----------------------------------------------------------------------------
-@pytest.mark.parametrize("runtime, package, extra", [
-    ("openvino", "openvino", "openvino"), ("executorch", "executorch", "executorch"),
-    ("coreml", "coremltools", "coreml"), ("tensorrt", "tensorrt", "tensorrt"), ("ort", "onnxruntime", "onnx")])
+@pytest.mark.parametrize(
+    "runtime, package, extra",
+    [
+        ("openvino", "openvino", "openvino"),
+        ("executorch", "executorch", "executorch"),
+        ("coreml", "coremltools", "coreml"),
+        ("tensorrt", "tensorrt", "tensorrt"),
+        ("ort", "onnxruntime", "onnx"),
+    ],
+)
 def test_missing_package_names_the_extra(runtime, package, extra, monkeypatch):
     for mod in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
         monkeypatch.delitem(sys.modules, mod)
@@ -322,9 +330,29 @@ def test_openvino_int8_mobilevit_at_32px_runs(tmp_path):
 
     usable("openvino")
     pytest.importorskip("nncf")
-    proc = subprocess.run([sys.executable, "-m", "latvit", "quantize", "mobilevit_xxs", "--img-size", "32",
-                           "--runtime", "openvino", "--calib", "synthetic", "--calib-images", "8",
-                           "--threads", "1", "-o", str(tmp_path / "m.xml")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "latvit",
+            "quantize",
+            "mobilevit_xxs",
+            "--img-size",
+            "32",
+            "--runtime",
+            "openvino",
+            "--calib",
+            "synthetic",
+            "--calib-images",
+            "8",
+            "--threads",
+            "1",
+            "-o",
+            str(tmp_path / "m.xml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "int8" in proc.stdout and (tmp_path / "m.xml").is_file()
 
@@ -350,13 +378,16 @@ def test_cli_export_onnx(small_json, tmp_path, capsys):
     assert printed.startswith(f"wrote {out}") and "max abs diff vs PyTorch" in printed
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["mobilevit_xxs", "--format", "tflite", "-o", "m.tflite"], "unknown export format 'tflite'; choose from onnx"),
-    (["mobilevit_xxz", "--format", "onnx", "-o", "m.onnx"], "mobilevit_xxs"),
-    (["timm:resnet_5O", "--format", "onnx", "-o", "m.onnx"], "unknown timm model"),
-    (["efficientformer_l1", "--format", "onnx", "-o", "m.onnx", "--img-size", "100"], "input size 100"),
-    (["mobilevit_xxs", "--format", "onnx", "-o", "m.xml"], "onnx artifacts end in .onnx"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["mobilevit_xxs", "--format", "tflite", "-o", "m.tflite"], "unknown export format 'tflite'; choose from onnx"),
+        (["mobilevit_xxz", "--format", "onnx", "-o", "m.onnx"], "mobilevit_xxs"),
+        (["timm:resnet_5O", "--format", "onnx", "-o", "m.onnx"], "unknown timm model"),
+        (["efficientformer_l1", "--format", "onnx", "-o", "m.onnx", "--img-size", "100"], "input size 100"),
+        (["mobilevit_xxs", "--format", "onnx", "-o", "m.xml"], "onnx artifacts end in .onnx"),
+    ],
+)
 def test_cli_export_errors_are_one_line(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["export", *argv]) == 2

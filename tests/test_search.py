@@ -1,4 +1,5 @@
 """Search: weight inheritance, greedy slimming / MES loops, NSGA-II, on real spaces with cheap objectives."""
+
 import math
 import random
 
@@ -76,8 +77,7 @@ def test_held_out_subset_spreads_over_a_class_sorted_set_and_bn_uses_every_batch
 
 def test_mes_search_reaches_target_with_monotone_trace():
     target = latency(SPACE.largest()) * 0.6
-    trace = greedy_search(SPACE, "efficientformerv2", accuracy, latency, target,
-                          params=lambda c: cost(c).params)
+    trace = greedy_search(SPACE, "efficientformerv2", accuracy, latency, target, params=lambda c: cost(c).params)
     assert trace[0].action == "start" and trace[-1].latency_ms <= target
     assert all(b.mes > a.mes for a, b in zip(trace, trace[1:]))  # every accepted action raised MES
     assert len(trace) > 2
@@ -123,14 +123,55 @@ def test_search_cli_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     # FLOPs each, so that this test is about the search
     fake = lambda item, *a, **k: (Timing.from_samples([0.05e-3 + item.cost.flops / 1e11] * 20), {})  # noqa: E731
     monkeypatch.setattr("latvit.latency.lut_build.measure_item", fake)
-    assert main(["lut", "build", "--space", "efficientformerv2", "--runtime", "eager", "--img-size", "64",
-                 "--threads", "1", "--calibrate", "0", "--out", str(lut)]) == 0
+    assert (
+        main(
+            [
+                "lut",
+                "build",
+                "--space",
+                "efficientformerv2",
+                "--runtime",
+                "eager",
+                "--img-size",
+                "64",
+                "--threads",
+                "1",
+                "--calibrate",
+                "0",
+                "--out",
+                str(lut),
+            ]
+        )
+        == 0
+    )
     from latvit.latency.predictor import predict_latency
 
     top = predict_latency(SPACE.spec(SPACE.largest(), 64), lut, now=False).ms  # target just under: a step or two
-    argv = ["search", "--method", "efficientformerv2", "--lut", str(lut), "--target-ms", f"{0.97 * top:.4f}",
-            "--data", "synthetic", "--output", str(tmp_path / "out"), "--train-subset", "64", "--eval-images", "32",
-            "--batch-size", "32", "--bn-batches", "1", "--threads", "1", "--no-measure", "--at-build"]
+    argv = [
+        "search",
+        "--method",
+        "efficientformerv2",
+        "--lut",
+        str(lut),
+        "--target-ms",
+        f"{0.97 * top:.4f}",
+        "--data",
+        "synthetic",
+        "--output",
+        str(tmp_path / "out"),
+        "--train-subset",
+        "64",
+        "--eval-images",
+        "32",
+        "--batch-size",
+        "32",
+        "--bn-batches",
+        "1",
+        "--threads",
+        "1",
+        "--no-measure",
+        "--at-build",
+    ]
     assert main(argv) == 0
     out = tmp_path / "out"
     result = json.loads((out / "result.json").read_text())
@@ -147,7 +188,7 @@ def test_search_cli_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     assert main(argv[:-1] + ["--no-measure", "--target-ms", "0.0001"]) == 2
     assert "below the smallest subnet" in capsys.readouterr().err
     # other evaluation settings in the same output would mix new results with the cached ones: refused
-    assert main(argv[:argv.index("--eval-images") + 1] + ["64"] + argv[argv.index("--eval-images") + 2:]) == 2
+    assert main(argv[: argv.index("--eval-images") + 1] + ["64"] + argv[argv.index("--eval-images") + 2 :]) == 2
     assert "holds a search with other settings (eval_images 32 -> 64)" in capsys.readouterr().err
 
 
@@ -197,12 +238,17 @@ def test_the_trajectory_is_extended_when_no_evaluated_candidate_is_fast_enough()
         limits.append(limit_ms)
         points.append(_step(limit_ms * 0.95, 26.0, 5))
 
-    selection = select_result(lambda: points, 12.0, measure=lambda s: {"median_ms": s.latency_ms * 1.2},
-                              extend=extend, tolerance=0.05)
+    selection = select_result(
+        lambda: points, 12.0, measure=lambda s: {"median_ms": s.latency_ms * 1.2}, extend=extend, tolerance=0.05
+    )
     assert limits and limits[0] == pytest.approx(10.0) and selection.step is points[1]
     # nothing faster can be found: the fastest measured candidate, said to miss
-    stuck = select_result(lambda: points[:1], 12.0, measure=lambda s: {"median_ms": 15.0},
-                          extend=lambda limit: (_ for _ in ()).throw(LatvitError("smallest reached")))
+    stuck = select_result(
+        lambda: points[:1],
+        12.0,
+        measure=lambda s: {"median_ms": 15.0},
+        extend=lambda limit: (_ for _ in ()).throw(LatvitError("smallest reached")),
+    )
     assert stuck.step is points[0] and "misses the target" in stuck.note
     unmeasured = select_result(lambda: points, 12.0)
     assert unmeasured.step is points[0] and unmeasured.measured == []

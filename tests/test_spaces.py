@@ -1,4 +1,5 @@
 """Search spaces: sampled specs are valid, the block enumeration is exact."""
+
 import random
 
 import pytest
@@ -8,8 +9,14 @@ from latvit.models.spaces import SPACES, SearchSpace, _efficientformer, get_spac
 
 
 def tiny_space() -> SearchSpace:
-    return SearchSpace("tiny", widths=((32,), (64,), (160,), (320, 352)), depths=((1,), (1,), (2,), (2,)),
-                       expansions=(4.0,), extras=(1,), make_spec=_efficientformer)
+    return SearchSpace(
+        "tiny",
+        widths=((32,), (64,), (160,), (320, 352)),
+        depths=((1,), (1,), (2,), (2,)),
+        expansions=(4.0,),
+        extras=(1,),
+        make_spec=_efficientformer,
+    )
 
 
 def test_tiny_space_enumeration_count():

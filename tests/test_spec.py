@@ -1,4 +1,5 @@
 """Specs: JSON round trip, validation errors that name the field, input-size checks."""
+
 import dataclasses
 import json
 import re
@@ -29,9 +30,13 @@ def test_json_is_compact():
 
 def tiny_spec(**block_overrides) -> NetSpec:
     block = dataclasses.replace(BlockSpec("meta3d", 32), **block_overrides)
-    return NetSpec(name="tiny", img_size=32, stem=(BlockSpec("conv_bn_act", 32, stride=2),),
-                   stages=(StageSpec((BlockSpec("meta4d", 32), block)),),
-                   head=latvit.HeadSpec(norm="ln"))
+    return NetSpec(
+        name="tiny",
+        img_size=32,
+        stem=(BlockSpec("conv_bn_act", 32, stride=2),),
+        stages=(StageSpec((BlockSpec("meta4d", 32), block)),),
+        head=latvit.HeadSpec(norm="ln"),
+    )
 
 
 def test_tiny_spec_builds():
@@ -39,13 +44,16 @@ def test_tiny_spec_builds():
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(heads=0), "stages[0][1]: heads (0)"),
-    (dict(width=48), "stages[0][1]: width 48 must equal the input width 32"),
-    (dict(kernel=2), "kernel must be a positive odd number"),
-    (dict(act="swish"), "unknown act 'swish'"),
-    (dict(kind="meta5d"), "unknown block kind 'meta5d'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(heads=0), "stages[0][1]: heads (0)"),
+        (dict(width=48), "stages[0][1]: width 48 must equal the input width 32"),
+        (dict(kernel=2), "kernel must be a positive odd number"),
+        (dict(act="swish"), "unknown act 'swish'"),
+        (dict(kind="meta5d"), "unknown block kind 'meta5d'"),
+    ],
+)
 def test_invalid_block_names_the_field(overrides, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         plan_network(tiny_spec(**overrides))
@@ -58,27 +66,37 @@ def edit_blocks(spec, kind, **changes):
 MOBILEVIT, V2 = latvit.get_spec("mobilevit_xxs"), latvit.get_spec("efficientformerv2_s0")
 
 
-@pytest.mark.parametrize("spec, message", [  # each was a ZeroDivisionError or a torch error at build time
-    (edit_blocks(MOBILEVIT, "mv2", stride=0), "stages[0][0]: stride must be 1 or 2, got 0"),
-    (edit_blocks(MOBILEVIT, "mobilevit", heads=0), "heads must be >= 1, got 0"),
-    (edit_blocks(MOBILEVIT, "mv2", expansion=0.01), "expansion 0.01 leaves no hidden channels at width 16"),
-    (edit_blocks(MOBILEVIT, "mobilevit", expansion=0.001), "expansion 0.001 leaves no hidden channels at width 48"),
-    (edit_blocks(V2, "attn_ffn", attn_ratio=0.0), "attn_ratio 0.0 x key_dim 32 leaves no value channels"),
-    (dataclasses.replace(MOBILEVIT, head=dataclasses.replace(MOBILEVIT.head, dropout=1.5)),
-     "head.dropout must be in [0, 1), got 1.5"),
-    (dataclasses.replace(MOBILEVIT, head=dataclasses.replace(MOBILEVIT.head, conv_width=-3)),
-     "head.conv_width must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [  # each was a ZeroDivisionError or a torch error at build time
+        (edit_blocks(MOBILEVIT, "mv2", stride=0), "stages[0][0]: stride must be 1 or 2, got 0"),
+        (edit_blocks(MOBILEVIT, "mobilevit", heads=0), "heads must be >= 1, got 0"),
+        (edit_blocks(MOBILEVIT, "mv2", expansion=0.01), "expansion 0.01 leaves no hidden channels at width 16"),
+        (edit_blocks(MOBILEVIT, "mobilevit", expansion=0.001), "expansion 0.001 leaves no hidden channels at width 48"),
+        (edit_blocks(V2, "attn_ffn", attn_ratio=0.0), "attn_ratio 0.0 x key_dim 32 leaves no value channels"),
+        (
+            dataclasses.replace(MOBILEVIT, head=dataclasses.replace(MOBILEVIT.head, dropout=1.5)),
+            "head.dropout must be in [0, 1), got 1.5",
+        ),
+        (
+            dataclasses.replace(MOBILEVIT, head=dataclasses.replace(MOBILEVIT.head, conv_width=-3)),
+            "head.conv_width must be >= 0",
+        ),
+    ],
+)
 def test_degenerate_blocks_and_heads_are_spec_errors(spec, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         latvit.create_model(spec, img_size=64)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("imgsize", 64, "spec: unknown field(s) ['imgsize']"),  # it used to leave img_size at its default, silently
-    ("mean", ["a", 1, 2], "spec.mean: expected a list of 3 numbers"),
-    ("std", [0, 1, 1], "spec.std: every channel's std must be > 0"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("imgsize", 64, "spec: unknown field(s) ['imgsize']"),  # it used to leave img_size at its default, silently
+        ("mean", ["a", 1, 2], "spec.mean: expected a list of 3 numbers"),
+        ("std", [0, 1, 1], "spec.std: every channel's std must be > 0"),
+    ],
+)
 def test_spec_top_level_fields_are_checked(key, value, message):
     data = MOBILEVIT.to_dict() | {key: value}
     with pytest.raises(SpecError, match=re.escape(message)):
@@ -94,8 +112,10 @@ def test_width_not_divisible_by_heads():
         plan_network(dataclasses.replace(spec, stages=tuple(stages)))
 
 
-@pytest.mark.parametrize("name, size", [("efficientformer_l1", 100), ("mobilevit_xxs", 200),
-                                        ("efficientformerv2_s0", 16), ("mobilevit_s", 0)])
+@pytest.mark.parametrize(
+    "name, size",
+    [("efficientformer_l1", 100), ("mobilevit_xxs", 200), ("efficientformerv2_s0", 16), ("mobilevit_s", 0)],
+)
 def test_invalid_input_size(name, size):
     with pytest.raises(SpecError, match="input size|img_size must be a positive"):
         latvit.create_model(name, img_size=size)
@@ -118,14 +138,23 @@ def test_wrong_input_channels_and_size():
         flexible(torch.randn(1, 3, 200, 200))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not valid JSON"),
-    ('{"name": "x", "stem": [], "stages": [[{"kind": "mv2"}]]}', r"stages\[0\]\[0\]: missing field"),
-    ('{"name": "x", "stem": [], "stages": [[{"kind": "mv2", "width": "8"}]]}', r"stages\[0\]\[0\].width: expected int"),
-    ('{"name": "x", "stem": [], "stages": [[{"kind": "mv2", "width": 8, "colour": 1}]]}', r"unknown field\(s\) \['colour'\]"),
-    ('{"name": "x", "stages": []}', "missing field 'stem'"),
-    ('[1, 2]', "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"name": "x", "stem": [], "stages": [[{"kind": "mv2"}]]}', r"stages\[0\]\[0\]: missing field"),
+        (
+            '{"name": "x", "stem": [], "stages": [[{"kind": "mv2", "width": "8"}]]}',
+            r"stages\[0\]\[0\].width: expected int",
+        ),
+        (
+            '{"name": "x", "stem": [], "stages": [[{"kind": "mv2", "width": 8, "colour": 1}]]}',
+            r"unknown field\(s\) \['colour'\]",
+        ),
+        ('{"name": "x", "stages": []}', "missing field 'stem'"),
+        ("[1, 2]", "expected a JSON object"),
+    ],
+)
 def test_malformed_spec_json(text, message, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(text)

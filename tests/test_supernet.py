@@ -1,5 +1,6 @@
 """The seeds' two supernets: Gumbel MetaPaths (EfficientFormer V1 slimming) and the sandwich-trained slimmable
 supernet with switchable BatchNorm (EfficientFormerV2), on tiny spaces at 64x64 with synthetic data."""
+
 import json
 import math
 import random
@@ -19,12 +20,27 @@ from latvit.search.supernet import (
     train_gumbel,
 )
 
-V1 = SearchSpace("tiny_v1", widths=((16, 32), (32, 48), (48, 64), (64, 80)), depths=((1, 2), (1, 2), (1, 2), (2, 3)),
-                 expansions=(4.0,), extras=(1, 2), make_spec=_efficientformer, img_size=64)
-V2 = SearchSpace("tiny_v2", widths=((16, 32), (32,), (32, 48), (48, 64)), depths=((1,), (1, 2), (2, 3), (2, 3)),
-                 expansions=(2.0, 4.0), extras=(0,), make_spec=_efficientformer_v2, img_size=64)
-TINY = SupernetTraining(data="synthetic", epochs=1, batch_size=8, train_subset=32, threads=1, checkpoint_every=1,
-                        progress=False)
+V1 = SearchSpace(
+    "tiny_v1",
+    widths=((16, 32), (32, 48), (48, 64), (64, 80)),
+    depths=((1, 2), (1, 2), (1, 2), (2, 3)),
+    expansions=(4.0,),
+    extras=(1, 2),
+    make_spec=_efficientformer,
+    img_size=64,
+)
+V2 = SearchSpace(
+    "tiny_v2",
+    widths=((16, 32), (32,), (32, 48), (48, 64)),
+    depths=((1,), (1, 2), (2, 3), (2, 3)),
+    expansions=(2.0, 4.0),
+    extras=(0,),
+    make_spec=_efficientformer_v2,
+    img_size=64,
+)
+TINY = SupernetTraining(
+    data="synthetic", epochs=1, batch_size=8, train_subset=32, threads=1, checkpoint_every=1, progress=False
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -197,14 +213,55 @@ def test_search_cli_gumbel_slimming_and_resume(tmp_path, monkeypatch):
 
     monkeypatch.setitem(SPACES, "efficientformer", V1)
     lut = tmp_path / "lut.json"
-    assert main(["lut", "build", "--space", "efficientformer", "--runtime", "eager", "--img-size", "64",
-                 "--threads", "1", "--calibrate", "0", "--out", str(lut)]) == 0
+    assert (
+        main(
+            [
+                "lut",
+                "build",
+                "--space",
+                "efficientformer",
+                "--runtime",
+                "eager",
+                "--img-size",
+                "64",
+                "--threads",
+                "1",
+                "--calibrate",
+                "0",
+                "--out",
+                str(lut),
+            ]
+        )
+        == 0
+    )
     from latvit.latency.predictor import predict_latency
 
     top = predict_latency(V1.spec(V1.largest(), 64), lut, now=False).ms
-    argv = ["search", "--method", "efficientformer", "--lut", str(lut), "--target-ms", f"{0.9 * top:.4f}",
-            "--data", "synthetic", "--output", str(tmp_path / "out"), "--train-subset", "32", "--eval-images", "16",
-            "--batch-size", "16", "--bn-batches", "1", "--threads", "1", "--no-measure", "--at-build"]
+    argv = [
+        "search",
+        "--method",
+        "efficientformer",
+        "--lut",
+        str(lut),
+        "--target-ms",
+        f"{0.9 * top:.4f}",
+        "--data",
+        "synthetic",
+        "--output",
+        str(tmp_path / "out"),
+        "--train-subset",
+        "32",
+        "--eval-images",
+        "16",
+        "--batch-size",
+        "16",
+        "--bn-batches",
+        "1",
+        "--threads",
+        "1",
+        "--no-measure",
+        "--at-build",
+    ]
     assert main(argv) == 0
     out = tmp_path / "out"
     result = json.loads((out / "result.json").read_text())
@@ -217,7 +274,7 @@ def test_search_cli_gumbel_slimming_and_resume(tmp_path, monkeypatch):
     assert main(argv) == 0  # rerun: the finished supernet is loaded, evaluations come from the cache
     assert (out / "supernet_gumbel" / "accuracy.json").read_text() == cached
     assert json.loads((out / "trace.json").read_text()) == trace
-    plain = argv[:argv.index("--output")] + ["--output", str(tmp_path / "plain")] + argv[argv.index("--output") + 2:]
+    plain = argv[: argv.index("--output")] + ["--output", str(tmp_path / "plain")] + argv[argv.index("--output") + 2 :]
     assert main(plain + ["--supernet", "plain"]) == 0  # the earlier scheme stays available
     result = json.loads((tmp_path / "plain" / "result.json").read_text())
     assert result["supernet"] == "plain" and result["predicted_ms"] <= 0.9 * top

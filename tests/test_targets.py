@@ -1,6 +1,7 @@
 """Targets without SSH: the configuration file, the device tools' output readers (golden files), the agent
 run as a local process, what a record carries, the resumable scheduler, and Android through a fake `adb`.
 The real-SSH tests are in test_targets_ssh.py."""
+
 from __future__ import annotations
 
 import fcntl
@@ -45,8 +46,12 @@ def xdg(tmp_path, monkeypatch):
 
 # -- configuration ----------------------------------------------------------------------------------------
 def test_add_list_remove_round_trip_private_file(xdg, capsys):
-    assert main(["target", "add", "pi5", "ssh://pi@pi5.local:2222", "--tags", "arm,pi", "--python",
-                 "/opt/py 3/bin/python"]) == 0
+    assert (
+        main(
+            ["target", "add", "pi5", "ssh://pi@pi5.local:2222", "--tags", "arm,pi", "--python", "/opt/py 3/bin/python"]
+        )
+        == 0
+    )
     assert main(["target", "add", "mac", "ssh://me@mac.local", "--compute-units", "ne"]) == 0
     path = xdg / "targets.json"
     assert path.stat().st_mode & 0o777 == 0o600 and xdg.stat().st_mode & 0o777 == 0o700
@@ -63,13 +68,24 @@ def test_add_list_remove_round_trip_private_file(xdg, capsys):
     assert "password" not in path.read_text()
 
 
-@pytest.mark.parametrize("argv", [
-    ["target", "add", "bad;name", "ssh://pi@h"], ["target", "add", "a b", "ssh://pi@h"],
-    ["target", "add", "q'uote", "ssh://pi@h"], ["target", "add", "local", "ssh://pi@h"],
-    ["target", "add", "pi", "ssh://pi:secret@h"], ["target", "add", "pi", "http://h"],
-    ["target", "add", "pi", "ssh://pi@h:99999"], ["target", "add", "pi", "adb://bad serial"],
-    ["target", "add", "pi", "ssh://pi@h;reboot"], ["target", "add", "pi", "adb://X", "--runner", "nope=/bin/sh"],
-    ["target", "check", "nope"], ["target", "remove", "nope"], ["target", "check", "tag:none"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["target", "add", "bad;name", "ssh://pi@h"],
+        ["target", "add", "a b", "ssh://pi@h"],
+        ["target", "add", "q'uote", "ssh://pi@h"],
+        ["target", "add", "local", "ssh://pi@h"],
+        ["target", "add", "pi", "ssh://pi:secret@h"],
+        ["target", "add", "pi", "http://h"],
+        ["target", "add", "pi", "ssh://pi@h:99999"],
+        ["target", "add", "pi", "adb://bad serial"],
+        ["target", "add", "pi", "ssh://pi@h;reboot"],
+        ["target", "add", "pi", "adb://X", "--runner", "nope=/bin/sh"],
+        ["target", "check", "nope"],
+        ["target", "remove", "nope"],
+        ["target", "check", "tag:none"],
+    ],
+)
 def test_bad_input_is_one_line_exit_2_nothing_written(xdg, capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -126,9 +142,15 @@ def test_a_name_keeps_its_url_and_unknown_names_say_how_to_add(xdg):
 def test_benchmark_model_gives_its_own_aggregates():
     s = parsers.parse_benchmark_model((DATA / "benchmark_model_litert.txt").read_text())
     assert s.stats_source == "aggregate" and s.samples == []
-    assert s.aggregate == {"count": 76, "mean_ms": pytest.approx(13.2154), "median_ms": pytest.approx(13.150),
-                           "p90_ms": None, "min_ms": pytest.approx(12.904), "max_ms": pytest.approx(15.877),
-                           "std_ms": pytest.approx(0.412)}
+    assert s.aggregate == {
+        "count": 76,
+        "mean_ms": pytest.approx(13.2154),
+        "median_ms": pytest.approx(13.150),
+        "p90_ms": None,
+        "min_ms": pytest.approx(12.904),
+        "max_ms": pytest.approx(15.877),
+        "std_ms": pytest.approx(0.412),
+    }
     assert s.extra["init_ms"] == pytest.approx(31.452) and s.extra["warmup_mean_ms"] == pytest.approx(14.3906)
 
 
@@ -157,15 +179,30 @@ def test_executor_runner_iterations_are_samples_without_the_warmup():
 
 def test_perf_test_and_trtexec():
     s = parsers.parse_perf_test((DATA / "onnxruntime_perf_test.txt").read_text())
-    assert s.aggregate == {"count": 50, "mean_ms": pytest.approx(12.2477), "median_ms": pytest.approx(12.1046),
-                           "p90_ms": pytest.approx(12.8713), "min_ms": pytest.approx(11.7805),
-                           "max_ms": pytest.approx(15.1288), "std_ms": None}
+    assert s.aggregate == {
+        "count": 50,
+        "mean_ms": pytest.approx(12.2477),
+        "median_ms": pytest.approx(12.1046),
+        "p90_ms": pytest.approx(12.8713),
+        "min_ms": pytest.approx(11.7805),
+        "max_ms": pytest.approx(15.1288),
+        "std_ms": None,
+    }
     t = parsers.parse_trtexec_times((DATA / "trtexec_times.json").read_text())
-    assert t.stats_source == "samples" and [round(x * 1e3, 4) for x in t.samples] == \
-        [1.2413, 1.2301, 1.2377, 1.2290, 1.2512, 1.2355, 1.2298, 1.2441]
+    assert t.stats_source == "samples" and [round(x * 1e3, 4) for x in t.samples] == [
+        1.2413,
+        1.2301,
+        1.2377,
+        1.2290,
+        1.2512,
+        1.2355,
+        1.2298,
+        1.2441,
+    ]
     assert parsers.parse_trtexec_version((DATA / "trtexec_log.txt").read_text()) == "tensorrt 8.6.2"
-    assert parsers.parse_trtexec_version("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec") == \
-        "tensorrt 10.3.0"
+    assert (
+        parsers.parse_trtexec_version("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec") == "tensorrt 10.3.0"
+    )
     with pytest.raises(parsers.RunnerOutputError):
         parsers.parse_trtexec_times('[{"computeMs": 1.0}]')
 
@@ -183,8 +220,14 @@ def bundle(tmp_path):
 
 def run_agent(bundle: Path, job: dict, env: dict | None = None) -> dict:
     """Run the agent as an SSH target does: the job on stdin, which stays open until the answer is in."""
-    proc = subprocess.Popen([sys.executable, "-I", str(bundle / "agent.py"), "run"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-I", str(bundle / "agent.py"), "run"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     proc.stdin.write(json.dumps(job) + "\n")
     proc.stdin.flush()
     out = proc.stdout.read()
@@ -195,9 +238,18 @@ def run_agent(bundle: Path, job: dict, env: dict | None = None) -> dict:
 
 def ort_job(tmp_path: Path, **extra) -> dict:
     model = tiny_onnx(tmp_path / "m.onnx")
-    return {"workdir": str(tmp_path / "work"), "artifact": str(model), "runtime": "ort", "input_shape": [1, 3, 8, 8],
-            "threads": 1, "protocol": fast_protocol().as_kwargs(), "options": {}, "lock_wait_s": 5, "cooldown_s": 0,
-            **extra}
+    return {
+        "workdir": str(tmp_path / "work"),
+        "artifact": str(model),
+        "runtime": "ort",
+        "input_shape": [1, 3, 8, 8],
+        "threads": 1,
+        "protocol": fast_protocol().as_kwargs(),
+        "options": {},
+        "lock_wait_s": 5,
+        "cooldown_s": 0,
+        **extra,
+    }
 
 
 def test_agent_hash_is_artifact_sha256(tmp_path):
@@ -211,15 +263,20 @@ def test_agent_hash_is_artifact_sha256(tmp_path):
 
 
 def test_agent_needs_neither_torch_nor_latvit(bundle):
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import agent; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'latvit', 'numpy'))))")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import agent; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'latvit', 'numpy'))))"
+    )
     # -S: no site-packages at all (no latvit install, no numpy): the bundle alone must import
     ran = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(bundle)], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     modules = json.loads(ran.stdout)
     assert "latvit.targets.protocol" in modules and "latvit.errors" in modules
-    assert not [m for m in modules if m.split(".")[0] in ("torch", "numpy") or m.startswith(("latvit.models",
-                                                                                             "latvit.runtimes"))]
+    assert not [
+        m
+        for m in modules
+        if m.split(".")[0] in ("torch", "numpy") or m.startswith(("latvit.models", "latvit.runtimes"))
+    ]
     assert set(agent_bundle()) >= {"agent.py", "latvit/__init__.py", "latvit/targets/protocol.py"}
 
 
@@ -244,8 +301,13 @@ def test_agent_waits_for_the_device_lock_then_gives_up(tmp_path, bundle):
 
 def test_agent_stops_and_frees_the_lock_when_the_workstation_goes(tmp_path, bundle):
     job = ort_job(tmp_path, protocol={**fast_protocol().as_kwargs(), "min_seconds": 60})
-    proc = subprocess.Popen([sys.executable, "-I", str(bundle / "agent.py"), "run"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-I", str(bundle / "agent.py"), "run"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     proc.stdin.write(json.dumps(job) + "\n")
     proc.stdin.flush()
     time.sleep(2.0)
@@ -261,8 +323,11 @@ def test_agent_missing_runtime_and_unknown_runtime(tmp_path, bundle):
         pytest.skip("tensorrt is installed here")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"engine")
-    answer = run_agent(bundle, {**ort_job(tmp_path), "runtime": "tensorrt", "artifact": str(engine)},
-                       env={**os.environ, "PATH": "/nonexistent"})
+    answer = run_agent(
+        bundle,
+        {**ort_job(tmp_path), "runtime": "tensorrt", "artifact": str(engine)},
+        env={**os.environ, "PATH": "/nonexistent"},
+    )
     assert answer["ok"] is False and answer["reason"] == "missing_runtime"
     assert "neither the tensorrt Python package nor trtexec" in answer["error"]
     answer = run_agent(bundle, {**ort_job(tmp_path), "runtime": "eager"})
@@ -271,8 +336,12 @@ def test_agent_missing_runtime_and_unknown_runtime(tmp_path, bundle):
 
 def test_agent_times_litert(tmp_path, bundle):
     pytest.importorskip("ai_edge_litert")
-    job = {**ort_job(tmp_path), "runtime": "litert", "artifact": str(DATA / "tiny_16.tflite"),
-           "input_shape": [1, 3, 16, 16]}
+    job = {
+        **ort_job(tmp_path),
+        "runtime": "litert",
+        "artifact": str(DATA / "tiny_16.tflite"),
+        "input_shape": [1, 3, 16, 16],
+    }
     answer = run_agent(bundle, job)
     assert answer["ok"], answer
     assert answer["runtime_version"].startswith("ai-edge-litert ") and len(answer["samples"]) >= 5
@@ -283,13 +352,16 @@ def test_tensorrt_without_its_python_package_uses_trtexec(tmp_path, bundle):
         pytest.skip("tensorrt is installed here: the agent would use its Python package")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    executable(bin_dir / "trtexec", f"""#!{sys.executable}
+    executable(
+        bin_dir / "trtexec",
+        f"""#!{sys.executable}
 import shutil, sys
 for a in sys.argv[1:]:
     if a.startswith("--exportTimes="):
-        shutil.copyfile({str(DATA / 'trtexec_times.json')!r}, a.split("=", 1)[1])
-print(open({str(DATA / 'trtexec_log.txt')!r}).read())
-""")
+        shutil.copyfile({str(DATA / "trtexec_times.json")!r}, a.split("=", 1)[1])
+print(open({str(DATA / "trtexec_log.txt")!r}).read())
+""",
+    )
     engine = tmp_path / "l1.engine"
     engine.write_bytes(b"engine")
     job = {**ort_job(tmp_path), "runtime": "tensorrt", "artifact": str(engine)}
@@ -344,8 +416,9 @@ class FakeTarget(Target):
             self.runs += 1
         if self.fail == "job":
             raise RemoteRunError(f"target '{self.name}': the runner crashed on the device (killed by signal SEGV)")
-        return TimingResult([0.01, 0.012, 0.011], fingerprint={**self.fingerprint(), "target": self.name,
-                                                                "runtime_version": "fake 1.0"})
+        return TimingResult(
+            [0.01, 0.012, 0.011], fingerprint={**self.fingerprint(), "target": self.name, "runtime_version": "fake 1.0"}
+        )
 
 
 def test_records_carry_the_device_and_a_table_refuses_another():
@@ -430,11 +503,18 @@ def phone(tmp_path, monkeypatch):
     golden = DATA / "benchmark_model_litert.txt"
     args = tmp_path / "runner-args.txt"
     (tmp_path / "tools").mkdir()
-    runner = executable(tmp_path / "tools" / "benchmark_model",
-                        f"#!/bin/sh\nfor a in \"$@\"; do echo \"$a\" >> '{args}'; done\ncat '{golden}'\n")
+    runner = executable(
+        tmp_path / "tools" / "benchmark_model",
+        f"#!/bin/sh\nfor a in \"$@\"; do echo \"$a\" >> '{args}'; done\ncat '{golden}'\n",
+    )
     crash = executable(tmp_path / "tools" / "executor_runner", "#!/bin/sh\nkill -SEGV $$\n")
-    config = cfg.make_config("pixel", "adb://FAKE123", workdir=str(tmp_path / f"device {WEIRD}"), cooldown_s=0,
-                             runners=[f"benchmark_model={runner}", f"executor_runner={crash}"])
+    config = cfg.make_config(
+        "pixel",
+        "adb://FAKE123",
+        workdir=str(tmp_path / f"device {WEIRD}"),
+        cooldown_s=0,
+        runners=[f"benchmark_model={runner}", f"executor_runner={crash}"],
+    )
     return AdbTarget(config), log, args
 
 
@@ -472,9 +552,13 @@ def test_adb_runner_crash_is_a_failed_job(tmp_path, phone):
         target.time(TimingJob(Artifact("ort", model, (1, 3, 8, 8)), threads=1))
 
 
-@pytest.mark.parametrize("state, message", [
-    ("unauthorized", "adb device FAKE123 is unauthorized: unlock it and accept the 'Allow USB debugging' prompt"),
-    ("missing", "no adb device FAKE123 (`adb devices` does not list it)")])
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ("unauthorized", "adb device FAKE123 is unauthorized: unlock it and accept the 'Allow USB debugging' prompt"),
+        ("missing", "no adb device FAKE123 (`adb devices` does not list it)"),
+    ],
+)
 def test_adb_device_problems_are_one_line_exit_2(xdg, tmp_path, monkeypatch, capsys, state, message):
     for k, v in install_fake_adb(tmp_path / "bin", tmp_path / "adb.log").items():
         monkeypatch.setenv(k, v)
@@ -499,8 +583,9 @@ def test_bench_on_several_targets_exports_once_and_times_everywhere(fakes, monke
     import latvit.latency.bench as bench
 
     monkeypatch.setattr(bench, "get_target", lambda name: fakes[name])
-    req = bench.BenchRequest(models=["mobilevit_xxs"], runtimes=["ort"], img_size=64, threads=1,
-                             target="pi5,jetson,broken")
+    req = bench.BenchRequest(
+        models=["mobilevit_xxs"], runtimes=["ort"], img_size=64, threads=1, target="pi5,jetson,broken"
+    )
     seen = []
     records = bench.run_bench(req, on_row=seen.append, progress=False)
     assert [(r["target"], r["status"]) for r in records] == [("pi5", "ok"), ("jetson", "ok"), ("broken", "failed")]
@@ -528,12 +613,21 @@ def test_quantize_comparison_on_a_target_ships_both_artifacts(tmp_path):
             return super().time(job)
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 4),
+    ).eval()
     batches = [np.random.default_rng(i).standard_normal((1, 3, 16, 16), dtype=np.float32) for i in range(4)]
     int8 = quantize(model, "ort", batches, tmp_path / "m_int8.onnx")
     pi = Recorder("pi5")
     report = compare_int8(model, "ort", int8, batches, threads=1, rounds=3, target=pi)
     assert pi.paths == ["model.onnx", "m_int8.onnx", "m_int8.onnx", "model.onnx", "model.onnx", "m_int8.onnx"]
-    assert report["target"] == "pi5" and report["speedup"] == pytest.approx(1.0) and report["fp32_ms"] == pytest.approx(11.0)
+    assert (
+        report["target"] == "pi5"
+        and report["speedup"] == pytest.approx(1.0)
+        and report["fp32_ms"] == pytest.approx(11.0)
+    )
     assert 0 <= report["top1_agreement"] <= 1 and report["max_abs_diff"] >= 0

@@ -5,6 +5,7 @@ resuming a killed job list, a server stopped mid-run, two devices at once, and t
 Needs /usr/sbin/sshd (Debian openssh-server) and pip access to build the device environment once (cached
 under the temp directory); skipped with the reason otherwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,24 @@ def client(sshd, tmp_path, monkeypatch):
 
 
 def add(client, name: str, python, workdir: Path, *extra: str) -> SSHTarget:
-    assert main(["target", "add", name, client.url, "--python", str(python), "--workdir", str(workdir),
-                 "--cooldown", "0", *extra]) == 0
+    assert (
+        main(
+            [
+                "target",
+                "add",
+                name,
+                client.url,
+                "--python",
+                str(python),
+                "--workdir",
+                str(workdir),
+                "--cooldown",
+                "0",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return get_target(name, retries=1, backoff_s=0.2)
 
 
@@ -70,15 +87,28 @@ def ort_job(path: Path, **protocol) -> TimingJob:
 
 
 def test_unknown_host_is_refused_until_accepted(client, device_py, tmp_path, capsys):
-    assert main(["target", "add", "lb", client.url, "--python", str(device_py), "--workdir",
-                 str(tmp_path / "w")]) == 0
+    assert main(["target", "add", "lb", client.url, "--python", str(device_py), "--workdir", str(tmp_path / "w")]) == 0
     capsys.readouterr()
     assert main(["target", "check", "lb"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"latvit target add lb {client.url} --accept-new-host-key" in err
     assert not (Path(os.environ["XDG_CONFIG_HOME"]) / "latvit" / "known_hosts").exists()
-    assert main(["target", "add", "lb", client.url, "--python", str(device_py), "--workdir", str(tmp_path / "w"),
-                 "--accept-new-host-key"]) == 0
+    assert (
+        main(
+            [
+                "target",
+                "add",
+                "lb",
+                client.url,
+                "--python",
+                str(device_py),
+                "--workdir",
+                str(tmp_path / "w"),
+                "--accept-new-host-key",
+            ]
+        )
+        == 0
+    )
     known = Path(os.environ["XDG_CONFIG_HOME"]) / "latvit" / "known_hosts"
     assert known.read_text().startswith(f"[127.0.0.1]:{client.port} ssh-ed25519 ")
     assert known.stat().st_mode & 0o777 == 0o600
@@ -125,17 +155,20 @@ def test_device_problems_are_one_line_naming_target_and_fix(client, device_py, t
     with pytest.raises(TargetError, match=r"^target 'lb': openvino is not installed for .*: pip install openvino"):
         target.time(TimingJob(Artifact("openvino", model, (1, 3, 8, 8)), threads=1, protocol=fast_protocol()))
     monkeypatch.setitem(target.probe(), "free_bytes", 1000)
-    with pytest.raises(TargetError, match=r"^target 'lb': not enough disk space in .* \(0.0 MB free, [0-9.]+ MB "
-                                          r"needed\): free some space there or set another --workdir"):
+    with pytest.raises(
+        TargetError,
+        match=r"^target 'lb': not enough disk space in .* \(0.0 MB free, [0-9.]+ MB "
+        r"needed\): free some space there or set another --workdir",
+    ):
         target.time(ort_job(tmp_path / "other.onnx"))
     assert not (tmp_path / "w" / "artifacts").exists()  # nothing copied, nothing half-written
     target.close()
 
     for name, url, python, message in (
-            ("nopy", client.url, "/nonexistent/python3", "no Python at '/nonexistent/python3' on the device"),
-            ("closed", "ssh://nobody@127.0.0.1:9", device_py, "connection failed"),
-            ("stranger", f"ssh://nosuchuser@127.0.0.1:{client.port}", device_py,
-             "refused the key (permission denied)")):
+        ("nopy", client.url, "/nonexistent/python3", "no Python at '/nonexistent/python3' on the device"),
+        ("closed", "ssh://nobody@127.0.0.1:9", device_py, "connection failed"),
+        ("stranger", f"ssh://nosuchuser@127.0.0.1:{client.port}", device_py, "refused the key (permission denied)"),
+    ):
         assert main(["target", "add", name, url, "--python", str(python), "--workdir", str(tmp_path / "w")]) == 0
         capsys.readouterr()
         assert main(["target", "check", name]) == 2, name
@@ -169,8 +202,11 @@ def test_sshd_stopped_mid_run_retries_then_says_so(client, device_py, tmp_path):
     client.stop()  # gone for good
     target.close()
     retries.clear()
-    with pytest.raises(TargetError, match=r"^target 'lb' \(ssh://.*\): connection failed .* gave up after 3 tries: "
-                                          r"check that the device is on and reachable"):
+    with pytest.raises(
+        TargetError,
+        match=r"^target 'lb' \(ssh://.*\): connection failed .* gave up after 3 tries: "
+        r"check that the device is on and reachable",
+    ):
         target.time(job)
     assert len(retries) == 2
     client.start()
@@ -201,9 +237,18 @@ run_on_targets(jobs, sys.argv[1], log=sys.argv[2])
     done_before = len(log.read_text().splitlines())
     assert 1 <= done_before < 3
 
-    outcomes = run_on_targets([TimingJob(Artifact("ort", Path(p), (1, 3, 8 + 2 * i, 8 + 2 * i)), threads=1,
-                                         protocol=fast_protocol(min_seconds=1.0)) for i, p in enumerate(models)],
-                              "dev1,dev2", log=log)
+    outcomes = run_on_targets(
+        [
+            TimingJob(
+                Artifact("ort", Path(p), (1, 3, 8 + 2 * i, 8 + 2 * i)),
+                threads=1,
+                protocol=fast_protocol(min_seconds=1.0),
+            )
+            for i, p in enumerate(models)
+        ],
+        "dev1,dev2",
+        log=log,
+    )
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     dev1 = [o for o in outcomes if o.spec == "dev1"]
     dev2 = [o for o in outcomes if o.spec == "dev2"]
@@ -225,9 +270,19 @@ def test_lut_build_on_the_device_resumes_after_a_kill(client, device_py, tmp_pat
     from latvit.latency.lut import LatencyTable
     from latvit.models.spaces import SPACES, SearchSpace, _efficientformer
 
-    monkeypatch.setitem(SPACES, "tiny_lb", SearchSpace("tiny_lb", widths=((32,), (48,), (64,), (96,)),
-                                                       depths=((1,), (1,), (1,), (1,)), expansions=(4.0,),
-                                                       extras=(1,), make_spec=_efficientformer, img_size=32))
+    monkeypatch.setitem(
+        SPACES,
+        "tiny_lb",
+        SearchSpace(
+            "tiny_lb",
+            widths=((32,), (48,), (64,), (96,)),
+            depths=((1,), (1,), (1,), (1,)),
+            expansions=(4.0,),
+            extras=(1,),
+            make_spec=_efficientformer,
+            img_size=32,
+        ),
+    )
     add(client, "lb", device_py, tmp_path / "work", "--accept-new-host-key")
     real, targets = B.measure_item, []
 

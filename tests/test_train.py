@@ -2,6 +2,7 @@
 train under torchrun with the multi-scale sampler, distillation, data readers and config errors.
 
 Everything runs a ~50k-parameter spec at 32px on generated data, one thread per process."""
+
 from __future__ import annotations
 
 import gzip
@@ -30,18 +31,39 @@ from latvit.train.sampler import ScaleBatchSampler, scaled_batch_size
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 # small and quick: 128 generated images of 4 classes, 8 steps of 16 per epoch, no workers, one thread
-QUICK = dict(data="synthetic", synthetic_train=128, batch_size=16, num_workers=0, threads=1,
-             progress=False, warmup_epochs=0.5, lr=5e-3, ema_decay=0.7, seed=3)
+QUICK = dict(
+    data="synthetic",
+    synthetic_train=128,
+    batch_size=16,
+    num_workers=0,
+    threads=1,
+    progress=False,
+    warmup_epochs=0.5,
+    lr=5e-3,
+    ema_decay=0.7,
+    seed=3,
+)
 
 
 def tiny_spec() -> NetSpec:
     """Conv stem, a V2 FFN stage, and a MobileViT stage: accepts any multiple of 8 (for multi-scale)."""
-    return NetSpec(name="tiny", img_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-                   stem=(BlockSpec("conv_bn_act", 16, stride=2, act="relu"),),
-                   stages=(StageSpec((BlockSpec("conv_bn_act", 24, stride=2, act="relu"), BlockSpec("ffn_local", 24))),
-                           StageSpec((BlockSpec("mv2", 32, stride=2, expansion=2.0),
-                                      BlockSpec("mobilevit", 32, dim=32, depth=1, heads=2, expansion=2.0)))),
-                   head=HeadSpec())
+    return NetSpec(
+        name="tiny",
+        img_size=32,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        stem=(BlockSpec("conv_bn_act", 16, stride=2, act="relu"),),
+        stages=(
+            StageSpec((BlockSpec("conv_bn_act", 24, stride=2, act="relu"), BlockSpec("ffn_local", 24))),
+            StageSpec(
+                (
+                    BlockSpec("mv2", 32, stride=2, expansion=2.0),
+                    BlockSpec("mobilevit", 32, dim=32, depth=1, heads=2, expansion=2.0),
+                )
+            ),
+        ),
+        head=HeadSpec(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +97,23 @@ def test_short_run_learns_and_writes_its_files(trained):
     from_ckpt = validate(str(out / "model" / "spec.json"), "synthetic", checkpoint=out / "last.pt")
     assert from_ckpt["top1"] == pytest.approx(last["val_top1"])
     report = out / "validate.json"
-    assert cli(["validate", str(out / "best"), "--data", "synthetic", "--workers", "0", "--threads", "1",
-                "--json", str(report)]) == 0
+    assert (
+        cli(
+            [
+                "validate",
+                str(out / "best"),
+                "--data",
+                "synthetic",
+                "--workers",
+                "0",
+                "--threads",
+                "1",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     assert set(json.loads(report.read_text())) >= {"top1", "top5", "loss", "images_per_sec"}
 
 
@@ -90,14 +127,18 @@ def test_validate_a_merged_or_pruned_model(trained, capsys):
     assert merged["loss"] != pytest.approx(plain["loss"]) and pruned["loss"] != pytest.approx(plain["loss"])
     assert cli(["validate", model, "--data", "synthetic", "--workers", "0", "--sparsity", "2:4", "--tome", "1"]) == 0
     assert "tiny, tome 1, sparsity 2:4 on synthetic" in capsys.readouterr().out
+    # the one model resolver: a timm model validates like a latvit one, its head sized to the data's classes
+    timm_row = validate("timm:mobilenetv3_small_050", "synthetic", img_size=32, subset=16)
+    assert (timm_row["model"], timm_row["images"], timm_row["img_size"]) == ("timm:mobilenetv3_small_050", 16, 32)
     for bad in (["--workers", "-1"], ["--threads", "-1"], ["--crop-pct", "0"]):  # were tracebacks, or ignored
         with pytest.raises(SystemExit) as exit_:
             cli(["validate", model, "--data", "synthetic", *bad])
         assert exit_.value.code == 2
     capsys.readouterr()
     assert cli(["validate", model, "--data", "synthetic", "--sparsity", "2"]) == 2
-    assert capsys.readouterr().err.strip() == ("latvit: error: sparsity '2': expected a pruned fraction in (0, 1), "
-                                               "e.g. 0.5, or 2:4")
+    assert capsys.readouterr().err.strip() == (
+        "latvit: error: sparsity '2': expected a pruned fraction in (0, 1), e.g. 0.5, or 2:4"
+    )
 
 
 KILL_AFTER_MID_EPOCH_CHECKPOINT = """
@@ -121,8 +162,19 @@ def test_resume_after_sigkill_matches_uninterrupted_run(spec_file, tmp_path):
     flags = [f"--set={k}={v}" for k, v in args.items()]
     run = tmp_path / "killed"
     marker = tmp_path / "marker"
-    cmd = [sys.executable, "-c", KILL_AFTER_MID_EPOCH_CHECKPOINT, str(marker), "train", spec_file, "--epochs", "2",
-           "--output", str(run), *flags]
+    cmd = [
+        sys.executable,
+        "-c",
+        KILL_AFTER_MID_EPOCH_CHECKPOINT,
+        str(marker),
+        "train",
+        spec_file,
+        "--epochs",
+        "2",
+        "--output",
+        str(run),
+        *flags,
+    ]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -135,8 +187,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(spec_file, tmp_path):
     assert (state["epoch"], state["batch"], state["step"]) == (1, 4, 12)
     assert len((run / "metrics.csv").read_text().splitlines()) == 2  # header + epoch 1: killed in epoch 2
 
-    resumed = subprocess.run([sys.executable, "-m", "latvit", "train", "--resume", "--output", str(run)], env=ENV,
-                             capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "latvit", "train", "--resume", "--output", str(run)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr
     straight = train(make_config(model=spec_file, epochs=2, output=str(tmp_path / "straight"), **args))
 
@@ -154,8 +211,23 @@ def test_resume_after_sigkill_matches_uninterrupted_run(spec_file, tmp_path):
 def test_ddp_two_gloo_processes_with_multiscale(spec_file, tmp_path):
     out = tmp_path / "ddp"
     sets = dict(QUICK, multiscale=True, multiscale_sizes="[24,32,40]", checkpoint_every=2)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "latvit",
-           "train", spec_file, "--epochs", "1", "--output", str(out), *[f"--set={k}={v}" for k, v in sets.items()]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "latvit",
+        "train",
+        spec_file,
+        "--epochs",
+        "1",
+        "--output",
+        str(out),
+        *[f"--set={k}={v}" for k, v in sets.items()],
+    ]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(done.stdout.strip().splitlines()) == 1  # only rank 0 prints the result
@@ -165,8 +237,9 @@ def test_ddp_two_gloo_processes_with_multiscale(spec_file, tmp_path):
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["world_size"] == 2 and summary["sizes"] == [24, 32, 40]
     # both ranks took the same batches-per-epoch as the sampler says for one rank of two
-    expected = len(ScaleBatchSampler(128, 16, 32, (24, 32, 40), seed=QUICK["seed"], rank=0, world_size=2)
-                   .epoch_batches(0))
+    expected = len(
+        ScaleBatchSampler(128, 16, 32, (24, 32, 40), seed=QUICK["seed"], rank=0, world_size=2).epoch_batches(0)
+    )
     state = load_checkpoint(out / "last.pt")
     assert state["step"] == expected and state["world_size"] == 2 and len(state["rng"]) == 2
     assert np.isfinite(summary["epochs"][0]["train_loss"]) and summary["epochs"][0]["val_top1"] > 0
@@ -208,8 +281,9 @@ def test_distillation_loss_and_run(trained, spec_file, tmp_path):
     cls, dist = torch.randn(6, 4), torch.randn(6, 4)
     teacher, target = torch.randn(6, 4), torch.randint(0, 4, (6,))
     base = torch.nn.CrossEntropyLoss()
-    assert torch.allclose(distillation_loss((cls, dist), target, teacher, base, alpha=1.0),
-                          F.cross_entropy(dist, teacher.argmax(1)))
+    assert torch.allclose(
+        distillation_loss((cls, dist), target, teacher, base, alpha=1.0), F.cross_entropy(dist, teacher.argmax(1))
+    )
     assert torch.allclose(distillation_loss((cls, dist), target, teacher, base, alpha=0.0), base(cls, target))
     mixed = distillation_loss((cls, dist), target, teacher, base, alpha=0.5)
     assert torch.allclose(mixed, 0.5 * base(cls, target) + 0.5 * F.cross_entropy(dist, teacher.argmax(1)))
@@ -248,12 +322,26 @@ def test_init_fine_tunes_a_spec_edit_from_trained_weights(trained, tmp_path, cap
             assert torch.allclose(tensor, before[name], atol=1e-6), name
     # without --init the same spec starts from random weights
     fresh = train(make_config(model=str(swapped), epochs=1, output=str(tmp_path / "fresh"), **quiet))
-    assert not torch.allclose(latvit.create_model(str(tmp_path / "fresh" / "model")).state_dict()["head.fc.weight"],
-                              before["head.fc.weight"])
+    assert not torch.allclose(
+        latvit.create_model(str(tmp_path / "fresh" / "model")).state_dict()["head.fc.weight"], before["head.fc.weight"]
+    )
     assert fresh["steps"] == 8
     # a missing --init path is a one-line error, and no run directory is made
-    assert cli(["train", str(swapped), "--data", "synthetic", "--init", str(tmp_path / "nope"),
-                "--output", str(tmp_path / "z")]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                str(swapped),
+                "--data",
+                "synthetic",
+                "--init",
+                str(tmp_path / "nope"),
+                "--output",
+                str(tmp_path / "z"),
+            ]
+        )
+        == 2
+    )
     assert "config.init" in capsys.readouterr().err and not (tmp_path / "z").exists()
     with pytest.raises(ConfigError, match="saved model directory"):  # a directory without weights
         make_config(model=str(swapped), init=str(tmp_path), data="synthetic")
@@ -301,8 +389,11 @@ def test_bad_configs_give_one_line_errors(spec_file, tmp_path, capsys):
     with pytest.raises(ConfigError, match="expected an integer"):
         make_config(model="m", data="synthetic", epochs="ten")
     with pytest.raises(ConfigError, match="multiscale"):  # EfficientFormer takes one input size
-        train(make_config(model="efficientformer_l1", img_size=64, epochs=1, multiscale=True,
-                          output=str(tmp_path / "x"), **QUICK))
+        train(
+            make_config(
+                model="efficientformer_l1", img_size=64, epochs=1, multiscale=True, output=str(tmp_path / "x"), **QUICK
+            )
+        )
     with pytest.raises(ConfigError, match="did you mean adamw"):
         make_config(model="m", data="synthetic", optimizer="adamww")
     bad = tmp_path / "bad.yaml"
@@ -329,8 +420,14 @@ def test_resume_refuses_a_changed_config_and_existing_runs(trained, spec_file):
     from timm.scheduler import CosineLRScheduler
 
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
-    CosineLRScheduler(opt, t_initial=3, lr_min=config.min_lr, warmup_t=config.warmup_epochs,
-                      warmup_lr_init=config.warmup_lr, t_in_epochs=True).step(2 + 7 / 8)  # epoch 3's last step
+    CosineLRScheduler(
+        opt,
+        t_initial=3,
+        lr_min=config.min_lr,
+        warmup_t=config.warmup_epochs,
+        warmup_lr_init=config.warmup_lr,
+        t_in_epochs=True,
+    ).step(2 + 7 / 8)  # epoch 3's last step
     stretched = opt.param_groups[0]["lr"]
     assert more["epochs"][2]["lr"] == pytest.approx(stretched) and stretched > 1.05 * config.min_lr
 
@@ -353,8 +450,12 @@ def test_batch_augmentation_is_bit_identical_to_the_pil_path():
     gray = ArrayImages(g.integers(0, 256, (90, 28, 28), dtype=np.uint8), g.integers(0, 10, 90), tuple("abcdefghij"))
     rgb = synthetic_images(90, 4, 32, seed=5)
     mean, std = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
-    cases = [(gray, 64, dict()), (Subset(gray, 60, spread=True), 24, dict(hflip=0.3)),
-             (rgb, 40, dict(crop_scale=(0.5, 1.0))), (rgb, 17, dict(hflip=0.0))]
+    cases = [
+        (gray, 64, dict()),
+        (Subset(gray, 60, spread=True), 24, dict(hflip=0.3)),
+        (rgb, 40, dict(crop_scale=(0.5, 1.0))),
+        (rgb, 17, dict(hflip=0.0)),
+    ]
     for base, size, kw in cases:
         data = Transformed(base, partial(train_transform, mean=mean, std=std, **kw), size, seed=11)
         data.set_epoch(2)
@@ -367,8 +468,9 @@ def test_batch_augmentation_is_bit_identical_to_the_pil_path():
     for crop_pct in (0.875, 1.0):
         data = Transformed(rgb, partial(eval_transform, mean=mean, std=std, crop_pct=crop_pct), 48)
         assert torch.equal(data.batch(list(range(90)))[0], torch.stack([data[i][0] for i in range(90)]))
-    augmented = Transformed(gray, partial(train_transform, mean=mean, std=std, randaugment="rand-m9-mstd0.5"), 32,
-                            seed=1)
+    augmented = Transformed(
+        gray, partial(train_transform, mean=mean, std=std, randaugment="rand-m9-mstd0.5"), 32, seed=1
+    )
     assert augmented.batch_transform(32) is None  # no tensor twin: the PIL path, still one call per batch
     assert torch.equal(augmented.batch(list(range(8)))[0], torch.stack([augmented[i][0] for i in range(8)]))
 
@@ -417,8 +519,20 @@ def test_profile_steps_prints_the_breakdown_and_writes_nothing(spec_file, tmp_pa
     flags = [f"--set={k}={v}" for k, v in dict(QUICK, checkpoint_every=4).items()]
     assert cli(["train", spec_file, "--epochs", "1", "--output", str(out), "--profile-steps", "3", *flags]) == 0
     table = capsys.readouterr().out
-    for phase in ("data", "decode+augment", "forward", "backward", "optimizer", "ema", "metrics", "logging",
-                  "checkpoint", "other", "ms/step", "images/s over 3 profiled steps"):
+    for phase in (
+        "data",
+        "decode+augment",
+        "forward",
+        "backward",
+        "optimizer",
+        "ema",
+        "metrics",
+        "logging",
+        "checkpoint",
+        "other",
+        "ms/step",
+        "images/s over 3 profiled steps",
+    ):
         assert phase in table, phase
     assert not out.exists()
     result = train(make_config(model=spec_file, epochs=1, output=str(out), **QUICK), profile_steps=2)
@@ -433,9 +547,12 @@ def test_amp_bf16_on_cpu_and_speed_flags(spec_file, tmp_path):
     from latvit.train.distributed import Dist
     from latvit.train.engine import Trainer, amp_dtype, memory_format
 
-    config = make_config(model=spec_file, epochs=1, output=str(tmp_path / "bf16"),
-                         **dict(QUICK, amp="bf16", channels_last=True, pin_memory=False, num_workers="auto",
-                                log_every=3, compile=False))
+    config = make_config(
+        model=spec_file,
+        epochs=1,
+        output=str(tmp_path / "bf16"),
+        **dict(QUICK, amp="bf16", channels_last=True, pin_memory=False, num_workers="auto", log_every=3, compile=False),
+    )
     trainer = Trainer(config, Dist(), scratch=tmp_path / "scratch")
     assert trainer.amp_dtype == torch.bfloat16 and trainer.memory_format == torch.channels_last
     images, targets = next(iter(trainer.loader))

@@ -4,6 +4,7 @@ The zoo test (tests/test_zoo.py) covers the default 224 input; here each model i
 64 and 96 (TRT-ViT has no resolution-dependent parameters), and small hand-made specs exercise every block
 kind and R value cheaply.
 """
+
 import dataclasses
 import json
 
@@ -36,11 +37,25 @@ def small_spec(kind="mixblock_c", **fields) -> NetSpec:
 
 
 def test_registry_and_depth_mapping():
-    assert {"trtvit_a", "trtvit_b", "trtvit_c", "trtvit_d", "mixnet_v", "mixnet_a", "mixnet_b", "mixnet_c",
-            "refined_resnet50"} <= set(latvit.list_models(family="trtvit"))
+    assert {
+        "trtvit_a",
+        "trtvit_b",
+        "trtvit_c",
+        "trtvit_d",
+        "mixnet_v",
+        "mixnet_a",
+        "mixnet_b",
+        "mixnet_c",
+        "refined_resnet50",
+    } <= set(latvit.list_models(family="trtvit"))
     # the paper's four depths are stages 2-5; the stem is stage 1
-    paper = {"trtvit_a": (2, 4, 5, 4), "trtvit_b": (3, 4, 7, 4), "trtvit_c": (3, 4, 9, 6), "trtvit_d": (4, 5, 9, 5),
-             "refined_resnet50": (2, 3, 6, 5)}
+    paper = {
+        "trtvit_a": (2, 4, 5, 4),
+        "trtvit_b": (3, 4, 7, 4),
+        "trtvit_c": (3, 4, 9, 6),
+        "trtvit_d": (4, 5, 9, 5),
+        "refined_resnet50": (2, 3, 6, 5),
+    }
     for name, depths in paper.items():
         assert latvit.get_spec(name).depths == depths
     kinds = [[b.kind for b in s.blocks] for s in latvit.get_spec("trtvit_c").stages]
@@ -63,14 +78,17 @@ def test_variant_forward_backward(name):
         model.zero_grad(set_to_none=True)
 
 
-@pytest.mark.parametrize("kind,fields", [
-    ("mixblock_c", dict(ratio=0.25)),
-    ("mixblock_c", dict(ratio=0.75, kernel=5)),
-    ("mixblock_c", dict(ratio=0.5, sr=1, expansion=4.0)),
-    ("mixblock_a", dict(ratio=0.25)),
-    ("mixblock_b", dict()),
-    ("transformer_sr", dict()),
-])
+@pytest.mark.parametrize(
+    "kind,fields",
+    [
+        ("mixblock_c", dict(ratio=0.25)),
+        ("mixblock_c", dict(ratio=0.75, kernel=5)),
+        ("mixblock_c", dict(ratio=0.5, sr=1, expansion=4.0)),
+        ("mixblock_a", dict(ratio=0.25)),
+        ("mixblock_b", dict()),
+        ("transformer_sr", dict()),
+    ],
+)
 def test_small_blocks_any_ratio(kind, fields):
     spec = small_spec(kind, **fields)
     model = latvit.create_model(spec, num_classes=3)
@@ -131,17 +149,20 @@ def test_timm_create_model():
     assert model.spec == latvit.get_spec("refined_resnet50")
 
 
-@pytest.mark.parametrize("kind,fields,message", [
-    ("mixblock_c", dict(ratio=0.0), "ratio R=0.0 must be strictly between 0 and 1"),
-    ("mixblock_c", dict(ratio=1.0), "ratio R=1.0 must be strictly between 0 and 1"),
-    ("mixblock_a", dict(ratio=-0.5), "must be strictly between 0 and 1"),
-    ("mixblock_b", dict(ratio=0.25), "mixblock_b splits its width in halves"),
-    ("mixblock_c", dict(ratio=0.3), "is not divisible by the head dim key_dim=32"),
-    ("mixblock_c", dict(sr=0), "sr (spatial-reduction ratio S) must be >= 1"),
-    ("mixblock_c", dict(sr=4), "sr=4 is larger than the 2x2 feature map"),
-    ("mixblock_c", dict(kernel=4), "kernel must be a positive odd number"),
-    ("transformer_sr", dict(key_dim=48), "Transformer width 128 is not divisible by the head dim key_dim=48"),
-])
+@pytest.mark.parametrize(
+    "kind,fields,message",
+    [
+        ("mixblock_c", dict(ratio=0.0), "ratio R=0.0 must be strictly between 0 and 1"),
+        ("mixblock_c", dict(ratio=1.0), "ratio R=1.0 must be strictly between 0 and 1"),
+        ("mixblock_a", dict(ratio=-0.5), "must be strictly between 0 and 1"),
+        ("mixblock_b", dict(ratio=0.25), "mixblock_b splits its width in halves"),
+        ("mixblock_c", dict(ratio=0.3), "is not divisible by the head dim key_dim=32"),
+        ("mixblock_c", dict(sr=0), "sr (spatial-reduction ratio S) must be >= 1"),
+        ("mixblock_c", dict(sr=4), "sr=4 is larger than the 2x2 feature map"),
+        ("mixblock_c", dict(kernel=4), "kernel must be a positive odd number"),
+        ("transformer_sr", dict(key_dim=48), "Transformer width 128 is not divisible by the head dim key_dim=48"),
+    ],
+)
 def test_bad_values_name_the_block_and_field(kind, fields, message):
     with pytest.raises(SpecError) as err:
         plan_network(small_spec(kind, **fields), img_size=64)
@@ -149,10 +170,14 @@ def test_bad_values_name_the_block_and_field(kind, fields, message):
 
 
 def test_width_not_divisible_by_heads():
-    spec = NetSpec("odd", (BlockSpec("conv_bn_act", 16, stride=2),),
-                   (StageSpec((BlockSpec("mixblock_c", 200, stride=2),)),))
-    with pytest.raises(SpecError, match=r"odd stages\[0\]\[0\]: Transformer width R \* width = 0.5 \* 200 = 100 is "
-                                        r"not divisible by the head dim key_dim=32"):
+    spec = NetSpec(
+        "odd", (BlockSpec("conv_bn_act", 16, stride=2),), (StageSpec((BlockSpec("mixblock_c", 200, stride=2),)),)
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"odd stages\[0\]\[0\]: Transformer width R \* width = 0.5 \* 200 = 100 is "
+        r"not divisible by the head dim key_dim=32",
+    ):
         latvit.create_model(spec)
 
 

@@ -4,6 +4,7 @@ A tiny MobileViT (32 px, 10 classes, random weights) on the synthetic set, eager
 timing protocol: the tune finishes in seconds. Top-1 of a random model is near chance; what is tested is
 that every candidate is measured on the same images against the same reference, not the accuracy itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,16 @@ from latvit.targets import Protocol
 from latvit.tune import Candidate, axis_gains, pareto_front, tune_model
 
 TINY = Protocol(warmup=1, iters=3, min_seconds=0.01, max_seconds=0.5)
-FAST = dict(runtimes=["eager", "ort"], precisions=["fp32", "int8"], tomes=["0"], threads=[1], eval_images=16,
-            calib_images=4, protocol=TINY, rounds=2)
+FAST = dict(
+    runtimes=["eager", "ort"],
+    precisions=["fp32", "int8"],
+    tomes=["0"],
+    threads=[1],
+    eval_images=16,
+    calib_images=4,
+    protocol=TINY,
+    rounds=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +118,19 @@ def test_interrupted_run_resumes_from_staging_and_ships_the_artifact(saved, tmp_
 
 
 def test_pareto_and_axis_gains_from_records():
-    records = {"a": {"key": "a", "speedup": 1.0, "drop": 0.0, "top1": 1},
-               "b": {"key": "b", "speedup": 2.0, "drop": 0.3, "top1": 1},
-               "c": {"key": "c", "speedup": 1.5, "drop": 0.5, "top1": 1},  # dominated by b
-               "d": {"key": "d", "speedup": 3.0}}  # pruned: no top-1
+    records = {
+        "a": {"key": "a", "speedup": 1.0, "drop": 0.0, "top1": 1},
+        "b": {"key": "b", "speedup": 2.0, "drop": 0.3, "top1": 1},
+        "c": {"key": "c", "speedup": 1.5, "drop": 0.5, "top1": 1},  # dominated by b
+        "d": {"key": "d", "speedup": 3.0},
+    }  # pruned: no top-1
     assert pareto_front(records) == ["b", "a"]
     base, win = Candidate("ort", "fp32", "0", 2), Candidate("openvino", "int8", "0", 2)
-    recs = {base.key: {"speedup": 1.0}, Candidate("openvino", "fp32", "0", 2).key: {"speedup": 1.2},
-            win.key: {"speedup": 3.0}}
+    recs = {
+        base.key: {"speedup": 1.0},
+        Candidate("openvino", "fp32", "0", 2).key: {"speedup": 1.2},
+        win.key: {"speedup": 3.0},
+    }
     gains = axis_gains(recs, base, win)
     assert gains["runtime"] == pytest.approx(1.2) and gains["precision"] == pytest.approx(2.5)
     assert gains["merging"] == pytest.approx(1.0) and gains["threads"] == pytest.approx(1.0)
@@ -124,18 +138,36 @@ def test_pareto_and_axis_gains_from_records():
 
 # -- bad input: one line, exit 2, no output directory ----------------------------------------------------
 def _cli(saved, out, *extra, data="synthetic", max_drop="0.5"):
-    return main(["tune", str(saved), "--data", data, "--max-drop", max_drop, "-o", str(out), "--threads", "1",
-                 "--tome", "0", *extra])
+    return main(
+        [
+            "tune",
+            str(saved),
+            "--data",
+            data,
+            "--max-drop",
+            max_drop,
+            "-o",
+            str(out),
+            "--threads",
+            "1",
+            "--tome",
+            "0",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("case", ["no runtime", "negative drop", "tiny budget", "class count"])
 def test_bad_input_is_one_line_exit_2_no_output(saved, tmp_path, capsys, case):
     out = tmp_path / "out"
-    args = {"no runtime": dict(extra=("--runtimes", "tensorrt")),
-            "negative drop": dict(max_drop="-1"),
-            "tiny budget": dict(extra=("--budget-minutes", "0.001")),
-            "class count": dict(data=str(write_synthetic_imagefolder(tmp_path / "four", num_classes=4,
-                                                                     train_per_class=2, val_per_class=2)))}
+    args = {
+        "no runtime": dict(extra=("--runtimes", "tensorrt")),
+        "negative drop": dict(max_drop="-1"),
+        "tiny budget": dict(extra=("--budget-minutes", "0.001")),
+        "class count": dict(
+            data=str(write_synthetic_imagefolder(tmp_path / "four", num_classes=4, train_per_class=2, val_per_class=2))
+        ),
+    }
     kwargs = args[case]
     assert _cli(saved, out, *kwargs.get("extra", ()), **{k: v for k, v in kwargs.items() if k != "extra"}) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # above it: third-party import warnings
@@ -146,6 +178,12 @@ def test_bad_input_is_one_line_exit_2_no_output(saved, tmp_path, capsys, case):
 def test_budget_spent_on_the_baseline_is_an_error(saved, tmp_path):
     slow = Protocol(warmup=1, iters=3, min_seconds=0.6, max_seconds=1.0)  # 2 rounds x 2 runners x 0.6 s > 0.04 min
     with pytest.raises(LatvitError, match="too small"):
-        tune_model(str(saved), "synthetic", 0.5, output=tmp_path / "out", budget_minutes=0.045,
-                   **{**FAST, "protocol": slow, "runtimes": ["ort"], "precisions": ["fp32"]})
+        tune_model(
+            str(saved),
+            "synthetic",
+            0.5,
+            output=tmp_path / "out",
+            budget_minutes=0.045,
+            **{**FAST, "protocol": slow, "runtimes": ["ort"], "precisions": ["fp32"]},
+        )
     assert not (tmp_path / "out").exists()

@@ -1,4 +1,5 @@
 """latvit.utils: atomic writes leave no partial files; the shared progress bar counts steps."""
+
 from pathlib import Path
 
 import pytest

@@ -1,5 +1,6 @@
 """EfficientFormerV2 key/value token merging, ExecuTorch int8 end to end,
 and the accuracy columns of benchmarks/compression.py. Tiny specs at 32 px, one thread."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,13 +31,30 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_v2_spec() -> NetSpec:
     """EfficientFormerV2 in miniature at 32 px: stride-2 attention on 4x4, attention downsampling, attention on 2x2."""
     attn = dict(heads=2, key_dim=8, attn_ratio=2.0, expansion=2.0)
-    return NetSpec(name="tiny_v2", img_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, family="efficientformerv2",
-                   stem=(BlockSpec("conv_bn_act", 16, stride=2, act="gelu"), BlockSpec("conv_bn_act", 16, stride=2)),
-                   stages=(StageSpec((BlockSpec("conv_bn_act", 24, stride=2), BlockSpec("ffn_local", 24),
-                                      BlockSpec("attn_ffn", 24, attn_stride=2, **attn))),
-                           StageSpec((BlockSpec("attn_downsample", 32, heads=2, key_dim=8, attn_ratio=2.0),
-                                      BlockSpec("attn_ffn", 32, **attn)))),
-                   head=HeadSpec())
+    return NetSpec(
+        name="tiny_v2",
+        img_size=32,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        family="efficientformerv2",
+        stem=(BlockSpec("conv_bn_act", 16, stride=2, act="gelu"), BlockSpec("conv_bn_act", 16, stride=2)),
+        stages=(
+            StageSpec(
+                (
+                    BlockSpec("conv_bn_act", 24, stride=2),
+                    BlockSpec("ffn_local", 24),
+                    BlockSpec("attn_ffn", 24, attn_stride=2, **attn),
+                )
+            ),
+            StageSpec(
+                (
+                    BlockSpec("attn_downsample", 32, heads=2, key_dim=8, attn_ratio=2.0),
+                    BlockSpec("attn_ffn", 32, **attn),
+                )
+            ),
+        ),
+        head=HeadSpec(),
+    )
 
 
 def randomized(model: torch.nn.Module) -> torch.nn.Module:
@@ -130,12 +148,23 @@ def test_v2_tome_exports_to_onnx_runtime(v2, tmp_path):
 def tiny_et_spec() -> NetSpec:
     """Conv stem, local FFN and MobileViT attention at 32 px: the op mix of the hybrids, small enough to
     quantize and lower in seconds."""
-    return NetSpec(name="tiny_et", img_size=32, mean=(0.5,) * 3, std=(0.25,) * 3,
-                   stem=(BlockSpec("conv_bn_act", 16, stride=2, act="relu"),),
-                   stages=(StageSpec((BlockSpec("conv_bn_act", 24, stride=2, act="relu"), BlockSpec("ffn_local", 24))),
-                           StageSpec((BlockSpec("mv2", 32, stride=2, expansion=2.0),
-                                      BlockSpec("mobilevit", 32, dim=32, depth=1, heads=2, expansion=2.0)))),
-                   head=HeadSpec())
+    return NetSpec(
+        name="tiny_et",
+        img_size=32,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        stem=(BlockSpec("conv_bn_act", 16, stride=2, act="relu"),),
+        stages=(
+            StageSpec((BlockSpec("conv_bn_act", 24, stride=2, act="relu"), BlockSpec("ffn_local", 24))),
+            StageSpec(
+                (
+                    BlockSpec("mv2", 32, stride=2, expansion=2.0),
+                    BlockSpec("mobilevit", 32, dim=32, depth=1, heads=2, expansion=2.0),
+                )
+            ),
+        ),
+        head=HeadSpec(),
+    )
 
 
 @pytest.mark.slow  # ExecuTorch's XNNPACK lowering has a fixed cost of tens of seconds per process
@@ -153,8 +182,21 @@ def test_executorch_int8_end_to_end(tmp_path):
     torch.manual_seed(0)
     model = latvit.create_model(tiny_et_spec(), num_classes=10).eval()
     latvit.save(model, tmp_path / "saved")
-    assert cli(["quantize", str(tmp_path / "saved"), "--runtime", "executorch", "--calib", "synthetic",
-                "--calib-images", "8", "-o", str(tmp_path / "tiny.pte"), "--no-compare"]) in (0, None)
+    assert cli(
+        [
+            "quantize",
+            str(tmp_path / "saved"),
+            "--runtime",
+            "executorch",
+            "--calib",
+            "synthetic",
+            "--calib-images",
+            "8",
+            "-o",
+            str(tmp_path / "tiny.pte"),
+            "--no-compare",
+        ]
+    ) in (0, None)
     batches = calibration_batches("synthetic", 32, (0.5,) * 3, (0.25,) * 3, count=8)
     run = et.load(tmp_path / "tiny.pte", torch.from_numpy(batches[0]), 1)
     with torch.no_grad():
@@ -214,14 +256,51 @@ def test_compression_benchmark_reports_accuracy_per_variant(tmp_path):
     from latvit.train import make_config, train
 
     run_dir = tmp_path / "run"
-    train(make_config(model=str(_spec_file(tmp_path)), epochs=2, output=str(run_dir), data="synthetic",
-                      synthetic_train=128, batch_size=16, num_workers=0, threads=1, progress=False,
-                      warmup_epochs=0.5, lr=5e-3, ema_decay=0.7, seed=3))
+    train(
+        make_config(
+            model=str(_spec_file(tmp_path)),
+            epochs=2,
+            output=str(run_dir),
+            data="synthetic",
+            synthetic_train=128,
+            batch_size=16,
+            num_workers=0,
+            threads=1,
+            progress=False,
+            warmup_epochs=0.5,
+            lr=5e-3,
+            ema_decay=0.7,
+            seed=3,
+        )
+    )
     bench = _benchmark()
     out = tmp_path / "result.json"
-    result = bench.main(["--checkpoint", f"tiny={run_dir / 'best'}", "--data", "synthetic", "--runtimes", "ort",
-                         "--eval-images", "63", "--calib-images", "8", "--tome", "2,1x1", "--rounds", "1",
-                         "--seconds", "0", "--threads", "1", "--batch", "2", "--json", str(out)])
+    result = bench.main(
+        [
+            "--checkpoint",
+            f"tiny={run_dir / 'best'}",
+            "--data",
+            "synthetic",
+            "--runtimes",
+            "ort",
+            "--eval-images",
+            "63",
+            "--calib-images",
+            "8",
+            "--tome",
+            "2,1x1",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0",
+            "--threads",
+            "1",
+            "--batch",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     rows = {r["variant"]: r for r in result["rows"]}
     assert set(rows) == {"fp32", "tome r=2", "tome r=1x1", "sparse 50%", "int8"}
     assert all(0 <= r["top1"] <= 100 and r["speedup"] > 0 for r in rows.values())
@@ -231,9 +310,32 @@ def test_compression_benchmark_reports_accuracy_per_variant(tmp_path):
     assert result["batch"] == 2 and round(rows["int8"]["top1"] * 63 / 100, 6).is_integer()
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(result["rows"]))
     # --tome none --sparsity 0: only the fp32 and int8 rows (the int8 studies)
-    only = bench.main(["--checkpoint", f"tiny={run_dir / 'best'}", "--data", "synthetic", "--runtimes", "ort",
-                       "--eval-images", "16", "--calib-images", "2", "--tome", "none", "--sparsity", "0",
-                       "--rounds", "1", "--seconds", "0", "--threads", "1", "--json", str(tmp_path / "only.json")])
+    only = bench.main(
+        [
+            "--checkpoint",
+            f"tiny={run_dir / 'best'}",
+            "--data",
+            "synthetic",
+            "--runtimes",
+            "ort",
+            "--eval-images",
+            "16",
+            "--calib-images",
+            "2",
+            "--tome",
+            "none",
+            "--sparsity",
+            "0",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(tmp_path / "only.json"),
+        ]
+    )
     assert [r["variant"] for r in only["rows"]] == ["fp32", "int8"] and "sparsity" not in only["rows"][0]
     with pytest.raises(LatvitError, match="MODEL=RUN_DIR/best"):
         bench.main(["--checkpoint", "no-equals-sign"])
@@ -289,7 +391,8 @@ def test_compression_benchmark_turns_a_runtime_crash_into_an_error(tmp_path, mon
         "        return Path(path)\n\n"
         "    def load(self, path, example, threads):\n"
         "        os.abort()  # what a segfault in native code does: the process dies with a signal\n\n"
-        "RUNTIME = CrashingRuntime()\n")
+        "RUNTIME = CrashingRuntime()\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     x = np.zeros((1, 3, 8, 8), dtype=np.float32)
@@ -302,8 +405,20 @@ def test_timm_training_script_writes_weights_the_benchmark_loads_and_resumes(tmp
     loads (head sized to the data's classes); started again, it resumes from last.pt instead of retraining."""
     script = _benchmark("train_timm_fashion_mnist")
     out = tmp_path / "run"
-    argv = ["--data", "synthetic", "--subset", "16", "--batch-size", "8", "--epochs", "1", "--threads", "1",
-            "--output", str(out)]
+    argv = [
+        "--data",
+        "synthetic",
+        "--subset",
+        "16",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--output",
+        str(out),
+    ]
     summary = script.main(argv)
     assert summary["steps"] == 2 and (out / "model.safetensors").is_file() and (out / "last.pt").is_file()
     again = script.main(argv)
@@ -328,8 +443,24 @@ def test_activation_cap_benchmark(tmp_path):
     tiny_v2_spec().to_json(gelu)
     tiny_v2_spec().with_act("relu", name="tiny_relu").to_json(relu)
     out = tmp_path / "cap.json"
-    result = bench.main(["--pairs", f"{gelu}={relu}", "--runtime", "ort", "--rounds", "2", "--seconds", "0",
-                         "--threads", "1", "--calib-images", "2", "--json", str(out)])
+    result = bench.main(
+        [
+            "--pairs",
+            f"{gelu}={relu}",
+            "--runtime",
+            "ort",
+            "--rounds",
+            "2",
+            "--seconds",
+            "0",
+            "--threads",
+            "1",
+            "--calib-images",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     (row,) = result["rows"]
     assert set(row["median_ms"]) == {"model fp32", "model int8", "variant fp32", "variant int8"}
     assert all(ms > 0 for ms in row["median_ms"].values())

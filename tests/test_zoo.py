@@ -1,4 +1,5 @@
 """One parametrised test file for the whole zoo: forward, backward, features, costs, timm parity."""
+
 import pytest
 import timm
 import torch
@@ -28,9 +29,18 @@ def small_sizes(name: str) -> tuple[int, int]:
 
 
 def test_registry_has_the_seed_families():
-    expected = {"efficientformer_l1", "efficientformer_l3", "efficientformer_l7", "efficientformerv2_s0",
-                "efficientformerv2_s1", "efficientformerv2_s2", "efficientformerv2_l", "mobilevit_xxs",
-                "mobilevit_xs", "mobilevit_s"}
+    expected = {
+        "efficientformer_l1",
+        "efficientformer_l3",
+        "efficientformer_l7",
+        "efficientformerv2_s0",
+        "efficientformerv2_s1",
+        "efficientformerv2_s2",
+        "efficientformerv2_l",
+        "mobilevit_xxs",
+        "mobilevit_xs",
+        "mobilevit_s",
+    }
     assert expected <= set(ALL)
 
 

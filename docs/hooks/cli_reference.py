@@ -6,6 +6,7 @@
 
 `render_cli_reference()` is also what the tests call to check that the page covers every subcommand.
 """
+
 from __future__ import annotations
 
 import argparse

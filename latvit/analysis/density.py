@@ -12,6 +12,7 @@ nearest block of that kind re-widthed to the family's stage width at that resolu
 `torch.utils.flop_counter`; latency comes from `latvit.targets.protocol` on the chosen runtime; density
 is also given as a share of this machine's measured fp32 GEMM peak (`gemm_peak_gflops`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,21 +59,53 @@ _MIX = BlockSpec("mixblock_c", 2048, expansion=3.0, key_dim=32, ratio=0.5, act="
 
 BLOCK_TYPES: tuple[BlockType, ...] = (
     BlockType("BottleNeck", "bottleneck", "trtvit_a", note="ResNet-50 widths 256-2048 (TRT-ViT's early stages)"),
-    BlockType("Transformer", "transformer_sr", None, widths={56: 64, 28: 128, 14: 320, 7: 512}, overrides=_RESNET_SR,
-              template=BlockSpec("transformer_sr", 64, expansion=3.0, key_dim=32, act="gelu"),
-              note="PVT widths 64-512 and spatial reduction 8/4/2/1; TRT-ViT head dim 32, MLP ratio 3"),
-    BlockType("MixBlock A", "mixblock_a", "trtvit_a", overrides=_RESNET_SR, template=dataclasses.replace(_MIX, kind="mixblock_a"),
-              note="TRT-ViT-A MixBlock C spec with the kind changed; sr 8/4/2/1 by resolution"),
-    BlockType("MixBlock B", "mixblock_b", "trtvit_a", overrides=_RESNET_SR, template=dataclasses.replace(_MIX, kind="mixblock_b")),
+    BlockType(
+        "Transformer",
+        "transformer_sr",
+        None,
+        widths={56: 64, 28: 128, 14: 320, 7: 512},
+        overrides=_RESNET_SR,
+        template=BlockSpec("transformer_sr", 64, expansion=3.0, key_dim=32, act="gelu"),
+        note="PVT widths 64-512 and spatial reduction 8/4/2/1; TRT-ViT head dim 32, MLP ratio 3",
+    ),
+    BlockType(
+        "MixBlock A",
+        "mixblock_a",
+        "trtvit_a",
+        overrides=_RESNET_SR,
+        template=dataclasses.replace(_MIX, kind="mixblock_a"),
+        note="TRT-ViT-A MixBlock C spec with the kind changed; sr 8/4/2/1 by resolution",
+    ),
+    BlockType(
+        "MixBlock B",
+        "mixblock_b",
+        "trtvit_a",
+        overrides=_RESNET_SR,
+        template=dataclasses.replace(_MIX, kind="mixblock_b"),
+    ),
     BlockType("MixBlock C", "mixblock_c", "trtvit_a", overrides=_RESNET_SR, template=_MIX),
     BlockType("MB4D (EfficientFormer)", "meta4d", "efficientformer_l1"),
-    BlockType("MB3D (EfficientFormer)", "meta3d", "efficientformer_l1",
-              note="L1 uses MB3D at 7x7 only; at 56-14 it attends over all H*W tokens"),
+    BlockType(
+        "MB3D (EfficientFormer)",
+        "meta3d",
+        "efficientformer_l1",
+        note="L1 uses MB3D at 7x7 only; at 56-14 it attends over all H*W tokens",
+    ),
     BlockType("V2 local FFN", "ffn_local", "efficientformerv2_s1"),
-    BlockType("V2 attention", "attn_ffn", "efficientformerv2_s1", overrides={56: {"attn_stride": 4}, 28: {"attn_stride": 2}},
-              note="V2 uses stride-2 attention at 14x14 and none at 7x7; stride 2 at 28 and 4 at 56 extrapolated"),
-    BlockType("MobileViT block", "mobilevit", "mobilevit_s", overrides={56: {"dim": 96, "depth": 2}},
-              note="MobileViT-S blocks at 28/14/7; at 56 (where MobileViT has MV2 blocks) dim 96, depth 2"),
+    BlockType(
+        "V2 attention",
+        "attn_ffn",
+        "efficientformerv2_s1",
+        overrides={56: {"attn_stride": 4}, 28: {"attn_stride": 2}},
+        note="V2 uses stride-2 attention at 14x14 and none at 7x7; stride 2 at 28 and 4 at 56 extrapolated",
+    ),
+    BlockType(
+        "MobileViT block",
+        "mobilevit",
+        "mobilevit_s",
+        overrides={56: {"dim": 96, "depth": 2}},
+        note="MobileViT-S blocks at 28/14/7; at 56 (where MobileViT has MV2 blocks) dim 96, depth 2",
+    ),
 )
 
 
@@ -89,8 +122,13 @@ class DensityCase:
 
     def spec(self) -> NetSpec:
         """A one-block network (no stem, no head) the planner and builder accept."""
-        return NetSpec(f"density_{self.kind}_{self.resolution}", stem=(), stages=(StageSpec((self.block,)),),
-                       img_size=self.resolution, in_chans=self.c_in)
+        return NetSpec(
+            f"density_{self.kind}_{self.resolution}",
+            stem=(),
+            stages=(StageSpec((self.block,)),),
+            img_size=self.resolution,
+            in_chans=self.c_in,
+        )
 
     def plan(self) -> PlannedBlock:
         return plan_network(self.spec(), num_classes=0).blocks[0]
@@ -140,10 +178,19 @@ def density_cases(kinds: list[str] | None = None, resolutions=RESOLUTIONS) -> li
     cases = []
     for bt in types:
         if bt.family_model is None:
-            cases += [DensityCase(bt.label, bt.kind, r, bt.widths[r] if r in bt.widths else bt.template.width,
-                                  dataclasses.replace(bt.template, width=bt.widths.get(r, bt.template.width),
-                                                      **bt.overrides.get(r, {})), "TRT-ViT / PVT widths")
-                      for r in resolutions]
+            cases += [
+                DensityCase(
+                    bt.label,
+                    bt.kind,
+                    r,
+                    bt.widths[r] if r in bt.widths else bt.template.width,
+                    dataclasses.replace(
+                        bt.template, width=bt.widths.get(r, bt.template.width), **bt.overrides.get(r, {})
+                    ),
+                    "TRT-ViT / PVT widths",
+                )
+                for r in resolutions
+            ]
         else:
             cases += _family_cases(bt, resolutions)
     for c in cases:
@@ -162,17 +209,34 @@ class DensityReport:
     statistic: str = "median"  # the latency statistic density is computed from
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "latvit.density", "schema_version": SCHEMA_VERSION, "runtime": self.runtime,
-                "runtime_version": self.runtime_version, "threads": self.threads,
-                "gemm_peak_gflops": self.peak_gflops, "statistic": self.statistic, "rows": self.rows, "machine": self.machine}
+        return {
+            "schema": "latvit.density",
+            "schema_version": SCHEMA_VERSION,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "threads": self.threads,
+            "gemm_peak_gflops": self.peak_gflops,
+            "statistic": self.statistic,
+            "rows": self.rows,
+            "machine": self.machine,
+        }
 
     def to_json(self, path: Path) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
 
 
-def measure_density(cases: list[DensityCase], runtime: str = "ort", *, threads: int | None = None, warmup: int = 5,
-                    iters: int = 20, min_seconds: float = 0.5, peak: bool = True,
-                    statistic: str = "median", target: str = DEFAULT_TARGET) -> DensityReport:
+def measure_density(
+    cases: list[DensityCase],
+    runtime: str = "ort",
+    *,
+    threads: int | None = None,
+    warmup: int = 5,
+    iters: int = 20,
+    min_seconds: float = 0.5,
+    peak: bool = True,
+    statistic: str = "median",
+    target: str = DEFAULT_TARGET,
+) -> DensityReport:
     """Measure each case's latency (batch 1) on `runtime`: one row per case with GFLOPs, params, latency,
     GFLOP/s, Mparams/s and % of the GEMM peak. A case that fails to export or run becomes a row with
     `error` set; the others go on. `statistic` ("median" or "min") is the latency density is computed from:
@@ -187,26 +251,52 @@ def measure_density(cases: list[DensityCase], runtime: str = "ort", *, threads: 
     with tempfile.TemporaryDirectory(prefix="latvit-density-") as tmp:
         for i, case in enumerate(cases):
             p = case.plan()
-            row = {"label": case.label, "kind": case.kind, "resolution": case.resolution, "c_in": case.c_in,
-                   "width": case.block.width, "source": case.source, "gflops": p.cost.flops / 1e9,
-                   "mparams": p.cost.params / 1e6, "block": dataclasses.asdict(case.block)}
+            row = {
+                "label": case.label,
+                "kind": case.kind,
+                "resolution": case.resolution,
+                "c_in": case.c_in,
+                "width": case.block.width,
+                "source": case.source,
+                "gflops": p.cost.flops / 1e9,
+                "mparams": p.cost.params / 1e6,
+                "block": dataclasses.asdict(case.block),
+            }
             try:
                 stage = build_model(case.spec(), num_classes=0).stages[0].eval()  # the block (and a flatten for MB3D)
                 x = torch.randn(1, case.c_in, case.resolution, case.resolution)
                 work = Path(tmp) / f"case{i}"
                 work.mkdir()
-                t = time_module(stage, x, runtime, threads=threads, workdir=work, target=target,
-                                protocol=Protocol(warmup, iters, min_seconds))
+                t = time_module(
+                    stage,
+                    x,
+                    runtime,
+                    threads=threads,
+                    workdir=work,
+                    target=target,
+                    protocol=Protocol(warmup, iters, min_seconds),
+                )
                 ms = t.median_ms if statistic == "median" else t.min_ms
                 seconds = ms / 1e3
-                row.update(latency=t.as_dict(), ms=ms, gflops_per_s=row["gflops"] / seconds,
-                           mparams_per_s=row["mparams"] / seconds,
-                           pct_peak=100 * row["gflops"] / seconds / peak_gflops if peak_gflops else None, error=None)
+                row.update(
+                    latency=t.as_dict(),
+                    ms=ms,
+                    gflops_per_s=row["gflops"] / seconds,
+                    mparams_per_s=row["mparams"] / seconds,
+                    pct_peak=100 * row["gflops"] / seconds / peak_gflops if peak_gflops else None,
+                    error=None,
+                )
             except LatvitError:
                 raise
             except Exception as e:  # noqa: BLE001 - one failed export must not lose the table
-                row.update(latency=None, ms=None, gflops_per_s=None, mparams_per_s=None, pct_peak=None,
-                           error=first_line(e, 300))
+                row.update(
+                    latency=None,
+                    ms=None,
+                    gflops_per_s=None,
+                    mparams_per_s=None,
+                    pct_peak=None,
+                    error=first_line(e, 300),
+                )
             rows.append(row)
     return DensityReport(runtime, rt.version(), threads, peak_gflops, rows, machine_info(threads), statistic)
 
@@ -216,8 +306,10 @@ def density_table(report: DensityReport):
     from rich.table import Table
 
     res = sorted({r["resolution"] for r in report.rows}, reverse=True)
-    t = Table(title=f"computational density on {report.runtime_version}, {report.threads} threads "
-                    f"(GEMM peak {report.peak_gflops:.0f} GFLOP/s); per cell: GFLOP/s | Mparams/s | {report.statistic} ms")
+    t = Table(
+        title=f"computational density on {report.runtime_version}, {report.threads} threads "
+        f"(GEMM peak {report.peak_gflops:.0f} GFLOP/s); per cell: GFLOP/s | Mparams/s | {report.statistic} ms"
+    )
     t.add_column("block")
     for r in res:
         t.add_column(f"{r}x{r}", justify="right")
@@ -245,8 +337,11 @@ def plot_density(report: DensityReport, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for label in dict.fromkeys(r["label"] for r in report.rows):
-        pts = sorted((r["resolution"], r["gflops_per_s"], r["mparams_per_s"]) for r in report.rows
-                     if r["label"] == label and not r["error"])
+        pts = sorted(
+            (r["resolution"], r["gflops_per_s"], r["mparams_per_s"])
+            for r in report.rows
+            if r["label"] == label and not r["error"]
+        )
         if not pts:
             continue
         xs = [p[0] for p in pts]
@@ -268,5 +363,13 @@ def plot_density(report: DensityReport, path: Path) -> None:
     save_png(fig, path, dpi=120)
 
 
-__all__ = ["BLOCK_TYPES", "RESOLUTIONS", "DensityCase", "DensityReport", "density_cases", "density_table",
-           "measure_density", "plot_density"]
+__all__ = [
+    "BLOCK_TYPES",
+    "RESOLUTIONS",
+    "DensityCase",
+    "DensityReport",
+    "density_cases",
+    "density_table",
+    "measure_density",
+    "plot_density",
+]

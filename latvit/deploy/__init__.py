@@ -6,6 +6,7 @@ tome, sparsity)`: merging and pruning as the command line's `--tome` / `--sparsi
 `latvit.deploy` (the attribute of the top-level package) is the function; the helpers that layers use to
 fold themselves live in `latvit.layers.fold` (re-exported here for users).
 """
+
 from latvit.deploy.compress import compress
 from latvit.deploy.fold import deploy, fuse_tree_
 from latvit.deploy.quantize import quantize
@@ -13,5 +14,19 @@ from latvit.deploy.sparsity import make_permanent, prune_2_4, prune_magnitude, s
 from latvit.deploy.token_merging import tome
 from latvit.layers.fold import fold_bn_, fold_layer_scale, fold_scale_, fold_sequential_, foldable_bn
 
-__all__ = ["compress", "deploy", "fold_bn_", "fold_layer_scale", "fold_scale_", "fold_sequential_", "foldable_bn",
-           "fuse_tree_", "make_permanent", "prune_2_4", "prune_magnitude", "quantize", "sparsify", "tome"]
+__all__ = [
+    "compress",
+    "deploy",
+    "fold_bn_",
+    "fold_layer_scale",
+    "fold_scale_",
+    "fold_sequential_",
+    "foldable_bn",
+    "fuse_tree_",
+    "make_permanent",
+    "prune_2_4",
+    "prune_magnitude",
+    "quantize",
+    "sparsify",
+    "tome",
+]

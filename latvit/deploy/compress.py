@@ -9,6 +9,7 @@ Settings are written as on the command line: token merging as `parse_tome` reads
 'keep0.5', '8+keep0.5'; '0' is none), sparsity as `parse_sparsity` reads it ('0.5' for global magnitude
 pruning, '2:4'; '0' is none).
 """
+
 from __future__ import annotations
 
 import torch.nn as nn

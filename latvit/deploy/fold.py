@@ -11,6 +11,7 @@ followed by a BatchNorm is folded.
 The folding arithmetic itself (`fold_bn_`, `fold_layer_scale`, ...) lives in `latvit.layers.fold`, beside the
 blocks that use it.
 """
+
 from __future__ import annotations
 
 import copy

@@ -39,6 +39,7 @@ blocks return to float, the most harmful first (each measured alone), until top-
 Inputs: a model (eval mode), a list of calibration batches (numpy float32, (B, 3, H, W), normalised as
 the model expects); output: the quantized artifact written atomically (no partial file on failure).
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,14 +63,20 @@ from latvit.utils import repair_signal_stack
 QUANT_RUNTIMES = ("ort", "openvino", "executorch", "litert")
 ACCURACY_CONTROL = ("openvino", "litert")  # runtimes that take max_drop
 ARTIFACT_RUNTIME = {".onnx": "ort", ".xml": "openvino", ".pte": "executorch", ".tflite": "litert"}
-INT8_PACKAGES = {"ort": ("onnxruntime", "onnx"), "openvino": ("openvino", "nncf"),
-                 "executorch": ("executorch", "torchao"), "litert": ("litert_torch", "ai_edge_quantizer")}
+INT8_PACKAGES = {
+    "ort": ("onnxruntime", "onnx"),
+    "openvino": ("openvino", "nncf"),
+    "executorch": ("executorch", "torchao"),
+    "litert": ("litert_torch", "ai_edge_quantizer"),
+}
 # int8 speed-up over fp32 on the same runtime, measured per class of CPU (2 threads, batch 1, interleaved;
 # docs/benchmarks.md): EfficientFormer-L1, then the hybrids. Runtimes fastest first; the first installed wins.
 INT8_MEASURED: dict[str, dict[str, str]] = {
-    "amx": {"openvino": "3.3x on EfficientFormer-L1, 1.7x on EfficientFormerV2-S1 and MobileViT-S",
-            "executorch": "2.7x on L1, 1.7x on V2-S1, 1.4x on MobileViT-S",
-            "ort": "1.3x on L1, slower than fp32 on the hybrids (0.9x)"},
+    "amx": {
+        "openvino": "3.3x on EfficientFormer-L1, 1.7x on EfficientFormerV2-S1 and MobileViT-S",
+        "executorch": "2.7x on L1, 1.7x on V2-S1, 1.4x on MobileViT-S",
+        "ort": "1.3x on L1, slower than fp32 on the hybrids (0.9x)",
+    }
 }
 INT8_CPU_LABEL = {"amx": "Intel Xeon with AMX and AVX512-VNNI"}
 RECIPES = ("vit", "all", "transformer")
@@ -84,8 +91,7 @@ def cpu_int8_class(cpuinfo: str | None = None) -> str:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return "other"
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")),
-                     []))
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
     if "amx_int8" in flags:
         return "amx"
     if flags & {"avx512_vnni", "avx_vnni"}:
@@ -114,13 +120,14 @@ def default_int8_runtime(output: str | Path | None = None, cpu: str | None = Non
     best = installed[0]
     where = INT8_CPU_LABEL.get(measured_on, measured_on)
     basis = f"measured on {where}" if measured_on == cpu else f"not measured on this CPU ({cpu}); on {where}"
-    skipped = list(ranking)[:list(ranking).index(best)]
+    skipped = list(ranking)[: list(ranking).index(best)]
     note = f"; {', '.join(skipped)} not installed" if skipped else ""
     return best, f"the fastest int8 installed: {ranking[best]}, {basis}{note}"
 
 
-def calibration_batches(calib: str, img_size: int, mean, std, count: int = 128, batch: int = 1,
-                        crop_pct: float = 0.875) -> list[np.ndarray]:
+def calibration_batches(
+    calib: str, img_size: int, mean, std, count: int = 128, batch: int = 1, crop_pct: float = 0.875
+) -> list[np.ndarray]:
     """`count` images from `calib` ('fashion-mnist', 'synthetic' or an ImageFolder root, train split),
     transformed as for evaluation with `crop_pct`, grouped into float32 batches (batch, 3, img_size, img_size);
     the remainder of count / batch is left out (an artifact takes one batch size).
@@ -130,20 +137,22 @@ def calibration_batches(calib: str, img_size: int, mean, std, count: int = 128, 
     V2-S1 +0.75 / +0.05, MobileViT-S +0.55 / -1.00), plausibly because the zoomed-in garments widen the
     ranges NNCF estimates (it averages per-image extremes)."""
     images, _ = _spread_sample(calib, img_size, mean, std, count, batch, "calibration", False, crop_pct)
-    return [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
+    return [images[i : i + batch] for i in range(0, len(images) - batch + 1, batch)]
 
 
-def validation_batches(data: str, img_size: int, mean, std, count: int = 500, batch: int = 1,
-                       crop_pct: float = 0.875) -> list[tuple[np.ndarray, np.ndarray]]:
+def validation_batches(
+    data: str, img_size: int, mean, std, count: int = 500, batch: int = 1, crop_pct: float = 0.875
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """`count` labelled images of `data`'s train split for accuracy control: (images (batch, 3, S, S),
     labels (batch,)) pairs, spread over the set half a stride after the images `calibration_batches` takes
     (so never the same images when the set has at least twice `count`); `crop_pct` as there."""
     images, labels = _spread_sample(data, img_size, mean, std, count, batch, "validation", True, crop_pct)
-    return [(images[i:i + batch], labels[i:i + batch]) for i in range(0, len(images) - batch + 1, batch)]
+    return [(images[i : i + batch], labels[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)]
 
 
-def _spread_sample(data: str, img_size: int, mean, std, count: int, batch: int, purpose: str, half_stride: bool,
-                   crop_pct: float):
+def _spread_sample(
+    data: str, img_size: int, mean, std, count: int, batch: int, purpose: str, half_stride: bool, crop_pct: float
+):
     """`count` images of `data`'s train split evenly spaced over it (the first images are often one class),
     shifted by half the spacing when `half_stride`; transformed for evaluation: ((N, 3, S, S), (N,))."""
     if count < batch or batch < 1:
@@ -154,8 +163,7 @@ def _spread_sample(data: str, img_size: int, mean, std, count: int, batch: int, 
     step = max(1, len(dataset) // count)
     shift = step // 2 if half_stride else 0
     picks = [dataset[min(i * step + shift, len(dataset) - 1)] for i in range(min(count, len(dataset)))]
-    return (torch.stack([transform(img) for img, _ in picks]).numpy(),
-            np.array([int(label) for _, label in picks]))
+    return (torch.stack([transform(img) for img, _ in picks]).numpy(), np.array([int(label) for _, label in picks]))
 
 
 def check_quantize_settings(runtime: str, recipe: str = "vit", max_drop: float | None = None) -> None:
@@ -167,11 +175,14 @@ def check_quantize_settings(runtime: str, recipe: str = "vit", max_drop: float |
         raise LatvitError(f"unknown quantization recipe '{recipe}': choose {', '.join(RECIPES)}")
     if max_drop is not None:
         if runtime not in ACCURACY_CONTROL:
-            raise LatvitError(f"--max-drop is NNCF's accuracy control (runtime openvino) or latvit's float fallback "
-                              f"(runtime litert), not available on {runtime}")
+            raise LatvitError(
+                f"--max-drop is NNCF's accuracy control (runtime openvino) or latvit's float fallback "
+                f"(runtime litert), not available on {runtime}"
+            )
         if max_drop < 0:
-            raise LatvitError(f"accuracy control needs max_drop >= 0 (top-1 points), got {max_drop:g}; "
-                              f"e.g. --max-drop 0.5")
+            raise LatvitError(
+                f"accuracy control needs max_drop >= 0 (top-1 points), got {max_drop:g}; e.g. --max-drop 0.5"
+            )
     if recipe == "transformer" and runtime != "openvino":
         raise LatvitError(f"recipe 'transformer' is NNCF's (runtime openvino); on {runtime} use vit or all")
 
@@ -180,9 +191,15 @@ def check_quantize_settings(runtime: str, recipe: str = "vit", max_drop: float |
         raise LatvitError(reason)
 
 
-def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path: str | Path,
-             recipe: str = "vit", max_drop: float | None = None,
-             validation: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
+def quantize(
+    model: nn.Module,
+    runtime: str,
+    calibration: list[np.ndarray],
+    path: str | Path,
+    recipe: str = "vit",
+    max_drop: float | None = None,
+    validation: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Path:
     """Quantize `model` for `runtime` with `calibration` batches; write the int8 artifact to `path`.
 
     The artifact takes the calibration batches' shape (B, 3, S, S) as its static input shape.
@@ -195,13 +212,16 @@ def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path
         if not validation:
             raise LatvitError("accuracy control needs max_drop >= 0 (top-1 points) and labelled validation batches")
         if calibration and any(x.shape != calibration[0].shape for x, _ in validation):
-            raise LatvitError(f"validation batches must have the calibration batches' shape {calibration[0].shape} "
-                              f"(the artifact's static input); give both the same batch size")
+            raise LatvitError(
+                f"validation batches must have the calibration batches' shape {calibration[0].shape} "
+                f"(the artifact's static input); give both the same batch size"
+            )
     if not calibration:
         raise LatvitError("no calibration batches given")
     if len({c.shape for c in calibration}) > 1:  # the artifact takes one static input shape: the batches'
-        raise LatvitError(f"calibration batches differ in shape ({sorted({c.shape for c in calibration})}); "
-                          f"give batches of one size")
+        raise LatvitError(
+            f"calibration batches differ in shape ({sorted({c.shape for c in calibration})}); give batches of one size"
+        )
     path = Path(path)
     model = copy.deepcopy(model).eval()  # the caller's model keeps its mode and its weights
     example = torch.from_numpy(calibration[0])
@@ -210,16 +230,27 @@ def quantize(model: nn.Module, runtime: str, calibration: list[np.ndarray], path
         if runtime == "openvino":
             produced = _quantize_openvino(model, example, calibration, tmp, recipe, max_drop, validation)
         elif runtime == "litert":
-            produced = quantize_int8(model, example, calibration, tmp / "int8.tflite", recipe, max_drop, validation,
-                                     threads=torch.get_num_threads())
+            produced = quantize_int8(
+                model,
+                example,
+                calibration,
+                tmp / "int8.tflite",
+                recipe,
+                max_drop,
+                validation,
+                threads=torch.get_num_threads(),
+            )
         else:
             produced = {"ort": _quantize_ort, "executorch": _quantize_executorch}[runtime](
-                model, example, calibration, tmp, recipe)
+                model, example, calibration, tmp, recipe
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         # every file (.xml comes with its .bin) is staged next to the target before any replaces its old
         # version, so a failed copy leaves the old artifact whole and no .tmp behind
-        staged = {path.with_suffix(src.suffix).with_name(f".{path.stem}{src.suffix}.tmp"): src
-                  for src in sorted(produced.parent.glob(produced.stem + ".*"))}
+        staged = {
+            path.with_suffix(src.suffix).with_name(f".{path.stem}{src.suffix}.tmp"): src
+            for src in sorted(produced.parent.glob(produced.stem + ".*"))
+        }
         try:
             for target, src in staged.items():
                 shutil.copyfile(src, target)
@@ -258,11 +289,19 @@ def _quantize_ort(model, example, calibration, tmp: Path, recipe: str) -> Path:
 
     out = tmp / "int8.onnx"
     exclude = float_nodes(prepared) if recipe == "vit" else []
-    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    op_types_to_quantize=MATRIX_OPS if recipe == "vit" else None, nodes_to_exclude=exclude,
-                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    quantize_static(
+        str(prepared),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        op_types_to_quantize=MATRIX_OPS if recipe == "vit" else None,
+        nodes_to_exclude=exclude,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+    )
     return out
 
 
@@ -287,8 +326,15 @@ def float_nodes(path: Path) -> list[str]:
     return keep
 
 
-def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str, max_drop: float | None = None,
-                       validation: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
+def _quantize_openvino(
+    model,
+    example,
+    calibration,
+    tmp: Path,
+    recipe: str,
+    max_drop: float | None = None,
+    validation: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Path:
     try:
         import nncf
         import openvino as ov
@@ -315,11 +361,16 @@ def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str, max_
     # models whose top-1 the default loses (EfficientFormer-L1 at 224, session 9: -2.45 points with the default,
     # -1.05 with it on 2000 test images; asymmetric activations: -1.0 on the first 1000, against -2.3 and -0.4).
     model_type = nncf.ModelType.TRANSFORMER if recipe == "transformer" else None
-    settings = dict(subset_size=len(calibration), preset=nncf.QuantizationPreset.PERFORMANCE, model_type=model_type,
-                    fast_bias_correction=False)
+    settings = dict(
+        subset_size=len(calibration),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        model_type=model_type,
+        fast_bias_correction=False,
+    )
     if max_drop is None:
         quantized = nncf.quantize(ov_model, nncf.Dataset(calibration), **settings)
     else:
+
         def top1(compiled, batches) -> float:  # NNCF compares this on the fp32 and the int8 model
             output = compiled.output(0)
             hits = sum(int((compiled(x)[output].argmax(-1) == y).sum()) for x, y in batches)
@@ -329,8 +380,14 @@ def _quantize_openvino(model, example, calibration, tmp: Path, recipe: str, max_
         # upstream of it, which reverting an upstream operation to float then leaves wrong (EfficientFormer-L1
         # at 224: it met 0.4 points on the validation images and lost 5.15 on the test set; fast: +0.75)
         quantized = nncf.quantize_with_accuracy_control(
-            ov_model, nncf.Dataset(calibration), nncf.Dataset(validation), top1, max_drop=max_drop / 100,
-            drop_type=nncf.DropType.ABSOLUTE, **{**settings, "fast_bias_correction": True})
+            ov_model,
+            nncf.Dataset(calibration),
+            nncf.Dataset(validation),
+            top1,
+            max_drop=max_drop / 100,
+            drop_type=nncf.DropType.ABSOLUTE,
+            **{**settings, "fast_bias_correction": True},
+        )
     out = tmp / "int8.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     repair_signal_stack()  # NNCF compiled and freed models on this thread (latvit.utils.repair_signal_stack)

@@ -6,6 +6,7 @@ gradient of a masked weight never brings it back: fine-tune with any optimizer, 
 bakes the zeros into plain weights for export. Which runtimes turn the zeros into speed is measured in
 benchmarks/compression.py (on CPU, none of ONNX Runtime, OpenVINO fp32 or XNNPACK skips zero weights).
 """
+
 from __future__ import annotations
 
 import copy
@@ -67,17 +68,25 @@ def prune_2_4(model: nn.Module) -> nn.Module:
 def check_no_pruning_masks(model: nn.Module, what: str) -> None:
     """Raise a one-line LatvitError if `model` still carries pruning masks (`weight = weight_orig * mask`
     is recomputed by a hook each forward, which copying and folding cannot follow)."""
-    if any(isinstance(hook, prune.BasePruningMethod) for m in model.modules()
-           for hook in getattr(m, "_forward_pre_hooks", {}).values()):
-        raise LatvitError(f"{what} needs plain weights, and this model still has pruning masks: "
-                          f"call latvit.deploy.make_permanent(model) after fine-tuning first")
+    if any(
+        isinstance(hook, prune.BasePruningMethod)
+        for m in model.modules()
+        for hook in getattr(m, "_forward_pre_hooks", {}).values()
+    ):
+        raise LatvitError(
+            f"{what} needs plain weights, and this model still has pruning masks: "
+            f"call latvit.deploy.make_permanent(model) after fine-tuning first"
+        )
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
     """Remove the pruning re-parametrisation in place: weights become plain tensors with zeros in them."""
     for module in model.modules():
-        for name in [k for k, hook in getattr(module, "_forward_pre_hooks", {}).items()
-                     if isinstance(hook, prune.BasePruningMethod)]:
+        for name in [
+            k
+            for k, hook in getattr(module, "_forward_pre_hooks", {}).items()
+            if isinstance(hook, prune.BasePruningMethod)
+        ]:
             prune.remove(module, module._forward_pre_hooks[name]._tensor_name)
     return model
 
@@ -89,12 +98,19 @@ def sparsity_report(model: nn.Module) -> dict[str, float]:
     total = sum(m.weight.numel() for m, _ in layers)
     # other parameters: everything but the pruned layers' weights (and their dense `weight_orig` copies)
     pruned = {id(m) for m, _ in layers}
-    others = [p for m in model.modules() for n, p in m.named_parameters(recurse=False)
-              if not (id(m) in pruned and n in ("weight", "weight_orig"))]
+    others = [
+        p
+        for m in model.modules()
+        for n, p in m.named_parameters(recurse=False)
+        if not (id(m) in pruned and n in ("weight", "weight_orig"))
+    ]
     all_zeros = zeros + sum(int((p == 0).sum()) for p in others)
     all_total = total + sum(p.numel() for p in others)
-    return {"prunable_sparsity": zeros / max(total, 1), "overall_sparsity": all_zeros / max(all_total, 1),
-            "prunable_params": total}
+    return {
+        "prunable_sparsity": zeros / max(total, 1),
+        "overall_sparsity": all_zeros / max(all_total, 1),
+        "prunable_params": total,
+    }
 
 
 def parse_sparsity(text: str | float | None) -> float | str | None:

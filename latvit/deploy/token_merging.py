@@ -32,6 +32,7 @@ group's MLP output to its own value: only the MLP is shared.
 
 `TomeReport.skipped` names any attention module that none of these wrappers covers.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,6 +54,7 @@ from latvit.space.builder import LatvitNet, Stage
 # -- matching -----------------------------------------------------------------------------------------------
 class Matching(NamedTuple):
     """One bipartite matching over N tokens: set a = even positions (Na of them), set b = odd (Nb)."""
+
     order: torch.Tensor  # (B, Na) a-positions, weakest edge first: the first Na - r stay, the last r merge away
     partner: torch.Tensor  # (B, Na) each a-token's most similar b-position
     r: int
@@ -149,8 +151,9 @@ class MergingTransformer(nn.Module):
     then runs on round(N * keep) tokens, with proportional attention.
     """
 
-    def __init__(self, layers: list[nn.Module], r: list[int], unmerge: bool, protect_first: bool = False,
-                 keep: float = 1.0):
+    def __init__(
+        self, layers: list[nn.Module], r: list[int], unmerge: bool, protect_first: bool = False, keep: float = 1.0
+    ):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.r, self.unmerge, self.protect_first, self.keep = list(r), unmerge, protect_first, keep
@@ -163,8 +166,9 @@ class MergingTransformer(nn.Module):
         position = torch.arange(N, device=x.device).expand(B, N) if self.track_positions else None  # (B, N_0)
         target = max(1 + int(self.protect_first), round(N * self.keep))
         while x.shape[1] > target:  # the entrance merge, in rounds of at most half the tokens
-            m = match_tokens(x, min(x.shape[1] - target, (x.shape[1] - int(self.protect_first)) // 2),
-                             self.protect_first)
+            m = match_tokens(
+                x, min(x.shape[1] - target, (x.shape[1] - int(self.protect_first)) // 2), self.protect_first
+            )
             x, size = merge_weighted(m, x, size)
             if position is not None:
                 position = follow_merge(m, position)
@@ -202,8 +206,12 @@ def merge_keys_values(k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, r: i
     B, heads, kd, N = k.shape
     m = match_tokens(k.mean(dim=1).transpose(1, 2), r)  # keys averaged over heads as metric
     # keys, values, bias columns and a count merge together as the channels of N tokens
-    parts = [k.flatten(1, 2).transpose(1, 2), v.transpose(1, 2).flatten(2),  # (B, N, heads*kd), (B, N, heads*vd)
-             bias.flatten(0, 1).transpose(0, 1).expand(B, -1, -1), k.new_ones(B, N, 1)]  # (B, N, heads*Nq), (B, N, 1)
+    parts = [
+        k.flatten(1, 2).transpose(1, 2),
+        v.transpose(1, 2).flatten(2),  # (B, N, heads*kd), (B, N, heads*vd)
+        bias.flatten(0, 1).transpose(0, 1).expand(B, -1, -1),
+        k.new_ones(B, N, 1),
+    ]  # (B, N, heads*Nq), (B, N, 1)
     *sums, size = merge_tokens(m, torch.cat(parts, dim=-1)).split([p.shape[-1] for p in parts], dim=-1)
     k, v, bias = (s / size for s in sums)  # means over each group, (B, N - r, ...)
     k = k.transpose(1, 2).reshape(B, heads, kd, N - r)
@@ -303,8 +311,10 @@ def parse_schedule(text: str | int) -> int | list[int]:
     [26] * 6 (R tokens in each of the first L layers, none after: a decreasing schedule)."""
     r, x, layers = str(text).strip().partition("x")
     if not (r.isdigit() and (layers.isdigit() or not x)):
-        raise LatvitError(f"token merging schedule '{text}': expected R (tokens merged per layer, >= 0) or RxL "
-                          f"(R in each of the first L layers), e.g. 13 or 26x6")
+        raise LatvitError(
+            f"token merging schedule '{text}': expected R (tokens merged per layer, >= 0) or RxL "
+            f"(R in each of the first L layers), e.g. 13 or 26x6"
+        )
     return [int(r)] * int(layers) if x else int(r)
 
 
@@ -315,8 +325,10 @@ def parse_tome(text: str | int) -> dict:
     found = re.fullmatch(r"(?:(\d+(?:x\d+)?)(?:\+keep(\d*\.?\d+))?|keep(\d*\.?\d+))", str(text).strip())
     keep = float(found[2] or found[3] or 1.0) if found else 0.0
     if not found or not 0.0 < keep <= 1.0:
-        raise LatvitError(f"token merging setting '{text}': expected R, RxL, keepF or R+keepF with 0 < F <= 1 "
-                          f"(the fraction of tokens left by the entrance merge), e.g. 13, 26x6, keep0.25, 8+keep0.5")
+        raise LatvitError(
+            f"token merging setting '{text}': expected R, RxL, keepF or R+keepF with 0 < F <= 1 "
+            f"(the fraction of tokens left by the entrance merge), e.g. 13, 26x6, keep0.25, 8+keep0.5"
+        )
     return {"r": parse_schedule(found[1]) if found[1] else 0, "keep": keep}
 
 
@@ -331,8 +343,7 @@ class TomeReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = None,
-         keep: float = 1.0) -> nn.Module:
+def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = None, keep: float = 1.0) -> nn.Module:
     """A copy of `model` (eval mode) with token merging in its transformer layers.
 
     r: tokens merged per layer (an int for every layer, or a list used in order across all wrapped
@@ -366,8 +377,8 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
                 run = [i for i, b in enumerate(module.blocks) if isinstance(b, Meta3D)]
                 if run and run == list(range(run[0], len(module.blocks))):
                     blocks = list(module.blocks)
-                    merged = MergingTransformer(blocks[run[0]:], take(len(run)), unmerge=True, keep=keep)
-                    module.blocks = nn.ModuleList(blocks[:run[0]] + [merged])
+                    merged = MergingTransformer(blocks[run[0] :], take(len(run)), unmerge=True, keep=keep)
+                    module.blocks = nn.ModuleList(blocks[: run[0]] + [merged])
                     report.merged_layers += len(run)
             elif not isinstance(module, (KVMergingAttention, MergingMapTransformer)):
                 for child_name, child in list(module.named_children()):
@@ -378,25 +389,38 @@ def tome(model: nn.Module, r: int | list[int] = 8, report: TomeReport | None = N
                         setattr(module, child_name, MergingMapTransformer(child, take(1)[0]))
                         report.merged_layers += 1
         if keep < 1.0 and not any(isinstance(m, MergingTransformer) for m in model.modules()):
-            raise LatvitError(f"keep={keep}: {model.spec.name} has no token-sequence transformer to merge at the "
-                              f"entrance (EfficientFormerV2 and TRT-ViT attend over maps); use r alone")
+            raise LatvitError(
+                f"keep={keep}: {model.spec.name} has no token-sequence transformer to merge at the "
+                f"entrance (EfficientFormerV2 and TRT-ViT attend over maps); use r alone"
+            )
         wrappers = (MergingTransformer, KVMergingAttention, MergingMapTransformer)
         handled = {id(m) for mt in model.modules() if isinstance(mt, wrappers) for m in mt.modules()}
-        report.skipped += [name for name, m in model.named_modules()
-                           if "Attention" in type(m).__name__ and id(m) not in handled]
+        report.skipped += [
+            name for name, m in model.named_modules() if "Attention" in type(m).__name__ and id(m) not in handled
+        ]
         if merges_tokens(r, keep) and report.merged_layers == 0:  # asked for, nothing to merge: say so
-            raise LatvitError(f"token merging does not apply to {model.spec.name}: it has none of the attention "
-                              f"layers it supports (MobileViT, EfficientFormer MB3D, EfficientFormerV2, TRT-ViT)")
+            raise LatvitError(
+                f"token merging does not apply to {model.spec.name}: it has none of the attention "
+                f"layers it supports (MobileViT, EfficientFormer MB3D, EfficientFormerV2, TRT-ViT)"
+            )
         return model
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, nn.Sequential) and all(hasattr(b, "attn") and hasattr(b, "mlp") for b in blocks):
         if getattr(model, "num_prefix_tokens", 0) > 1:  # the matching protects one leading token only
-            raise LatvitError(f"token merging protects one class token; this model has {model.num_prefix_tokens} "
-                              f"prefix tokens (distillation or register tokens), which it could merge away")
+            raise LatvitError(
+                f"token merging protects one class token; this model has {model.num_prefix_tokens} "
+                f"prefix tokens (distillation or register tokens), which it could merge away"
+            )
         cls_pooled = getattr(model, "global_pool", "") == "token" and getattr(model, "num_prefix_tokens", 1) == 1
-        model.blocks = MergingTransformer(list(blocks), take(len(blocks)), unmerge=not cls_pooled,
-                                          protect_first=getattr(model, "num_prefix_tokens", 0) > 0, keep=keep)
+        model.blocks = MergingTransformer(
+            list(blocks),
+            take(len(blocks)),
+            unmerge=not cls_pooled,
+            protect_first=getattr(model, "num_prefix_tokens", 0) > 0,
+            keep=keep,
+        )
         report.merged_layers += len(blocks)
         return model
-    raise LatvitError(f"token merging supports latvit models and timm ViTs with a `blocks` sequence, "
-                      f"not {type(model).__name__}")
+    raise LatvitError(
+        f"token merging supports latvit models and timm ViTs with a `blocks` sequence, not {type(model).__name__}"
+    )

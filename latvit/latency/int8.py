@@ -1,6 +1,7 @@
 """fp32 against int8 on one runtime: latency measured interleaved (drift hits both alike), here or on a
 target, and the outputs' agreement. `latvit quantize` prints it after writing the int8 artifact; `latvit tune`
 uses the same rule."""
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,16 @@ from latvit.targets.protocol import measure_interleaved, median_ratio, set_threa
 from latvit.targets.schedule import time_interleaved
 
 
-def compare_int8(model: nn.Module, runtime: str, int8_path: str | Path, batches: list[np.ndarray], threads: int,
-                 min_seconds: float = 1.0, rounds: int = 5, target: str | Target = DEFAULT_TARGET) -> dict:
+def compare_int8(
+    model: nn.Module,
+    runtime: str,
+    int8_path: str | Path,
+    batches: list[np.ndarray],
+    threads: int,
+    min_seconds: float = 1.0,
+    rounds: int = 5,
+    target: str | Target = DEFAULT_TARGET,
+) -> dict:
     """The fp32 `model` on `runtime` against the int8 artifact at `int8_path`: per-round median latency of
     both, timed round-robin for `rounds` rounds (about `min_seconds` each in all) on `target`, the speed-up
     as the median of the per-round ratios, and the output agreement on `batches` (max |logit| difference,
@@ -39,15 +48,30 @@ def compare_int8(model: nn.Module, runtime: str, int8_path: str | Path, batches:
         out8 = [np.asarray(run8(x)) for x in batches]
         x = batches[0]
         if tgt.kind == "local":
-            medians = measure_interleaved({"fp32": lambda: run32(x), "int8": lambda: run8(x)}, rounds,
-                                          alternate=True, warmup=3, iters=5, min_seconds=per_round)
+            medians = measure_interleaved(
+                {"fp32": lambda: run32(x), "int8": lambda: run8(x)},
+                rounds,
+                alternate=True,
+                warmup=3,
+                iters=5,
+                min_seconds=per_round,
+            )
         else:  # each artifact shipped and timed there, in alternating rounds as here
             protocol = Protocol(warmup=3, iters=5, min_seconds=per_round)
             int8 = Artifact(rt.name, Path(int8_path), tuple(example.shape))
-            medians = time_interleaved(tgt, {"fp32": TimingJob(fp32.artifact, threads, protocol),
-                                             "int8": TimingJob(int8, threads, protocol)}, rounds)
+            medians = time_interleaved(
+                tgt,
+                {"fp32": TimingJob(fp32.artifact, threads, protocol), "int8": TimingJob(int8, threads, protocol)},
+                rounds,
+            )
     agree = np.mean([np.array_equal(a.argmax(-1), b.argmax(-1)) for a, b in zip(out32, out8)])
-    return {"runtime": runtime, "target": tgt.name, "fp32_ms": statistics.median(medians["fp32"]),
-            "int8_ms": statistics.median(medians["int8"]), "speedup": median_ratio(medians["fp32"], medians["int8"]),
-            "rounds": rounds, "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(out32, out8))),
-            "top1_agreement": float(agree)}
+    return {
+        "runtime": runtime,
+        "target": tgt.name,
+        "fp32_ms": statistics.median(medians["fp32"]),
+        "int8_ms": statistics.median(medians["int8"]),
+        "speedup": median_ratio(medians["fp32"], medians["int8"]),
+        "rounds": rounds,
+        "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(out32, out8))),
+        "top1_agreement": float(agree),
+    }

@@ -23,6 +23,7 @@ the median of those (`meta.reference.ref_ms`, the table's "speed at build"). `en
 entry at that one speed. Tables built before the reference existed have neither and still load; their
 predictions cannot be corrected for drift, and say so.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,9 @@ STATISTICS = {"median": "median_ms", "min": "min_ms"}
 # Meta fields that make measurements incomparable when they differ.
 DEVICE_FIELDS = ("cpu", "cores")
 RUNTIME_FIELDS = ("runtime", "runtime_version")
-BUILD_FIELDS = DEVICE_FIELDS + RUNTIME_FIELDS + ("threads", "torch_version", "deploy", "space", "img_size",
-                                                 "block_protocol")
+BUILD_FIELDS = (
+    DEVICE_FIELDS + RUNTIME_FIELDS + ("threads", "torch_version", "deploy", "space", "img_size", "block_protocol")
+)
 
 
 # -- items: what a table measures --------------------------------------------------------------------
@@ -86,8 +88,18 @@ class PlannedHead:
     @property
     def key(self) -> tuple:
         hd = self.head
-        return ("head", self.c_in, self.h, self.w, self.tokens, self.num_classes, hd.conv_width, hd.act, hd.norm,
-                hd.distill)
+        return (
+            "head",
+            self.c_in,
+            self.h,
+            self.w,
+            self.tokens,
+            self.num_classes,
+            hd.conv_width,
+            hd.act,
+            hd.norm,
+            hd.distill,
+        )
 
 
 Item = PlannedBlock | PlannedHead
@@ -145,11 +157,15 @@ def calibration_specs(space: str, n: int, img_size: int | None = None) -> list[N
         covering = covering_specs(space, img_size)  # raises for an unknown name
         picks = sorted({round(i * (len(covering) - 1) / max(n - 1, 1)) for i in range(min(n, len(covering)))})
         return [covering[i] for i in picks]
-    ends = [dataclasses.replace(sp.spec(sp.largest(), img_size), name=f"{space}_largest"),
-            dataclasses.replace(sp.spec(sp.smallest(), img_size), name=f"{space}_smallest")]
+    ends = [
+        dataclasses.replace(sp.spec(sp.largest(), img_size), name=f"{space}_largest"),
+        dataclasses.replace(sp.spec(sp.smallest(), img_size), name=f"{space}_smallest"),
+    ]
     # two spare samples, since they may repeat the ends
-    drawn = [dataclasses.replace(s, name=s.name.replace("_rand", "_cal"))
-             for s in sample_upto(sp, n, CALIBRATION_SEED, img_size)]
+    drawn = [
+        dataclasses.replace(s, name=s.name.replace("_rand", "_cal"))
+        for s in sample_upto(sp, n, CALIBRATION_SEED, img_size)
+    ]
     return _distinct(ends + drawn)[:n]
 
 
@@ -183,8 +199,14 @@ def network_id(spec: NetSpec) -> str:
 class LatencyTable:
     """A loaded (or new) lookup table; `path` is where `save` writes it atomically."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], entries: dict[str, dict] | None = None,
-                 networks: dict[str, dict] | None = None, calibration: dict | None = None):
+    def __init__(
+        self,
+        path: Path,
+        meta: dict[str, Any],
+        entries: dict[str, dict] | None = None,
+        networks: dict[str, dict] | None = None,
+        calibration: dict | None = None,
+    ):
         self.path = Path(path)
         self.meta = meta
         self.entries = entries if entries is not None else {}
@@ -204,17 +226,26 @@ class LatencyTable:
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LatvitError(f"{path} is not a valid latency table ({first_line(e)}); delete it and rebuild it "
-                              "with `latvit lut build`") from None
+            raise LatvitError(
+                f"{path} is not a valid latency table ({first_line(e)}); delete it and rebuild it "
+                "with `latvit lut build`"
+            ) from None
         problem = _check_format(data)
         if problem:
-            raise LatvitError(f"{path} is not a valid latency table ({problem}); delete it and rebuild it "
-                              "with `latvit lut build`")
+            raise LatvitError(
+                f"{path} is not a valid latency table ({problem}); delete it and rebuild it with `latvit lut build`"
+            )
         return cls(path, data["meta"], data["entries"], data.get("networks", {}), data.get("calibration"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": self.meta, "entries": self.entries,
-                "networks": self.networks, "calibration": self.calibration}
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "meta": self.meta,
+            "entries": self.entries,
+            "networks": self.networks,
+            "calibration": self.calibration,
+        }
 
     def save(self) -> None:
         atomic_write_text(self.path, json.dumps(self.to_dict(), indent=1) + "\n")
@@ -229,17 +260,18 @@ class LatencyTable:
     def describe(self) -> str:
         m = self.meta
         size = m.get("img_size") or "default sizes"
-        return (f"{self.path.name}: space {m.get('space')} at {size}, {m.get('runtime_version')} "
-                f"({m.get('threads')} threads, {'deployed' if m.get('deploy') else 'as built'}) on {m.get('cpu')}, "
-                f"{len(self.entries)} entries, {len(self.networks)} calibration networks")
+        return (
+            f"{self.path.name}: space {m.get('space')} at {size}, {m.get('runtime_version')} "
+            f"({m.get('threads')} threads, {'deployed' if m.get('deploy') else 'as built'}) on {m.get('cpu')}, "
+            f"{len(self.entries)} entries, {len(self.networks)} calibration networks"
+        )
 
     @property
     def target(self) -> str:
         """The target the table was measured on ('local' for tables from before targets)."""
         return self.meta.get("target", DEFAULT_TARGET)
 
-    def check_device(self, runtime: str | None = None, force: bool = False,
-                     target: str | Target | None = None) -> None:
+    def check_device(self, runtime: str | None = None, force: bool = False, target: str | Target | None = None) -> None:
         """Raise unless the table was measured on `target` (this machine: its CPU and cores, and the
         runtime's version here; a remote target: its name and the fingerprint it reports now) and, when
         given, with `runtime`; `force` accepts a foreign table. `target` None: the table's own target, which
@@ -255,8 +287,9 @@ class LatencyTable:
         tgt = get_target(target) if isinstance(target, str) else target
         if tgt.kind == "local" and self.meta.get("target", "local") == "local":
             here = machine_info(int(self.meta.get("threads") or 1))
-            diffs = [f"{f} '{self.meta.get(f)}' (here '{here[f]}')" for f in DEVICE_FIELDS
-                     if self.meta.get(f) != here[f]]
+            diffs = [
+                f"{f} '{self.meta.get(f)}' (here '{here[f]}')" for f in DEVICE_FIELDS if self.meta.get(f) != here[f]
+            ]
             version = _runtime_version(self.meta.get("runtime"))
             if version is not None and version != self.meta.get("runtime_version"):
                 diffs.append(f"runtime version '{self.meta.get('runtime_version')}' (here '{version}')")
@@ -265,10 +298,15 @@ class LatencyTable:
         if runtime is not None and runtime != self.meta.get("runtime"):
             diffs.append(f"runtime '{self.meta.get('runtime')}' (asked for '{runtime}')")
         if diffs:
-            how = "here with `latvit lut build`" if tgt.kind == "local" else \
-                f"on {tgt.name} with `latvit lut build --target {tgt.name}`"
-            raise LatvitError(f"{self.path} was measured with another device or runtime: {'; '.join(diffs)}; "
-                              f"build a table {how}, or pass --force (force=True) to use it anyway")
+            how = (
+                "here with `latvit lut build`"
+                if tgt.kind == "local"
+                else f"on {tgt.name} with `latvit lut build --target {tgt.name}`"
+            )
+            raise LatvitError(
+                f"{self.path} was measured with another device or runtime: {'; '.join(diffs)}; "
+                f"build a table {how}, or pass --force (force=True) to use it anyway"
+            )
         self.device_checked = True
 
 
@@ -301,9 +339,10 @@ def _check_format(data: Any) -> str | None:
             if not isinstance(entry, dict) or not _valid_ms(entry.get(field)):
                 return f"entry {key} has no valid {field}"
     networks = data.get("networks", {})
-    if not isinstance(networks, dict) or any(not isinstance(n, dict) or "spec" not in n
-                                             or not all(_valid_ms(n.get(f)) for f in TIMING_FIELDS)
-                                             for n in networks.values()):
+    if not isinstance(networks, dict) or any(
+        not isinstance(n, dict) or "spec" not in n or not all(_valid_ms(n.get(f)) for f in TIMING_FIELDS)
+        for n in networks.values()
+    ):
         return "'networks' is malformed"
     return None
 
@@ -326,10 +365,13 @@ def set_build_reference(table: LatencyTable) -> None:
         "ref_ms": round(statistics.median(r["ref_ms"] for r in rows), 6),
         "ref_min_ms": round(statistics.median(r.get("ref_min_ms", r["ref_ms"]) for r in rows), 6),
         "ref_gemm_ms": round(statistics.median(r["ref_gemm_ms"] for r in rows if _valid_ms(r.get("ref_gemm_ms"))), 6)
-        if any(_valid_ms(r.get("ref_gemm_ms")) for r in rows) else None,
-        "ref_version": REFERENCE_VERSION, "rows": len(rows),
+        if any(_valid_ms(r.get("ref_gemm_ms")) for r in rows)
+        else None,
+        "ref_version": REFERENCE_VERSION,
+        "rows": len(rows),
         # how far the device moved during the build: the spread of the rows' reference times
-        "build_drift": round(max(r["ref_ms"] for r in rows) / min(r["ref_ms"] for r in rows), 4)}
+        "build_drift": round(max(r["ref_ms"] for r in rows) / min(r["ref_ms"] for r in rows), 4),
+    }
 
 
 def reference_field(table: LatencyTable) -> str:

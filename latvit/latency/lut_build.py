@@ -11,6 +11,7 @@ so each row carries the device's speed at its moment (`ref_ms`), and the table i
 (`meta.reference`, the median over the rows): drift during the build and between build and use can then be
 corrected (`latvit.latency.lut.entry_ms`, `latvit.latency.predictor`).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -42,23 +43,44 @@ from latvit.targets.protocol import default_threads, machine_info, set_threads
 from latvit.utils import progress_bar
 
 
-def build_meta(space: str, runtime, img_size: int | None, threads: int, deploy: bool,
-               target: Target = LOCAL) -> dict[str, Any]:
+def build_meta(
+    space: str, runtime, img_size: int | None, threads: int, deploy: bool, target: Target = LOCAL
+) -> dict[str, Any]:
     """What a table records about how it was built. On a remote target the device fields (cpu, cores, ...)
     are the target's, from its fingerprint; the exporter's (torch_version) stay this machine's."""
     info = machine_info(threads)
     if target.kind != "local":
         info |= {k: v for k, v in target.fingerprint().items() if k in info}
-    return {"space": space, "img_size": img_size, "runtime": runtime.name, "runtime_version": runtime.version(),
-            "deploy": deploy, "block_protocol": asdict(BLOCK_PROTOCOL), "network_protocol": asdict(NETWORK_PROTOCOL),
-            "batch": 1, **info, **target_meta(target),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "space": space,
+        "img_size": img_size,
+        "runtime": runtime.name,
+        "runtime_version": runtime.version(),
+        "deploy": deploy,
+        "block_protocol": asdict(BLOCK_PROTOCOL),
+        "network_protocol": asdict(NETWORK_PROTOCOL),
+        "batch": 1,
+        **info,
+        **target_meta(target),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
-def build_lut(space: str, runtime: str = "ort", out: str | Path = "lut.json", *, img_size: int | None = None,
-              threads: int | None = None, deploy: bool = True, calibrate: int = 10, statistic: str = "median",
-              force: bool = False, progress: bool = True, reference: bool = True,
-              target: str | Target = DEFAULT_TARGET) -> LatencyTable:
+def build_lut(
+    space: str,
+    runtime: str = "ort",
+    out: str | Path = "lut.json",
+    *,
+    img_size: int | None = None,
+    threads: int | None = None,
+    deploy: bool = True,
+    calibrate: int = 10,
+    statistic: str = "median",
+    force: bool = False,
+    progress: bool = True,
+    reference: bool = True,
+    target: str | Target = DEFAULT_TARGET,
+) -> LatencyTable:
     """Measure every distinct item of `space` ("efficientformer", "efficientformerv2", "mobilevit", ... or
     "zoo") on `runtime` in isolation, then `calibrate` networks end to end, and fit the predictor.
 
@@ -94,15 +116,23 @@ def build_lut(space: str, runtime: str = "ort", out: str | Path = "lut.json", *,
             advance(describe_item(item))
             start = time.perf_counter()
             timing, ref_fields = measure_item(item, rt, threads, deploy, reference=reference, target=tgt)
-            table.entries[item_id(item)] = {"where": item.where, "kind": item_kind(item), "flops": item.cost.flops,
-                                            **timing_record(timing, ref_fields),
-                                            "seconds": round(time.perf_counter() - start, 2)}
+            table.entries[item_id(item)] = {
+                "where": item.where,
+                "kind": item_kind(item),
+                "flops": item.cost.flops,
+                **timing_record(timing, ref_fields),
+                "seconds": round(time.perf_counter() - start, 2),
+            }
             table.save()
         for spec in todo_nets:
             advance(f"network {spec.name} (end to end)")
             timing, ref_fields = measure_network(spec, rt, threads, deploy, reference=reference, target=tgt)
-            table.networks[network_id(spec)] = {"name": spec.name, "spec": spec_to_dict(spec),
-                                                "img_size": spec.img_size, **timing_record(timing, ref_fields)}
+            table.networks[network_id(spec)] = {
+                "name": spec.name,
+                "spec": spec_to_dict(spec),
+                "img_size": spec.img_size,
+                **timing_record(timing, ref_fields),
+            }
             table.save()
         advance(None)
     set_build_reference(table)
@@ -125,13 +155,18 @@ def _resume_or_new(out: Path, meta: dict[str, Any], force: bool) -> LatencyTable
         old = None
     if old is not None:
         was = {"target": "local", **old.meta}  # tables from before targets were measured here
-        diffs = [f"{f}: {was.get(f)!r} in the file, {meta[f]!r} now" for f in (*BUILD_FIELDS, "target")
-                 if was.get(f) != meta[f]]
+        diffs = [
+            f"{f}: {was.get(f)!r} in the file, {meta[f]!r} now"
+            for f in (*BUILD_FIELDS, "target")
+            if was.get(f) != meta[f]
+        ]
         if not diffs:
             return old  # resume: keep what is measured
         if not force:
-            raise LatvitError(f"{out} was built with other settings ({'; '.join(diffs)}); use another --out, "
-                              "or --force to discard it and rebuild")
+            raise LatvitError(
+                f"{out} was built with other settings ({'; '.join(diffs)}); use another --out, "
+                "or --force to discard it and rebuild"
+            )
     table = LatencyTable(out, meta)
     table.save()
     return table

@@ -3,6 +3,7 @@ target, through the one artifact step and target seam (`latvit.latency.module_ti
 with `reference`, timed in alternating rounds with the target's reference workload
 (`latvit.targets.reference`) so every measurement carries the device's speed at that moment (`ref_ms`).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -24,8 +25,17 @@ from latvit.space.spec import NetSpec
 from latvit.targets import DEFAULT_TARGET, Protocol, Target
 from latvit.targets.protocol import Timing, set_threads
 
-__all__ = ["BLOCK_PROTOCOL", "NETWORK_PROTOCOL", "Protocol", "REFERENCE_FIELDS", "measure_item", "measure_network",
-           "measure_spec_now", "time_module", "timing_record"]
+__all__ = [
+    "BLOCK_PROTOCOL",
+    "NETWORK_PROTOCOL",
+    "Protocol",
+    "REFERENCE_FIELDS",
+    "measure_item",
+    "measure_network",
+    "measure_spec_now",
+    "time_module",
+    "timing_record",
+]
 
 # Blocks take 0.05-5 ms here: 20 calls and 0.2 s at least, then on until the median is known to +-2%,
 # at most 1 s (the EfficientFormer space has ~80 items, each ~1.5 s of ONNX export on top).
@@ -47,28 +57,56 @@ def inference_copy(module: nn.Module, deploy: bool) -> nn.Module:
     return fold(module) if deploy else module.eval()
 
 
-def time_module(module: nn.Module, example: torch.Tensor, runtime: str | Runtime, threads: int, protocol: Protocol,
-                reference: bool = False, target: str | Target = DEFAULT_TARGET) -> tuple[Timing, dict]:
+def time_module(
+    module: nn.Module,
+    example: torch.Tensor,
+    runtime: str | Runtime,
+    threads: int,
+    protocol: Protocol,
+    reference: bool = False,
+    target: str | Target = DEFAULT_TARGET,
+) -> tuple[Timing, dict]:
     """Export `module` for `runtime` and time it on `target` with `protocol`, interleaved with the target's
     reference workload when `reference`. Returns the Timing and the reference fields (REFERENCE_FIELDS:
     the reference network's median and minimum, the GEMM's median; empty without a reference)."""
     with tempfile.TemporaryDirectory(prefix="latvit-lut-") as tmp:
-        record = measure_module(module, example, runtime, threads=threads, workdir=Path(tmp), protocol=protocol,
-                                target=target, reference=reference)
+        record = measure_module(
+            module,
+            example,
+            runtime,
+            threads=threads,
+            workdir=Path(tmp),
+            protocol=protocol,
+            target=target,
+            reference=reference,
+        )
     return Timing.from_dict(record), {k: record[k] for k in REFERENCE_FIELDS if record.get(k) is not None}
 
 
-def measure_item(item: Item, runtime: str | Runtime, threads: int, deploy: bool, protocol: Protocol = BLOCK_PROTOCOL,
-                 reference: bool = False, target: str | Target = DEFAULT_TARGET) -> tuple[Timing, dict]:
+def measure_item(
+    item: Item,
+    runtime: str | Runtime,
+    threads: int,
+    deploy: bool,
+    protocol: Protocol = BLOCK_PROTOCOL,
+    reference: bool = False,
+    target: str | Target = DEFAULT_TARGET,
+) -> tuple[Timing, dict]:
     """One item in isolation on `runtime`: (Timing, reference fields) as `time_module`."""
     torch.manual_seed(0)
     module, example = isolated_module(item)
     return time_module(inference_copy(module, deploy), example, runtime, threads, protocol, reference, target)
 
 
-def measure_network(spec: NetSpec, runtime: str | Runtime, threads: int, deploy: bool,
-                    protocol: Protocol = NETWORK_PROTOCOL, reference: bool = False,
-                    target: str | Target = DEFAULT_TARGET) -> tuple[Timing, dict]:
+def measure_network(
+    spec: NetSpec,
+    runtime: str | Runtime,
+    threads: int,
+    deploy: bool,
+    protocol: Protocol = NETWORK_PROTOCOL,
+    reference: bool = False,
+    target: str | Target = DEFAULT_TARGET,
+) -> tuple[Timing, dict]:
     """A whole network end to end on `runtime` (batch 1, the spec's input size): as `time_module`."""
     torch.manual_seed(0)
     model = build_model(spec)
@@ -76,8 +114,9 @@ def measure_network(spec: NetSpec, runtime: str | Runtime, threads: int, deploy:
     return time_module(inference_copy(model, deploy), example, runtime, threads, protocol, reference, target)
 
 
-def measure_spec_now(spec: str, runtime: str, threads: int, deploy: bool = True,
-                     target: str = DEFAULT_TARGET) -> dict[str, Any]:
+def measure_spec_now(
+    spec: str, runtime: str, threads: int, deploy: bool = True, target: str = DEFAULT_TARGET
+) -> dict[str, Any]:
     """A spec (JSON path, model name or saved model) measured end to end on `runtime` and `target` now,
     interleaved with the reference: the flat record of `measure_module` (Timing fields, ref_ms, ref_gemm_ms,
     device state in `conditions`). JSON-ready, for `run_isolated` (`latvit search`'s final check)."""
@@ -87,16 +126,32 @@ def measure_spec_now(spec: str, runtime: str, threads: int, deploy: bool = True,
     model = inference_copy(build_model(net), deploy)
     example = torch.randn(1, net.in_chans, net.img_size, net.img_size)
     with tempfile.TemporaryDirectory(prefix="latvit-now-") as tmp:
-        return measure_module(model, example, runtime, threads=threads, workdir=Path(tmp),
-                              protocol=NETWORK_PROTOCOL, target=target, reference=True)
+        return measure_module(
+            model,
+            example,
+            runtime,
+            threads=threads,
+            workdir=Path(tmp),
+            protocol=NETWORK_PROTOCOL,
+            target=target,
+            reference=True,
+        )
 
 
 def isolated_module(item: Item) -> tuple[nn.Module, torch.Tensor]:
     """The item built alone with a batch-1 input of the shape it sees inside the network."""
     if isinstance(item, PlannedHead):
         hd = item.head
-        head = ClassifierHead(item.c_in, item.num_classes, conv_width=hd.conv_width, act=hd.act, norm=hd.norm,
-                              distill=hd.distill, dropout=hd.dropout, tokens=item.tokens)
+        head = ClassifierHead(
+            item.c_in,
+            item.num_classes,
+            conv_width=hd.conv_width,
+            act=hd.act,
+            norm=hd.norm,
+            distill=hd.distill,
+            dropout=hd.dropout,
+            tokens=item.tokens,
+        )
         module: nn.Module = _HeadOnly(head)
         tokens = item.tokens
     else:

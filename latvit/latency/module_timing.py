@@ -7,6 +7,7 @@ search's final check).
     record = measure_module(net, example, "ort", threads=2, workdir=tmp, reference=True)
     record["median_ms"], record["ref_ms"]      # the reference workload's median from the same rounds
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,9 +23,17 @@ from latvit.targets import DEFAULT_TARGET, Protocol, Target, TimingJob, get_targ
 from latvit.targets.protocol import Timing
 
 
-def measure_module(module: nn.Module, example: torch.Tensor, runtime: str | Runtime, *, threads: int, workdir: Path,
-                   protocol: Protocol | None = None, target: str | Target = DEFAULT_TARGET,
-                   reference: bool = False) -> dict[str, Any]:
+def measure_module(
+    module: nn.Module,
+    example: torch.Tensor,
+    runtime: str | Runtime,
+    *,
+    threads: int,
+    workdir: Path,
+    protocol: Protocol | None = None,
+    target: str | Target = DEFAULT_TARGET,
+    reference: bool = False,
+) -> dict[str, Any]:
     """Export `module` at `example`'s shape for `runtime` (into `workdir`), time it on `target` with
     `protocol` (with the target's reference workload in alternating rounds when `reference`) and return the
     flat record of `latvit.targets.result_record`: Timing fields, ref_* fields, target and conditions.
@@ -38,8 +47,17 @@ def measure_module(module: nn.Module, example: torch.Tensor, runtime: str | Runt
     return result_record(tgt, tgt.time(job), job)
 
 
-def time_module(module: nn.Module, example: torch.Tensor, runtime: str | Runtime, *, threads: int, workdir: Path,
-                protocol: Protocol | None = None, target: str | Target = DEFAULT_TARGET) -> Timing:
+def time_module(
+    module: nn.Module,
+    example: torch.Tensor,
+    runtime: str | Runtime,
+    *,
+    threads: int,
+    workdir: Path,
+    protocol: Protocol | None = None,
+    target: str | Target = DEFAULT_TARGET,
+) -> Timing:
     """`measure_module` without the reference, as a `Timing`."""
-    return Timing.from_dict(measure_module(module, example, runtime, threads=threads, workdir=workdir,
-                                           protocol=protocol, target=target))
+    return Timing.from_dict(
+        measure_module(module, example, runtime, threads=threads, workdir=workdir, protocol=protocol, target=target)
+    )

@@ -31,6 +31,7 @@ becomes an extra scale (`Drift.scale`), the re-calibration. `Drift.describe()` s
 ("device is 1.36x slower than at build ..."). A table without a reference (built before latvit measured
 one) predicts at its build speed, with a warning that drift cannot be corrected.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -63,11 +64,7 @@ from latvit.targets.protocol import set_threads
 from latvit.targets.reference import REFERENCE_VERSION, Reference, measure_with_reference
 
 # Candidate correction models: name -> the features they use (S = sum of entries, N = items, 1 = offset).
-MODELS: dict[str, tuple[str, ...]] = {
-    "a*S": ("S",),
-    "a*S+c": ("S", "1"),
-    "a*S+b*N+c": ("S", "N", "1"),
-}
+MODELS: dict[str, tuple[str, ...]] = {"a*S": ("S",), "a*S+c": ("S", "1"), "a*S+b*N+c": ("S", "N", "1")}
 SIGMA_FLOOR = 0.02  # relative; see the module docstring
 SIGMA_UNKNOWN = 0.10  # relative sigma when fewer than 3 calibration networks exist
 Z = 2.0  # low/high = ms * (1 -/+ Z * sigma)
@@ -132,17 +129,25 @@ class Drift:
     def describe(self) -> str:
         f = self.reference_factor
         speed = "as fast as" if abs(f - 1) < 0.005 else f"{f:.2f}x {'slower' if f > 1 else 'faster'} than"
-        gemm = (f"; torch GEMM {self.gemm_now_ms / self.gemm_build_ms:.2f}x" if self.gemm_now_ms and self.gemm_build_ms
-                else "")
+        gemm = (
+            f"; torch GEMM {self.gemm_now_ms / self.gemm_build_ms:.2f}x"
+            if self.gemm_now_ms and self.gemm_build_ms
+            else ""
+        )
         text = f"device is {speed} at build (reference {self.ref_build_ms:.3f} -> {self.ref_now_ms:.3f} ms{gemm})"
         if self.recalibrated_on:
-            text += (f"; re-calibrated on {self.recalibrated_on} networks measured now: a further x{self.scale:.3f}, "
-                     f"predictions x{self.factor:.3f} in all")
+            text += (
+                f"; re-calibrated on {self.recalibrated_on} networks measured now: a further x{self.scale:.3f}, "
+                f"predictions x{self.factor:.3f} in all"
+            )
         return text
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"reference_factor": self.reference_factor, "factor": self.factor,
-                               "describe": self.describe()}
+        return asdict(self) | {
+            "reference_factor": self.reference_factor,
+            "factor": self.factor,
+            "describe": self.describe(),
+        }
 
 
 # -- features and prediction -----------------------------------------------------------------------------
@@ -159,16 +164,28 @@ def _features(table: LatencyTable, spec: NetSpec, img_size: int | None = None) -
         raise LatvitError(
             f"{len(missing)} of {len(items)} blocks of {spec.name} at {plan.img_size} are missing from {table.path} "
             f"(space {space} at {size or 'default sizes'}): {shown}{more}; build a table that covers them, e.g. "
-            f"`latvit lut build --space {space} --img-size {plan.img_size} --out OTHER.json`")
+            f"`latvit lut build --space {space} --img-size {plan.img_size} --out OTHER.json`"
+        )
     entries = [table.lookup(it) for it in items]
     stat = table_statistic(table)
-    return {"S": sum(entry_ms(table, e, stat) for e in entries), "N": float(len(items)), "1": 1.0,
-            "min": sum(entry_ms(table, e, "min_ms") for e in entries),
-            "p90": sum(entry_ms(table, e, "p90_ms") for e in entries)}
+    return {
+        "S": sum(entry_ms(table, e, stat) for e in entries),
+        "N": float(len(items)),
+        "1": 1.0,
+        "min": sum(entry_ms(table, e, "min_ms") for e in entries),
+        "p90": sum(entry_ms(table, e, "p90_ms") for e in entries),
+    }
 
 
-def predict_latency(spec: NetSpec | str | Path, lut: str | Path | LatencyTable, *, img_size: int | None = None,
-                    force: bool = False, now: bool = True, target: str | None = None) -> Prediction:
+def predict_latency(
+    spec: NetSpec | str | Path,
+    lut: str | Path | LatencyTable,
+    *,
+    img_size: int | None = None,
+    force: bool = False,
+    now: bool = True,
+    target: str | None = None,
+) -> Prediction:
     """Predicted batch-1 latency of `spec` (a NetSpec, model name, spec JSON or saved model) on the runtime
     and device `lut` (a table path or `LatencyTable`) was built on.
 
@@ -214,9 +231,11 @@ def current_drift(table: LatencyTable, max_age: float = DRIFT_MAX_AGE_S) -> Drif
 
 
 def no_reference_note(table: LatencyTable) -> str:
-    return (f"{table.path} has no reference time (built before latvit measured one, or with reference=False): "
-            "its predictions are at the device's speed at build and drift cannot be corrected; rebuild it with "
-            "`latvit lut build` to follow the device")
+    return (
+        f"{table.path} has no reference time (built before latvit measured one, or with reference=False): "
+        "its predictions are at the device's speed at build and drift cannot be corrected; rebuild it with "
+        "`latvit lut build` to follow the device"
+    )
 
 
 def table_reference(table: LatencyTable) -> Reference:
@@ -224,8 +243,10 @@ def table_reference(table: LatencyTable) -> Reference:
     process by the local target)."""
     version = (table.meta.get("reference") or {}).get("ref_version")
     if version != REFERENCE_VERSION:
-        raise LatvitError(f"{table.path} was built with reference workload v{version}, this latvit times "
-                          f"v{REFERENCE_VERSION}; rebuild the table with `latvit lut build`")
+        raise LatvitError(
+            f"{table.path} was built with reference workload v{version}, this latvit times "
+            f"v{REFERENCE_VERSION}; rebuild the table with `latvit lut build`"
+        )
     return LOCAL.reference(table.meta["runtime"], int(table.meta["threads"]))
 
 
@@ -240,8 +261,9 @@ def measure_reference(table: LatencyTable) -> tuple[float, float]:
     return getattr(measured.ref, stat), getattr(measured.gemm, stat)
 
 
-def follow_device(table: LatencyTable, *, recalibrate_above: float = RECALIBRATE_ABOVE,
-                  networks: int = RECALIBRATION_NETWORKS) -> Drift | None:
+def follow_device(
+    table: LatencyTable, *, recalibrate_above: float = RECALIBRATE_ABOVE, networks: int = RECALIBRATION_NETWORKS
+) -> Drift | None:
     """Measure the device's speed now against the table's at build, store it on the table object
     (`table.drift`, used by `predict_latency(now=True)`) and return it; re-calibrate on up to `networks` of
     the table's calibration networks measured now when the reference moved by more than
@@ -250,12 +272,14 @@ def follow_device(table: LatencyTable, *, recalibrate_above: float = RECALIBRATE
     if build is None:
         return None
     ref_now, gemm_now = measure_reference(table)
-    drift = Drift(build, ref_now, (table.meta.get("reference") or {}).get("ref_gemm_ms"), gemm_now,
-                  measured_at=time.time())
+    drift = Drift(
+        build, ref_now, (table.meta.get("reference") or {}).get("ref_gemm_ms"), gemm_now, measured_at=time.time()
+    )
     if abs(drift.reference_factor - 1) > recalibrate_above and networks > 0 and table.networks:
         scale, n = recalibration_scale(table, networks)
-        drift = Drift(drift.ref_build_ms, drift.ref_now_ms, drift.gemm_build_ms, drift.gemm_now_ms, scale, n,
-                      drift.measured_at)
+        drift = Drift(
+            drift.ref_build_ms, drift.ref_now_ms, drift.gemm_build_ms, drift.gemm_now_ms, scale, n, drift.measured_at
+        )
     table.drift = drift
     return drift
 
@@ -311,10 +335,20 @@ def fit_calibration(table: LatencyTable) -> dict[str, Any] | None:
         coef = _fit(x, y)
         fit_err = (x @ coef - y) / y
         loo = _loo_rel_errors(x, y) if n >= 3 else fit_err
-        candidates[name] = {"coef": [float(c) for c in coef], "loo_rms": float(np.sqrt(np.mean(loo**2))),
-                            "fit_mape": float(np.mean(np.abs(fit_err)) * 100)}
+        candidates[name] = {
+            "coef": [float(c) for c in coef],
+            "loo_rms": float(np.sqrt(np.mean(loo**2))),
+            "fit_mape": float(np.mean(np.abs(fit_err)) * 100),
+        }
     best = min(candidates, key=lambda k: candidates[k]["loo_rms"])
     sigma = max(candidates[best]["loo_rms"], SIGMA_FLOOR) if n >= 3 else SIGMA_UNKNOWN
     sum_err = (np.array([f["S"] for f, _ in rows]) - y) / y
-    return {"model": best, "terms": list(MODELS[best]), "coef": candidates[best]["coef"], "rel_sigma": sigma,
-            "n": n, "sum_only_mape": float(np.mean(np.abs(sum_err)) * 100), "candidates": candidates}
+    return {
+        "model": best,
+        "terms": list(MODELS[best]),
+        "coef": candidates[best]["coef"],
+        "rel_sigma": sigma,
+        "n": n,
+        "sum_only_mape": float(np.mean(np.abs(sum_err)) * 100),
+        "candidates": candidates,
+    }

@@ -7,6 +7,7 @@ carries the device's speed at that moment (`ref_ms`). Every prediction is then s
 the device beyond the threshold). Each method also gets Spearman's rank correlation with the
 measurements, the number a search actually depends on.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -29,12 +30,7 @@ from latvit.latency.lut import (
     table_statistic,
 )
 from latvit.latency.measure import measure_network
-from latvit.latency.predictor import (
-    RECALIBRATE_ABOVE,
-    follow_device,
-    no_reference_note,
-    predict_latency,
-)
+from latvit.latency.predictor import RECALIBRATE_ABOVE, follow_device, no_reference_note, predict_latency
 from latvit.models import MODELS
 from latvit.models.spaces import ZOO, get_space
 from latvit.runtimes import get_runtime, runnable_runtime
@@ -58,8 +54,15 @@ class ValidationReport:
     drift: dict[str, Any] = field(default_factory=dict)  # the device against the table (see `validate`)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "meta": self.meta, "rows": self.rows, "skipped": self.skipped,
-                "methods": self.methods, "ms_per_gflop": self.ms_per_gflop, "drift": self.drift}
+        return {
+            "table": self.table,
+            "meta": self.meta,
+            "rows": self.rows,
+            "skipped": self.skipped,
+            "methods": self.methods,
+            "ms_per_gflop": self.ms_per_gflop,
+            "drift": self.drift,
+        }
 
 
 def ranks(values: np.ndarray) -> np.ndarray:
@@ -88,14 +91,22 @@ def error_stats(measured: list[float], predicted: list[float], names: list[str],
     m, p = np.array(measured), np.array(predicted)
     err = (p - m) / m * 100
     order = np.argsort(-np.abs(err))[:worst]
-    return {"n": len(m), "mape": float(np.mean(np.abs(err))), "within_10": float(np.mean(np.abs(err) <= 10)),
-            "max_abs_pct": float(np.max(np.abs(err))), "spearman": spearman(measured, predicted),
-            "worst": [{"name": names[i], "measured_ms": float(m[i]), "predicted_ms": float(p[i]),
-                       "error_pct": float(err[i])} for i in order]}
+    return {
+        "n": len(m),
+        "mape": float(np.mean(np.abs(err))),
+        "within_10": float(np.mean(np.abs(err) <= 10)),
+        "max_abs_pct": float(np.max(np.abs(err))),
+        "spearman": spearman(measured, predicted),
+        "worst": [
+            {"name": names[i], "measured_ms": float(m[i]), "predicted_ms": float(p[i]), "error_pct": float(err[i])}
+            for i in order
+        ],
+    }
 
 
-def validation_specs(table: LatencyTable, samples: int, seed: int,
-                     zoo: bool) -> tuple[list[tuple[str, NetSpec]], list[str]]:
+def validation_specs(
+    table: LatencyTable, samples: int, seed: int, zoo: bool
+) -> tuple[list[tuple[str, NetSpec]], list[str]]:
     """(source, spec) pairs to validate on, and the zoo models skipped for lack of entries."""
     space, size = table.meta.get("space"), table.meta.get("img_size")
     out, skipped = [], []
@@ -116,15 +127,27 @@ def validation_specs(table: LatencyTable, samples: int, seed: int,
                 out.append(("zoo", spec))
     if samples > 0 and space != ZOO:
         calibration = set(table.networks) | {network_id(s) for s in calibration_specs(space, 2, size)}
-        drawn = [s for s in sample_upto(get_space(space), samples + len(calibration), seed, size)
-                 if network_id(s) not in calibration]
+        drawn = [
+            s
+            for s in sample_upto(get_space(space), samples + len(calibration), seed, size)
+            if network_id(s) not in calibration
+        ]
         out += [("sample", s) for s in drawn[:samples]]
     return out, skipped
 
 
-def validate(lut: str | Path | LatencyTable, samples: int = 50, *, seed: int = 0, zoo: bool = True,
-             force: bool = False, progress: bool = True, plot: str | Path | None = None,
-             recalibrate_above: float = RECALIBRATE_ABOVE, target: str | Target | None = None) -> ValidationReport:
+def validate(
+    lut: str | Path | LatencyTable,
+    samples: int = 50,
+    *,
+    seed: int = 0,
+    zoo: bool = True,
+    force: bool = False,
+    progress: bool = True,
+    plot: str | Path | None = None,
+    recalibrate_above: float = RECALIBRATE_ABOVE,
+    target: str | Target | None = None,
+) -> ValidationReport:
     """Measure the zoo models the table covers and `samples` random specs of its space end to end on the
     table's runtime, each interleaved with the reference, and compare (a) the LUT predictor at build and
     drift-corrected, (b) the plain sum and (c) latency = k * FLOPs with k fitted on these same measurements
@@ -152,18 +175,36 @@ def validate(lut: str | Path | LatencyTable, samples: int = 50, *, seed: int = 0
             pred = predict_latency(spec, table, now=False)  # at the table's speed at build
             timing, ref = measure_network(spec, rt, threads, deploy, reference=bool(build_ref), target=tgt)
             k = ref[reference_field(table)] / build_ref * scale if build_ref else 1.0  # this row's drift correction
-            report.rows.append({"name": spec.name, "source": source, "img_size": spec.img_size,
-                                "in_calibration": network_id(spec) in calibration,
-                                "gflops": plan_network(spec).cost.flops / 1e9, "measured_ms": getattr(timing, stat),
-                                "measured_cv": timing.cv, "measured_ci_rel": timing.ci_rel, "noisy": timing.noisy,
-                                "ref_ms": ref.get("ref_ms"), "ref_gemm_ms": ref.get("ref_gemm_ms"), "drift": k,
-                                "predicted_build_ms": pred.ms, "predicted_ms": pred.ms * k, "low_ms": pred.low * k,
-                                "high_ms": pred.high * k, "blocks_ms": pred.blocks_ms})
+            report.rows.append(
+                {
+                    "name": spec.name,
+                    "source": source,
+                    "img_size": spec.img_size,
+                    "in_calibration": network_id(spec) in calibration,
+                    "gflops": plan_network(spec).cost.flops / 1e9,
+                    "measured_ms": getattr(timing, stat),
+                    "measured_cv": timing.cv,
+                    "measured_ci_rel": timing.ci_rel,
+                    "noisy": timing.noisy,
+                    "ref_ms": ref.get("ref_ms"),
+                    "ref_gemm_ms": ref.get("ref_gemm_ms"),
+                    "drift": k,
+                    "predicted_build_ms": pred.ms,
+                    "predicted_ms": pred.ms * k,
+                    "low_ms": pred.low * k,
+                    "high_ms": pred.high * k,
+                    "blocks_ms": pred.blocks_ms,
+                }
+            )
         advance(None)
     factors = [r["drift"] for r in report.rows]
-    report.drift = {"at_start": drift.as_dict() if drift else None,
-                    "note": drift.describe() if drift else no_reference_note(table),
-                    "rows_median": statistics.median(factors), "rows_min": min(factors), "rows_max": max(factors)}
+    report.drift = {
+        "at_start": drift.as_dict() if drift else None,
+        "note": drift.describe() if drift else no_reference_note(table),
+        "rows_median": statistics.median(factors),
+        "rows_min": min(factors),
+        "rows_max": max(factors),
+    }
     _score(report)
     if plot:
         write_plot(report, plot)
@@ -206,21 +247,45 @@ def write_plot(report: ValidationReport, path: str | Path) -> Path:
     ax.plot(line, line, "k-", lw=1)
     ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="+-10%")
     lut_stats, flops_stats = report.methods["lut_predictor"], report.methods["flops_baseline"]
-    ax.scatter(m, [r["flops_ms"] for r in rows], marker="x", c="tab:red", s=25,
-               label=f"FLOPs baseline (MAPE {flops_stats['mape']:.1f}%, "
-                     f"{flops_stats['within_10'] * 100:.0f}% within 10%)")
+    ax.scatter(
+        m,
+        [r["flops_ms"] for r in rows],
+        marker="x",
+        c="tab:red",
+        s=25,
+        label=f"FLOPs baseline (MAPE {flops_stats['mape']:.1f}%, {flops_stats['within_10'] * 100:.0f}% within 10%)",
+    )
     build_stats = report.methods["lut_predictor_at_build"]
     if any(r["drift"] != 1.0 for r in rows):
-        ax.scatter(m, [r["predicted_build_ms"] for r in rows], marker=".", c="0.6", s=14,
-                   label=f"LUT predictor at build, uncorrected (MAPE {build_stats['mape']:.1f}%)")
+        ax.scatter(
+            m,
+            [r["predicted_build_ms"] for r in rows],
+            marker=".",
+            c="0.6",
+            s=14,
+            label=f"LUT predictor at build, uncorrected (MAPE {build_stats['mape']:.1f}%)",
+        )
     zoo = np.array([r["source"] == "zoo" for r in rows])
     pred = np.array([r["predicted_ms"] for r in rows])
-    ax.scatter(m[~zoo], pred[~zoo], marker="o", c="tab:blue", s=18,
-               label=f"LUT predictor, drift-corrected (MAPE {lut_stats['mape']:.1f}%, "
-                     f"{lut_stats['within_10'] * 100:.0f}% within 10%)")
+    ax.scatter(
+        m[~zoo],
+        pred[~zoo],
+        marker="o",
+        c="tab:blue",
+        s=18,
+        label=f"LUT predictor, drift-corrected (MAPE {lut_stats['mape']:.1f}%, "
+        f"{lut_stats['within_10'] * 100:.0f}% within 10%)",
+    )
     if zoo.any():
-        ax.scatter(m[zoo], pred[zoo], marker="s", facecolors="none", edgecolors="tab:blue", s=40,
-                   label="LUT predictor, zoo models")
+        ax.scatter(
+            m[zoo],
+            pred[zoo],
+            marker="s",
+            facecolors="none",
+            edgecolors="tab:blue",
+            s=40,
+            label="LUT predictor, zoo models",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
@@ -236,17 +301,27 @@ def write_plot(report: ValidationReport, path: str | Path) -> Path:
 
 def format_report(report: ValidationReport) -> str:
     """A short text summary (the CLI prints it, benchmarks paste it)."""
-    lines = [f"{len(report.rows)} networks measured end to end ({sum(r['source'] == 'zoo' for r in report.rows)} zoo); "
-             f"FLOPs baseline fitted on them: {report.ms_per_gflop:.2f} ms/GFLOP"]
+    lines = [
+        f"{len(report.rows)} networks measured end to end ({sum(r['source'] == 'zoo' for r in report.rows)} zoo); "
+        f"FLOPs baseline fitted on them: {report.ms_per_gflop:.2f} ms/GFLOP"
+    ]
     if report.drift:
-        lines.append(f"drift: {report.drift['note']}; per network x{report.drift['rows_median']:.2f} "
-                     f"({report.drift['rows_min']:.2f}-{report.drift['rows_max']:.2f})")
-    for name, label in (("lut_predictor", "LUT, drift-corrected"), ("lut_predictor_at_build", "LUT, at build"),
-                        ("lut_sum_only", "LUT sum, uncalibrated"), ("flops_baseline", "FLOPs baseline")):
+        lines.append(
+            f"drift: {report.drift['note']}; per network x{report.drift['rows_median']:.2f} "
+            f"({report.drift['rows_min']:.2f}-{report.drift['rows_max']:.2f})"
+        )
+    for name, label in (
+        ("lut_predictor", "LUT, drift-corrected"),
+        ("lut_predictor_at_build", "LUT, at build"),
+        ("lut_sum_only", "LUT sum, uncalibrated"),
+        ("flops_baseline", "FLOPs baseline"),
+    ):
         s = report.methods[name]
         band = f", band covers {s['band_coverage'] * 100:.0f}%" if "band_coverage" in s else ""
-        lines.append(f"{label:22s} MAPE {s['mape']:5.1f}%  within +-10%: {s['within_10'] * 100:5.1f}%  "
-                     f"max {s['max_abs_pct']:5.1f}%  Spearman {s['spearman']:.3f}{band}")
+        lines.append(
+            f"{label:22s} MAPE {s['mape']:5.1f}%  within +-10%: {s['within_10'] * 100:5.1f}%  "
+            f"max {s['max_abs_pct']:5.1f}%  Spearman {s['spearman']:.3f}{band}"
+        )
         worst = ", ".join(f"{w['name']} {w['error_pct']:+.0f}%" for w in s["worst"][:3])
         lines.append(f"{'':22s} worst: {worst}")
     noisy = sum(bool(r.get("noisy")) for r in report.rows)

@@ -3,6 +3,7 @@
 Parameter names inside blocks follow timm's for the same layers (`conv`/`bn`, `fc1`/`fc2`,
 `ls1.gamma`, ...), so timm checkpoints map onto latvit by renaming block prefixes only.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,17 @@ def make_act(name: str) -> nn.Module:
 class ConvNormAct(nn.Module):
     """Conv2d -> BatchNorm2d -> activation. (B, C_in, H, W) -> (B, C_out, H/stride, W/stride)."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int = 1, *, stride: int = 1, groups: int = 1,
-                 bias: bool = True, act: str = "none"):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int = 1,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        act: str = "none",
+    ):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, groups=groups, bias=bias)
         self.bn = nn.BatchNorm2d(c_out)
@@ -64,7 +74,6 @@ class ConvNormAct(nn.Module):
         return ConvNormAct.cost(c_in, b.width, b.kernel, h2, w2, bias=b.bias), (b.width, h2, w2)
 
 
-
 def drop_path_or_identity(p: float) -> nn.Module:
     """Stochastic depth with drop probability `p` (timm's DropPath), or nothing when `p` is 0."""
     return DropPath(p) if p > 0 else nn.Identity()
@@ -82,8 +91,18 @@ class ClassifierHead(nn.Module):
     Input is (B, C, H, W) or tokens (B, N, C); output (B, num_classes) or (B, C) with pre_logits.
     """
 
-    def __init__(self, c_in: int, num_classes: int, *, conv_width: int = 0, act: str = "silu",
-                 norm: str = "none", distill: bool = False, dropout: float = 0.0, tokens: bool = False):
+    def __init__(
+        self,
+        c_in: int,
+        num_classes: int,
+        *,
+        conv_width: int = 0,
+        act: str = "silu",
+        norm: str = "none",
+        distill: bool = False,
+        dropout: float = 0.0,
+        tokens: bool = False,
+    ):
         super().__init__()
         self.conv = ConvNormAct(c_in, conv_width, 1, bias=False, act=act) if conv_width else None
         self.num_features = conv_width or c_in
@@ -102,7 +121,9 @@ class ClassifierHead(nn.Module):
     def reset(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.fc_dist = (nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()) if self.distill else None
+        self.fc_dist = (
+            (nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()) if self.distill else None
+        )
         for m in (self.fc, self.fc_dist):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -136,8 +157,9 @@ class ClassifierHead(nn.Module):
             self.fc_dist = None
 
     @staticmethod
-    def cost(c_in: int, h: int, w: int, num_classes: int, *, conv_width: int = 0, norm: str = "none",
-             distill: bool = False) -> C.Cost:
+    def cost(
+        c_in: int, h: int, w: int, num_classes: int, *, conv_width: int = 0, norm: str = "none", distill: bool = False
+    ) -> C.Cost:
         cost = C.Cost()
         if conv_width:
             cost += ConvNormAct.cost(c_in, conv_width, 1, h, w, bias=False)

@@ -5,6 +5,7 @@ Conventions follow `torch.utils.flop_counter` so the two can be compared exactly
 pooling, softmax and element-wise ops are 0 FLOPs there), biases add no FLOPs. `acts` counts the
 output elements of every counted op (pycls's "activations"), a proxy for memory traffic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

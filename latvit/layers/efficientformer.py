@@ -9,6 +9,7 @@ attention at 1/16 resolution, and attention downsampling between the last stages
 Every block has `from_spec(b, c_in, h, w, drop_path)` to build it from a `BlockSpec` and
 `spec_cost(b, c_in, h, w)` giving its analytic cost without building it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,9 @@ def relative_bias_index(q_hw: tuple[int, int], k_hw: tuple[int, int], q_stride: 
     Queries sit on every `q_stride`-th key cell (attention downsampling), so one table serves both.
     """
     ky, kx = torch.meshgrid(torch.arange(k_hw[0]), torch.arange(k_hw[1]), indexing="ij")
-    qy, qx = torch.meshgrid(torch.arange(0, q_stride * q_hw[0], q_stride),
-                            torch.arange(0, q_stride * q_hw[1], q_stride), indexing="ij")
+    qy, qx = torch.meshgrid(
+        torch.arange(0, q_stride * q_hw[0], q_stride), torch.arange(0, q_stride * q_hw[1], q_stride), indexing="ij"
+    )
     dy = (qy.flatten()[:, None] - ky.flatten()[None, :]).abs()
     dx = (qx.flatten()[:, None] - kx.flatten()[None, :]).abs()
     return dy * k_hw[1] + dx
@@ -102,8 +104,16 @@ class ConvMlpBN(nn.Module):
 class Meta4D(nn.Module):
     """MB4D: x + LS(pool(x) - x), then x + LS(ConvMlpBN(x)). (B, C, H, W) -> (B, C, H, W)."""
 
-    def __init__(self, dim: int, *, mlp_ratio: float = 4.0, pool: int = 3, act: str = "gelu",
-                 layer_scale_init: float = 1e-5, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        mlp_ratio: float = 4.0,
+        pool: int = 3,
+        act: str = "gelu",
+        layer_scale_init: float = 1e-5,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.token_mixer = PoolMixer(pool)
         self.ls1 = layer_scale(dim, layer_scale_init, channels_last=False)
@@ -125,15 +135,19 @@ class Meta4D(nn.Module):
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, mlp_ratio=b.expansion, pool=b.kernel, act=b.act, layer_scale_init=b.layer_scale,
-                   drop_path=drop_path)
+        return cls(
+            c_in, mlp_ratio=b.expansion, pool=b.kernel, act=b.act, layer_scale_init=b.layer_scale, drop_path=drop_path
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
         hidden = int(c_in * b.expansion)
         ls = C.params(2 * c_in) if b.layer_scale > 0 else C.Cost()
-        return (C.conv(c_in, hidden, 1, h, w) + C.norm(hidden) + C.conv(hidden, c_in, 1, h, w) + C.norm(c_in)
-                + ls), (c_in, h, w)
+        return (C.conv(c_in, hidden, 1, h, w) + C.norm(hidden) + C.conv(hidden, c_in, 1, h, w) + C.norm(c_in) + ls), (
+            c_in,
+            h,
+            w,
+        )
 
 
 class FusedMeta4D(nn.Module):
@@ -161,11 +175,18 @@ class TokenAttention(BiasedAttentionMixin, nn.Module):
     One linear produces, per head, [q (key_dim) | k (key_dim) | v (attn_ratio * key_dim)].
     """
 
-    def __init__(self, dim: int, *, key_dim: int = 32, heads: int = 8, attn_ratio: float = 4.0,
-                 resolution: tuple[int, int] = (7, 7)):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        key_dim: int = 32,
+        heads: int = 8,
+        attn_ratio: float = 4.0,
+        resolution: tuple[int, int] = (7, 7),
+    ):
         super().__init__()
         self.heads, self.key_dim, self.val_dim = heads, key_dim, int(attn_ratio * key_dim)
-        self.scale = key_dim ** -0.5
+        self.scale = key_dim**-0.5
         self.qkv = nn.Linear(dim, heads * (2 * key_dim + self.val_dim))
         self.proj = nn.Linear(heads * self.val_dim, dim)
         self._init_bias(heads, resolution, resolution)
@@ -181,20 +202,36 @@ class TokenAttention(BiasedAttentionMixin, nn.Module):
     @staticmethod
     def cost(dim, n, *, key_dim, heads, attn_ratio):
         vd = int(attn_ratio * key_dim)
-        return (C.linear(dim, heads * (2 * key_dim + vd), n) + C.matmul(heads, n, key_dim, n)
-                + C.matmul(heads, n, n, vd) + C.linear(heads * vd, dim, n) + C.params(heads * n))
+        return (
+            C.linear(dim, heads * (2 * key_dim + vd), n)
+            + C.matmul(heads, n, key_dim, n)
+            + C.matmul(heads, n, n, vd)
+            + C.linear(heads * vd, dim, n)
+            + C.params(heads * n)
+        )
 
 
 class Meta3D(nn.Module):
     """MB3D on tokens: x + LS(Attn(LN(x))), then x + LS(MLP(LN(x))). (B, N, C) -> (B, N, C)."""
 
-    def __init__(self, dim: int, *, resolution: tuple[int, int], mlp_ratio: float = 4.0, key_dim: int = 32,
-                 heads: int = 8, attn_ratio: float = 4.0, act: str = "gelu", layer_scale_init: float = 1e-5,
-                 drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        resolution: tuple[int, int],
+        mlp_ratio: float = 4.0,
+        key_dim: int = 32,
+        heads: int = 8,
+        attn_ratio: float = 4.0,
+        act: str = "gelu",
+        layer_scale_init: float = 1e-5,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.token_mixer = TokenAttention(dim, key_dim=key_dim, heads=heads, attn_ratio=attn_ratio,
-                                          resolution=resolution)
+        self.token_mixer = TokenAttention(
+            dim, key_dim=key_dim, heads=heads, attn_ratio=attn_ratio, resolution=resolution
+        )
         self.ls1 = layer_scale(dim, layer_scale_init, channels_last=True)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=type(make_act(act)))
@@ -212,16 +249,29 @@ class Meta3D(nn.Module):
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, resolution=(h, w), mlp_ratio=b.expansion, key_dim=b.key_dim, heads=b.heads,
-                   attn_ratio=b.attn_ratio, act=b.act, layer_scale_init=b.layer_scale, drop_path=drop_path)
+        return cls(
+            c_in,
+            resolution=(h, w),
+            mlp_ratio=b.expansion,
+            key_dim=b.key_dim,
+            heads=b.heads,
+            attn_ratio=b.attn_ratio,
+            act=b.act,
+            layer_scale_init=b.layer_scale,
+            drop_path=drop_path,
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
         n, hidden = h * w, int(c_in * b.expansion)
         ls = C.params(2 * c_in) if b.layer_scale > 0 else C.Cost()
-        cost = (C.norm(c_in) * 2 + TokenAttention.cost(c_in, n, key_dim=b.key_dim, heads=b.heads,
-                                                          attn_ratio=b.attn_ratio)
-                + C.linear(c_in, hidden, n) + C.linear(hidden, c_in, n) + ls)
+        cost = (
+            C.norm(c_in) * 2
+            + TokenAttention.cost(c_in, n, key_dim=b.key_dim, heads=b.heads, attn_ratio=b.attn_ratio)
+            + C.linear(c_in, hidden, n)
+            + C.linear(hidden, c_in, n)
+            + ls
+        )
         return cost, (c_in, h, w)
 
 
@@ -242,8 +292,11 @@ class LocalFFN(nn.Module):
 
     @staticmethod
     def cost(dim, hidden, h, w, bias=True):
-        return (ConvNormAct.cost(dim, hidden, 1, h, w, bias=bias) + ConvNormAct.cost(hidden, hidden, 3, h, w, hidden, bias)
-                + ConvNormAct.cost(hidden, dim, 1, h, w, bias=bias))
+        return (
+            ConvNormAct.cost(dim, hidden, 1, h, w, bias=bias)
+            + ConvNormAct.cost(hidden, hidden, 3, h, w, hidden, bias)
+            + ConvNormAct.cost(hidden, dim, 1, h, w, bias=bias)
+        )
 
 
 class TalkingHeadAttention2d(BiasedAttentionMixin, nn.Module):
@@ -254,11 +307,21 @@ class TalkingHeadAttention2d(BiasedAttentionMixin, nn.Module):
     bilinear upsample restores it (the paper's stride attention: 2.7x cheaper at 1/16 resolution).
     """
 
-    def __init__(self, dim: int, *, resolution: tuple[int, int], key_dim: int = 32, heads: int = 8,
-                 attn_ratio: float = 4.0, stride: int = 1, act: str = "gelu", bias: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        resolution: tuple[int, int],
+        key_dim: int = 32,
+        heads: int = 8,
+        attn_ratio: float = 4.0,
+        stride: int = 1,
+        act: str = "gelu",
+        bias: bool = True,
+    ):
         super().__init__()
         self.heads, self.key_dim = heads, key_dim
-        self.scale = key_dim ** -0.5
+        self.scale = key_dim**-0.5
         self.val_dim = int(attn_ratio * key_dim)
         dh, kh = self.val_dim * heads, key_dim * heads
         if stride > 1:
@@ -308,10 +371,16 @@ class TalkingHeadAttention2d(BiasedAttentionMixin, nn.Module):
         else:
             h2, w2 = h, w
         n = h2 * w2
-        cost += (ConvNormAct.cost(dim, kh, 1, h2, w2, bias=bias) * 2 + ConvNormAct.cost(dim, dh, 1, h2, w2, bias=bias)
-                 + ConvNormAct.cost(dh, dh, 3, h2, w2, dh, bias) + C.conv(heads, heads, 1, n, n) * 2
-                 + C.matmul(heads, n, key_dim, n) + C.matmul(heads, n, n, vd) + C.params(heads * n)
-                 + ConvNormAct.cost(dh, dim, 1, stride * h2, stride * w2, bias=bias))
+        cost += (
+            ConvNormAct.cost(dim, kh, 1, h2, w2, bias=bias) * 2
+            + ConvNormAct.cost(dim, dh, 1, h2, w2, bias=bias)
+            + ConvNormAct.cost(dh, dh, 3, h2, w2, dh, bias)
+            + C.conv(heads, heads, 1, n, n) * 2
+            + C.matmul(heads, n, key_dim, n)
+            + C.matmul(heads, n, n, vd)
+            + C.params(heads * n)
+            + ConvNormAct.cost(dh, dim, 1, stride * h2, stride * w2, bias=bias)
+        )
         return cost
 
 
@@ -321,13 +390,34 @@ class EfficientFormerV2Block(nn.Module):
     Kind `ffn_local` has no attention (stages 1-2 and early blocks of 3-4); kind `attn_ffn` has it.
     """
 
-    def __init__(self, dim: int, *, mlp_ratio: float, use_attn: bool, resolution: tuple[int, int] = (7, 7),
-                 key_dim: int = 32, heads: int = 8, attn_ratio: float = 4.0, attn_stride: int = 1,
-                 act: str = "gelu", bias: bool = True, layer_scale_init: float = 1e-5, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        mlp_ratio: float,
+        use_attn: bool,
+        resolution: tuple[int, int] = (7, 7),
+        key_dim: int = 32,
+        heads: int = 8,
+        attn_ratio: float = 4.0,
+        attn_stride: int = 1,
+        act: str = "gelu",
+        bias: bool = True,
+        layer_scale_init: float = 1e-5,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         if use_attn:
-            self.token_mixer = TalkingHeadAttention2d(dim, resolution=resolution, key_dim=key_dim, heads=heads,
-                                                      attn_ratio=attn_ratio, stride=attn_stride, act=act, bias=bias)
+            self.token_mixer = TalkingHeadAttention2d(
+                dim,
+                resolution=resolution,
+                key_dim=key_dim,
+                heads=heads,
+                attn_ratio=attn_ratio,
+                stride=attn_stride,
+                act=act,
+                bias=bias,
+            )
             self.ls1 = layer_scale(dim, layer_scale_init, channels_last=False)
         else:
             self.token_mixer = None
@@ -350,17 +440,39 @@ class EfficientFormerV2Block(nn.Module):
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, mlp_ratio=b.expansion, use_attn=b.kind == "attn_ffn", resolution=(h, w),
-                   key_dim=b.key_dim, heads=b.heads, attn_ratio=b.attn_ratio, attn_stride=b.attn_stride,
-                   act=b.act, bias=b.bias, layer_scale_init=b.layer_scale, drop_path=drop_path)
+        return cls(
+            c_in,
+            mlp_ratio=b.expansion,
+            use_attn=b.kind == "attn_ffn",
+            resolution=(h, w),
+            key_dim=b.key_dim,
+            heads=b.heads,
+            attn_ratio=b.attn_ratio,
+            attn_stride=b.attn_stride,
+            act=b.act,
+            bias=b.bias,
+            layer_scale_init=b.layer_scale,
+            drop_path=drop_path,
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
         ls = C.params(c_in) if b.layer_scale > 0 else C.Cost()
         cost = LocalFFN.cost(c_in, int(c_in * b.expansion), h, w, b.bias) + ls
         if b.kind == "attn_ffn":
-            cost += TalkingHeadAttention2d.cost(c_in, h, w, key_dim=b.key_dim, heads=b.heads,
-                                                attn_ratio=b.attn_ratio, stride=b.attn_stride, bias=b.bias) + ls
+            cost += (
+                TalkingHeadAttention2d.cost(
+                    c_in,
+                    h,
+                    w,
+                    key_dim=b.key_dim,
+                    heads=b.heads,
+                    attn_ratio=b.attn_ratio,
+                    stride=b.attn_stride,
+                    bias=b.bias,
+                )
+                + ls
+            )
         return cost, (c_in, h, w)
 
 
@@ -379,11 +491,21 @@ class LocalGlobalQuery(nn.Module):
 class AttentionDownsample(BiasedAttentionMixin, nn.Module):
     """Attention whose queries are at half resolution: (B, C, H, W) -> (B, C_out, H/2, W/2)."""
 
-    def __init__(self, dim: int, out_dim: int, *, resolution: tuple[int, int], key_dim: int = 16, heads: int = 8,
-                 attn_ratio: float = 4.0, act: str = "gelu", bias: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        *,
+        resolution: tuple[int, int],
+        key_dim: int = 16,
+        heads: int = 8,
+        attn_ratio: float = 4.0,
+        act: str = "gelu",
+        bias: bool = True,
+    ):
         super().__init__()
         self.heads, self.key_dim = heads, key_dim
-        self.scale = key_dim ** -0.5
+        self.scale = key_dim**-0.5
         vd = int(attn_ratio * key_dim)
         dh, kh = vd * heads, key_dim * heads
         self.resolution = resolution
@@ -414,34 +536,60 @@ class AttentionDownsample(BiasedAttentionMixin, nn.Module):
         dh, kh = vd * heads, key_dim * heads
         h2, w2 = conv_out(h, 2), conv_out(w, 2)
         n, n2 = h * w, h2 * w2
-        return (C.conv(dim, dim, 3, h2, w2, dim) + ConvNormAct.cost(dim, kh, 1, h2, w2, bias=bias)
-                + ConvNormAct.cost(dim, kh, 1, h, w, bias=bias) + ConvNormAct.cost(dim, dh, 1, h, w, bias=bias)
-                + ConvNormAct.cost(dh, dh, 3, h2, w2, dh, bias) + C.matmul(heads, n2, key_dim, n)
-                + C.matmul(heads, n2, n, vd) + C.params(heads * n) + ConvNormAct.cost(dh, out_dim, 1, h2, w2, bias=bias))
+        return (
+            C.conv(dim, dim, 3, h2, w2, dim)
+            + ConvNormAct.cost(dim, kh, 1, h2, w2, bias=bias)
+            + ConvNormAct.cost(dim, kh, 1, h, w, bias=bias)
+            + ConvNormAct.cost(dim, dh, 1, h, w, bias=bias)
+            + ConvNormAct.cost(dh, dh, 3, h2, w2, dh, bias)
+            + C.matmul(heads, n2, key_dim, n)
+            + C.matmul(heads, n2, n, vd)
+            + C.params(heads * n)
+            + ConvNormAct.cost(dh, out_dim, 1, h2, w2, bias=bias)
+        )
 
 
 class AttnDownsampleBlock(nn.Module):
     """EfficientFormerV2 downsampling between the last stages: strided Conv-BN + attention downsampling."""
 
-    def __init__(self, c_in: int, c_out: int, *, resolution: tuple[int, int], key_dim: int = 16, heads: int = 8,
-                 attn_ratio: float = 4.0, act: str = "gelu", bias: bool = True):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        resolution: tuple[int, int],
+        key_dim: int = 16,
+        heads: int = 8,
+        attn_ratio: float = 4.0,
+        act: str = "gelu",
+        bias: bool = True,
+    ):
         super().__init__()
         self.conv = ConvNormAct(c_in, c_out, 3, stride=2, bias=bias)
-        self.attn = AttentionDownsample(c_in, c_out, resolution=resolution, key_dim=key_dim, heads=heads,
-                                        attn_ratio=attn_ratio, act=act, bias=bias)
+        self.attn = AttentionDownsample(
+            c_in, c_out, resolution=resolution, key_dim=key_dim, heads=heads, attn_ratio=attn_ratio, act=act, bias=bias
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H/2, W/2)
         return self.attn(x) + self.conv(x)
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, b.width, resolution=(h, w), key_dim=b.key_dim, heads=b.heads, attn_ratio=b.attn_ratio,
-                   act=b.act, bias=b.bias)
+        return cls(
+            c_in,
+            b.width,
+            resolution=(h, w),
+            key_dim=b.key_dim,
+            heads=b.heads,
+            attn_ratio=b.attn_ratio,
+            act=b.act,
+            bias=b.bias,
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
         h2, w2 = conv_out(h, 2), conv_out(w, 2)
         cost = ConvNormAct.cost(c_in, b.width, 3, h2, w2, bias=b.bias) + AttentionDownsample.cost(
-            c_in, b.width, h, w, key_dim=b.key_dim, heads=b.heads, attn_ratio=b.attn_ratio, bias=b.bias)
+            c_in, b.width, h, w, key_dim=b.key_dim, heads=b.heads, attn_ratio=b.attn_ratio, bias=b.bias
+        )
         return cost, (b.width, h2, w2)
-

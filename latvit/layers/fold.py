@@ -6,6 +6,7 @@ beside the layers, so a block needs nothing above its own layer to fold itself.
 The helpers do the arithmetic in float64 and write back in the layer's dtype, so a folded fp32 model differs
 from the original only by fp32 rounding of the forward pass.
 """
+
 from __future__ import annotations
 
 import torch

@@ -18,6 +18,7 @@ The approximations and their error (measured in tests/test_integer_ops.py agains
 - IntegerAttention (int8 q, k, v; Shiftmax probabilities rounded to 8 bits): max abs error <= 0.1 on
   outputs of magnitude ~1.3 for 49 tokens, head dim 32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,7 +54,7 @@ class Shiftmax(nn.Module):
         q = q - q.amax(dim=-1, keepdim=True)  # (..., N), all <= 0
         q_exp, _ = shift_exp(q, s)
         total = q_exp.sum(dim=-1, keepdim=True).clamp_min(1)
-        factor = torch.div(torch.full_like(total, 2 ** self.precision_bits), total, rounding_mode="floor")
+        factor = torch.div(torch.full_like(total, 2**self.precision_bits), total, rounding_mode="floor")
         shift = self.precision_bits - self.out_bits + 1
         q_out = (q_exp * factor + (1 << (shift - 1))) >> shift  # round to nearest: floor biases rows low
         return q_out, 2.0 ** -(self.out_bits - 1)
@@ -72,7 +73,7 @@ class ShiftGELU(nn.Module):
         e_y, _ = shift_exp(q_y - q_max, s)
         e_0, _ = shift_exp(-q_max, s)
         total = (e_y + e_0).clamp_min(1)
-        factor = torch.div(torch.full_like(total, 2 ** self.precision_bits), total, rounding_mode="floor")
+        factor = torch.div(torch.full_like(total, 2**self.precision_bits), total, rounding_mode="floor")
         q_sigmoid = (e_y * factor) >> (self.precision_bits - self.sigmoid_bits + 1)
         return q * q_sigmoid, s * 2.0 ** -(self.sigmoid_bits - 1)
 
@@ -97,7 +98,7 @@ class IntLayerNorm(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, out_bits: int = 12):
         super().__init__()
         self.out_bits = out_bits
-        self.register_buffer("q_weight", torch.round(weight.detach() * 2 ** out_bits).to(torch.int64))
+        self.register_buffer("q_weight", torch.round(weight.detach() * 2**out_bits).to(torch.int64))
         self.register_buffer("q_bias", torch.round(bias.detach() * 2 ** (2 * out_bits)).to(torch.int64))
 
     @classmethod
@@ -110,7 +111,7 @@ class IntLayerNorm(nn.Module):
         var_c2 = (centred * centred).sum(dim=-1, keepdim=True) // c  # c^2 * var
         std_c = integer_sqrt(var_c2).clamp_min(1)  # c * std
         q_norm = torch.div(centred << self.out_bits, std_c, rounding_mode="floor")  # (x - mean) / std
-        return (q_norm * self.q_weight + self.q_bias) >> self.out_bits, 2.0 ** -self.out_bits
+        return (q_norm * self.q_weight + self.q_bias) >> self.out_bits, 2.0**-self.out_bits
 
 
 class IntegerAttention(nn.Module):

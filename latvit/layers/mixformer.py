@@ -14,6 +14,7 @@ the window, the whole mixer (both branches) runs on the padded map, and the resu
 the window tiles the map (every stage at 224 with 7x7 windows) nothing is padded and the graph is the
 unpadded one; partition and reverse stay two static reshapes that every exporter handles.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,11 +36,11 @@ def fold_input_bn_(layer: nn.Module, bn: nn.BatchNorm2d, start: int = 0) -> None
     if bn.affine:
         s, t = s * bn.weight.double(), t * bn.weight.double() + bn.bias.double()
     w = layer.weight.double()  # (C_out, C_in[, k, k])
-    part = w[:, start:start + s.numel()]
+    part = w[:, start : start + s.numel()]
     shape = (1, -1) + (1,) * (w.dim() - 2)
-    bias = (layer.bias.double() if layer.bias is not None else w.new_zeros(w.shape[0]))
+    bias = layer.bias.double() if layer.bias is not None else w.new_zeros(w.shape[0])
     bias = bias + (part * t.reshape(shape)).flatten(1).sum(1)
-    w[:, start:start + s.numel()] = part * s.reshape(shape)
+    w[:, start : start + s.numel()] = part * s.reshape(shape)
     layer.weight.copy_(w.to(layer.weight.dtype))
     if layer.bias is None:
         layer.bias = nn.Parameter(bias.to(layer.weight.dtype))
@@ -149,21 +150,41 @@ class MixingAttention(nn.Module):
         h, w = padded_to_window(h, window), padded_to_window(w, window)
         half, n = dim // 2, h * w
         windows, tokens = n // (window * window), window * window
-        return (C.linear(dim, half, n) + C.norm(half) + C.linear(dim, dim, n) + C.norm(dim)
-                + ConvNormAct.cost(dim, dim, kernel, h, w, dim) + ConvNormAct.cost(dim, dim // 8, 1, 1, 1)
-                + C.conv(dim // 8, half, 1, 1, 1) + C.conv(dim, half, 1, h, w) + C.norm(half)
-                + C.linear(half, 3 * half, n) + C.params((2 * window - 1) ** 2 * heads)
-                + C.matmul(windows * heads, tokens, half // heads, tokens) * 2
-                + ConvNormAct.cost(half, dim // 16, 1, h, w) + C.conv(dim // 16, 1, 1, h, w)
-                + C.norm(half) + C.linear(dim, dim, n))
+        return (
+            C.linear(dim, half, n)
+            + C.norm(half)
+            + C.linear(dim, dim, n)
+            + C.norm(dim)
+            + ConvNormAct.cost(dim, dim, kernel, h, w, dim)
+            + ConvNormAct.cost(dim, dim // 8, 1, 1, 1)
+            + C.conv(dim // 8, half, 1, 1, 1)
+            + C.conv(dim, half, 1, h, w)
+            + C.norm(half)
+            + C.linear(half, 3 * half, n)
+            + C.params((2 * window - 1) ** 2 * heads)
+            + C.matmul(windows * heads, tokens, half // heads, tokens) * 2
+            + ConvNormAct.cost(half, dim // 16, 1, h, w)
+            + C.conv(dim // 16, 1, 1, h, w)
+            + C.norm(half)
+            + C.linear(dim, dim, n)
+        )
 
 
 class MixingBlock(nn.Module):
     """`mixing`: x + MixingAttention(LN(x)), x + MLP(LN(x)), a Swin block without shifts.
     (B, C, H, W) -> (B, C, H, W), any H and W (the mixer pads to window multiples)."""
 
-    def __init__(self, dim: int, *, heads: int, window: int = 7, kernel: int = 3, mlp_ratio: float = 4.0,
-                 act: str = "gelu", drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int,
+        window: int = 7,
+        kernel: int = 3,
+        mlp_ratio: float = 4.0,
+        act: str = "gelu",
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = MixingAttention(dim, heads=heads, window=window, kernel=kernel, act=act)
@@ -179,14 +200,19 @@ class MixingBlock(nn.Module):
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, heads=b.heads, window=b.patch, kernel=b.kernel, mlp_ratio=b.expansion, act=b.act,
-                   drop_path=drop_path)
+        return cls(
+            c_in, heads=b.heads, window=b.patch, kernel=b.kernel, mlp_ratio=b.expansion, act=b.act, drop_path=drop_path
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
         hidden = int(c_in * b.expansion)
-        cost = (C.norm(c_in) * 2 + MixingAttention.cost(c_in, h, w, heads=b.heads, window=b.patch, kernel=b.kernel)
-                + C.linear(c_in, hidden, h * w) + C.linear(hidden, c_in, h * w))
+        cost = (
+            C.norm(c_in) * 2
+            + MixingAttention.cost(c_in, h, w, heads=b.heads, window=b.patch, kernel=b.kernel)
+            + C.linear(c_in, hidden, h * w)
+            + C.linear(hidden, c_in, h * w)
+        )
         return cost, (c_in, h, w)
 
 

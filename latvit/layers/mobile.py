@@ -5,6 +5,7 @@ local matmul by a transformer over unfolded patches: n x n conv, 1x1 conv, unfol
 transformer layers across patches (one sequence per pixel position inside a patch), fold, 1x1 conv,
 concatenate with the input, n x n fusion conv.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,18 @@ class InvertedResidual(nn.Module):
     (B, C_in, H, W) -> (B, C_out, H/stride, W/stride). The hidden width is expansion * C_in.
     """
 
-    def __init__(self, c_in: int, c_out: int, *, stride: int = 1, expansion: float = 4.0, kernel: int = 3,
-                 act: str = "silu", bias: bool = False, drop_path: float = 0.0):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        stride: int = 1,
+        expansion: float = 4.0,
+        kernel: int = 3,
+        act: str = "silu",
+        bias: bool = False,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         hidden = int(round(c_in * expansion))
         self.conv1_1x1 = ConvNormAct(c_in, hidden, 1, bias=bias, act=act)
@@ -39,16 +50,26 @@ class InvertedResidual(nn.Module):
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, b.width, stride=b.stride, expansion=b.expansion, kernel=b.kernel, act=b.act, bias=b.bias,
-                   drop_path=drop_path)
+        return cls(
+            c_in,
+            b.width,
+            stride=b.stride,
+            expansion=b.expansion,
+            kernel=b.kernel,
+            act=b.act,
+            bias=b.bias,
+            drop_path=drop_path,
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
         hidden = int(round(c_in * b.expansion))
         h2, w2 = conv_out(h, b.stride), conv_out(w, b.stride)
-        cost = (ConvNormAct.cost(c_in, hidden, 1, h, w, bias=b.bias)
-                + ConvNormAct.cost(hidden, hidden, b.kernel, h2, w2, hidden, b.bias)
-                + ConvNormAct.cost(hidden, b.width, 1, h2, w2, bias=b.bias))
+        cost = (
+            ConvNormAct.cost(c_in, hidden, 1, h, w, bias=b.bias)
+            + ConvNormAct.cost(hidden, hidden, b.kernel, h2, w2, hidden, b.bias)
+            + ConvNormAct.cost(hidden, b.width, 1, h2, w2, bias=b.bias)
+        )
         return cost, (b.width, h2, w2)
 
 
@@ -80,8 +101,12 @@ class MultiHeadAttention(nn.Module):
     def cost(dim, n, heads, batch=1):
         """`batch` sequences of `n` tokens each."""
         hd = dim // heads
-        return (C.linear(dim, 3 * dim, batch * n) + C.matmul(batch * heads, n, hd, n)
-                + C.matmul(batch * heads, n, n, hd) + C.linear(dim, dim, batch * n))
+        return (
+            C.linear(dim, 3 * dim, batch * n)
+            + C.matmul(batch * heads, n, hd, n)
+            + C.matmul(batch * heads, n, n, hd)
+            + C.linear(dim, dim, batch * n)
+        )
 
 
 class TransformerBlock(nn.Module):
@@ -102,23 +127,43 @@ class TransformerBlock(nn.Module):
     @staticmethod
     def cost(dim, n, *, heads, mlp_ratio, batch=1):
         hidden = int(dim * mlp_ratio)
-        return (C.norm(dim) * 2 + MultiHeadAttention.cost(dim, n, heads, batch)
-                + C.linear(dim, hidden, batch * n) + C.linear(hidden, dim, batch * n))
+        return (
+            C.norm(dim) * 2
+            + MultiHeadAttention.cost(dim, n, heads, batch)
+            + C.linear(dim, hidden, batch * n)
+            + C.linear(hidden, dim, batch * n)
+        )
 
 
 class MobileViTBlock(nn.Module):
     """MobileViT block. (B, C, H, W) -> (B, C_out, H, W). Maps that are not whole patches are resized
     bilinearly to whole patches around the transformer, as ml-cvnets does."""
 
-    def __init__(self, c_in: int, c_out: int, *, dim: int, depth: int = 2, heads: int = 4, mlp_ratio: float = 2.0,
-                 patch: int = 2, kernel: int = 3, act: str = "silu", bias: bool = False, drop_path: float = 0.0):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        dim: int,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        patch: int = 2,
+        kernel: int = 3,
+        act: str = "silu",
+        bias: bool = False,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.patch = patch
         self.conv_kxk = ConvNormAct(c_in, c_in, kernel, bias=bias, act=act)
         self.conv_1x1 = nn.Conv2d(c_in, dim, 1, bias=False)
-        self.transformer = nn.Sequential(*[
-            TransformerBlock(dim, heads=heads, mlp_ratio=mlp_ratio, act=act, drop_path=drop_path) for _ in range(depth)
-        ])
+        self.transformer = nn.Sequential(
+            *[
+                TransformerBlock(dim, heads=heads, mlp_ratio=mlp_ratio, act=act, drop_path=drop_path)
+                for _ in range(depth)
+            ]
+        )
         self.norm = nn.LayerNorm(dim)
         self.conv_proj = ConvNormAct(dim, c_out, 1, bias=bias, act=act)
         self.conv_fusion = ConvNormAct(c_in + c_out, c_out, kernel, bias=bias, act=act)
@@ -140,14 +185,29 @@ class MobileViTBlock(nn.Module):
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, b.width, dim=b.dim, depth=b.depth, heads=b.heads, mlp_ratio=b.expansion, patch=b.patch,
-                   kernel=b.kernel, act=b.act, bias=b.bias, drop_path=drop_path)
+        return cls(
+            c_in,
+            b.width,
+            dim=b.dim,
+            depth=b.depth,
+            heads=b.heads,
+            mlp_ratio=b.expansion,
+            patch=b.patch,
+            kernel=b.kernel,
+            act=b.act,
+            bias=b.bias,
+            drop_path=drop_path,
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
         p2, n = b.patch * b.patch, -(-h // b.patch) * -(-w // b.patch)
-        cost = (ConvNormAct.cost(c_in, c_in, b.kernel, h, w, bias=b.bias) + C.conv(c_in, b.dim, 1, h, w, bias=False)
-                + TransformerBlock.cost(b.dim, n, heads=b.heads, mlp_ratio=b.expansion, batch=p2) * b.depth
-                + C.norm(b.dim) + ConvNormAct.cost(b.dim, b.width, 1, h, w, bias=b.bias)
-                + ConvNormAct.cost(c_in + b.width, b.width, b.kernel, h, w, bias=b.bias))
+        cost = (
+            ConvNormAct.cost(c_in, c_in, b.kernel, h, w, bias=b.bias)
+            + C.conv(c_in, b.dim, 1, h, w, bias=False)
+            + TransformerBlock.cost(b.dim, n, heads=b.heads, mlp_ratio=b.expansion, batch=p2) * b.depth
+            + C.norm(b.dim)
+            + ConvNormAct.cost(b.dim, b.width, 1, h, w, bias=b.bias)
+            + ConvNormAct.cost(c_in + b.width, b.width, b.kernel, h, w, bias=b.bias)
+        )
         return cost, (b.width, h, w)

@@ -16,6 +16,7 @@ Layer choices follow the official code (github.com/AAboys/MobileFormer): bridges
 with 4 heads, post-LayerNorm and an FFN of ratio 2, dynamic ReLU on the Mobile-Former bridge (Mobile->Former
 gated per channel by the tokens), grouped 1x1 convs with channel shuffle for the 26M model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,8 +45,9 @@ class SingleSampleBatchNorm:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and x.numel() == x.shape[1]:
-            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                            False, 0.0, self.eps)
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
         return super().forward(x)
 
 
@@ -112,8 +114,13 @@ class MobileToFormer(nn.Module):
     @staticmethod
     def spec_cost(b, c_in, h, w):
         n, t = h * w, b.tokens
-        cost = (C.linear(b.dim, c_in, t) * 2 + C.matmul(b.heads, t, c_in // b.heads, n)
-                + C.matmul(b.heads, t, n, c_in // b.heads) + C.linear(c_in, b.dim, t) + C.norm(b.dim))
+        cost = (
+            C.linear(b.dim, c_in, t) * 2
+            + C.matmul(b.heads, t, c_in // b.heads, n)
+            + C.matmul(b.heads, t, n, c_in // b.heads)
+            + C.linear(c_in, b.dim, t)
+            + C.norm(b.dim)
+        )
         return cost, (c_in, h, w)
 
 
@@ -149,8 +156,13 @@ class Former(nn.Module):
     @staticmethod
     def spec_cost(b, c_in, h, w):
         t, d, hidden = b.tokens, b.dim, int(b.dim * b.expansion)
-        cost = (C.linear(d, d, t) * 2 + C.matmul(b.heads, t, d // b.heads, t) * 2 + C.norm(d) * 2
-                + C.linear(d, hidden, t) + C.linear(hidden, d, t))
+        cost = (
+            C.linear(d, d, t) * 2
+            + C.matmul(b.heads, t, d // b.heads, t) * 2
+            + C.norm(d) * 2
+            + C.linear(d, hidden, t)
+            + C.linear(hidden, d, t)
+        )
         return cost, (c_in, h, w)
 
 
@@ -196,8 +208,12 @@ class DynamicReLU(nn.Module):
 
     def __init__(self, channels: int, dim: int):
         super().__init__()
-        self.hyper = nn.Sequential(nn.Linear(dim, dim // HYPER_REDUCTION), nn.ReLU(),
-                                   nn.Linear(dim // HYPER_REDUCTION, 2 * channels), nn.Hardsigmoid())
+        self.hyper = nn.Sequential(
+            nn.Linear(dim, dim // HYPER_REDUCTION),
+            nn.ReLU(),
+            nn.Linear(dim // HYPER_REDUCTION, 2 * channels),
+            nn.Hardsigmoid(),
+        )
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         a = self.hyper(z[:, 0]).reshape(x.shape[0], 2, -1, 1, 1)  # (B, 2, C, 1, 1), in [0, 1]
@@ -217,8 +233,19 @@ class MobileBlock(nn.Module):
     FLOPs after the stride. Both add the input back when stride is 1 and widths match.
     """
 
-    def __init__(self, c_in: int, c_out: int, dim: int, *, stride: int = 1, expansion: float = 4.0,
-                 kernel: int = 3, groups: int = 1, down: bool = False, drop_path: float = 0.0):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        dim: int,
+        *,
+        stride: int = 1,
+        expansion: float = 4.0,
+        kernel: int = 3,
+        groups: int = 1,
+        down: bool = False,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.down, self.groups = down, groups
         if down:
@@ -255,8 +282,17 @@ class MobileBlock(nn.Module):
 
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, b.width, b.dim, stride=b.stride, expansion=b.expansion, kernel=b.kernel, groups=b.groups,
-                   down=b.kind == "mf_mobile_down", drop_path=drop_path)
+        return cls(
+            c_in,
+            b.width,
+            b.dim,
+            stride=b.stride,
+            expansion=b.expansion,
+            kernel=b.kernel,
+            groups=b.groups,
+            down=b.kind == "mf_mobile_down",
+            drop_path=drop_path,
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
@@ -264,14 +300,22 @@ class MobileBlock(nn.Module):
         hidden, g, k = int(round(c_in * b.expansion)), b.groups, b.kernel
         if b.kind == "mf_mobile_down":
             hidden2 = b.width * DOWN_EXPANSION2
-            cost = (ConvNormAct.cost(c_in, hidden, k, h2, w2, c_in, False) + DynamicReLU.cost(hidden, b.dim)
-                    + ConvNormAct.cost(hidden, b.width, 1, h2, w2, g, False)
-                    + ConvNormAct.cost(b.width, hidden2, k, h2, w2, b.width, False) + DynamicReLU.cost(hidden2, b.dim)
-                    + ConvNormAct.cost(hidden2, b.width, 1, h2, w2, g, False))
+            cost = (
+                ConvNormAct.cost(c_in, hidden, k, h2, w2, c_in, False)
+                + DynamicReLU.cost(hidden, b.dim)
+                + ConvNormAct.cost(hidden, b.width, 1, h2, w2, g, False)
+                + ConvNormAct.cost(b.width, hidden2, k, h2, w2, b.width, False)
+                + DynamicReLU.cost(hidden2, b.dim)
+                + ConvNormAct.cost(hidden2, b.width, 1, h2, w2, g, False)
+            )
         else:
-            cost = (ConvNormAct.cost(c_in, hidden, 1, h, w, g, False) + DynamicReLU.cost(hidden, b.dim)
-                    + ConvNormAct.cost(hidden, hidden, k, h2, w2, hidden, False) + DynamicReLU.cost(hidden, b.dim)
-                    + ConvNormAct.cost(hidden, b.width, 1, h2, w2, g, False))
+            cost = (
+                ConvNormAct.cost(c_in, hidden, 1, h, w, g, False)
+                + DynamicReLU.cost(hidden, b.dim)
+                + ConvNormAct.cost(hidden, hidden, k, h2, w2, hidden, False)
+                + DynamicReLU.cost(hidden, b.dim)
+                + ConvNormAct.cost(hidden, b.width, 1, h2, w2, g, False)
+            )
         return cost, (b.width, h2, w2)
 
 
@@ -279,8 +323,17 @@ class LiteBottleneck(nn.Module):
     """`mf_lite`: the first block, before any token: k x k depthwise expansion (stride) -> ReLU6 -> 1x1
     project, residual when shapes match (MicroNet's lite bottleneck). (B, C_in, H, W) -> (B, C_out, H', W')."""
 
-    def __init__(self, c_in: int, c_out: int, *, stride: int = 1, expansion: float = 2.0, kernel: int = 3,
-                 groups: int = 1, act: str = "relu6"):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        stride: int = 1,
+        expansion: float = 2.0,
+        kernel: int = 3,
+        groups: int = 1,
+        act: str = "relu6",
+    ):
         super().__init__()
         hidden = int(round(c_in * expansion))
         self.shuffle = c_in if groups > 1 else 1
@@ -300,8 +353,9 @@ class LiteBottleneck(nn.Module):
     def spec_cost(b, c_in, h, w):
         h2, w2 = conv_out(h, b.stride), conv_out(w, b.stride)
         hidden = int(round(c_in * b.expansion))
-        cost = (ConvNormAct.cost(c_in, hidden, b.kernel, h2, w2, c_in, False)
-                + ConvNormAct.cost(hidden, b.width, 1, h2, w2, b.groups, False))
+        cost = ConvNormAct.cost(c_in, hidden, b.kernel, h2, w2, c_in, False) + ConvNormAct.cost(
+            hidden, b.width, 1, h2, w2, b.groups, False
+        )
         return cost, (b.width, h2, w2)
 
 
@@ -331,8 +385,11 @@ class MergeHead(nn.Module):
     @staticmethod
     def spec_cost(b, c_in, h, w):
         hidden = int(round(c_in * b.expansion))
-        cost = (ConvNormAct.cost(c_in, hidden, 1, h, w, b.groups, False) + C.linear(hidden + b.dim, b.width, 1)
-                + C.norm(b.width))
+        cost = (
+            ConvNormAct.cost(c_in, hidden, 1, h, w, b.groups, False)
+            + C.linear(hidden + b.dim, b.width, 1)
+            + C.norm(b.width)
+        )
         return cost, (b.width, 1, 1)
 
 
@@ -376,4 +433,3 @@ def check_groups(b, c_in, h, w) -> str | None:
     if b.kind in ("mf_mobile", "mf_mobile_down", "mf_merge"):
         return check_tokens(b, c_in, h, w)
     return None
-

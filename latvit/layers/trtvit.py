@@ -19,6 +19,7 @@ inside MixBlocks) the choice is documented here and in docs/models/trtvit.md.
 Every block works on (B, C, H, W) maps at any resolution (no resolution-dependent parameters) and has
 `from_spec(b, c_in, h, w, drop_path)`, `spec_cost(b, c_in, h, w)` and `check(b, c_in, h, w)`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,8 +54,17 @@ class Bottleneck(nn.Module):
     the KxK conv (ResNet v1.5, as torchvision and timm do), which is more accurate than striding the 1x1.
     """
 
-    def __init__(self, c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1,
-                 expansion: float = BOTTLENECK_EXPANSION, act: str = "relu", drop_path: float = 0.0):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        kernel: int = 3,
+        stride: int = 1,
+        expansion: float = BOTTLENECK_EXPANSION,
+        act: str = "relu",
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         mid = bottleneck_mid(c_out, expansion)
         self.conv1 = ConvNormAct(c_in, mid, 1, bias=False, act=act)
@@ -70,13 +80,23 @@ class Bottleneck(nn.Module):
         return self.act(self.shortcut(x) + self.drop_path(y))
 
     @staticmethod
-    def cost(c_in: int, c_out: int, h: int, w: int, *, kernel: int = 3, stride: int = 1,
-             expansion: float = BOTTLENECK_EXPANSION) -> C.Cost:
+    def cost(
+        c_in: int,
+        c_out: int,
+        h: int,
+        w: int,
+        *,
+        kernel: int = 3,
+        stride: int = 1,
+        expansion: float = BOTTLENECK_EXPANSION,
+    ) -> C.Cost:
         mid = bottleneck_mid(c_out, expansion)
         h2, w2 = conv_out(h, stride), conv_out(w, stride)
-        cost = (ConvNormAct.cost(c_in, mid, 1, h, w, bias=False)
-                + ConvNormAct.cost(mid, mid, kernel, h2, w2, bias=False)
-                + ConvNormAct.cost(mid, c_out, 1, h2, w2, bias=False))
+        cost = (
+            ConvNormAct.cost(c_in, mid, 1, h, w, bias=False)
+            + ConvNormAct.cost(mid, mid, kernel, h2, w2, bias=False)
+            + ConvNormAct.cost(mid, c_out, 1, h2, w2, bias=False)
+        )
         if stride != 1 or c_in != c_out:
             cost += ConvNormAct.cost(c_in, c_out, 1, h2, w2, bias=False)
         return cost
@@ -84,8 +104,9 @@ class Bottleneck(nn.Module):
     # block kind `bottleneck`
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, b.width, kernel=b.kernel, stride=b.stride, expansion=b.expansion, act=b.act,
-                   drop_path=drop_path)
+        return cls(
+            c_in, b.width, kernel=b.kernel, stride=b.stride, expansion=b.expansion, act=b.act, drop_path=drop_path
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
@@ -136,7 +157,7 @@ class SRAttention(nn.Module):
     def __init__(self, dim: int, *, head_dim: int = 32, sr: int = 1):
         super().__init__()
         self.heads = dim // head_dim
-        self.scale = head_dim ** -0.5
+        self.scale = head_dim**-0.5
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.sr = nn.Conv2d(dim, dim, sr, sr) if sr > 1 else None
@@ -174,8 +195,18 @@ class SRTransformer(nn.Module):
     to tokens inside the block and reshaped back, so it mixes freely with convolutional blocks.
     """
 
-    def __init__(self, c_in: int, c_out: int, *, stride: int = 1, head_dim: int = 32, sr: int = 1,
-                 mlp_ratio: float = 3.0, act: str = "gelu", drop_path: float = 0.0):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        stride: int = 1,
+        head_dim: int = 32,
+        sr: int = 1,
+        mlp_ratio: float = 3.0,
+        act: str = "gelu",
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         projected = stride != 1 or c_in != c_out
         self.embed = PatchProjection(c_in, c_out, stride) if projected else nn.Identity()
@@ -194,26 +225,49 @@ class SRTransformer(nn.Module):
         return t.transpose(1, 2).reshape(B, C_, H, W)  # back to (B, C, H, W)
 
     @staticmethod
-    def cost(c_in: int, c_out: int, h: int, w: int, *, stride: int = 1, head_dim: int = 32, sr: int = 1,
-             mlp_ratio: float = 3.0) -> C.Cost:
+    def cost(
+        c_in: int,
+        c_out: int,
+        h: int,
+        w: int,
+        *,
+        stride: int = 1,
+        head_dim: int = 32,
+        sr: int = 1,
+        mlp_ratio: float = 3.0,
+    ) -> C.Cost:
         cost = C.Cost()
         if stride != 1 or c_in != c_out:
             cost += PatchProjection.cost(c_in, c_out, h, w, stride)
             h, w = h // stride, w // stride
         hidden = int(c_out * mlp_ratio)
-        return (cost + C.norm(c_out) * 2 + SRAttention.cost(c_out, h, w, head_dim=head_dim, sr=sr)
-                + C.linear(c_out, hidden, h * w) + C.linear(hidden, c_out, h * w))
+        return (
+            cost
+            + C.norm(c_out) * 2
+            + SRAttention.cost(c_out, h, w, head_dim=head_dim, sr=sr)
+            + C.linear(c_out, hidden, h * w)
+            + C.linear(hidden, c_out, h * w)
+        )
 
     # block kind `transformer_sr`
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, b.width, stride=b.stride, head_dim=b.key_dim, sr=b.sr, mlp_ratio=b.expansion, act=b.act,
-                   drop_path=drop_path)
+        return cls(
+            c_in,
+            b.width,
+            stride=b.stride,
+            head_dim=b.key_dim,
+            sr=b.sr,
+            mlp_ratio=b.expansion,
+            act=b.act,
+            drop_path=drop_path,
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
-        cost = SRTransformer.cost(c_in, b.width, h, w, stride=b.stride, head_dim=b.key_dim, sr=b.sr,
-                                  mlp_ratio=b.expansion)
+        cost = SRTransformer.cost(
+            c_in, b.width, h, w, stride=b.stride, head_dim=b.key_dim, sr=b.sr, mlp_ratio=b.expansion
+        )
         return cost, (b.width, h // b.stride, w // b.stride)
 
     @staticmethod
@@ -225,8 +279,10 @@ def _check_heads(dim: int, head_dim: int, what: str) -> str | None:
     if head_dim < 1:
         return f"key_dim (the Transformer's head dim) must be >= 1, got {head_dim}"
     if dim % head_dim:
-        return (f"Transformer {what} {dim} is not divisible by the head dim key_dim={head_dim} "
-                f"(heads = width / key_dim); use a multiple of {head_dim} or change key_dim")
+        return (
+            f"Transformer {what} {dim} is not divisible by the head dim key_dim={head_dim} "
+            f"(heads = width / key_dim); use a multiple of {head_dim} or change key_dim"
+        )
     return None
 
 
@@ -234,8 +290,7 @@ def _check_sr(sr: int, h: int, w: int) -> str | None:
     if sr < 1:
         return f"sr (spatial-reduction ratio S) must be >= 1, got {sr}"
     if sr > min(h, w):
-        return (f"sr={sr} is larger than the {h}x{w} feature map it reduces; use sr <= {min(h, w)} "
-                f"(or a larger input)")
+        return f"sr={sr} is larger than the {h}x{w} feature map it reduces; use sr <= {min(h, w)} (or a larger input)"
     return None
 
 
@@ -254,8 +309,20 @@ class MixBlock(nn.Module):
     BottleNeck: kernel `kernel`, inner width a quarter of its output (ResNet), BN + ReLU.
     """
 
-    def __init__(self, c_in: int, c_out: int, *, mode: str = "c", ratio: float = 0.5, stride: int = 1,
-                 kernel: int = 3, sr: int = 1, head_dim: int = 32, mlp_ratio: float = 3.0, drop_path: float = 0.0):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        mode: str = "c",
+        ratio: float = 0.5,
+        stride: int = 1,
+        kernel: int = 3,
+        sr: int = 1,
+        head_dim: int = 32,
+        mlp_ratio: float = 3.0,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.mode = mode
         d = transformer_channels(c_out, ratio)
@@ -277,38 +344,80 @@ class MixBlock(nn.Module):
         return torch.cat((g, self.bottleneck(g)), dim=1)  # ... then local
 
     @staticmethod
-    def cost(c_in: int, c_out: int, h: int, w: int, *, mode: str = "c", ratio: float = 0.5, stride: int = 1,
-             kernel: int = 3, sr: int = 1, head_dim: int = 32, mlp_ratio: float = 3.0) -> C.Cost:
+    def cost(
+        c_in: int,
+        c_out: int,
+        h: int,
+        w: int,
+        *,
+        mode: str = "c",
+        ratio: float = 0.5,
+        stride: int = 1,
+        kernel: int = 3,
+        sr: int = 1,
+        head_dim: int = 32,
+        mlp_ratio: float = 3.0,
+    ) -> C.Cost:
         d = transformer_channels(c_out, ratio)
         local_in = {"a": c_out - d, "b": d, "c": d}[mode]
         h2, w2 = h // stride, w // stride
-        return (PatchProjection.cost(c_in, c_out if mode == "a" else d, h, w, stride)
-                + SRTransformer.cost(d, d, h2, w2, head_dim=head_dim, sr=sr, mlp_ratio=mlp_ratio)
-                + Bottleneck.cost(local_in, c_out - d, h2, w2, kernel=kernel))
+        return (
+            PatchProjection.cost(c_in, c_out if mode == "a" else d, h, w, stride)
+            + SRTransformer.cost(d, d, h2, w2, head_dim=head_dim, sr=sr, mlp_ratio=mlp_ratio)
+            + Bottleneck.cost(local_in, c_out - d, h2, w2, kernel=kernel)
+        )
 
     # block kinds `mixblock_a`, `mixblock_b`, `mixblock_c`
     @classmethod
     def from_spec(cls, b, c_in, h, w, drop_path=0.0):
-        return cls(c_in, b.width, mode=b.kind[-1], ratio=b.ratio, stride=b.stride, kernel=b.kernel, sr=b.sr,
-                   head_dim=b.key_dim, mlp_ratio=b.expansion, drop_path=drop_path)
+        return cls(
+            c_in,
+            b.width,
+            mode=b.kind[-1],
+            ratio=b.ratio,
+            stride=b.stride,
+            kernel=b.kernel,
+            sr=b.sr,
+            head_dim=b.key_dim,
+            mlp_ratio=b.expansion,
+            drop_path=drop_path,
+        )
 
     @staticmethod
     def spec_cost(b, c_in, h, w):
-        cost = MixBlock.cost(c_in, b.width, h, w, mode=b.kind[-1], ratio=b.ratio, stride=b.stride, kernel=b.kernel,
-                             sr=b.sr, head_dim=b.key_dim, mlp_ratio=b.expansion)
+        cost = MixBlock.cost(
+            c_in,
+            b.width,
+            h,
+            w,
+            mode=b.kind[-1],
+            ratio=b.ratio,
+            stride=b.stride,
+            kernel=b.kernel,
+            sr=b.sr,
+            head_dim=b.key_dim,
+            mlp_ratio=b.expansion,
+        )
         return cost, (b.width, h // b.stride, w // b.stride)
 
     @staticmethod
     def check(b, c_in, h, w):
         if not 0.0 < b.ratio < 1.0:
-            return (f"ratio R={b.ratio} must be strictly between 0 and 1 (the Transformer produces R of the "
-                    f"output channels, the BottleNeck the rest)")
+            return (
+                f"ratio R={b.ratio} must be strictly between 0 and 1 (the Transformer produces R of the "
+                f"output channels, the BottleNeck the rest)"
+            )
         if b.kind == "mixblock_b" and (b.ratio != 0.5 or b.width % 2):
-            return (f"mixblock_b splits its width in halves (R = 0.5), got ratio={b.ratio} and width {b.width}; "
-                    f"use an even width, or mixblock_c for another R")
+            return (
+                f"mixblock_b splits its width in halves (R = 0.5), got ratio={b.ratio} and width {b.width}; "
+                f"use an even width, or mixblock_c for another R"
+            )
         d = transformer_channels(b.width, b.ratio)
         if not 0 < d < b.width:
-            return (f"ratio R={b.ratio} of width {b.width} leaves no channels for the "
-                    f"{'Transformer' if d == 0 else 'BottleNeck'}; use a larger width or an R nearer 0.5")
-        return (_check_heads(d, b.key_dim, f"width R * width = {b.ratio} * {b.width} =")
-                or _check_sr(b.sr, h // b.stride, w // b.stride))
+            return (
+                f"ratio R={b.ratio} of width {b.width} leaves no channels for the "
+                f"{'Transformer' if d == 0 else 'BottleNeck'}; use a larger width or an R nearer 0.5"
+            )
+        return _check_heads(d, b.key_dim, f"width R * width = {b.ratio} * {b.width} =") or _check_sr(
+            b.sr, h // b.stride, w // b.stride
+        )

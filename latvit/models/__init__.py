@@ -3,6 +3,7 @@
 The registry is one explicit table built from the family modules' spec tables; nothing registers
 itself on import.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -46,7 +47,7 @@ def list_models(pattern: str | None = None, family: str | None = None) -> list[s
 
 def get_spec(name: str) -> NetSpec:
     """The spec of a registered model (also accepts timm-style `latvit_` names)."""
-    key = name[len("latvit_"):] if name.startswith("latvit_") else name
+    key = name[len("latvit_") :] if name.startswith("latvit_") else name
     if key in MODELS:
         return MODELS[key]
     close = difflib.get_close_matches(key, MODELS, n=3, cutoff=0.5)
@@ -71,9 +72,15 @@ def resolve_spec(model: str | Path | NetSpec) -> tuple[NetSpec, Path | None]:
     return get_spec(str(model)), None
 
 
-def create_model(model: str | Path | NetSpec, *, num_classes: int | None = None, img_size: int | None = None,
-                 checkpoint: str | Path | dict | None = None, drop_path_rate: float = 0.0,
-                 features_only: bool = False) -> LatvitNet:
+def create_model(
+    model: str | Path | NetSpec,
+    *,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    checkpoint: str | Path | dict | None = None,
+    drop_path_rate: float = 0.0,
+    features_only: bool = False,
+) -> LatvitNet:
     """Build a model from a registered name, a `NetSpec`, a spec JSON file or a `latvit.save` directory.
 
     num_classes: classifier outputs (default 1000, or what a saved model was saved with).
@@ -166,11 +173,29 @@ def model_card(name: str) -> dict:
     spec = get_spec(name)
     cost = spec_cost(spec)
     top1 = PUBLISHED_TOP1.get(name)
-    return {"name": name, "family": spec.family, "params_m": round(cost.params / 1e6, 3),
-            "gflops": round(cost.flops / 1e9, 3), "img_size": spec.img_size, "paper": spec.paper,
-            "top1": top1[0] if top1 else None, "top1_source": top1[1] if top1 else None,
-            "mes_params": round(mes({"params": cost.params}, {"params": DEFAULT_TERMS["params"]}), 2)}
+    return {
+        "name": name,
+        "family": spec.family,
+        "params_m": round(cost.params / 1e6, 3),
+        "gflops": round(cost.flops / 1e9, 3),
+        "img_size": spec.img_size,
+        "paper": spec.paper,
+        "top1": top1[0] if top1 else None,
+        "top1_source": top1[1] if top1 else None,
+        "mes_params": round(mes({"params": cost.params}, {"params": DEFAULT_TERMS["params"]}), 2),
+    }
 
 
-__all__ = ["CLASSIFIER_LAYERS", "FAMILIES", "MODELS", "create_model", "get_spec", "list_models", "load_backbone",
-           "load_checkpoint", "model_card", "resolve_spec", "save"]
+__all__ = [
+    "CLASSIFIER_LAYERS",
+    "FAMILIES",
+    "MODELS",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "load_backbone",
+    "load_checkpoint",
+    "model_card",
+    "resolve_spec",
+    "save",
+]

@@ -4,6 +4,7 @@ Conv stem (two 3x3 stride-2 Conv-BN-ReLU), four stages of MB4D blocks with a 3x3
 between stages, and the last `num_vit` blocks of the last stage as MB3D attention blocks on tokens
 (a single reshape in the whole network). Widths and depths as in the paper's Table 8 and timm.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,15 +23,26 @@ CONFIGS = {
 
 def efficientformer_spec(name: str, widths, depths, num_vit: int, img_size: int = 224) -> NetSpec:
     """EfficientFormer spec: `depths` count MB4D+MB3D blocks per stage (the downsampling conv is extra)."""
-    stem = (BlockSpec("conv_bn_act", widths[0] // 2, stride=2, act="relu"),
-            BlockSpec("conv_bn_act", widths[0], stride=2, act="relu"))
+    stem = (
+        BlockSpec("conv_bn_act", widths[0] // 2, stride=2, act="relu"),
+        BlockSpec("conv_bn_act", widths[0], stride=2, act="relu"),
+    )
     stages = []
     for i, (width, depth) in enumerate(zip(widths, depths)):
         vit = num_vit if i == len(widths) - 1 else 0
         down = (BlockSpec("conv_bn_act", width, stride=2, act="none"),) if i > 0 else ()
-        stages.append(StageSpec(down + (BlockSpec("meta4d", width),) * (depth - vit) + (BlockSpec("meta3d", width),) * vit))
-    return NetSpec(name=name, stem=stem, stages=tuple(stages), head=HeadSpec(norm="ln", distill=True),
-                   img_size=img_size, family="efficientformer", paper=PAPER)
+        stages.append(
+            StageSpec(down + (BlockSpec("meta4d", width),) * (depth - vit) + (BlockSpec("meta3d", width),) * vit)
+        )
+    return NetSpec(
+        name=name,
+        stem=stem,
+        stages=tuple(stages),
+        head=HeadSpec(norm="ln", distill=True),
+        img_size=img_size,
+        family="efficientformer",
+        paper=PAPER,
+    )
 
 
 SPECS = {name: efficientformer_spec(name, *cfg) for name, cfg in CONFIGS.items()}
@@ -40,15 +52,23 @@ SPECS = {name: efficientformer_spec(name, *cfg) for name, cfg in CONFIGS.items()
 def timm_prefix_map(spec: NetSpec) -> list[tuple[str, str]]:
     """(timm prefix, latvit prefix) pairs. timm keeps the downsample conv apart from the blocks and a
     parameter-free `Flat` module among them; latvit has the downsample as block 0 and no Flat."""
-    pairs = [("stem.conv1.", "stem.0.conv."), ("stem.norm1.", "stem.0.bn."),
-             ("stem.conv2.", "stem.1.conv."), ("stem.norm2.", "stem.1.bn."),
-             ("norm.", "head.norm."), ("head.", "head.fc."), ("head_dist.", "head.fc_dist.")]
+    pairs = [
+        ("stem.conv1.", "stem.0.conv."),
+        ("stem.norm1.", "stem.0.bn."),
+        ("stem.conv2.", "stem.1.conv."),
+        ("stem.norm2.", "stem.1.bn."),
+        ("norm.", "head.norm."),
+        ("head.", "head.fc."),
+        ("head_dist.", "head.fc_dist."),
+    ]
     for si, stage in enumerate(spec.stages):
         kinds = [b.kind for b in stage.blocks]
         offset = 1 if kinds[0] == "conv_bn_act" else 0
         if offset:
-            pairs += [(f"stages.{si}.downsample.conv.", f"stages.{si}.blocks.0.conv."),
-                      (f"stages.{si}.downsample.norm.", f"stages.{si}.blocks.0.bn.")]
+            pairs += [
+                (f"stages.{si}.downsample.conv.", f"stages.{si}.blocks.0.conv."),
+                (f"stages.{si}.downsample.norm.", f"stages.{si}.blocks.0.bn."),
+            ]
         timm_idx = 0
         for bi in range(offset, len(kinds)):
             if kinds[bi] == "meta3d" and (bi == offset or kinds[bi - 1] != "meta3d"):

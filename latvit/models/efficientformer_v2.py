@@ -5,6 +5,7 @@ attention with a depthwise conv on V in the last blocks of stages 3 and 4 (strid
 and attention downsampling into stage 4. Per-block FFN expansion ratios as found by the paper's search
 (taken from the official repository and timm).
 """
+
 from __future__ import annotations
 
 import re
@@ -16,15 +17,25 @@ PAPER = "arXiv:2212.08059"
 
 # name: (widths, depths, attention blocks at the end of stages 3 and 4, per-block FFN expansion ratios)
 CONFIGS = {
-    "efficientformerv2_s0": ((32, 48, 96, 176), (2, 2, 6, 4), 2,
-                             ((4, 4), (4, 4), (4, 3, 3, 3, 4, 4), (4, 3, 3, 4))),
-    "efficientformerv2_s1": ((32, 48, 120, 224), (3, 3, 9, 6), 2,
-                             ((4,) * 3, (4,) * 3, (4, 4, 3, 3, 3, 3, 4, 4, 4), (4, 4, 3, 3, 4, 4))),
-    "efficientformerv2_s2": ((32, 64, 144, 288), (4, 4, 12, 8), 4,
-                             ((4,) * 4, (4,) * 4, (4, 4, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4), (4, 4, 3, 3, 3, 3, 4, 4))),
-    "efficientformerv2_l": ((40, 80, 192, 384), (5, 5, 15, 10), 6,
-                            ((4,) * 5, (4,) * 5, (4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4),
-                             (4, 4, 4, 3, 3, 3, 3, 4, 4, 4))),
+    "efficientformerv2_s0": ((32, 48, 96, 176), (2, 2, 6, 4), 2, ((4, 4), (4, 4), (4, 3, 3, 3, 4, 4), (4, 3, 3, 4))),
+    "efficientformerv2_s1": (
+        (32, 48, 120, 224),
+        (3, 3, 9, 6),
+        2,
+        ((4,) * 3, (4,) * 3, (4, 4, 3, 3, 3, 3, 4, 4, 4), (4, 4, 3, 3, 4, 4)),
+    ),
+    "efficientformerv2_s2": (
+        (32, 64, 144, 288),
+        (4, 4, 12, 8),
+        4,
+        ((4,) * 4, (4,) * 4, (4, 4, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4), (4, 4, 3, 3, 3, 3, 4, 4)),
+    ),
+    "efficientformerv2_l": (
+        (40, 80, 192, 384),
+        (5, 5, 15, 10),
+        6,
+        ((4,) * 5, (4,) * 5, (4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4), (4, 4, 4, 3, 3, 3, 3, 4, 4, 4)),
+    ),
 }
 
 
@@ -40,11 +51,24 @@ def efficientformer_v2_spec(name: str, widths, depths, num_vit: int, ratios, img
             blocks = [BlockSpec("attn_downsample", width, key_dim=16)]
         for j in range(depth):
             attn = i >= 2 and j >= depth - num_vit
-            blocks.append(BlockSpec("attn_ffn" if attn else "ffn_local", width, expansion=float(ratios[i][j]),
-                                    attn_stride=2 if attn and i == 2 else 1))
+            blocks.append(
+                BlockSpec(
+                    "attn_ffn" if attn else "ffn_local",
+                    width,
+                    expansion=float(ratios[i][j]),
+                    attn_stride=2 if attn and i == 2 else 1,
+                )
+            )
         stages.append(StageSpec(tuple(blocks)))
-    return NetSpec(name=name, stem=stem, stages=tuple(stages), head=HeadSpec(norm="bn", distill=True),
-                   img_size=img_size, family="efficientformerv2", paper=PAPER)
+    return NetSpec(
+        name=name,
+        stem=stem,
+        stages=tuple(stages),
+        head=HeadSpec(norm="bn", distill=True),
+        img_size=img_size,
+        family="efficientformerv2",
+        paper=PAPER,
+    )
 
 
 SPECS = {name: efficientformer_v2_spec(name, *cfg) for name, cfg in CONFIGS.items()}
@@ -53,8 +77,13 @@ SPECS = {name: efficientformer_v2_spec(name, *cfg) for name, cfg in CONFIGS.item
 # -- checkpoints --------------------------------------------------------------------------------------
 def timm_prefix_map(spec: NetSpec) -> list[tuple[str, str]]:
     """(timm prefix, latvit prefix) pairs: timm keeps the downsample apart; latvit makes it block 0."""
-    pairs = [("stem.conv1.", "stem.0."), ("stem.conv2.", "stem.1."),
-             ("norm.", "head.norm."), ("head.", "head.fc."), ("head_dist.", "head.fc_dist.")]
+    pairs = [
+        ("stem.conv1.", "stem.0."),
+        ("stem.conv2.", "stem.1."),
+        ("norm.", "head.norm."),
+        ("head.", "head.fc."),
+        ("head_dist.", "head.fc_dist."),
+    ]
     for si, stage in enumerate(spec.stages):
         first = stage.blocks[0].kind
         offset = 1 if first in ("conv_bn_act", "attn_downsample") else 0
@@ -62,8 +91,9 @@ def timm_prefix_map(spec: NetSpec) -> list[tuple[str, str]]:
             pairs.append((f"stages.{si}.downsample.conv.", f"stages.{si}.blocks.0."))
         elif first == "attn_downsample":
             pairs.append((f"stages.{si}.downsample.", f"stages.{si}.blocks.0."))
-        pairs += [(f"stages.{si}.blocks.{j}.", f"stages.{si}.blocks.{j + offset}.")
-                  for j in range(len(stage.blocks) - offset)]
+        pairs += [
+            (f"stages.{si}.blocks.{j}.", f"stages.{si}.blocks.{j + offset}.") for j in range(len(stage.blocks) - offset)
+        ]
     return pairs
 
 
@@ -75,9 +105,12 @@ def timm_prefix_map(spec: NetSpec) -> list[tuple[str, str]]:
 # of these. Official layer scales are (dim, 1, 1); timm's and latvit's are (dim,).
 _STEM = {"0": "stem.conv1.conv", "1": "stem.conv1.bn", "3": "stem.conv2.conv", "4": "stem.conv2.bn"}
 _BLOCK_RULES = [  # (official pattern, timm replacement) inside a block or downsampler; first match wins
-    (r"mlp\.fc1\.", "mlp.fc1.conv."), (r"mlp\.norm1\.", "mlp.fc1.bn."),
-    (r"mlp\.mid\.", "mlp.mid.conv."), (r"mlp\.mid_norm\.", "mlp.mid.bn."),
-    (r"mlp\.fc2\.", "mlp.fc2.conv."), (r"mlp\.norm2\.", "mlp.fc2.bn."),
+    (r"mlp\.fc1\.", "mlp.fc1.conv."),
+    (r"mlp\.norm1\.", "mlp.fc1.bn."),
+    (r"mlp\.mid\.", "mlp.mid.conv."),
+    (r"mlp\.mid_norm\.", "mlp.mid.bn."),
+    (r"mlp\.fc2\.", "mlp.fc2.conv."),
+    (r"mlp\.norm2\.", "mlp.fc2.bn."),
     (r"layer_scale_([12])$", r"ls\1.gamma"),
     (r"(token_mixer|attn)\.q\.local\.0\.", r"\1.q.local."),
     (r"(token_mixer|attn)\.q\.proj\.0\.", r"\1.q.proj.conv."),
@@ -118,9 +151,8 @@ def official_to_timm(state_dict: dict) -> dict:
             elif n % 2 == 1:
                 new = f"stages.{(n + 1) // 2}.downsample.{_rename_inside(rest, _DOWNSAMPLE_RULES)}"
         elif key.startswith("dist_head."):
-            new = "head_dist." + key[len("dist_head."):]
+            new = "head_dist." + key[len("dist_head.") :]
         if re.search(r"\.ls[12]\.gamma$", new):
             value = value.reshape(-1)  # (dim, 1, 1) -> (dim,)
         out[new] = value
     return out
-

@@ -13,6 +13,7 @@ window multiples inside each mixing block, as in the official code (at 224 every
 latvit builds the final LayerNorm -> Linear(1280) -> GELU as its head's 1x1 Conv-BN-GELU (the BN folds
 into the conv at deploy); docs/models/mixformer.md lists what this changes (a few thousand parameters).
 """
+
 from __future__ import annotations
 
 from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
@@ -33,16 +34,27 @@ CONFIGS = {
 def mixformer_spec(name: str, width: int, depths, heads, img_size: int = 224) -> NetSpec:
     """MixFormer spec: `depths` count mixing blocks per stage (the downsampling block is extra)."""
     half = width // 2
-    stem = (BlockSpec("conv_bn_act", half, stride=2, act="gelu"), BlockSpec("conv_bn_act", half, act="gelu"),
-            BlockSpec("conv_bn_act", half, act="gelu"), BlockSpec("mix_embed", width))
+    stem = (
+        BlockSpec("conv_bn_act", half, stride=2, act="gelu"),
+        BlockSpec("conv_bn_act", half, act="gelu"),
+        BlockSpec("conv_bn_act", half, act="gelu"),
+        BlockSpec("mix_embed", width),
+    )
     stages = []
     for i, (depth, h) in enumerate(zip(depths, heads)):
-        w = width * 2 ** i
+        w = width * 2**i
         down = (BlockSpec("mix_merge", w),) if i > 0 else ()
         block = BlockSpec("mixing", w, heads=h, kernel=DWCONV_KERNEL, patch=WINDOW, expansion=MLP_RATIO, act="gelu")
         stages.append(StageSpec(down + (block,) * depth))
-    return NetSpec(name=name, stem=stem, stages=tuple(stages), head=HeadSpec(conv_width=PROJ_WIDTH, act="gelu"),
-                   img_size=img_size, family="mixformer", paper=PAPER)
+    return NetSpec(
+        name=name,
+        stem=stem,
+        stages=tuple(stages),
+        head=HeadSpec(conv_width=PROJ_WIDTH, act="gelu"),
+        img_size=img_size,
+        family="mixformer",
+        paper=PAPER,
+    )
 
 
 SPECS = {name: mixformer_spec(name, *cfg) for name, cfg in CONFIGS.items()}

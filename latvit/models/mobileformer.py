@@ -11,6 +11,7 @@ Stages follow the feature-map resolution (a stride-2 Mobile block starts a stage
 (github.com/AAboys/MobileFormer `mobile_former.py`), whose README gives the params / MAdds / top-1 quoted
 in docs/models/mobileformer.md.
 """
+
 from __future__ import annotations
 
 from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
@@ -23,41 +24,159 @@ MERGE_EXPANSION = 6  # classifier stem: 1x1 conv to 6x the last width
 #        groups). A Mobile block is (down, expansion, width, stride): "down" is the dw-1x1-dw-1x1 downsampling
 # block (the official DnaBlock3), otherwise the inverted residual (DnaBlock).
 CONFIGS = {
-    "mobileformer_508m": (24, (2, 24, 1), ((True, 6, 40, 2), (False, 3, 40, 1), (True, 6, 72, 2), (False, 3, 72, 1),
-                                           (True, 6, 128, 2), (False, 4, 128, 1), (False, 6, 176, 1),
-                                           (False, 6, 176, 1), (True, 6, 240, 2), (False, 6, 240, 1),
-                                           (False, 6, 240, 1)), 6, 192, 1920, 1),
-    "mobileformer_294m": (16, (2, 16, 1), ((True, 6, 24, 2), (False, 4, 24, 1), (True, 6, 48, 2), (False, 4, 48, 1),
-                                           (True, 6, 96, 2), (False, 4, 96, 1), (False, 6, 128, 1),
-                                           (False, 6, 128, 1), (True, 6, 192, 2), (False, 6, 192, 1),
-                                           (False, 6, 192, 1)), 6, 192, 1920, 1),
-    "mobileformer_214m": (12, (2, 12, 1), ((True, 6, 20, 2), (False, 3, 20, 1), (True, 6, 40, 2), (False, 4, 40, 1),
-                                           (True, 6, 80, 2), (False, 4, 80, 1), (False, 6, 112, 1),
-                                           (False, 6, 112, 1), (True, 6, 160, 2), (False, 6, 160, 1),
-                                           (False, 6, 160, 1)), 6, 192, 1600, 1),
-    "mobileformer_151m": (12, (2, 12, 1), ((True, 6, 16, 2), (False, 3, 16, 1), (True, 6, 32, 2), (False, 3, 32, 1),
-                                           (True, 6, 64, 2), (False, 4, 64, 1), (False, 6, 88, 1),
-                                           (False, 6, 88, 1), (True, 6, 128, 2), (False, 6, 128, 1),
-                                           (False, 6, 128, 1)), 6, 192, 1280, 1),
-    "mobileformer_96m": (12, (2, 12, 1), ((True, 6, 16, 2), (True, 6, 32, 2), (False, 3, 32, 1), (True, 6, 64, 2),
-                                          (False, 4, 64, 1), (False, 6, 88, 1), (True, 6, 128, 2),
-                                          (False, 6, 128, 1)), 4, 128, 1280, 1),
-    "mobileformer_52m": (8, (3, 12, 2), ((False, 3, 12, 1), (True, 6, 24, 2), (False, 3, 24, 1), (True, 6, 48, 2),
-                                         (False, 4, 48, 1), (False, 6, 64, 1), (True, 6, 96, 2),
-                                         (False, 6, 96, 1)), 3, 128, 1024, 1),
-    "mobileformer_26m": (8, (3, 12, 2), ((False, 3, 12, 1), (True, 6, 24, 2), (False, 3, 24, 1), (True, 6, 48, 2),
-                                         (False, 4, 48, 1), (False, 6, 64, 1), (True, 6, 96, 2),
-                                         (False, 6, 96, 1)), 3, 128, 1024, 4),
+    "mobileformer_508m": (
+        24,
+        (2, 24, 1),
+        (
+            (True, 6, 40, 2),
+            (False, 3, 40, 1),
+            (True, 6, 72, 2),
+            (False, 3, 72, 1),
+            (True, 6, 128, 2),
+            (False, 4, 128, 1),
+            (False, 6, 176, 1),
+            (False, 6, 176, 1),
+            (True, 6, 240, 2),
+            (False, 6, 240, 1),
+            (False, 6, 240, 1),
+        ),
+        6,
+        192,
+        1920,
+        1,
+    ),
+    "mobileformer_294m": (
+        16,
+        (2, 16, 1),
+        (
+            (True, 6, 24, 2),
+            (False, 4, 24, 1),
+            (True, 6, 48, 2),
+            (False, 4, 48, 1),
+            (True, 6, 96, 2),
+            (False, 4, 96, 1),
+            (False, 6, 128, 1),
+            (False, 6, 128, 1),
+            (True, 6, 192, 2),
+            (False, 6, 192, 1),
+            (False, 6, 192, 1),
+        ),
+        6,
+        192,
+        1920,
+        1,
+    ),
+    "mobileformer_214m": (
+        12,
+        (2, 12, 1),
+        (
+            (True, 6, 20, 2),
+            (False, 3, 20, 1),
+            (True, 6, 40, 2),
+            (False, 4, 40, 1),
+            (True, 6, 80, 2),
+            (False, 4, 80, 1),
+            (False, 6, 112, 1),
+            (False, 6, 112, 1),
+            (True, 6, 160, 2),
+            (False, 6, 160, 1),
+            (False, 6, 160, 1),
+        ),
+        6,
+        192,
+        1600,
+        1,
+    ),
+    "mobileformer_151m": (
+        12,
+        (2, 12, 1),
+        (
+            (True, 6, 16, 2),
+            (False, 3, 16, 1),
+            (True, 6, 32, 2),
+            (False, 3, 32, 1),
+            (True, 6, 64, 2),
+            (False, 4, 64, 1),
+            (False, 6, 88, 1),
+            (False, 6, 88, 1),
+            (True, 6, 128, 2),
+            (False, 6, 128, 1),
+            (False, 6, 128, 1),
+        ),
+        6,
+        192,
+        1280,
+        1,
+    ),
+    "mobileformer_96m": (
+        12,
+        (2, 12, 1),
+        (
+            (True, 6, 16, 2),
+            (True, 6, 32, 2),
+            (False, 3, 32, 1),
+            (True, 6, 64, 2),
+            (False, 4, 64, 1),
+            (False, 6, 88, 1),
+            (True, 6, 128, 2),
+            (False, 6, 128, 1),
+        ),
+        4,
+        128,
+        1280,
+        1,
+    ),
+    "mobileformer_52m": (
+        8,
+        (3, 12, 2),
+        (
+            (False, 3, 12, 1),
+            (True, 6, 24, 2),
+            (False, 3, 24, 1),
+            (True, 6, 48, 2),
+            (False, 4, 48, 1),
+            (False, 6, 64, 1),
+            (True, 6, 96, 2),
+            (False, 6, 96, 1),
+        ),
+        3,
+        128,
+        1024,
+        1,
+    ),
+    "mobileformer_26m": (
+        8,
+        (3, 12, 2),
+        (
+            (False, 3, 12, 1),
+            (True, 6, 24, 2),
+            (False, 3, 24, 1),
+            (True, 6, 48, 2),
+            (False, 4, 48, 1),
+            (False, 6, 64, 1),
+            (True, 6, 96, 2),
+            (False, 6, 96, 1),
+        ),
+        3,
+        128,
+        1024,
+        4,
+    ),
 }
 
 
-def mobileformer_spec(name: str, stem: int, lite, blocks, tokens: int, dim: int, merge_width: int, groups: int,
-                      img_size: int = 224) -> NetSpec:
+def mobileformer_spec(
+    name: str, stem: int, lite, blocks, tokens: int, dim: int, merge_width: int, groups: int, img_size: int = 224
+) -> NetSpec:
     """Mobile-Former spec: stem conv, lite block, token creation, Mobile-Former blocks, merge stage."""
     tok = dict(tokens=tokens, dim=dim)
     lite_e, lite_w, lite_s = lite
-    stages = [[BlockSpec("mf_lite", lite_w, stride=lite_s, expansion=float(lite_e), groups=groups, act="relu6"),
-               BlockSpec("mf_tokens", lite_w, **tok)]]
+    stages = [
+        [
+            BlockSpec("mf_lite", lite_w, stride=lite_s, expansion=float(lite_e), groups=groups, act="relu6"),
+            BlockSpec("mf_tokens", lite_w, **tok),
+        ]
+    ]
     width = lite_w
     for down, expansion, out, stride in blocks:
         if stride == 2:
@@ -65,16 +184,28 @@ def mobileformer_spec(name: str, stem: int, lite, blocks, tokens: int, dim: int,
         stages[-1] += [
             BlockSpec("mf_m2f", width, heads=BRIDGE_HEADS, **tok),
             BlockSpec("mf_former", width, heads=FORMER_HEADS, expansion=FORMER_FFN, **tok),
-            BlockSpec("mf_mobile_down" if down else "mf_mobile", out, stride=stride, expansion=float(expansion),
-                      groups=groups, **tok),
+            BlockSpec(
+                "mf_mobile_down" if down else "mf_mobile",
+                out,
+                stride=stride,
+                expansion=float(expansion),
+                groups=groups,
+                **tok,
+            ),
             BlockSpec("mf_f2m", out, heads=BRIDGE_HEADS, **tok),
         ]
         width = out
     stages[-1].append(BlockSpec("mf_m2f", width, heads=BRIDGE_HEADS, **tok))  # the tokens see the last map
     stages.append([BlockSpec("mf_merge", merge_width, expansion=float(MERGE_EXPANSION), groups=groups, **tok)])
-    return NetSpec(name=name, stem=(BlockSpec("conv_bn_act", stem, stride=2, act="relu6", bias=False),),
-                   stages=tuple(StageSpec(tuple(s)) for s in stages), head=HeadSpec(), img_size=img_size,
-                   family="mobileformer", paper=PAPER)
+    return NetSpec(
+        name=name,
+        stem=(BlockSpec("conv_bn_act", stem, stride=2, act="relu6", bias=False),),
+        stages=tuple(StageSpec(tuple(s)) for s in stages),
+        head=HeadSpec(),
+        img_size=img_size,
+        family="mobileformer",
+        paper=PAPER,
+    )
 
 
 SPECS = {name: mobileformer_spec(name, *cfg) for name, cfg in CONFIGS.items()}

@@ -5,6 +5,7 @@ A MobileNetV2 backbone whose last three stages each end in a MobileViT block (lo
 over unfolded 2x2 patches + fusion). Default input 256, inputs scaled to [0, 1] (mean 0, std 1), as in
 ml-cvnets and timm.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,14 +29,37 @@ def mobilevit_spec(name: str, widths, dims, depths, expansion: float, final_widt
     def mv2(width, stride=1):
         return BlockSpec("mv2", width, stride=stride, expansion=expansion, act="silu", bias=False)
 
-    stages = [StageSpec((mv2(widths[0]),)),
-              StageSpec((mv2(widths[1], 2),) + (mv2(widths[1]),) * (MV2_DEPTHS[1] - 1))]
+    stages = [StageSpec((mv2(widths[0]),)), StageSpec((mv2(widths[1], 2),) + (mv2(widths[1]),) * (MV2_DEPTHS[1] - 1))]
     for width, dim, depth in zip(widths[2:], dims, depths):
-        stages.append(StageSpec((mv2(width, 2), BlockSpec("mobilevit", width, dim=dim, depth=depth, heads=4,
-                                                           expansion=2.0, patch=2, act="silu", bias=False))))
-    return NetSpec(name=name, stem=(BlockSpec("conv_bn_act", 16, stride=2, act="silu", bias=False),),
-                   stages=tuple(stages), head=HeadSpec(conv_width=final_width, act="silu"), img_size=img_size,
-                   mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), family="mobilevit", paper=PAPER)
+        stages.append(
+            StageSpec(
+                (
+                    mv2(width, 2),
+                    BlockSpec(
+                        "mobilevit",
+                        width,
+                        dim=dim,
+                        depth=depth,
+                        heads=4,
+                        expansion=2.0,
+                        patch=2,
+                        act="silu",
+                        bias=False,
+                    ),
+                )
+            )
+        )
+    return NetSpec(
+        name=name,
+        stem=(BlockSpec("conv_bn_act", 16, stride=2, act="silu", bias=False),),
+        stages=tuple(stages),
+        head=HeadSpec(conv_width=final_width, act="silu"),
+        img_size=img_size,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        family="mobilevit",
+        paper=PAPER,
+    )
 
 
 SPECS = {name: mobilevit_spec(name, *cfg) for name, cfg in CONFIGS.items()}
@@ -43,8 +67,12 @@ SPECS = {name: mobilevit_spec(name, *cfg) for name, cfg in CONFIGS.items()}
 
 # -- checkpoints --------------------------------------------------------------------------------------
 def timm_prefix_map(spec: NetSpec) -> list[tuple[str, str]]:
-    pairs = [("stem.conv.", "stem.0.conv."), ("stem.bn.", "stem.0.bn."),
-             ("final_conv.", "head.conv."), ("head.fc.", "head.fc.")]
+    pairs = [
+        ("stem.conv.", "stem.0.conv."),
+        ("stem.bn.", "stem.0.bn."),
+        ("final_conv.", "head.conv."),
+        ("head.fc.", "head.fc."),
+    ]
     for si, stage in enumerate(spec.stages):
         pairs += [(f"stages.{si}.{bi}.", f"stages.{si}.blocks.{bi}.") for bi in range(len(stage.blocks))]
     return pairs
@@ -94,7 +122,9 @@ _HF_RULES = [  # (HF pattern, timm replacement); applied in order, each at most 
     (r"^mobilevit\.encoder\.layer\.(\d)\.layer\.(\d+)\.", r"stages.\1.\2."),  # MobileNet stages
     (r"^mobilevit\.encoder\.layer\.(\d)\.downsampling_layer\.", r"stages.\1.0."),
     (r"^mobilevit\.encoder\.layer\.(\d)\.", r"stages.\1.1."),  # the MobileViT block
-    (r"\.expand_1x1\.", ".conv1_1x1."), (r"\.conv_3x3\.", ".conv2_kxk."), (r"\.reduce_1x1\.", ".conv3_1x1."),
+    (r"\.expand_1x1\.", ".conv1_1x1."),
+    (r"\.conv_3x3\.", ".conv2_kxk."),
+    (r"\.reduce_1x1\.", ".conv3_1x1."),
     (r"\.conv_1x1\.convolution\.", ".conv_1x1."),
     (r"\.transformer\.layer\.(\d+)\.layernorm_before\.", r".transformer.\1.norm1."),
     (r"\.transformer\.layer\.(\d+)\.layernorm_after\.", r".transformer.\1.norm2."),
@@ -102,8 +132,11 @@ _HF_RULES = [  # (HF pattern, timm replacement); applied in order, each at most 
     (r"\.transformer\.layer\.(\d+)\.attention\.output\.dense\.", r".transformer.\1.attn.proj."),
     (r"\.transformer\.layer\.(\d+)\.intermediate\.dense\.", r".transformer.\1.mlp.fc1."),
     (r"\.transformer\.layer\.(\d+)\.output\.dense\.", r".transformer.\1.mlp.fc2."),
-    (r"\.layernorm\.", ".norm."), (r"\.conv_projection\.", ".conv_proj."), (r"\.fusion\.", ".conv_fusion."),
-    (r"\.convolution\.", ".conv."), (r"\.normalization\.", ".bn."),
+    (r"\.layernorm\.", ".norm."),
+    (r"\.conv_projection\.", ".conv_proj."),
+    (r"\.fusion\.", ".conv_fusion."),
+    (r"\.convolution\.", ".conv."),
+    (r"\.normalization\.", ".bn."),
 ]
 
 

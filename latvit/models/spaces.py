@@ -21,6 +21,7 @@ The spaces (their bounds are latvit's choice, sized so a table builds in minutes
   2 to 4 MixBlockC at the end of the last stage.
 - `zoo`: exactly the registered models (nothing to sample).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,18 +65,29 @@ class SearchSpace:
         return self.make_spec(choice, img_size or self.img_size)
 
     def largest(self) -> Choice:
-        return Choice(tuple(w[-1] for w in self.widths), tuple(d[-1] for d in self.depths),
-                      tuple((self.expansions[-1],) * d[-1] for d in self.depths), self.extras[-1])
+        return Choice(
+            tuple(w[-1] for w in self.widths),
+            tuple(d[-1] for d in self.depths),
+            tuple((self.expansions[-1],) * d[-1] for d in self.depths),
+            self.extras[-1],
+        )
 
     def smallest(self) -> Choice:
-        return Choice(tuple(w[0] for w in self.widths), tuple(d[0] for d in self.depths),
-                      tuple((self.expansions[0],) * d[0] for d in self.depths), self.extras[0])
+        return Choice(
+            tuple(w[0] for w in self.widths),
+            tuple(d[0] for d in self.depths),
+            tuple((self.expansions[0],) * d[0] for d in self.depths),
+            self.extras[0],
+        )
 
     def sample(self, rng: random.Random) -> Choice:
         depths = tuple(rng.choice(d) for d in self.depths)
-        return Choice(tuple(rng.choice(w) for w in self.widths), depths,
-                      tuple(tuple(rng.choice(self.expansions) for _ in range(d)) for d in depths),
-                      rng.choice(self.extras))
+        return Choice(
+            tuple(rng.choice(w) for w in self.widths),
+            depths,
+            tuple(tuple(rng.choice(self.expansions) for _ in range(d)) for d in depths),
+            rng.choice(self.extras),
+        )
 
     def sample_specs(self, n: int, seed: int = 0, img_size: int | None = None) -> list[NetSpec]:
         """`n` distinct random valid specs (named `<space>_rand<i>`)."""
@@ -100,8 +112,9 @@ class SearchSpace:
         out = []
         for si in range(len(self.widths)):
             prev_widths = self.widths[si - 1] if si else (None,)
-            for prev, width, depth, exp in itertools.product(prev_widths, self.widths[si], self.depths[si],
-                                                             self.expansions):
+            for prev, width, depth, exp in itertools.product(
+                prev_widths, self.widths[si], self.depths[si], self.expansions
+            ):
                 widths, depths, expansions = list(big.widths), list(big.depths), list(big.expansions)
                 widths[si], depths[si], expansions[si] = width, depth, (exp,) * depth
                 if prev is not None:
@@ -126,8 +139,9 @@ def _efficientformer(choice: Choice, img_size: int) -> NetSpec:
 
 
 def _efficientformer_v2(choice: Choice, img_size: int) -> NetSpec:
-    return efficientformer_v2_spec("efficientformerv2_space", choice.widths, choice.depths, 2, choice.expansions,
-                                   img_size)
+    return efficientformer_v2_spec(
+        "efficientformerv2_space", choice.widths, choice.depths, 2, choice.expansions, img_size
+    )
 
 
 def _mobilevit(choice: Choice, img_size: int) -> NetSpec:
@@ -135,15 +149,17 @@ def _mobilevit(choice: Choice, img_size: int) -> NetSpec:
     # rounded to a multiple of the 4 heads; depths of stages 3-5 are transformer depths.
     # MV2 expansion per stage: the first ratio drawn for that stage.
     dims = tuple(4 * round(w * 4 / 3 / 4) for w in choice.widths[2:])
-    spec = mobilevit_spec("mobilevit_space", choice.widths, dims, choice.depths[2:], 4.0, 4 * choice.widths[-1],
-                          img_size)
+    spec = mobilevit_spec(
+        "mobilevit_space", choice.widths, dims, choice.depths[2:], 4.0, 4 * choice.widths[-1], img_size
+    )
     return _set_expansions(spec, [(e[0],) for e in choice.expansions], ("mv2",))
 
 
 def _trtvit(choice: Choice, img_size: int) -> NetSpec:
     # extra = number of MixBlockC at the end of the last stage (TRT-ViT-A/B: 4); expansion stays the paper's
-    return pyramid_spec("trtvit_space", choice.depths, (0, 0, 0, choice.extra), "mixblock_c", choice.widths,
-                        img_size=img_size)
+    return pyramid_spec(
+        "trtvit_space", choice.depths, (0, 0, 0, choice.extra), "mixblock_c", choice.widths, img_size=img_size
+    )
 
 
 def _set_expansions(spec: NetSpec, expansions, kinds) -> NetSpec:
@@ -165,22 +181,35 @@ SPACES: dict[str, SearchSpace] = {
         "efficientformer",
         widths=((32, 48), (64, 80, 96), (160, 176, 192, 208, 224), (320, 352, 384, 416, 448)),
         depths=((1, 2, 3), (1, 2), (2, 3, 4, 5, 6), (2, 3, 4)),
-        expansions=(4.0,), extras=(1, 2), make_spec=_efficientformer),
+        expansions=(4.0,),
+        extras=(1, 2),
+        make_spec=_efficientformer,
+    ),
     "efficientformerv2": SearchSpace(
         "efficientformerv2",
         widths=((16, 32), (32, 48), (64, 96, 128), (128, 176, 224)),
         depths=((1, 2), (1, 2, 3), (2, 4, 6), (2, 3, 4)),
-        expansions=(2.0, 3.0, 4.0), extras=(0,), make_spec=_efficientformer_v2),
+        expansions=(2.0, 3.0, 4.0),
+        extras=(0,),
+        make_spec=_efficientformer_v2,
+    ),
     "mobilevit": SearchSpace(
         "mobilevit",
         widths=((16,), (24, 32), (48, 64), (64, 80), (80, 96)),
         depths=((1,), (1,), (1, 2), (2, 3, 4), (2, 3)),
-        expansions=(2.0, 4.0), extras=(0,), make_spec=_mobilevit, img_size=256),
+        expansions=(2.0, 4.0),
+        extras=(0,),
+        make_spec=_mobilevit,
+        img_size=256,
+    ),
     "trtvit": SearchSpace(
         "trtvit",
         widths=((192, 256), (384, 512), (768, 1024), (1536, 2048)),
         depths=((2, 3), (3, 4), (4, 5, 6), (3, 4)),
-        expansions=(3.0,), extras=(2, 3, 4), make_spec=_trtvit),
+        expansions=(3.0,),
+        extras=(2, 3, 4),
+        make_spec=_trtvit,
+    ),
 }
 
 

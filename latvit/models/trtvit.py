@@ -16,6 +16,7 @@ The guideline models of the paper's Sec. 2.1 are named specs too, so their findi
 any runtime: MixNetV (ResNet-50 with Transformer blocks in stage 5), MixNetA/B/C (MixBlockA/B/C there),
 Refined-ResNet50 (depths 2-3-6-5).
 """
+
 from __future__ import annotations
 
 from latvit.space.spec import BlockSpec, HeadSpec, NetSpec, StageSpec
@@ -44,9 +45,21 @@ CONFIGS = {
 }
 
 
-def pyramid_spec(name: str, depths, late=(0, 0, 0, 0), late_kind: str = "mixblock_c", widths=WIDTHS, *,
-                 stem_width: int = STEM_WIDTH, ratio: float = 0.5, kernel: int = 3, sr=STAGE_SR,
-                 mlp_ratio: float = 3.0, head_dim: int = 32, img_size: int = 224) -> NetSpec:
+def pyramid_spec(
+    name: str,
+    depths,
+    late=(0, 0, 0, 0),
+    late_kind: str = "mixblock_c",
+    widths=WIDTHS,
+    *,
+    stem_width: int = STEM_WIDTH,
+    ratio: float = 0.5,
+    kernel: int = 3,
+    sr=STAGE_SR,
+    mlp_ratio: float = 3.0,
+    head_dim: int = 32,
+    img_size: int = 224,
+) -> NetSpec:
     """A TRT-ViT-style 5-stage pyramid: a 3x3 stride-2 Conv-BN-ReLU stem (stage 1), then four stages of
     `depths[i]` blocks whose first has stride 2; the last `late[i]` blocks of stage i are `late_kind`
     (a Transformer or MixBlock with R = ratio, S = sr[i], K = kernel), the others ResNet BottleNecks.
@@ -62,12 +75,24 @@ def pyramid_spec(name: str, depths, late=(0, 0, 0, 0), late_kind: str = "mixbloc
             if j < depth - n_late:
                 blocks.append(BlockSpec("bottleneck", width, stride=stride, kernel=3, expansion=4.0, act="relu"))
             else:
-                blocks.append(BlockSpec(late_kind, width, stride=stride, kernel=kernel, ratio=ratio, sr=sr[i],
-                                        expansion=mlp_ratio, key_dim=head_dim, act="gelu"))
+                blocks.append(
+                    BlockSpec(
+                        late_kind,
+                        width,
+                        stride=stride,
+                        kernel=kernel,
+                        ratio=ratio,
+                        sr=sr[i],
+                        expansion=mlp_ratio,
+                        key_dim=head_dim,
+                        act="gelu",
+                    )
+                )
         stages.append(StageSpec(tuple(blocks)))
     stem = (BlockSpec("conv_bn_act", stem_width, stride=2, act="relu", bias=False),)
-    return NetSpec(name=name, stem=stem, stages=tuple(stages), head=HeadSpec(), img_size=img_size,
-                   family="trtvit", paper=PAPER)
+    return NetSpec(
+        name=name, stem=stem, stages=tuple(stages), head=HeadSpec(), img_size=img_size, family="trtvit", paper=PAPER
+    )
 
 
 SPECS = {name: pyramid_spec(name, *cfg) for name, cfg in CONFIGS.items()}

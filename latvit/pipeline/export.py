@@ -8,6 +8,7 @@ A format names the runtime that writes and runs it (FORMATS). The artifact is wr
 name next to `path` and renamed only once it is complete (and, with `check`, verified), so a failing
 export never leaves a partial file behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,9 +38,19 @@ FORMATS: dict[str, str] = {
 }
 
 
-def export_model(model: str | nn.Module, fmt: str, path: str | Path, img_size: int | None = None,
-                 batch: int = 1, check: bool = True, deploy: bool = True, seed: int = 0, tome: str | int = 0,
-                 sparsity: str | float | None = None, checkpoint: str | Path | None = None) -> dict[str, Any]:
+def export_model(
+    model: str | nn.Module,
+    fmt: str,
+    path: str | Path,
+    img_size: int | None = None,
+    batch: int = 1,
+    check: bool = True,
+    deploy: bool = True,
+    seed: int = 0,
+    tome: str | int = 0,
+    sparsity: str | float | None = None,
+    checkpoint: str | Path | None = None,
+) -> dict[str, Any]:
     """Export `model` as `fmt` to `path` and return what was written and how well it matches PyTorch.
 
     model: anything `latvit.pipeline.resolve.resolve_model` takes. fmt: one of FORMATS. batch, img_size:
@@ -67,23 +78,50 @@ def export_model(model: str | nn.Module, fmt: str, path: str | Path, img_size: i
         raise LatvitError(f"{fmt} artifacts end in {rt.suffix}: use e.g. -o {path.with_suffix(rt.suffix).name}")
     check_writable(path)
     start = time.perf_counter()
-    prepared = prepare_model(model, img_size=img_size, batch=batch, deploy_model=deploy, tome=tome,
-                             sparsity=sparsity, checkpoint=checkpoint, seed=seed)
+    prepared = prepare_model(
+        model,
+        img_size=img_size,
+        batch=batch,
+        deploy_model=deploy,
+        tome=tome,
+        sparsity=sparsity,
+        checkpoint=checkpoint,
+        seed=seed,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))  # same filesystem: rename is atomic
     try:
-        built = build_artifact(prepared.model, prepared.example, rt, staging, threads=torch.get_num_threads(),
-                               expected=prepared.logits if check else None, filename=path.stem)
+        built = build_artifact(
+            prepared.model,
+            prepared.example,
+            rt,
+            staging,
+            threads=torch.get_num_threads(),
+            expected=prepared.logits if check else None,
+            filename=path.stem,
+        )
         bytes_written = _move_into_place(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     checked = built.export_abs_diff is not None
-    return {"path": str(path), "format": fmt, "runtime": rt.name, "runtime_version": rt.version(),
-            "img_size": prepared.img_size, "batch": batch, "bytes": bytes_written,
-            "seconds": time.perf_counter() - start, "deployed": prepared.deployed, "tome": str(tome).strip(),
-            "sparsity": prepared.sparsity, "checked": checked, "max_abs_diff": built.export_abs_diff,
-            "max_rel_diff": built.export_rel_diff, "compression_abs_diff": prepared.compression_abs_diff,
-            "note": None if checked or not check else built.note}
+    return {
+        "path": str(path),
+        "format": fmt,
+        "runtime": rt.name,
+        "runtime_version": rt.version(),
+        "img_size": prepared.img_size,
+        "batch": batch,
+        "bytes": bytes_written,
+        "seconds": time.perf_counter() - start,
+        "deployed": prepared.deployed,
+        "tome": str(tome).strip(),
+        "sparsity": prepared.sparsity,
+        "checked": checked,
+        "max_abs_diff": built.export_abs_diff,
+        "max_rel_diff": built.export_rel_diff,
+        "compression_abs_diff": prepared.compression_abs_diff,
+        "note": None if checked or not check else built.note,
+    }
 
 
 def _move_into_place(staging: Path, path: Path) -> int:

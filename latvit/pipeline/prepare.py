@@ -13,6 +13,7 @@ asked; the runtime exports the result (`Runtime.export`) and loads it where it c
 stay apart: the export's fidelity says whether the runtime computes what PyTorch computes; the compression's
 effect says how far merging or pruning moved the logits (its accuracy cost is measured by `latvit validate`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -64,9 +65,17 @@ class PreparedModel:
         return float(np.abs(self.logits - self.reference_logits).max())
 
 
-def prepare_model(ref: str | Path | nn.Module, *, img_size: int | None = None, batch: int = 1, deploy_model: bool = True,
-                  tome: int | str = 0, sparsity: str | float | None = None, checkpoint: str | Path | None = None,
-                  seed: int = 0) -> PreparedModel:
+def prepare_model(
+    ref: str | Path | nn.Module,
+    *,
+    img_size: int | None = None,
+    batch: int = 1,
+    deploy_model: bool = True,
+    tome: int | str = 0,
+    sparsity: str | float | None = None,
+    checkpoint: str | Path | None = None,
+    seed: int = 0,
+) -> PreparedModel:
     """Resolve `ref` (see `latvit.pipeline.resolve`), deploy it (latvit and timm models), compress it, and run
     both the reference and the result on one seeded random input of shape (batch, 3, S, S)."""
     if batch < 1:
@@ -90,8 +99,18 @@ def prepare_model(ref: str | Path | nn.Module, *, img_size: int | None = None, b
         logits = compressed(example).numpy() if compressed is not resolved.model else reference
     schedule = setting["r"]
     tome_label = schedule if isinstance(schedule, int) and setting["keep"] == 1 else str(tome).strip()
-    return PreparedModel(resolved, compressed.eval(), example, reference, logits, deployed, tome_label,
-                         parse_sparsity(sparsity), flops, params)
+    return PreparedModel(
+        resolved,
+        compressed.eval(),
+        example,
+        reference,
+        logits,
+        deployed,
+        tome_label,
+        parse_sparsity(sparsity),
+        flops,
+        params,
+    )
 
 
 @dataclass
@@ -112,8 +131,17 @@ class BuiltArtifact:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_artifact(model: nn.Module, example: torch.Tensor, runtime: str | Runtime, workdir: Path, *, threads: int,
-                   expected: np.ndarray | None = None, filename: str = "model", load: bool = True) -> BuiltArtifact:
+def build_artifact(
+    model: nn.Module,
+    example: torch.Tensor,
+    runtime: str | Runtime,
+    workdir: Path,
+    *,
+    threads: int,
+    expected: np.ndarray | None = None,
+    filename: str = "model",
+    load: bool = True,
+) -> BuiltArtifact:
     """Write `model` at `example`'s shape as `runtime`'s artifact under `workdir` (in-process runtimes write
     nothing) and, with `load`, load it where the runtime runs here (a remote target loads its own). With `expected` (the PyTorch logits on `example`, e.g.
     `PreparedModel.logits`), the artifact's own logits are compared with them: the export's fidelity."""

@@ -9,6 +9,7 @@ optionally with a checkpoint (`.pth`/`.pt`/`.safetensors`, latvit, timm or offic
 latvit model. `check_model_ref` does the cheap part (names, sizes) so commands refuse bad input before any
 slow work starts.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -49,9 +50,19 @@ class ResolvedModel:
         return self.source == "latvit"
 
 
-def resolve_model(ref: str | Path | nn.Module, img_size: int | None = None,
-                  checkpoint: str | Path | None = None) -> ResolvedModel:
-    """Build the model `ref` names (see the module docstring) at `img_size` (default: the model's own)."""
+def resolve_model(
+    ref: str | Path | nn.Module,
+    img_size: int | None = None,
+    checkpoint: str | Path | None = None,
+    *,
+    num_classes: int | None = None,
+    distill: bool = False,
+) -> ResolvedModel:
+    """Build the model `ref` names (see the module docstring) at `img_size` (default: the model's own).
+
+    num_classes: the classifier's outputs (default: a saved model's own, else 1000; timm's default).
+    distill: build a latvit model with a distillation head, as a run trained with a teacher saved it.
+    """
     if img_size is not None and img_size < 1:
         raise LatvitError(f"image size must be a positive integer, got {img_size}")
     if isinstance(ref, nn.Module):
@@ -59,14 +70,20 @@ def resolve_model(ref: str | Path | nn.Module, img_size: int | None = None,
     ref = str(ref)
     if ref.startswith(TIMM_PREFIX):
         if checkpoint is not None:
-            raise LatvitError(f"{ref}: a checkpoint loads into latvit models; convert it first with "
-                              f"`latvit convert MODEL {checkpoint} DIR`")
-        return _resolve_timm(ref[len(TIMM_PREFIX):], img_size)
-    spec, _ = resolve_spec(ref)
+            raise LatvitError(
+                f"{ref}: a checkpoint loads into latvit models; convert it first with "
+                f"`latvit convert MODEL {checkpoint} DIR`"
+            )
+        return _resolve_timm(ref[len(TIMM_PREFIX) :], img_size, num_classes)
+    spec, saved_weights = resolve_spec(ref)
     size = img_size or spec.img_size
     plan_network(spec.with_img_size(size))  # a SpecError naming the size problem, before building
-    net = create_model(ref, img_size=size, checkpoint=checkpoint).eval()
-    return ResolvedModel(net, size, "latvit", model_label(ref), tuple(spec.mean), tuple(spec.std))
+    label, source = model_label(ref), ref
+    if distill:  # build from the spec with the extra head; a saved model's weights (with that head) still load
+        source = spec.with_distill_head()
+        checkpoint = checkpoint if checkpoint is not None else saved_weights
+    net = create_model(source, num_classes=num_classes, img_size=size, checkpoint=checkpoint).eval()
+    return ResolvedModel(net, size, "latvit", label, tuple(spec.mean), tuple(spec.std))
 
 
 def check_model_ref(ref: str, img_size: int | None = None) -> None:
@@ -74,7 +91,7 @@ def check_model_ref(ref: str, img_size: int | None = None) -> None:
     if img_size is not None and img_size < 1:
         raise LatvitError(f"image size must be a positive integer, got {img_size}")
     if ref.startswith(TIMM_PREFIX):
-        name = ref[len(TIMM_PREFIX):]
+        name = ref[len(TIMM_PREFIX) :]
         _check_timm_name(name)
         if img_size and img_size % 32:
             raise LatvitError(f"image size {img_size} does not suit {ref}: use a multiple of 32")
@@ -99,8 +116,9 @@ def _resolve_module(model: nn.Module, img_size: int | None) -> ResolvedModel:
     if isinstance(model, LatvitNet):
         if img_size is not None and img_size != model.img_size:
             raise LatvitError(f"the model was built for {model.img_size} px; build it with img_size={img_size}")
-        return ResolvedModel(model.eval(), model.img_size, "latvit", model_label(model), tuple(spec.mean),
-                             tuple(spec.std))
+        return ResolvedModel(
+            model.eval(), model.img_size, "latvit", model_label(model), tuple(spec.mean), tuple(spec.std)
+        )
     if img_size is None:
         raise LatvitError("give img_size= for a module that latvit did not build")
     mean, std = _timm_normalization(model)
@@ -114,23 +132,25 @@ def _check_timm_name(name: str) -> None:
         raise LatvitError(f"unknown timm model '{name}'{hint}")
 
 
-def _resolve_timm(name: str, img_size: int | None) -> ResolvedModel:
+def _resolve_timm(name: str, img_size: int | None, num_classes: int | None = None) -> ResolvedModel:
     _check_timm_name(name)
     if img_size and img_size % 32:
         raise LatvitError(f"image size {img_size} does not suit timm:{name}: use a multiple of 32")
-    model = timm.create_model(name, pretrained=False)
+    classes = {} if num_classes is None else {"num_classes": num_classes}
+    model = timm.create_model(name, pretrained=False, **classes)
     default = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
     if img_size and img_size != default:  # ViTs and LeViT fix their size at construction: build at this one
         try:
-            model = timm.create_model(name, pretrained=False, img_size=img_size)
+            model = timm.create_model(name, pretrained=False, img_size=img_size, **classes)
         except TypeError:  # a CNN without the argument takes any size as it is
             pass
         try:
             with torch.inference_mode():
                 model.eval()(torch.zeros(1, 3, img_size, img_size))
         except Exception as e:  # one line now, rather than a failed row per runtime later
-            raise LatvitError(f"timm:{name} does not take {img_size}px input ({first_line(e)}); "
-                              f"use --img-size {default}") from None
+            raise LatvitError(
+                f"timm:{name} does not take {img_size}px input ({first_line(e)}); use --img-size {default}"
+            ) from None
     mean, std = _timm_normalization(model)
     return ResolvedModel(model.eval(), img_size or default, "timm", TIMM_PREFIX + name, mean, std)
 

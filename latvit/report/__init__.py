@@ -9,6 +9,7 @@ between configurations, profiles, density, LUT validation, search and compressio
 (`latvit.report.sections`). It opens offline: plotly.js is inline and every string from a result file
 is escaped (`latvit.report.markup`).
 """
+
 from latvit.report.inputs import KINDS, ResultFile, bench_result, load_result, load_results
 from latvit.report.page import build_report, write_report
 

@@ -4,6 +4,7 @@ Every string a figure shows (trace names, point labels, hover text, axis titles 
 goes through `esc` first: plotly draws labels from a small HTML subset, so an escaped string is shown
 as the text it is and never as markup. plotly is imported inside each function (the `report` extra).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,13 @@ from latvit.report.markup import esc, plotly_module
 
 # marker per model group on the Pareto chart (the legend's colours are the series)
 GROUP_SYMBOLS = {"seed": "circle", "frontier": "diamond", "baseline": "square", "other": "x", "search": "star"}
-GROUP_NAMES = {"seed": "latvit seed model", "frontier": "frontier (timm)", "baseline": "survey baseline (timm)",
-               "other": "other", "search": "found by latvit search"}
+GROUP_NAMES = {
+    "seed": "latvit seed model",
+    "frontier": "frontier (timm)",
+    "baseline": "survey baseline (timm)",
+    "other": "other",
+    "search": "found by latvit search",
+}
 
 
 def _go():
@@ -44,16 +50,33 @@ def _short_number(value: Any) -> Any:
 
 
 def _layout(fig, title: str, x: str, y: str, **extra) -> None:
-    fig.update_layout(title=esc(title), xaxis_title=esc(x), yaxis_title=esc(y), template="plotly_white",
-                      hoverlabel={"align": "left"}, **({"margin": {"t": 70}} | extra))
+    fig.update_layout(
+        title=esc(title),
+        xaxis_title=esc(x),
+        yaxis_title=esc(y),
+        template="plotly_white",
+        hoverlabel={"align": "left"},
+        **({"margin": {"t": 70}} | extra),
+    )
 
 
 def latency_axis_buttons(axis: str = "xaxis") -> list[dict]:
     """Buttons that switch the latency axis between linear and log (plotly updatemenus)."""
-    return [{"type": "buttons", "direction": "right", "x": 0.0, "xanchor": "left", "y": 1.02, "yanchor": "bottom",
-             "showactive": True,
-             "buttons": [{"label": "linear latency", "method": "relayout", "args": [{f"{axis}.type": "linear"}]},
-                         {"label": "log latency", "method": "relayout", "args": [{f"{axis}.type": "log"}]}]}]
+    return [
+        {
+            "type": "buttons",
+            "direction": "right",
+            "x": 0.0,
+            "xanchor": "left",
+            "y": 1.02,
+            "yanchor": "bottom",
+            "showactive": True,
+            "buttons": [
+                {"label": "linear latency", "method": "relayout", "args": [{f"{axis}.type": "linear"}]},
+                {"label": "log latency", "method": "relayout", "args": [{f"{axis}.type": "log"}]},
+            ],
+        }
+    ]
 
 
 # -- the Pareto chart -----------------------------------------------------------------------------------
@@ -72,27 +95,67 @@ def pareto_figure(series: list[tuple[str, list[dict]]], found: list[dict], batch
     fig = go.Figure()
     for i, (label, rows) in enumerate(series):
         colour, group = palette(i), f"series{i}"
-        fig.add_trace(go.Scatter(
-            x=[r["median_ms"] for r in rows], y=[r["top1"] for r in rows], mode="markers+text", name=esc(label),
-            legendgroup=group, text=[esc(point_label(r["model"])) for r in rows], textposition="top center",
-            textfont={"size": 9, "color": colour}, hovertext=[hover_text(r["fields"]) for r in rows],
-            hovertemplate="%{hovertext}<extra></extra>", meta={"role": "records"},
-            marker={"color": colour, "size": 10, "symbol": [GROUP_SYMBOLS[r["group"]] for r in rows],
-                    "line": {"width": 1, "color": "white"}}))
-        front = sorted((rows[k]["median_ms"], rows[k]["top1"])
-                       for k in pareto_front([(r["median_ms"], r["top1"]) for r in rows]))
-        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", legendgroup=group,
-                                 showlegend=False, hoverinfo="skip", meta={"role": "front"},
-                                 line={"color": colour, "dash": "dot", "width": 1.5, "shape": "hv"}))
+        fig.add_trace(
+            go.Scatter(
+                x=[r["median_ms"] for r in rows],
+                y=[r["top1"] for r in rows],
+                mode="markers+text",
+                name=esc(label),
+                legendgroup=group,
+                text=[esc(point_label(r["model"])) for r in rows],
+                textposition="top center",
+                textfont={"size": 9, "color": colour},
+                hovertext=[hover_text(r["fields"]) for r in rows],
+                hovertemplate="%{hovertext}<extra></extra>",
+                meta={"role": "records"},
+                marker={
+                    "color": colour,
+                    "size": 10,
+                    "symbol": [GROUP_SYMBOLS[r["group"]] for r in rows],
+                    "line": {"width": 1, "color": "white"},
+                },
+            )
+        )
+        front = sorted(
+            (rows[k]["median_ms"], rows[k]["top1"]) for k in pareto_front([(r["median_ms"], r["top1"]) for r in rows])
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in front],
+                y=[p[1] for p in front],
+                mode="lines",
+                legendgroup=group,
+                showlegend=False,
+                hoverinfo="skip",
+                meta={"role": "front"},
+                line={"color": colour, "dash": "dot", "width": 1.5, "shape": "hv"},
+            )
+        )
     if found:
-        fig.add_trace(go.Scatter(
-            x=[r["median_ms"] for r in found], y=[r["top1"] for r in found], mode="markers+text",
-            name="found by latvit search", text=[esc(r["model"]) for r in found], textposition="bottom center",
-            hovertext=[hover_text(r["fields"]) for r in found], hovertemplate="%{hovertext}<extra></extra>",
-            marker={"symbol": "star", "size": 16, "color": "crimson"}, meta={"role": "search"}))
-    _layout(fig, "Top-1 against latency measured here", f"median latency (ms){batch_note}", "top-1 (%)",
-            height=640, updatemenus=latency_axis_buttons(), legend={"title": {"text": "series (click to hide)"}},
-            margin={"t": 110})
+        fig.add_trace(
+            go.Scatter(
+                x=[r["median_ms"] for r in found],
+                y=[r["top1"] for r in found],
+                mode="markers+text",
+                name="found by latvit search",
+                text=[esc(r["model"]) for r in found],
+                textposition="bottom center",
+                hovertext=[hover_text(r["fields"]) for r in found],
+                hovertemplate="%{hovertext}<extra></extra>",
+                marker={"symbol": "star", "size": 16, "color": "crimson"},
+                meta={"role": "search"},
+            )
+        )
+    _layout(
+        fig,
+        "Top-1 against latency measured here",
+        f"median latency (ms){batch_note}",
+        "top-1 (%)",
+        height=640,
+        updatemenus=latency_axis_buttons(),
+        legend={"title": {"text": "series (click to hide)"}},
+        margin={"t": 110},
+    )
     return fig
 
 
@@ -107,10 +170,24 @@ def profile_blocks_figure(profile: dict, label: str):
     for i, cat in enumerate(_categories(profile)):
         values = [float(b["categories"].get(cat, 0.0)) for b in blocks]
         if any(values):
-            fig.add_trace(go.Bar(x=names, y=values, name=esc(labels.get(cat, cat)), marker_color=palette(i),
-                                 hovertemplate="%{x}: %{y:.3f} ms<extra>" + esc(labels.get(cat, cat)) + "</extra>"))
-    _layout(fig, f"{label}: latency per block", "block", "ms per image", barmode="stack", height=460,
-            xaxis={"tickangle": -60, "tickfont": {"size": 9}})
+            fig.add_trace(
+                go.Bar(
+                    x=names,
+                    y=values,
+                    name=esc(labels.get(cat, cat)),
+                    marker_color=palette(i),
+                    hovertemplate="%{x}: %{y:.3f} ms<extra>" + esc(labels.get(cat, cat)) + "</extra>",
+                )
+            )
+    _layout(
+        fig,
+        f"{label}: latency per block",
+        "block",
+        "ms per image",
+        barmode="stack",
+        height=460,
+        xaxis={"tickangle": -60, "tickfont": {"size": 9}},
+    )
     return fig
 
 
@@ -124,9 +201,15 @@ def profile_categories_figure(profiles: list[tuple[str, dict]]):
     for i, cat in enumerate(cats):
         values = [float(p["categories"].get(cat, 0.0)) for _, p in profiles]
         if any(values):
-            fig.add_trace(go.Bar(x=[esc(name) for name, _ in profiles], y=values, name=esc(labels.get(cat, cat)),
-                                 marker_color=palette(i),
-                                 hovertemplate="%{x}: %{y:.3f} ms<extra>" + esc(labels.get(cat, cat)) + "</extra>"))
+            fig.add_trace(
+                go.Bar(
+                    x=[esc(name) for name, _ in profiles],
+                    y=values,
+                    name=esc(labels.get(cat, cat)),
+                    marker_color=palette(i),
+                    hovertemplate="%{x}: %{y:.3f} ms<extra>" + esc(labels.get(cat, cat)) + "</extra>",
+                )
+            )
     _layout(fig, "Latency per category", "model on runtime", "ms per image", barmode="stack", height=460)
     return fig
 
@@ -143,20 +226,55 @@ def density_figure(density: dict, label: str):
     rows = [r for r in density["rows"] if not r.get("error") and r.get("gflops_per_s") is not None]
     for i, block in enumerate(dict.fromkeys(r["label"] for r in rows)):
         pts = sorted((r for r in rows if r["label"] == block), key=lambda r: r["resolution"])
-        fig.add_trace(go.Scatter(
-            x=[r["resolution"] for r in pts], y=[r["gflops_per_s"] for r in pts], mode="lines+markers",
-            name=esc(block), marker_color=palette(i),
-            hovertext=[hover_text({k: r.get(k) for k in ("label", "kind", "resolution", "c_in", "width", "source",
-                                                          "gflops", "mparams", "ms", "gflops_per_s", "mparams_per_s",
-                                                          "pct_peak")}) for r in pts],
-            hovertemplate="%{hovertext}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[r["resolution"] for r in pts],
+                y=[r["gflops_per_s"] for r in pts],
+                mode="lines+markers",
+                name=esc(block),
+                marker_color=palette(i),
+                hovertext=[
+                    hover_text(
+                        {
+                            k: r.get(k)
+                            for k in (
+                                "label",
+                                "kind",
+                                "resolution",
+                                "c_in",
+                                "width",
+                                "source",
+                                "gflops",
+                                "mparams",
+                                "ms",
+                                "gflops_per_s",
+                                "mparams_per_s",
+                                "pct_peak",
+                            )
+                        }
+                    )
+                    for r in pts
+                ],
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
     peak = density.get("gemm_peak_gflops")
     if peak:
         fig.add_hline(y=peak, line_dash="dash", line_color="black", annotation_text=f"GEMM peak {peak:.0f} GFLOP/s")
     resolutions = sorted({r["resolution"] for r in density["rows"]})
-    _layout(fig, f"Block density: {label}", "input resolution of the block (px)", "GFLOP/s", height=480,
-            xaxis={"type": "log", "autorange": "reversed", "tickvals": resolutions,
-                   "ticktext": [f"{r}x{r}" for r in resolutions]})
+    _layout(
+        fig,
+        f"Block density: {label}",
+        "input resolution of the block (px)",
+        "GFLOP/s",
+        height=480,
+        xaxis={
+            "type": "log",
+            "autorange": "reversed",
+            "tickvals": resolutions,
+            "ticktext": [f"{r}x{r}" for r in resolutions],
+        },
+    )
     return fig
 
 
@@ -170,32 +288,72 @@ def lut_figure(report: dict, label: str):
     lo, hi = min(measured) * 0.7, max(measured) * 1.4
     fig = go.Figure()
     line = [lo, hi]
-    fig.add_trace(go.Scatter(x=line, y=[v * 0.9 for v in line], mode="lines", line={"width": 0}, showlegend=False,
-                             hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=line, y=[v * 1.1 for v in line], mode="lines", line={"width": 0}, fill="tonexty",
-                             fillcolor="rgba(128,128,128,0.2)", name="±10%", hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=line, y=line, mode="lines", line={"color": "black", "width": 1}, name="y = x",
-                             hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=line, y=[v * 0.9 for v in line], mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip"
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=line,
+            y=[v * 1.1 for v in line],
+            mode="lines",
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor="rgba(128,128,128,0.2)",
+            name="±10%",
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(x=line, y=line, mode="lines", line={"color": "black", "width": 1}, name="y = x", hoverinfo="skip")
+    )
     for source, symbol, colour in (("sample", "circle", palette(0)), ("zoo", "square-open", palette(0))):
         pts = [r for r in rows if (r.get("source") == "zoo") == (source == "zoo")]
         if pts:
-            fig.add_trace(go.Scatter(
-                x=[r["measured_ms"] for r in pts], y=[r["predicted_ms"] for r in pts], mode="markers",
-                name=f"LUT predictor ({'zoo models' if source == 'zoo' else 'sampled specs'})",
-                marker={"symbol": symbol, "color": colour, "size": 8},
-                error_y={"type": "data", "symmetric": False,
-                         "array": [max(0.0, (r.get("high_ms") or r["predicted_ms"]) - r["predicted_ms"]) for r in pts],
-                         "arrayminus": [max(0.0, r["predicted_ms"] - (r.get("low_ms") or r["predicted_ms"]))
-                                        for r in pts], "thickness": 1, "width": 0},
-                hovertext=[hover_text(r) for r in pts], hovertemplate="%{hovertext}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["measured_ms"] for r in pts],
+                    y=[r["predicted_ms"] for r in pts],
+                    mode="markers",
+                    name=f"LUT predictor ({'zoo models' if source == 'zoo' else 'sampled specs'})",
+                    marker={"symbol": symbol, "color": colour, "size": 8},
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [max(0.0, (r.get("high_ms") or r["predicted_ms"]) - r["predicted_ms"]) for r in pts],
+                        "arrayminus": [
+                            max(0.0, r["predicted_ms"] - (r.get("low_ms") or r["predicted_ms"])) for r in pts
+                        ],
+                        "thickness": 1,
+                        "width": 0,
+                    },
+                    hovertext=[hover_text(r) for r in pts],
+                    hovertemplate="%{hovertext}<extra></extra>",
+                )
+            )
     with_flops = [r for r in rows if r.get("flops_ms") is not None]
     if with_flops:
-        fig.add_trace(go.Scatter(x=[r["measured_ms"] for r in with_flops], y=[r["flops_ms"] for r in with_flops],
-                                 mode="markers", name="FLOPs baseline", marker={"symbol": "x", "color": palette(3)},
-                                 hovertext=[esc(r["name"]) for r in with_flops],
-                                 hovertemplate="%{hovertext}: %{y:.2f} ms<extra>FLOPs baseline</extra>"))
-    _layout(fig, f"LUT predictor: {label}", "measured latency (ms)", "predicted latency (ms)", height=560,
-            xaxis={"type": "log", "range": _log_range(lo, hi)}, yaxis={"type": "log", "range": _log_range(lo, hi)})
+        fig.add_trace(
+            go.Scatter(
+                x=[r["measured_ms"] for r in with_flops],
+                y=[r["flops_ms"] for r in with_flops],
+                mode="markers",
+                name="FLOPs baseline",
+                marker={"symbol": "x", "color": palette(3)},
+                hovertext=[esc(r["name"]) for r in with_flops],
+                hovertemplate="%{hovertext}: %{y:.2f} ms<extra>FLOPs baseline</extra>",
+            )
+        )
+    _layout(
+        fig,
+        f"LUT predictor: {label}",
+        "measured latency (ms)",
+        "predicted latency (ms)",
+        height=560,
+        xaxis={"type": "log", "range": _log_range(lo, hi)},
+        yaxis={"type": "log", "range": _log_range(lo, hi)},
+    )
     return fig
 
 
@@ -211,21 +369,57 @@ def search_figure(search: dict, label: str):
     trace, result = search.get("trace") or [], search.get("result") or {}
     front = sorted(search.get("pareto") or [], key=lambda s: s["latency_ms"])  # a step line, left to right
     if trace:
-        fig.add_trace(go.Scatter(
-            x=[s["latency_ms"] for s in trace], y=[s["accuracy"] for s in trace], mode="lines+markers",
-            name="trace (in order)", marker={"color": palette(7), "size": 6}, line={"width": 1},
-            hovertext=[hover_text({"step": i, "action": s.get("action"), "latency_ms": s["latency_ms"],
-                                   "accuracy": s["accuracy"], "mes": s.get("mes")}) for i, s in enumerate(trace)],
-            hovertemplate="%{hovertext}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[s["latency_ms"] for s in trace],
+                y=[s["accuracy"] for s in trace],
+                mode="lines+markers",
+                name="trace (in order)",
+                marker={"color": palette(7), "size": 6},
+                line={"width": 1},
+                hovertext=[
+                    hover_text(
+                        {
+                            "step": i,
+                            "action": s.get("action"),
+                            "latency_ms": s["latency_ms"],
+                            "accuracy": s["accuracy"],
+                            "mes": s.get("mes"),
+                        }
+                    )
+                    for i, s in enumerate(trace)
+                ],
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
     if front:
-        fig.add_trace(go.Scatter(x=[s["latency_ms"] for s in front], y=[s["accuracy"] for s in front],
-                                 mode="lines+markers", name="Pareto front", line={"shape": "hv", "color": palette(0)}))
+        fig.add_trace(
+            go.Scatter(
+                x=[s["latency_ms"] for s in front],
+                y=[s["accuracy"] for s in front],
+                mode="lines+markers",
+                name="Pareto front",
+                line={"shape": "hv", "color": palette(0)},
+            )
+        )
     if result:
-        fig.add_trace(go.Scatter(x=[result["predicted_ms"]], y=[result["accuracy_inherited"]], mode="markers",
-                                 name="result", marker={"symbol": "star", "size": 16, "color": "crimson"},
-                                 hovertext=[hover_text(result)], hovertemplate="%{hovertext}<extra></extra>"))
-        fig.add_vline(x=result["target_ms"], line_dash="dash", line_color="gray",
-                      annotation_text=f"target {result['target_ms']:g} ms")
+        fig.add_trace(
+            go.Scatter(
+                x=[result["predicted_ms"]],
+                y=[result["accuracy_inherited"]],
+                mode="markers",
+                name="result",
+                marker={"symbol": "star", "size": 16, "color": "crimson"},
+                hovertext=[hover_text(result)],
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
+        fig.add_vline(
+            x=result["target_ms"],
+            line_dash="dash",
+            line_color="gray",
+            annotation_text=f"target {result['target_ms']:g} ms",
+        )
     _layout(fig, f"Search: {label}", "predicted latency (ms, LUT)", "top-1 with inherited weights (%)", height=460)
     return fig
 
@@ -236,11 +430,25 @@ def ratio_figure(models: list[str], ratios: list[tuple[str, list[float | None]]]
     go = _go()
     fig = go.Figure()
     for i, (label, values) in enumerate(ratios):
-        fig.add_trace(go.Bar(x=[esc(m) for m in models], y=values, name=esc(label), marker_color=palette(i + 1),
-                             hovertemplate="%{x}: %{y:.2f}x<extra>" + esc(label) + "</extra>"))
+        fig.add_trace(
+            go.Bar(
+                x=[esc(m) for m in models],
+                y=values,
+                name=esc(label),
+                marker_color=palette(i + 1),
+                hovertemplate="%{x}: %{y:.2f}x<extra>" + esc(label) + "</extra>",
+            )
+        )
     fig.add_hline(y=1.0, line_color="black", line_width=1)
-    _layout(fig, f"Latency relative to {baseline}", "model", "latency / baseline latency (below 1: faster)",
-            barmode="group", height=480, yaxis={"type": "log"})
+    _layout(
+        fig,
+        f"Latency relative to {baseline}",
+        "model",
+        "latency / baseline latency (below 1: faster)",
+        barmode="group",
+        height=480,
+        yaxis={"type": "log"},
+    )
     return fig
 
 
@@ -251,15 +459,33 @@ def speedup_figure(rows: list[dict]):
     keys = list(dict.fromkeys(f"{r['model']} / {r['runtime']}" for r in rows))
     for i, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
         by_key = {f"{r['model']} / {r['runtime']}": r.get("speedup") for r in rows if r["variant"] == variant}
-        fig.add_trace(go.Bar(x=[esc(k) for k in keys], y=[by_key.get(k) for k in keys], name=esc(variant),
-                             marker_color=palette(i),
-                             hovertemplate="%{x}: %{y:.2f}x<extra>" + esc(variant) + "</extra>"))
+        fig.add_trace(
+            go.Bar(
+                x=[esc(k) for k in keys],
+                y=[by_key.get(k) for k in keys],
+                name=esc(variant),
+                marker_color=palette(i),
+                hovertemplate="%{x}: %{y:.2f}x<extra>" + esc(variant) + "</extra>",
+            )
+        )
     fig.add_hline(y=1.0, line_color="black", line_width=1)
-    _layout(fig, "Speed-up over fp32 on the same runtime", "model / runtime", "speed-up (x)", barmode="group",
-            height=460)
+    _layout(
+        fig, "Speed-up over fp32 on the same runtime", "model / runtime", "speed-up (x)", barmode="group", height=460
+    )
     return fig
 
 
-__all__ = ["GROUP_NAMES", "GROUP_SYMBOLS", "density_figure", "hover_text", "latency_axis_buttons", "lut_figure",
-           "pareto_figure", "profile_blocks_figure", "profile_categories_figure", "ratio_figure", "search_figure",
-           "speedup_figure"]
+__all__ = [
+    "GROUP_NAMES",
+    "GROUP_SYMBOLS",
+    "density_figure",
+    "hover_text",
+    "latency_axis_buttons",
+    "lut_figure",
+    "pareto_figure",
+    "profile_blocks_figure",
+    "profile_categories_figure",
+    "ratio_figure",
+    "search_figure",
+    "speedup_figure",
+]

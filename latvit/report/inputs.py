@@ -15,6 +15,7 @@ recognised by their keys. A file that is none of these, is cut short, or carries
 latvit does not read raises a one-line `LatvitError` naming the file and the problem, before any page is
 written.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,13 +39,39 @@ KINDS = {
     "compression": "compression benchmark",
 }
 # format name -> the version this latvit reads (bench-style "name/version", or schema + schema_version)
-FORMAT_VERSIONS = {"latvit-bench": 1, "latvit.profile": 1, "latvit.density": 1, "latvit-lut-validate": 1,
-                   "latvit-compression": 1}
-FORMAT_KINDS = {"latvit-bench": "bench", "latvit.profile": "profile", "latvit.density": "density",
-                "latvit-lut-validate": "lut-validate", "latvit-compression": "compression"}
+FORMAT_VERSIONS = {
+    "latvit-bench": 1,
+    "latvit.profile": 1,
+    "latvit.density": 1,
+    "latvit-lut-validate": 1,
+    "latvit-compression": 1,
+}
+FORMAT_KINDS = {
+    "latvit-bench": "bench",
+    "latvit.profile": "profile",
+    "latvit.density": "density",
+    "latvit-lut-validate": "lut-validate",
+    "latvit-compression": "compression",
+}
 # bench CSV columns that stay text (every other column is a number, a boolean or empty)
-CSV_TEXT_FIELDS = {"model", "source", "runtime", "runtime_version", "target", "status", "error", "top1_source", "cpu",
-                   "platform", "python", "torch_version", "latvit_version", "measured_at", "peak_engine", "peak_at"}
+CSV_TEXT_FIELDS = {
+    "model",
+    "source",
+    "runtime",
+    "runtime_version",
+    "target",
+    "status",
+    "error",
+    "top1_source",
+    "cpu",
+    "platform",
+    "python",
+    "torch_version",
+    "latvit_version",
+    "measured_at",
+    "peak_engine",
+    "peak_at",
+}
 
 
 @dataclass
@@ -67,8 +94,10 @@ class ResultFile:
 def load_results(paths: list[str | Path]) -> list[ResultFile]:
     """Read every path (see the module docstring); the first bad one raises."""
     if not paths:
-        raise LatvitError("give at least one result file (bench JSON/CSV, profile, density, lut validate, "
-                          "validate or compression JSON, or a search output directory)")
+        raise LatvitError(
+            "give at least one result file (bench JSON/CSV, profile, density, lut validate, "
+            "validate or compression JSON, or a search output directory)"
+        )
     return [load_result(p) for p in paths]
 
 
@@ -113,10 +142,12 @@ def _parse_json(text: str, name: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         if e.pos >= len(text.rstrip()) - 1:  # the parser ran out of text: the writer was cut off
-            raise LatvitError(f"{name}: truncated JSON (it ends inside a value at line {e.lineno}); "
-                              "re-run the command that wrote it") from None
-        raise LatvitError(f"{name}: not a latvit result file (not JSON: {e.msg} at line {e.lineno} "
-                          f"column {e.colno})") from None
+            raise LatvitError(
+                f"{name}: truncated JSON (it ends inside a value at line {e.lineno}); re-run the command that wrote it"
+            ) from None
+        raise LatvitError(
+            f"{name}: not a latvit result file (not JSON: {e.msg} at line {e.lineno} column {e.colno})"
+        ) from None
 
 
 def _format_of(obj: dict) -> tuple[str, Any] | None:
@@ -149,36 +180,48 @@ def _kind_of(obj: Any, name: str) -> str:
     if found:
         fmt, version = found
         if fmt == "latvit-lut":
-            raise LatvitError(f"{name}: a latency lookup table, not a result; give the JSON of "
-                              f"`latvit lut validate --lut {name} --json OUT.json` instead")
+            raise LatvitError(
+                f"{name}: a latency lookup table, not a result; give the JSON of "
+                f"`latvit lut validate --lut {name} --json OUT.json` instead"
+            )
         if fmt in FORMAT_VERSIONS:
             if version != FORMAT_VERSIONS[fmt]:
-                raise LatvitError(f"{name}: {fmt} format version {version!r}, but this latvit reads version "
-                                  f"{FORMAT_VERSIONS[fmt]}; open it with the latvit that wrote it, or re-run that "
-                                  "command with this one")
+                raise LatvitError(
+                    f"{name}: {fmt} format version {version!r}, but this latvit reads version "
+                    f"{FORMAT_VERSIONS[fmt]}; open it with the latvit that wrote it, or re-run that "
+                    "command with this one"
+                )
             return FORMAT_KINDS[fmt]
         if fmt.startswith("latvit"):
-            raise LatvitError(f"{name}: unknown latvit format '{fmt}' (this latvit reports "
-                              f"{', '.join(FORMAT_VERSIONS)})")
+            raise LatvitError(
+                f"{name}: unknown latvit format '{fmt}' (this latvit reports {', '.join(FORMAT_VERSIONS)})"
+            )
         raise LatvitError(f"{name}: not a latvit result file (format '{fmt}')")
     keys = set(obj)
     if {"table", "meta", "rows", "methods"} <= keys:
         return "lut-validate"
-    if {"machine", "rows"} <= keys and isinstance(obj["rows"], list) and all(
-            isinstance(r, dict) and "variant" in r and ("speedup" in r or "error" in r) for r in obj["rows"]):
+    if (
+        {"machine", "rows"} <= keys
+        and isinstance(obj["rows"], list)
+        and all(isinstance(r, dict) and "variant" in r and ("speedup" in r or "error" in r) for r in obj["rows"])
+    ):
         return "compression"  # written before compression.py named its format
     if {"model", "data", "top1", "top5"} <= keys:
         return "accuracy"
     if "records" in keys:  # bench records without their format line
         raise LatvitError(f"{name}: bench records without a format field; write them with `latvit bench --json`")
-    raise LatvitError(f"{name}: not a latvit result file (expected bench, profile, density, lut validate, "
-                      "validate or compression JSON, or a search output directory)")
+    raise LatvitError(
+        f"{name}: not a latvit result file (expected bench, profile, density, lut validate, "
+        "validate or compression JSON, or a search output directory)"
+    )
 
 
 # -- what each kind must hold -----------------------------------------------------------------------------
 REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {  # kind -> {"": top-level keys, "rows": keys of each row}
-    "profile": {"": ("model", "runtime", "runtime_version", "img_size", "threads", "e2e", "categories", "blocks"),
-                "blocks": ("block", "ms", "categories")},
+    "profile": {
+        "": ("model", "runtime", "runtime_version", "img_size", "threads", "e2e", "categories", "blocks"),
+        "blocks": ("block", "ms", "categories"),
+    },
     "density": {"": ("runtime", "runtime_version", "threads", "rows"), "rows": ("label", "resolution", "error")},
     "lut-validate": {"": ("meta", "rows", "methods"), "rows": ("name", "measured_ms", "predicted_ms", "gflops")},
     "accuracy": {"": ("model", "data", "top1", "img_size")},
@@ -208,8 +251,10 @@ def _require(obj: Any, keys: tuple[str, ...], name: str, what: str, where: str =
         raise LatvitError(f"{name}: malformed {what} file: {where or 'the top level'} is not an object")
     missing = [k for k in keys if k not in obj]
     if missing:
-        raise LatvitError(f"{name}: incomplete {what} file: {where + ' ' if where else ''}lacks "
-                          f"{', '.join(repr(k) for k in missing)} (truncated, or not written by latvit)")
+        raise LatvitError(
+            f"{name}: incomplete {what} file: {where + ' ' if where else ''}lacks "
+            f"{', '.join(repr(k) for k in missing)} (truncated, or not written by latvit)"
+        )
 
 
 def _is_number(value: Any) -> bool:
@@ -226,8 +271,9 @@ def _bench_records(obj: dict, name: str) -> list[dict]:
     for i, record in enumerate(records):
         _require(record, ("model", "runtime", "status"), name, KINDS["bench"], f"records[{i}]")
         if record["status"] == "ok" and not all(_is_number(record.get(k)) for k in ("median_ms", "batch")):
-            raise LatvitError(f"{name}: malformed latvit bench file: records[{i}] is 'ok' without a numeric "
-                              "median_ms and batch")
+            raise LatvitError(
+                f"{name}: malformed latvit bench file: records[{i}] is 'ok' without a numeric median_ms and batch"
+            )
         out.append(upgrade_record(record))
     return out
 
@@ -237,15 +283,22 @@ def _bench_csv(text: str, name: str) -> list[dict]:
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
     if not {"model", "runtime", "status", "median_ms"} <= set(header):
-        raise LatvitError(f"{name}: not a latvit result file (a CSV without the bench columns model, runtime, "
-                          "status, median_ms)")
+        raise LatvitError(
+            f"{name}: not a latvit result file (a CSV without the bench columns model, runtime, status, median_ms)"
+        )
     records = []
     for i, row in enumerate(reader):
         if None in row or any(v is None for v in row.values()):  # too many or too few cells
-            raise LatvitError(f"{name}: truncated or malformed bench CSV: row {i + 1} has "
-                              f"{len([v for v in row.values() if v is not None])} of {len(header)} cells")
-        records.append({k: (v or (None if k != "error" else "")) if k in CSV_TEXT_FIELDS else _csv_value(v)
-                        for k, v in row.items()})  # an empty cell is None, as in JSON (error's default is "")
+            raise LatvitError(
+                f"{name}: truncated or malformed bench CSV: row {i + 1} has "
+                f"{len([v for v in row.values() if v is not None])} of {len(header)} cells"
+            )
+        records.append(
+            {
+                k: (v or (None if k != "error" else "")) if k in CSV_TEXT_FIELDS else _csv_value(v)
+                for k, v in row.items()
+            }
+        )  # an empty cell is None, as in JSON (error's default is "")
     return _bench_records({"records": records}, name)
 
 
@@ -271,8 +324,13 @@ def _search_dir(path: Path) -> dict:
     if parts["result"] is None and parts["trace"] is None:
         raise LatvitError(f"{path}: a directory, but not a latvit search output (no result.json or trace.json)")
     if parts["result"] is not None:
-        _require(parts["result"], ("method", "space", "target_ms", "predicted_ms", "accuracy_inherited"), str(path),
-                 KINDS["search"], "result.json")
+        _require(
+            parts["result"],
+            ("method", "space", "target_ms", "predicted_ms", "accuracy_inherited"),
+            str(path),
+            KINDS["search"],
+            "result.json",
+        )
     for part in ("trace", "pareto"):
         steps = parts[part]
         if steps is not None:

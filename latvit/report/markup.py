@@ -7,6 +7,7 @@ subset, so figure strings are escaped too and shown literally). Figures travel a
 close the script element or open another one. The page loads nothing: plotly.js and the few lines of
 sorting script are inline, and a Content-Security-Policy forbids any fetch.
 """
+
 from __future__ import annotations
 
 import html
@@ -17,8 +18,10 @@ from typing import Any
 from latvit.errors import missing_extra
 
 # no network at all: inline scripts and styles only, images only from data: URIs (plotly's own)
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
-       "font-src data:; connect-src 'none'")
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
+    "font-src data:; connect-src 'none'"
+)
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}  # no logo: its link would point off the page
 
 STYLE = """
@@ -98,22 +101,34 @@ class Cell:
         return f"<td{attrs}>{self.text}</td>"
 
 
-def table(headers: list[str], rows: list[list[Cell | Any]], *, sortable: bool = False, scroll: bool = False,
-          table_id: str | None = None) -> str:
+def table(
+    headers: list[str],
+    rows: list[list[Cell | Any]],
+    *,
+    sortable: bool = False,
+    scroll: bool = False,
+    table_id: str | None = None,
+) -> str:
     """An HTML table; `rows` hold `Cell`s or plain values (escaped as text)."""
     cls = ' class="sortable"' if sortable else ""
     ident = f' id="{esc(table_id)}"' if table_id else ""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join((c if isinstance(c, Cell) else Cell(c)).html() for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join((c if isinstance(c, Cell) else Cell(c)).html() for c in row) + "</tr>" for row in rows
+    )
     out = f"<table{ident}{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     return f'<div class="scroll">{out}</div>' if scroll else out
 
 
 def script_json(text: str) -> str:
     """JSON text made safe inside <script>: `<`, `>`, `&` and U+2028/2029 as \\u escapes (still the same JSON)."""
-    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
-                          ("\u2029", "\\u2029")):
+    for char, escaped in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escaped)
     return text
 
@@ -134,8 +149,10 @@ def figure(fig_id: str, fig) -> str:
 
     spec = script_json(pio.to_json(fig, validate=False, pretty=False))
     config = script_json(json.dumps(PLOTLY_CONFIG))
-    return (f'<div id="{esc(fig_id)}" class="plot"></div>\n<script>(function () {{ var f = {spec}; '
-            f'Plotly.newPlot("{esc(fig_id)}", f.data, f.layout, {config}); }})();</script>')
+    return (
+        f'<div id="{esc(fig_id)}" class="plot"></div>\n<script>(function () {{ var f = {spec}; '
+        f'Plotly.newPlot("{esc(fig_id)}", f.data, f.layout, {config}); }})();</script>'
+    )
 
 
 def document(title: str, nav: list[tuple[str, str]], body: str) -> str:

@@ -1,4 +1,5 @@
 """The report page: every section the inputs have data for, in one self-contained HTML file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,9 @@ DEFAULT_TITLE = "latvit report"
 def build_report(inputs: list[ResultFile], title: str = DEFAULT_TITLE) -> str:
     """The HTML page for `inputs` (see `latvit.report.sections`); nothing is written."""
     parts = sections(inputs)
-    body = "\n".join(f'<section id="{esc(anchor)}"><h2>{esc(heading)}</h2>\n{html}</section>'
-                     for anchor, heading, html in parts)
+    body = "\n".join(
+        f'<section id="{esc(anchor)}"><h2>{esc(heading)}</h2>\n{html}</section>' for anchor, heading, html in parts
+    )
     return document(title, [(anchor, heading) for anchor, heading, _ in parts], body)
 
 

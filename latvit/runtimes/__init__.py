@@ -4,6 +4,7 @@ The table below is the whole registry: a name maps to the module that defines `R
 "module:ATTRIBUTE" when a module defines more than one, as TensorRT does for fp16). Modules are
 imported only when asked for, so `import latvit` needs none of the optional runtimes.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -4,6 +4,7 @@ A runtime is measured through a *runner*: a callable taking one float32 numpy ar
 returning the logits as a numpy array. Everything expensive (export, compilation, session creation,
 thread settings) happens when the runner is prepared, so timing the runner times inference only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -86,8 +87,9 @@ class Runtime:
     # -- export and run ------------------------------------------------------------------------------
     def export(self, model: nn.Module, example: torch.Tensor, path: Path) -> Path:
         """Write `model` traced at `example`'s shape to `path` (a file or directory); return the path."""
-        raise LatvitError(f"runtime '{self.name}' has no export format; export to onnx, openvino, executorch, "
-                          "coreml or tensorrt")
+        raise LatvitError(
+            f"runtime '{self.name}' has no export format; export to onnx, openvino, executorch, coreml or tensorrt"
+        )
 
     def load(self, path: Path, example: torch.Tensor, threads: int) -> Runner:
         """A runner over an artifact written by `export`."""
@@ -123,10 +125,25 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         try:
-            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
-                              input_names=["image"], output_names=["logits"], verbose=False,
-                              external_data=False)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["image"],
+                output_names=["logits"],
+                verbose=False,
+                external_data=False,
+            )
         except Exception:  # noqa: BLE001 - any capture failure: retry with the legacy tracer
-            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
-                              input_names=["image"], output_names=["logits"])
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["image"],
+                output_names=["logits"],
+            )
     return path

@@ -5,6 +5,7 @@ runtime is export-only: `cannot_run()` says so and bench reports the row as "exp
 Conversion starts from `torch.export` (coremltools' maintained path): `torch.jit.trace` fails on
 MobileViT's size-dependent reshapes, which torch.export records as static shapes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +29,11 @@ def _quiet_coremltools():
     import logging
     import warnings
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         import coremltools as ct
     logging.getLogger("coremltools").setLevel(logging.ERROR)
@@ -68,9 +73,14 @@ class CoreMLRuntime(Runtime):
         with warnings.catch_warnings(), torch.no_grad(), _no_progress_bars():
             warnings.simplefilter("ignore")
             exported = torch.export.export(model.eval(), (example,)).run_decompositions({})
-            return ct.convert(exported, convert_to="mlprogram", compute_precision=ct.precision.FLOAT32,
-                              minimum_deployment_target=ct.target.iOS16, skip_model_load=True,
-                              compute_units=ct.ComputeUnit.CPU_ONLY)
+            return ct.convert(
+                exported,
+                convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT32,
+                minimum_deployment_target=ct.target.iOS16,
+                skip_model_load=True,
+                compute_units=ct.ComputeUnit.CPU_ONLY,
+            )
 
     def export(self, model: nn.Module, example: torch.Tensor, path: Path) -> Path:
         path = Path(path).with_suffix(".mlpackage")

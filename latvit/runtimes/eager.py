@@ -1,4 +1,5 @@
 """Eager PyTorch on the CPU: the reference every other runtime is checked against."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -14,6 +14,7 @@ and each XNNPACK partition's nodes in the order XNNPACK defines them); `load_pro
 with the ETDump event tracer on. `latvit.analysis.profile` reads the ETDump with
 `executorch.devtools.Inspector`.
 """
+
 from __future__ import annotations
 
 import json
@@ -109,9 +110,9 @@ def to_xnnpack(exported):
     from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
     from executorch.exir import to_edge_transform_and_lower
 
-    return to_edge_transform_and_lower(exported, transform_passes=[RemoveNoopExpandCopyPass(),
-                                                                   softmax_after_conv_pass()],
-                                       partitioner=[partitioner()])
+    return to_edge_transform_and_lower(
+        exported, transform_passes=[RemoveNoopExpandCopyPass(), softmax_after_conv_pass()], partitioner=[partitioner()]
+    )
 
 
 def lower(model: nn.Module, example: torch.Tensor):
@@ -196,20 +197,35 @@ def xnnpack_nodes(processed: bytes) -> list[tuple[str, int | None]]:
     from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import XNNHeader
     from executorch.exir._serialize._flatbuffer import _get_flatc_path
 
-    header = XNNHeader.from_bytes(processed[:XNNHeader.EXPECTED_LENGTH])
-    graph = processed[header.flatbuffer_offset:header.flatbuffer_offset + header.flatbuffer_size]
+    header = XNNHeader.from_bytes(processed[: XNNHeader.EXPECTED_LENGTH])
+    graph = processed[header.flatbuffer_offset : header.flatbuffer_offset + header.flatbuffer_size]
     schema = Path(serialization.__path__[0]) / "schema.fbs"
     with tempfile.TemporaryDirectory(prefix="latvit-xnn-") as tmp:
         (Path(tmp) / "graph.bin").write_bytes(graph)
-        subprocess.run([_get_flatc_path(), "--json", "--strict-json", "--raw-binary", "-o", tmp, str(schema),
-                        "--", str(Path(tmp) / "graph.bin")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                _get_flatc_path(),
+                "--json",
+                "--strict-json",
+                "--raw-binary",
+                "-o",
+                tmp,
+                str(schema),
+                "--",
+                str(Path(tmp) / "graph.bin"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         text = (Path(tmp) / "graph.json").read_text()
     # flatc writes unbounded clamps (output_min_max) as bare inf / nan, which JSON spells differently
     text = re.sub(r"(?<=[:\[,\s])(-?)inf\b", r"\1Infinity", text)
     nodes = json.loads(re.sub(r"(?<=[:\[,\s])-?nan\b", "NaN", text)).get("xnodes", [])
     unset = 2**16 - 1  # the XNNPACK passes' placeholder handle for nodes they insert
-    return [(n.get("xnode_union_type", "?"), None if n.get("debug_handle", unset) == unset else n["debug_handle"])
-            for n in nodes]
+    return [
+        (n.get("xnode_union_type", "?"), None if n.get("debug_handle", unset) == unset else n["debug_handle"])
+        for n in nodes
+    ]
 
 
 def export_for_profiling(model: nn.Module, example: torch.Tensor, path: Path) -> ProgramDebugInfo:
@@ -235,11 +251,15 @@ def export_for_profiling(model: nn.Module, example: torch.Tensor, path: Path) ->
             except Exception as e:  # noqa: BLE001 - no flatc, or a schema this code does not know
                 import warnings
 
-                warnings.warn(f"cannot decode XNNPACK partition {node.args[0].target} ({type(e).__name__}: {e}); "
-                              "its operators are located by their neighbours only", stacklevel=2)
+                warnings.warn(
+                    f"cannot decode XNNPACK partition {node.args[0].target} ({type(e).__name__}: {e}); "
+                    "its operators are located by their neighbours only",
+                    stacklevel=2,
+                )
                 xnodes = []
-            info.partitions.append(Partition([n.meta["debug_handle"] for n in inner
-                                              if n.meta.get("debug_handle") is not None], xnodes))
+            info.partitions.append(
+                Partition([n.meta["debug_handle"] for n in inner if n.meta.get("debug_handle") is not None], xnodes)
+            )
         elif node.meta.get("debug_handle") is not None:
             info.scopes.setdefault(node.meta["debug_handle"], _scopes(node))
             info.targets.setdefault(node.meta["debug_handle"], _target_name(node.target))
@@ -252,7 +272,7 @@ def export_for_profiling(model: nn.Module, example: torch.Tensor, path: Path) ->
 
 
 def _target_name(target) -> str:
-    """"aten.native_layer_norm" for an edge op overload, the function name otherwise."""
+    """ "aten.native_layer_norm" for an edge op overload, the function name otherwise."""
     name = str(getattr(target, "_name", None) or getattr(target, "__name__", target))
     return name.replace("::", ".").split(".default")[0]
 

@@ -5,6 +5,7 @@ kernel cache warm-up) stays out of the timed calls; later calls at that shape re
 The default mode is used because "max-autotune" mostly tunes GPU kernels and on a CPU multiplies the
 compile time for little gain; `mode` can be changed on a new instance (`InductorRuntime(mode=...)`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -15,6 +15,7 @@ Also here, because they are LiteRT's own tooling: int8 with Google's ai-edge-qua
 accuracy control around it (`quantize_int8`, called by `latvit.deploy.quantize`), and LiteRT's op profiler
 through its C API (`ProfiledModel`, read by `latvit.analysis.profile.litert`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -95,10 +96,11 @@ def conversion_error(error: BaseException, what: str = "the model") -> LatvitErr
     where = f" (at {Path(sources[-1][0]).name}:{sources[-1][1]})" if sources else ""
     if operator is None:
         return LatvitError(f"litert cannot convert {what}: {first_line(error)}")
-    reason = ("has no LiteRT lowering" if "Lowering not found" in text
-              else f"failed to lower ({first_line(error, 120)})")
-    return LatvitError(f"litert cannot convert {what}: operator {operator.group(1)} {reason}{where}; replace that "
-                       f"layer or export another format")
+    reason = "has no LiteRT lowering" if "Lowering not found" in text else f"failed to lower ({first_line(error, 120)})"
+    return LatvitError(
+        f"litert cannot convert {what}: operator {operator.group(1)} {reason}{where}; replace that "
+        f"layer or export another format"
+    )
 
 
 def convert(model: nn.Module, example: torch.Tensor):
@@ -162,8 +164,10 @@ def runner(it) -> Runner:
     """A runner over an allocated interpreter: float32 (B, 3, H, W) in, the logits out (a copy)."""
     (source,), (result,) = it.get_input_details(), it.get_output_details()
     if source["dtype"] != np.float32:
-        raise LatvitError(f"this .tflite takes {np.dtype(source['dtype']).name} input; latvit runs float32-input "
-                          f"models (int8 inside, float at the edges, as `latvit quantize` writes them)")
+        raise LatvitError(
+            f"this .tflite takes {np.dtype(source['dtype']).name} input; latvit runs float32-input "
+            f"models (int8 inside, float at the edges, as `latvit quantize` writes them)"
+        )
 
     def run(x: np.ndarray) -> np.ndarray:
         it.set_tensor(source["index"], x)
@@ -188,6 +192,7 @@ class ProfiledEvent:
     """One LiteRT profiler event: `tag` ("Invoke", "CONV_2D", "Convolution (NHWC, F32) IGEMM"), its kind
     (`_EVENT_TYPES`), start and elapsed microseconds, and `index`: the node index (TFLite operators) or
     the operator index inside its XNNPACK delegate (delegate operators)."""
+
     tag: str
     kind: str
     start_us: int
@@ -238,8 +243,13 @@ def _litert_c_api():
     for name, argtypes in signatures.items():
         function = getattr(lib, name)
         function.argtypes, function.restype = argtypes, ctypes.c_int
-    for name in ("LiteRtDestroyCompiledModel", "LiteRtDestroyModel", "LiteRtDestroyOptions",
-                 "LiteRtDestroyEnvironment", "LiteRtDestroyTensorBuffer"):
+    for name in (
+        "LiteRtDestroyCompiledModel",
+        "LiteRtDestroyModel",
+        "LiteRtDestroyOptions",
+        "LiteRtDestroyEnvironment",
+        "LiteRtDestroyTensorBuffer",
+    ):
         function = getattr(lib, name)
         function.argtypes, function.restype = [ptr], None
     return lib
@@ -253,9 +263,17 @@ def _event_struct():
         _fields_ = [("total", ctypes.c_size_t), ("in_use", ctypes.c_size_t), ("private", ctypes.c_size_t)]
 
     class Event(ctypes.Structure):
-        _fields_ = [("tag", ctypes.c_char_p), ("event_type", ctypes.c_int), ("start_us", ctypes.c_uint64),
-                    ("elapsed_us", ctypes.c_uint64), ("begin_memory", Memory), ("end_memory", Memory),
-                    ("metadata1", ctypes.c_uint64), ("metadata2", ctypes.c_uint64), ("source", ctypes.c_int)]
+        _fields_ = [
+            ("tag", ctypes.c_char_p),
+            ("event_type", ctypes.c_int),
+            ("start_us", ctypes.c_uint64),
+            ("elapsed_us", ctypes.c_uint64),
+            ("begin_memory", Memory),
+            ("end_memory", Memory),
+            ("metadata1", ctypes.c_uint64),
+            ("metadata2", ctypes.c_uint64),
+            ("source", ctypes.c_int),
+        ]
 
     return Event
 
@@ -278,11 +296,18 @@ class ProfiledModel:
         self._call("LiteRtSetOptionsHardwareAccelerators", self._options, 1)  # kLiteRtHwAcceleratorCpu
         # opaque options are TOML payloads under an identifier (litert/c/options/litert_*_options.cc);
         # LiteRT takes ownership of the strdup'ed payload and frees it with libc's free
-        for identifier, toml in ((b"runtime_options_string", b"enable_profiling = true\n"),
-                                 (b"xnnpack", f"num_threads = {threads}\n".encode())):
+        for identifier, toml in (
+            (b"runtime_options_string", b"enable_profiling = true\n"),
+            (b"xnnpack", f"num_threads = {threads}\n".encode()),
+        ):
             opaque = ptr()
-            self._call("LiteRtCreateOpaqueOptions", identifier, libc.strdup(toml), ctypes.cast(libc.free, ptr),
-                       ctypes.byref(opaque))
+            self._call(
+                "LiteRtCreateOpaqueOptions",
+                identifier,
+                libc.strdup(toml),
+                ctypes.cast(libc.free, ptr),
+                ctypes.byref(opaque),
+            )
             self._call("LiteRtAddOpaqueOptions", self._options, opaque)
         self._call("LiteRtCreateCompiledModel", self._env, self._model, self._options, ctypes.byref(self._compiled))
         signature = ptr()
@@ -293,10 +318,16 @@ class ProfiledModel:
             tensor_type = ctypes.create_string_buffer(512)  # LiteRtRankedTensorType, passed through unread
             self._call(f"LiteRtGetSignature{side}TensorByIndex", signature, 0, ctypes.byref(tensor))
             self._call("LiteRtGetRankedTensorType", tensor, tensor_type)
-            self._call(f"LiteRtGetCompiledModel{side}BufferRequirements", self._compiled, 0, 0,
-                       ctypes.byref(requirements))
-            self._call("LiteRtCreateManagedTensorBufferFromRequirements", self._env, tensor_type, requirements,
-                       ctypes.byref(buffer))
+            self._call(
+                f"LiteRtGetCompiledModel{side}BufferRequirements", self._compiled, 0, 0, ctypes.byref(requirements)
+            )
+            self._call(
+                "LiteRtCreateManagedTensorBufferFromRequirements",
+                self._env,
+                tensor_type,
+                requirements,
+                ctypes.byref(buffer),
+            )
             self._buffers.append(buffer)
         self._inputs, self._outputs = (ptr * 1)(self._buffers[0]), (ptr * 1)(self._buffers[1])
         self._call("LiteRtCompiledModelGetProfiler", self._compiled, ctypes.byref(self._profiler))
@@ -324,8 +355,16 @@ class ProfiledModel:
         if count.value:
             self._call("LiteRtGetProfilerEvents", self._profiler, count.value, raw)
         self._call("LiteRtStartProfiler", self._profiler)
-        return [ProfiledEvent(e.tag.decode(errors="replace") if e.tag else "", _EVENT_TYPES.get(e.event_type, "other"),
-                              int(e.start_us), int(e.elapsed_us), int(e.metadata1)) for e in raw]
+        return [
+            ProfiledEvent(
+                e.tag.decode(errors="replace") if e.tag else "",
+                _EVENT_TYPES.get(e.event_type, "other"),
+                int(e.start_us),
+                int(e.elapsed_us),
+                int(e.metadata1),
+            )
+            for e in raw
+        ]
 
     def close(self) -> None:
         lib = self._lib
@@ -349,8 +388,11 @@ def operators(path: Path) -> list[tuple[int, str, str]]:
     which litert-torch writes as the torch module hierarchy, e.g. "...LatvitNet/...Stage_0/...Conv2d_conv;1")."""
     it = interpreter(Path(path), 1)
     names = {t["index"]: t["name"] for t in it.get_tensor_details()}
-    return [(op["index"], op["op_name"], names.get(op["outputs"][0], "") if len(op["outputs"]) else "")
-            for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]  # the documented API has no op list
+    return [
+        (op["index"], op["op_name"], names.get(op["outputs"][0], "") if len(op["outputs"]) else "")
+        for op in it._get_ops_details()
+        if op["op_name"] != "DELEGATE"
+    ]  # the documented API has no op list
 
 
 # -- int8: Google's ai-edge-quantizer on the fp32 .tflite ----------------------------------------------------
@@ -374,8 +416,20 @@ def _op(name: str):
 # and BATCH_MATMUL: XNNPACK rejected their int8 versions in EfficientFormer-L1 (residual adds whose input
 # and output scales differ too much), so they ran on TFLite's own int8 kernels, 4-9x slower than XNNPACK's
 # float ones (LiteRT's profiler, docs/quantize.md).
-VIT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL", "SUB", "MEAN", "TRANSPOSE", "RESHAPE", "PAD",
-           "SLICE", "STRIDED_SLICE", "CONCATENATION")
+VIT_OPS = (
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED",
+    "MUL",
+    "SUB",
+    "MEAN",
+    "TRANSPOSE",
+    "RESHAPE",
+    "PAD",
+    "SLICE",
+    "STRIDED_SLICE",
+    "CONCATENATION",
+)
 VIT_FLOAT_SCOPES = ("LayerNorm", "GroupNorm")
 
 
@@ -392,7 +446,7 @@ def _quantizer(fp32: Path, recipe: str, float_scopes: tuple[str, ...] = ()):
     manager: RecipeManager = q._recipe_manager  # the documented add_static_config takes no op config for INPUT
     config = qtyping.OpQuantizationConfig.from_dict(recipes.static_wi8_ai8()[0]["op_config"])
     int8 = AlgorithmName.MIN_MAX_UNIFORM_QUANT
-    for op in (VIT_OPS if recipe == "vit" else ("ALL_SUPPORTED",)):
+    for op in VIT_OPS if recipe == "vit" else ("ALL_SUPPORTED",):
         manager.add_quantization_config(".*", _op(op), config, int8)
     for op in ("INPUT", "OUTPUT"):  # float at the edges: the runner and a phone's caller feed float32
         manager.add_quantization_config(".*", _op(op), None, AlgorithmName.NO_QUANTIZE)
@@ -404,8 +458,9 @@ def _quantizer(fp32: Path, recipe: str, float_scopes: tuple[str, ...] = ()):
 def int8_flatbuffer(fp32: Path, recipe: str, qsv: dict, float_scopes: tuple[str, ...] = ()) -> bytes:
     """The int8 flatbuffer of `fp32` under `recipe` with `float_scopes` in float, from calibration `qsv`."""
     with _quiet_converter():
-        result = _quantizer(fp32, recipe, float_scopes).quantize(qsv, enable_progress_bar=False,
-                                                                  enable_progress_report=False)
+        result = _quantizer(fp32, recipe, float_scopes).quantize(
+            qsv, enable_progress_bar=False, enable_progress_report=False
+        )
     return bytes(result.quantized_model)
 
 
@@ -456,8 +511,9 @@ def logits(model: bytes, batches: list[np.ndarray], threads: int) -> np.ndarray:
     return np.concatenate([run(x) for x in batches])
 
 
-def float_fallback(fp32: Path, recipe: str, qsv: dict, validation: list[tuple[np.ndarray, np.ndarray]],
-                   max_drop: float, threads: int) -> tuple[bytes, list[str], float]:
+def float_fallback(
+    fp32: Path, recipe: str, qsv: dict, validation: list[tuple[np.ndarray, np.ndarray]], max_drop: float, threads: int
+) -> tuple[bytes, list[str], float]:
     """Accuracy control: return blocks to float, the most harmful first, until top-1 on `validation` is within
     `max_drop` points of the fp32 model's. Returns (int8 flatbuffer, blocks kept in float, top-1 drop).
 
@@ -490,9 +546,16 @@ def float_fallback(fp32: Path, recipe: str, qsv: dict, validation: list[tuple[np
     return model, kept, drop
 
 
-def quantize_int8(model: nn.Module, example: torch.Tensor, calibration: list[np.ndarray], out: Path,
-                  recipe: str = "vit", max_drop: float | None = None,
-                  validation: list[tuple[np.ndarray, np.ndarray]] | None = None, threads: int = 1) -> Path:
+def quantize_int8(
+    model: nn.Module,
+    example: torch.Tensor,
+    calibration: list[np.ndarray],
+    out: Path,
+    recipe: str = "vit",
+    max_drop: float | None = None,
+    validation: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    threads: int = 1,
+) -> Path:
     """Write an int8 `.tflite` of `model` (at `example`'s static shape) to `out`, a path in a scratch
     directory (the fp32 `.tflite` is written next to it): ai-edge-quantizer static int8 calibrated on
     `calibration`, float input and output; with `max_drop`, `float_fallback` on `validation`."""

@@ -6,6 +6,7 @@ convert (no ONNX export step) and its outputs match eager PyTorch at least as cl
 1e-8 vs 3e-6 max abs diff at 64 px). If the direct frontend cannot capture a model, the ONNX route is
 the fallback, so anything ORT can run, OpenVINO can too.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -30,8 +31,11 @@ def compile_config(threads: int, precision: str = "f32") -> dict[str, str]:
     In f32 the "snippets" subgraph compiler is off: on static shapes (which `convert` gives) it fused
     MobileViT's attention with an approximate exp, 3e-4 of the logit scale off PyTorch against 1e-6
     without it, for 1-2% of latency."""
-    config = {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY",
-              "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+    config = {
+        "INFERENCE_NUM_THREADS": str(threads),
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+    }
     if precision == "f32":
         config["SNIPPETS_MODE"] = "DISABLE"
     return config
@@ -57,7 +61,6 @@ class OpenVinoRuntime(Runtime):
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.name = "openvino" if precision == "f32" else f"openvino_{precision}"
-
 
     def cannot_run(self) -> str | None:
         reason = self.missing()

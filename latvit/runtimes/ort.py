@@ -1,4 +1,5 @@
 """ONNX Runtime on the CPU (the default bench runtime): ONNX export, session with explicit threads."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -11,6 +11,7 @@ The runner copies the numpy input to the GPU, runs the engine on a CUDA stream, 
 the logits back, so a timed call includes the host-device copies, like every other runner (numpy in and
 out). Without the `tensorrt` package or without CUDA, `missing()` / `cannot_run()` say which.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -68,7 +69,6 @@ class TensorRTRuntime(Runtime):
         builder_flags(precision)  # validates
         self.precision = precision
         self.name = "tensorrt" if precision == "fp32" else f"tensorrt_{precision}"
-
 
     def cannot_run(self) -> str | None:
         return self.missing() or (None if torch.cuda.is_available() else NO_CUDA)

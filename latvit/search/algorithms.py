@@ -21,6 +21,7 @@
 `greedy_search(method="efficientformer")` evaluates every shrink of every stage instead of letting the
 alphas choose (more evaluations, no Gumbel supernet needed): `latvit search --supernet plain`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,13 @@ class Step:
     paths: tuple[tuple[str, ...], ...] | None = None  # importance slimming: the kind each MetaPath keeps
 
     def as_dict(self) -> dict:
-        d = {"action": self.action, "choice": dataclasses.asdict(self.choice), "latency_ms": self.latency_ms,
-             "accuracy": self.accuracy, "mes": self.mes}
+        d = {
+            "action": self.action,
+            "choice": dataclasses.asdict(self.choice),
+            "latency_ms": self.latency_ms,
+            "accuracy": self.accuracy,
+            "mes": self.mes,
+        }
         if self.paths is not None:
             d["paths"] = [list(stage) for stage in self.paths]
         return d
@@ -68,8 +74,12 @@ class PathState:
 
     def choice(self) -> Choice:
         depths = self.depths()
-        return Choice(self.widths, depths, tuple((self.expansion,) * d for d in depths),
-                      sum(k == "meta3d" for k in self.kinds[-1]))
+        return Choice(
+            self.widths,
+            depths,
+            tuple((self.expansion,) * d for d in depths),
+            sum(k == "meta3d" for k in self.kinds[-1]),
+        )
 
     def replace(self, stage: int, path: int, kind: str) -> PathState:
         kinds = list(map(list, self.kinds))
@@ -88,21 +98,30 @@ def shrink_actions(space: SearchSpace, c: Choice, method: str) -> list[tuple[str
     for si in range(len(c.depths)):
         depth = _smaller(space.depths[si], c.depths[si])
         if depth is not None:
-            depths = c.depths[:si] + (depth,) + c.depths[si + 1:]
-            exps = c.expansions[:si] + (c.expansions[si][:depth],) + c.expansions[si + 1:]
-            out.append((f"stage {si + 1}: depth {c.depths[si]} -> {depth}", dataclasses.replace(c, depths=depths, expansions=exps)))
+            depths = c.depths[:si] + (depth,) + c.depths[si + 1 :]
+            exps = c.expansions[:si] + (c.expansions[si][:depth],) + c.expansions[si + 1 :]
+            out.append(
+                (
+                    f"stage {si + 1}: depth {c.depths[si]} -> {depth}",
+                    dataclasses.replace(c, depths=depths, expansions=exps),
+                )
+            )
         width = _smaller(space.widths[si], c.widths[si])
         if width is not None:
-            widths = c.widths[:si] + (width,) + c.widths[si + 1:]
+            widths = c.widths[:si] + (width,) + c.widths[si + 1 :]
             out.append((f"stage {si + 1}: width {c.widths[si]} -> {width}", dataclasses.replace(c, widths=widths)))
         if method == "efficientformerv2":
             for bj, e in enumerate(c.expansions[si]):
                 smaller = _smaller(space.expansions, e)
                 if smaller is not None:
-                    stage = c.expansions[si][:bj] + (smaller,) + c.expansions[si][bj + 1:]
-                    exps = c.expansions[:si] + (stage,) + c.expansions[si + 1:]
-                    out.append((f"stage {si + 1} block {bj + 1}: expansion {e:g} -> {smaller:g}",
-                                dataclasses.replace(c, expansions=exps)))
+                    stage = c.expansions[si][:bj] + (smaller,) + c.expansions[si][bj + 1 :]
+                    exps = c.expansions[:si] + (stage,) + c.expansions[si + 1 :]
+                    out.append(
+                        (
+                            f"stage {si + 1} block {bj + 1}: expansion {e:g} -> {smaller:g}",
+                            dataclasses.replace(c, expansions=exps),
+                        )
+                    )
     if method == "efficientformer":
         extra = _smaller(space.extras, c.extra)
         if extra is not None:
@@ -134,9 +153,16 @@ class _Memo:
         return self.cache[c]
 
 
-def greedy_search(space: SearchSpace, method: str, accuracy: Callable[[Choice], float],
-                  latency: Callable[[Choice], float], target_ms: float, params: Callable[[Choice], float] | None = None,
-                  start: Choice | None = None, on_step: Callable[[Step], None] | None = None) -> list[Step]:
+def greedy_search(
+    space: SearchSpace,
+    method: str,
+    accuracy: Callable[[Choice], float],
+    latency: Callable[[Choice], float],
+    target_ms: float,
+    params: Callable[[Choice], float] | None = None,
+    start: Choice | None = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> list[Step]:
     """Shrink from `start` (default: the space's largest point) until `latency <= target_ms`.
 
     Returns the trace: the starting point, then one Step per accepted action; the last is the result.
@@ -150,15 +176,24 @@ def greedy_search(space: SearchSpace, method: str, accuracy: Callable[[Choice], 
     accuracy, latency = _Memo(accuracy), _Memo(latency)
     floor = latency(space.smallest())
     if floor > target_ms:
-        raise LatvitError(f"target {target_ms:g} ms is below the smallest subnet of {space.name} ({floor:.2f} ms "
-                          "predicted): raise --target-ms or use a smaller --img-size")
+        raise LatvitError(
+            f"target {target_ms:g} ms is below the smallest subnet of {space.name} ({floor:.2f} ms "
+            "predicted): raise --target-ms or use a smaller --img-size"
+        )
 
     def score_mes(c: Choice) -> float:
         return mes({"params": params(c), "latency_ms": latency(c)})
 
     current = start or space.largest()
-    trace = [Step("start", current, latency(current), accuracy(current),
-                  score_mes(current) if method == "efficientformerv2" else None)]
+    trace = [
+        Step(
+            "start",
+            current,
+            latency(current),
+            accuracy(current),
+            score_mes(current) if method == "efficientformerv2" else None,
+        )
+    ]
     if on_step:
         on_step(trace[0])
     while latency(current) > target_ms:
@@ -168,11 +203,18 @@ def greedy_search(space: SearchSpace, method: str, accuracy: Callable[[Choice], 
             gain = lambda cand, now=current: score_mes(cand) - score_mes(now)
         best = best_action(shrink_actions(space, current, method), current, accuracy, gain)
         if best is None:
-            raise LatvitError(f"no action lowers the latency below {latency(current):.2f} ms; target {target_ms:g} ms "
-                              "cannot be reached from this point")
+            raise LatvitError(
+                f"no action lowers the latency below {latency(current):.2f} ms; target {target_ms:g} ms "
+                "cannot be reached from this point"
+            )
         current = best[1]
-        step = Step(best[0], current, latency(current), accuracy(current),
-                    score_mes(current) if method == "efficientformerv2" else None)
+        step = Step(
+            best[0],
+            current,
+            latency(current),
+            accuracy(current),
+            score_mes(current) if method == "efficientformerv2" else None,
+        )
         trace.append(step)
         if on_step:
             on_step(step)
@@ -180,8 +222,9 @@ def greedy_search(space: SearchSpace, method: str, accuracy: Callable[[Choice], 
 
 
 # -- importance-driven slimming (EfficientFormer V1, Gumbel MetaPath supernet) ------------------------------
-def slimming_actions(space: SearchSpace, state: PathState,
-                     importance: tuple[tuple[float, ...], ...]) -> list[tuple[str, PathState]]:
+def slimming_actions(
+    space: SearchSpace, state: PathState, importance: tuple[tuple[float, ...], ...]
+) -> list[tuple[str, PathState]]:
     """The seed's three actions from `state`, each picked by the MetaPath importance scores (per stage, per
     path: (p_4D + p_3D) / p_I of the path's softmaxed alphas). A stage's importance is the mean score of its
     kept paths (the seed sums them; the mean does not single out the shallowest stage). Actions that
@@ -189,17 +232,28 @@ def slimming_actions(space: SearchSpace, state: PathState,
     """
     out = []
     depths, n3d = state.depths(), sum(k == "meta3d" for k in state.kinds[-1])
-    removable = [(importance[si][pi], si, pi) for si, stage in enumerate(state.kinds) for pi, kind in enumerate(stage)
-                 if kind != "identity" and depths[si] > min(space.depths[si])
-                 and (kind != "meta3d" or n3d > min(space.extras))]
+    removable = [
+        (importance[si][pi], si, pi)
+        for si, stage in enumerate(state.kinds)
+        for pi, kind in enumerate(stage)
+        if kind != "identity" and depths[si] > min(space.depths[si]) and (kind != "meta3d" or n3d > min(space.extras))
+    ]
     if removable:
         score, si, pi = min(removable)
-        out.append((f"stage {si + 1} path {pi + 1} ({state.kinds[si][pi]}, importance {score:.3g}) -> Identity",
-                    state.replace(si, pi, "identity")))
+        out.append(
+            (
+                f"stage {si + 1} path {pi + 1} ({state.kinds[si][pi]}, importance {score:.3g}) -> Identity",
+                state.replace(si, pi, "identity"),
+            )
+        )
     if n3d > min(space.extras):
         pi = state.kinds[-1].index("meta3d")
-        out.append((f"drop the first MB3D (stage {len(state.kinds)} path {pi + 1} -> MB4D)",
-                    state.replace(len(state.kinds) - 1, pi, "meta4d")))
+        out.append(
+            (
+                f"drop the first MB3D (stage {len(state.kinds)} path {pi + 1} -> MB4D)",
+                state.replace(len(state.kinds) - 1, pi, "meta4d"),
+            )
+        )
     stage_scores = []
     for si, stage in enumerate(state.kinds):
         kept = [importance[si][pi] for pi, kind in enumerate(stage) if kind != "identity"]
@@ -208,15 +262,25 @@ def slimming_actions(space: SearchSpace, state: PathState,
     if stage_scores:
         score, si = min(stage_scores)
         width = _smaller(space.widths[si], state.widths[si])
-        widths = state.widths[:si] + (width,) + state.widths[si + 1:]
-        out.append((f"stage {si + 1} (importance {score:.3g}): width {state.widths[si]} -> {width}",
-                    dataclasses.replace(state, widths=widths)))
+        widths = state.widths[:si] + (width,) + state.widths[si + 1 :]
+        out.append(
+            (
+                f"stage {si + 1} (importance {score:.3g}): width {state.widths[si]} -> {width}",
+                dataclasses.replace(state, widths=widths),
+            )
+        )
     return out
 
 
-def importance_slimming(space: SearchSpace, start: PathState, importance: tuple[tuple[float, ...], ...],
-                        accuracy: Callable[[PathState], float], latency: Callable[[PathState], float],
-                        target_ms: float, on_step: Callable[[Step], None] | None = None) -> list[Step]:
+def importance_slimming(
+    space: SearchSpace,
+    start: PathState,
+    importance: tuple[tuple[float, ...], ...],
+    accuracy: Callable[[PathState], float],
+    latency: Callable[[PathState], float],
+    target_ms: float,
+    on_step: Callable[[Step], None] | None = None,
+) -> list[Step]:
     """EfficientFormer's latency-driven slimming: from `start`, take the best of the three
     `slimming_actions` (smallest accuracy drop per ms saved) until `latency <= target_ms`.
     Returns the trace (start, then one Step per action; the last is the result)."""
@@ -230,11 +294,17 @@ def importance_slimming(space: SearchSpace, start: PathState, importance: tuple[
     if on_step:
         on_step(trace[0])
     while latency(current) > target_ms:
-        best = best_action(slimming_actions(space, current, importance), current, accuracy,
-                           lambda cand, now=current: latency(now) - latency(cand))
+        best = best_action(
+            slimming_actions(space, current, importance),
+            current,
+            accuracy,
+            lambda cand, now=current: latency(now) - latency(cand),
+        )
         if best is None:
-            raise LatvitError(f"no slimming action lowers the latency below {latency(current):.2f} ms; target "
-                              f"{target_ms:g} ms cannot be reached: raise --target-ms")
+            raise LatvitError(
+                f"no slimming action lowers the latency below {latency(current):.2f} ms; target "
+                f"{target_ms:g} ms cannot be reached: raise --target-ms"
+            )
         current = best[1]
         trace.append(step(best[0], current))
         if on_step:
@@ -248,8 +318,10 @@ def choice_from_trial(space: SearchSpace, trial) -> Choice:
     widths = tuple(trial.suggest_categorical(f"width{i}", list(w)) for i, w in enumerate(space.widths))
     depths = tuple(trial.suggest_categorical(f"depth{i}", list(d)) for i, d in enumerate(space.depths))
     # one expansion parameter per possible block, so every trial has the same parameter set
-    exps = tuple(tuple(trial.suggest_categorical(f"exp{i}_{j}", list(space.expansions)) for j in range(max(d)))[:depths[i]]
-                 for i, d in enumerate(space.depths))
+    exps = tuple(
+        tuple(trial.suggest_categorical(f"exp{i}_{j}", list(space.expansions)) for j in range(max(d)))[: depths[i]]
+        for i, d in enumerate(space.depths)
+    )
     extra = trial.suggest_categorical("extra", list(space.extras))
     return Choice(widths, depths, exps, extra)
 
@@ -259,9 +331,16 @@ def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
 
 
-def pareto_search(space: SearchSpace, accuracy: Callable[[Choice], float], latency: Callable[[Choice], float],
-                  trials: int = 50, seed: int = 0, storage: str | None = None, study_name: str = "latvit",
-                  target_ms: float | None = None) -> tuple[list[Step], list[Step]]:
+def pareto_search(
+    space: SearchSpace,
+    accuracy: Callable[[Choice], float],
+    latency: Callable[[Choice], float],
+    trials: int = 50,
+    seed: int = 0,
+    storage: str | None = None,
+    study_name: str = "latvit",
+    target_ms: float | None = None,
+) -> tuple[list[Step], list[Step]]:
     """NSGA-II over `space`; returns (every trial, the Pareto front sorted by latency).
 
     target_ms: if given, points slower than it are kept out of the front (the search still explores them).
@@ -273,9 +352,13 @@ def pareto_search(space: SearchSpace, accuracy: Callable[[Choice], float], laten
         raise missing_extra("optuna", "search") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     accuracy, latency = _Memo(accuracy), _Memo(latency)
-    study = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name=study_name,
-                                load_if_exists=storage is not None,
-                                sampler=optuna.samplers.NSGAIISampler(seed=seed, population_size=min(20, max(trials, 2))))
+    study = optuna.create_study(
+        directions=["maximize", "minimize"],
+        storage=storage,
+        study_name=study_name,
+        load_if_exists=storage is not None,
+        sampler=optuna.samplers.NSGAIISampler(seed=seed, population_size=min(20, max(trials, 2))),
+    )
     done = len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
 
     def objective(trial):
@@ -291,7 +374,10 @@ def pareto_search(space: SearchSpace, accuracy: Callable[[Choice], float], laten
         c = choice_from_trial(space, optuna.trial.FixedTrial(t.params))
         steps.append(Step(f"trial {t.number}", c, t.values[1], t.values[0]))
     eligible = [s for s in steps if target_ms is None or s.latency_ms <= target_ms]
-    front = [s for s in eligible
-             if not any(dominates((o.accuracy, o.latency_ms), (s.accuracy, s.latency_ms)) for o in eligible)]
+    front = [
+        s
+        for s in eligible
+        if not any(dominates((o.accuracy, o.latency_ms), (s.accuracy, s.latency_ms)) for o in eligible)
+    ]
     unique = {s.choice: s for s in sorted(front, key=lambda s: s.latency_ms)}
     return steps, list(unique.values())

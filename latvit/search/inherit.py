@@ -8,6 +8,7 @@ Blocks a shallower stage lacks are dropped.
 BatchNorm statistics of a sliced network no longer match its activations, so they are re-estimated on a
 few batches (`recalibrate_bn`), as once-for-all does, instead of keeping one BN per width.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,7 +40,7 @@ def block_map(supernet_spec, subnet_spec) -> dict[str, str]:
 def _source_name(name: str, mapping: dict[str, str]) -> str:
     for prefix, target in mapping.items():
         if name.startswith(prefix):
-            return target + name[len(prefix):]
+            return target + name[len(prefix) :]
     return name
 
 
@@ -68,13 +69,18 @@ def inherit_weights(supernet: nn.Module, subnet: nn.Module) -> nn.Module:
     """Copy into `subnet` (in place) the leading slice of each corresponding tensor of `supernet`."""
     mapping = block_map(supernet.spec, subnet.spec) if hasattr(supernet, "spec") else {}
     source = supernet.state_dict()
-    source = {name: source[_source_name(name, mapping)] for name in subnet.state_dict()
-              if _source_name(name, mapping) in source}
+    source = {
+        name: source[_source_name(name, mapping)]
+        for name in subnet.state_dict()
+        if _source_name(name, mapping) in source
+    }
     target = subnet.state_dict()
     missing = [k for k in target if k not in source]
     if missing:
-        raise LatvitError(f"subnet has {len(missing)} tensors the supernet lacks (e.g. {missing[0]}): "
-                          "is it from the same search space?")
+        raise LatvitError(
+            f"subnet has {len(missing)} tensors the supernet lacks (e.g. {missing[0]}): "
+            "is it from the same search space?"
+        )
     fused, sliced = fused_projections(subnet), {}
     for name, dst in target.items():
         src = source[name]

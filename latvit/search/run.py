@@ -24,6 +24,7 @@
 5. The chosen spec is written to OUTPUT/spec.json, with trace.json, pareto.json/png and result.json
    (predicted and measured latency, the candidates measured, the drift and how the result was chosen).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,10 @@ METHOD_SPACE = {"efficientformer": "efficientformer", "efficientformerv2": "effi
 SUPERNETS = ("auto", "plain")
 TOLERANCE = 0.05  # a result may measure this much above the target (the issue's +-5%)
 MAX_FINAL_MEASUREMENTS = 4
-SELECTION = ("the most accurate evaluated candidate predicted to meet the target (ties: the faster), "
-             "measured on the device interleaved with the reference")
+SELECTION = (
+    "the most accurate evaluated candidate predicted to meet the target (ties: the faster), "
+    "measured on the device interleaved with the reference"
+)
 
 
 @dataclass
@@ -115,12 +118,17 @@ class HeldOut:
         tf = eval_transform(img_size, mean, std)
         val = Subset(open_dataset(data, "val"), eval_images, spread=True)  # every class, in a class-sorted set
         train = open_dataset(data, "train")
-        self.val = [(torch.stack([tf(val[i][0]) for i in range(j, min(j + 100, len(val)))]),
-                     torch.tensor([val[i][1] for i in range(j, min(j + 100, len(val)))]))
-                    for j in range(0, len(val), 100)]
+        self.val = [
+            (
+                torch.stack([tf(val[i][0]) for i in range(j, min(j + 100, len(val)))]),
+                torch.tensor([val[i][1] for i in range(j, min(j + 100, len(val)))]),
+            )
+            for j in range(0, len(val), 100)
+        ]
         step = max(1, len(train) // (32 * bn_batches))  # spread over the set
-        self.calib = [torch.stack([tf(train[(k * 32 + i) * step % len(train)][0]) for i in range(32)])
-                      for k in range(bn_batches)]
+        self.calib = [
+            torch.stack([tf(train[(k * 32 + i) * step % len(train)][0]) for i in range(32)]) for k in range(bn_batches)
+        ]
 
     def top1(self, model) -> float:
         import torch
@@ -179,8 +187,10 @@ def check_reused_output(out: Path, settings: dict) -> None:
         before = json.loads(path.read_text())
         changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v]
         if changed:
-            raise LatvitError(f"{out} holds a search with other settings ({', '.join(changed)}), whose supernet and "
-                              f"cached accuracies would be reused; use another --output")
+            raise LatvitError(
+                f"{out} holds a search with other settings ({', '.join(changed)}), whose supernet and "
+                f"cached accuracies would be reused; use another --output"
+            )
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
@@ -194,11 +204,22 @@ def train_supernet(space, img_size: int, req: SearchRequest, out: Path):
     spec = dataclasses.replace(space.spec(space.largest(), img_size), name=f"{space.name}_supernet")
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "supernet.json", spec.to_json())
-    config = make_config(model=str(run / "supernet.json"), data=req.data, output=str(run), epochs=req.supernet_epochs,
-                         img_size=img_size, batch_size=req.batch_size, drop_path=0.1, seed=req.seed,
-                         warmup_epochs=min(5.0, 0.2 * req.supernet_epochs),
-                         train_subset=req.train_subset, val_subset=req.eval_images, num_workers=0,
-                         threads=req.threads or 0, tensorboard=False)
+    config = make_config(
+        model=str(run / "supernet.json"),
+        data=req.data,
+        output=str(run),
+        epochs=req.supernet_epochs,
+        img_size=img_size,
+        batch_size=req.batch_size,
+        drop_path=0.1,
+        seed=req.seed,
+        warmup_epochs=min(5.0, 0.2 * req.supernet_epochs),
+        train_subset=req.train_subset,
+        val_subset=req.eval_images,
+        num_workers=0,
+        threads=req.threads or 0,
+        tensorboard=False,
+    )
     train(config, resume=(run / "last.pt").is_file())
     atomic_write_text(run / "done", "")
     return create_model(run / "model")
@@ -233,14 +254,21 @@ def best_point(points: list[Step], limit_ms: float) -> Step | None:
 @dataclass
 class Selection:
     """The chosen point, the measurements that chose it (one dict per measured candidate) and a note."""
+
     step: Step
     measured: list[dict]
     note: str
 
 
-def select_result(points: Callable[[], list[Step]], target_ms: float, *,
-                  measure: Callable[[Step], dict] | None = None, extend: Callable[[float], None] | None = None,
-                  tolerance: float = TOLERANCE, max_measured: int = MAX_FINAL_MEASUREMENTS) -> Selection:
+def select_result(
+    points: Callable[[], list[Step]],
+    target_ms: float,
+    *,
+    measure: Callable[[Step], dict] | None = None,
+    extend: Callable[[float], None] | None = None,
+    tolerance: float = TOLERANCE,
+    max_measured: int = MAX_FINAL_MEASUREMENTS,
+) -> Selection:
     """Choose the result among the evaluated `points()` (see the module docstring, point 4).
 
     measure(step) -> a record with `median_ms` (and what else the caller keeps), or with `median_ms` None
@@ -256,15 +284,21 @@ def select_result(points: Callable[[], list[Step]], target_ms: float, *,
     if measure is None:
         return Selection(best, [], "chosen on predictions (not measured)")
     while best is not None and len(tried) < max_measured:
-        record = measure(best) | {"predicted_ms": best.latency_ms, "accuracy": best.accuracy,
-                                  "choice": dataclasses.asdict(best.choice)}
+        record = measure(best) | {
+            "predicted_ms": best.latency_ms,
+            "accuracy": best.accuracy,
+            "choice": dataclasses.asdict(best.choice),
+        }
         tried.append((best, record))
         measured = [r for _, r in tried]
         if record.get("median_ms") is None:
             return Selection(best, measured, f"could not be measured ({record.get('error')}); chosen on predictions")
         if record["median_ms"] <= target_ms * (1 + tolerance):
-            return Selection(best, measured, f"measured {record['median_ms']:.3f} ms: within {tolerance:.0%} of the "
-                                             "target or under it")
+            return Selection(
+                best,
+                measured,
+                f"measured {record['median_ms']:.3f} ms: within {tolerance:.0%} of the target or under it",
+            )
         # the predictor was optimistic by measured / predicted here: ask the next candidate for that margin
         limit = min(limit, best.latency_ms * target_ms / record["median_ms"]) * (1 - 1e-9)
         best = best_point(points(), limit)
@@ -275,10 +309,13 @@ def select_result(points: Callable[[], list[Step]], target_ms: float, *,
                 break
             best = best_point(points(), limit)
     step, record = min(tried, key=lambda t: t[1]["median_ms"])
-    return Selection(step, [r for _, r in tried],
-                     f"misses the target: the fastest of {len(tried)} measured candidates took "
-                     f"{record['median_ms']:.3f}"
-                     " ms and no faster candidate was left; raise --target-ms or rebuild the table")
+    return Selection(
+        step,
+        [r for _, r in tried],
+        f"misses the target: the fastest of {len(tried)} measured candidates took "
+        f"{record['median_ms']:.3f}"
+        " ms and no faster candidate was left; raise --target-ms or rebuild the table",
+    )
 
 
 def search(req: SearchRequest) -> dict:
@@ -294,19 +331,33 @@ def search(req: SearchRequest) -> dict:
     target = req.target or table.target
     space_name = table.meta.get("space")
     if space_name not in ("efficientformer", "efficientformerv2", "mobilevit", "trtvit"):
-        raise LatvitError(f"{req.lut} was built for space '{space_name}', which cannot be searched; build one with "
-                          "`latvit lut build --space efficientformer|efficientformerv2|mobilevit|trtvit`")
+        raise LatvitError(
+            f"{req.lut} was built for space '{space_name}', which cannot be searched; build one with "
+            "`latvit lut build --space efficientformer|efficientformerv2|mobilevit|trtvit`"
+        )
     if req.method in METHOD_SPACE and space_name != METHOD_SPACE[req.method]:
-        raise LatvitError(f"--method {req.method} searches the {METHOD_SPACE[req.method]} space, but {req.lut} "
-                          f"covers '{space_name}'; build a LUT with --space {METHOD_SPACE[req.method]}")
+        raise LatvitError(
+            f"--method {req.method} searches the {METHOD_SPACE[req.method]} space, but {req.lut} "
+            f"covers '{space_name}'; build a LUT with --space {METHOD_SPACE[req.method]}"
+        )
     space = get_space(space_name)
     img_size = req.img_size or table.meta.get("img_size") or space.img_size
     threads = req.threads or default_threads()
     out = Path(req.output)
-    check_reused_output(out, {"space": space_name, "img_size": img_size, "data": req.data,
-                              "supernet_epochs": req.supernet_epochs, "batch_size": req.batch_size,
-                              "train_subset": req.train_subset, "seed": req.seed, "eval_images": req.eval_images,
-                              "bn_batches": req.bn_batches})
+    check_reused_output(
+        out,
+        {
+            "space": space_name,
+            "img_size": img_size,
+            "data": req.data,
+            "supernet_epochs": req.supernet_epochs,
+            "batch_size": req.batch_size,
+            "train_subset": req.train_subset,
+            "seed": req.seed,
+            "eval_images": req.eval_images,
+            "bn_batches": req.bn_batches,
+        },
+    )
 
     drift = None if req.at_build else follow_device(table)  # the device now: one factor for the whole search
     factor = drift.factor if drift else 1.0
@@ -316,13 +367,22 @@ def search(req: SearchRequest) -> dict:
 
     floor = latency(space.smallest())
     if floor > req.target_ms:  # before any training: an impossible target costs nothing
-        raise LatvitError(f"target {req.target_ms:g} ms is below the smallest subnet of {space_name} ({floor:.2f} ms "
-                          "predicted): raise --target-ms or use a smaller --img-size")
+        raise LatvitError(
+            f"target {req.target_ms:g} ms is below the smallest subnet of {space_name} ({floor:.2f} ms "
+            "predicted): raise --target-ms or use a smaller --img-size"
+        )
     kind = supernet_kind(req.method, space_name, req.supernet)
     start = time.perf_counter()
     torch.set_num_threads(threads)
-    training = SupernetTraining(data=req.data, epochs=req.supernet_epochs, batch_size=req.batch_size,
-                                train_subset=req.train_subset, seed=req.seed, threads=threads, progress=req.progress)
+    training = SupernetTraining(
+        data=req.data,
+        epochs=req.supernet_epochs,
+        batch_size=req.batch_size,
+        train_subset=req.train_subset,
+        seed=req.seed,
+        threads=threads,
+        progress=req.progress,
+    )
     trace_path = out / "trace.json"
     steps: list[Step] = []
 
@@ -342,19 +402,47 @@ def search(req: SearchRequest) -> dict:
         supernet = train_gumbel(space, img_size, training, run)
         held = held_out(supernet.spec)
         importance = supernet.importance()
-        atomic_write_text(run / "importance.json", json.dumps(
-            {"importance": importance, "alpha_softmax": [[dict(zip(p.kinds, p.probabilities().tolist())) for p in stage]
-                                                         for stage in supernet.paths]}, indent=1))
-        accuracy = CachedAccuracy(lambda s: recalibrate_bn(supernet.subnet(s), held.calib), held, run / "accuracy.json",
-                                  key=_state_key, choice_of_key=_state_choice)
-        trace = importance_slimming(space, supernet.start_state(), importance, accuracy,
-                                    lambda s: latency(s.choice()), req.target_ms, on_step=save_step)
+        atomic_write_text(
+            run / "importance.json",
+            json.dumps(
+                {
+                    "importance": importance,
+                    "alpha_softmax": [
+                        [dict(zip(p.kinds, p.probabilities().tolist())) for p in stage] for stage in supernet.paths
+                    ],
+                },
+                indent=1,
+            ),
+        )
+        accuracy = CachedAccuracy(
+            lambda s: recalibrate_bn(supernet.subnet(s), held.calib),
+            held,
+            run / "accuracy.json",
+            key=_state_key,
+            choice_of_key=_state_choice,
+        )
+        trace = importance_slimming(
+            space,
+            supernet.start_state(),
+            importance,
+            accuracy,
+            lambda s: latency(s.choice()),
+            req.target_ms,
+            on_step=save_step,
+        )
 
         def extend(limit_ms: float) -> None:
             last = steps[-1]
             state = PathState(last.paths, last.choice.widths, supernet.start_state().expansion)
-            importance_slimming(space, state, importance, accuracy, lambda s: latency(s.choice()), limit_ms,
-                                on_step=lambda step: None if step.action == "start" else save_step(step))
+            importance_slimming(
+                space,
+                state,
+                importance,
+                accuracy,
+                lambda s: latency(s.choice()),
+                limit_ms,
+                on_step=lambda step: None if step.action == "start" else save_step(step),
+            )
     else:
         if kind == "sandwich":
             run = out / "supernet_sandwich"
@@ -364,18 +452,32 @@ def search(req: SearchRequest) -> dict:
             supernet = train_supernet(space, img_size, req, out)
             accuracy = plain_accuracy(supernet, space, img_size, held_out(supernet.spec), out / "accuracy.json")
         if req.method == "nsga2":
-            trials, front = pareto_search(space, accuracy, latency, trials=req.trials, seed=req.seed,
-                                          storage=f"sqlite:///{(out / 'nsga2.db').resolve()}", target_ms=req.target_ms)
+            trials, front = pareto_search(
+                space,
+                accuracy,
+                latency,
+                trials=req.trials,
+                seed=req.seed,
+                storage=f"sqlite:///{(out / 'nsga2.db').resolve()}",
+                target_ms=req.target_ms,
+            )
             if not front:
                 raise LatvitError(f"no evaluated spec meets {req.target_ms:g} ms; raise --trials or --target-ms")
             trace = trials
         else:
-            trace = greedy_search(space, req.method, accuracy, latency, req.target_ms, params=params,
-                                  on_step=save_step)
+            trace = greedy_search(space, req.method, accuracy, latency, req.target_ms, params=params, on_step=save_step)
 
             def extend(limit_ms: float) -> None:
-                greedy_search(space, req.method, accuracy, latency, limit_ms, params=params, start=steps[-1].choice,
-                              on_step=lambda step: None if step.action == "start" else save_step(step))
+                greedy_search(
+                    space,
+                    req.method,
+                    accuracy,
+                    latency,
+                    limit_ms,
+                    params=params,
+                    start=steps[-1].choice,
+                    on_step=lambda step: None if step.action == "start" else save_step(step),
+                )
 
     def evaluated() -> list[Step]:
         if req.method == "nsga2":
@@ -388,18 +490,33 @@ def search(req: SearchRequest) -> dict:
         spec = dataclasses.replace(space.spec(step.choice, img_size), name=path.stem)
         atomic_write_text(path, spec.to_json() + "\n")
         table_threads = int(table.meta.get("threads") or threads)
-        measured = run_isolated("latvit.latency.measure:measure_spec_now", {
-            "spec": str(path), "runtime": table.meta["runtime"], "threads": table_threads,
-            "deploy": bool(table.meta.get("deploy", True)), "target": target}, timeout=600, threads=table_threads)
+        measured = run_isolated(
+            "latvit.latency.measure:measure_spec_now",
+            {
+                "spec": str(path),
+                "runtime": table.meta["runtime"],
+                "threads": table_threads,
+                "deploy": bool(table.meta.get("deploy", True)),
+                "target": target,
+            },
+            timeout=600,
+            threads=table_threads,
+        )
         return measured.value if measured.ok else {"median_ms": None, "error": measured.error}
 
-    selection = select_result(evaluated, req.target_ms, measure=measure if req.measure else None, extend=extend,
-                              tolerance=req.tolerance)
+    selection = select_result(
+        evaluated, req.target_ms, measure=measure if req.measure else None, extend=extend, tolerance=req.tolerance
+    )
     result = selection.step
     points = evaluated()
-    front = sorted((s for s in points if not any(
-        dominates((o.accuracy, o.latency_ms), (s.accuracy, s.latency_ms)) for o in points)),
-        key=lambda s: s.latency_ms)
+    front = sorted(
+        (
+            s
+            for s in points
+            if not any(dominates((o.accuracy, o.latency_ms), (s.accuracy, s.latency_ms)) for o in points)
+        ),
+        key=lambda s: s.latency_ms,
+    )
     if req.method != "nsga2":
         trace = steps
     atomic_write_text(trace_path, json.dumps([s.as_dict() for s in trace], indent=1))
@@ -409,17 +526,33 @@ def search(req: SearchRequest) -> dict:
     atomic_write_text(out / "pareto.json", json.dumps([s.as_dict() for s in front], indent=1))
     write_pareto_plot(points, front, result, out / "pareto.png", req.target_ms)
     chosen = next((m for m in selection.measured[::-1] if m["choice"] == dataclasses.asdict(result.choice)), {})
-    record = {"method": req.method, "space": space_name, "supernet": kind, "img_size": img_size,
-              "target_ms": req.target_ms, "predicted_ms": result.latency_ms, "accuracy_inherited": result.accuracy,
-              "params_m": spec_cost(spec).params / 1e6, "search_seconds": time.perf_counter() - start,
-              "runtime": table.meta.get("runtime"), "spec": str(out / "spec.json"),
-              "selection": SELECTION if req.measure else SELECTION.split(", measured")[0],
-              "selection_note": selection.note, "trajectory_end_ms": steps[-1].latency_ms if steps else None,
-              "drift": drift.describe() if drift else "predicted at the table's build speed" if req.at_build
-              else no_reference_note(table), "drift_factor": factor,
-              "measured_ms": chosen.get("median_ms"), "measured_ci_rel": chosen.get("ci_rel"),
-              "measured_ref_ms": chosen.get("ref_ms"), "measure_error": chosen.get("error", ""),
-              "candidates_measured": selection.measured}
+    record = {
+        "method": req.method,
+        "space": space_name,
+        "supernet": kind,
+        "img_size": img_size,
+        "target_ms": req.target_ms,
+        "predicted_ms": result.latency_ms,
+        "accuracy_inherited": result.accuracy,
+        "params_m": spec_cost(spec).params / 1e6,
+        "search_seconds": time.perf_counter() - start,
+        "runtime": table.meta.get("runtime"),
+        "spec": str(out / "spec.json"),
+        "selection": SELECTION if req.measure else SELECTION.split(", measured")[0],
+        "selection_note": selection.note,
+        "trajectory_end_ms": steps[-1].latency_ms if steps else None,
+        "drift": drift.describe()
+        if drift
+        else "predicted at the table's build speed"
+        if req.at_build
+        else no_reference_note(table),
+        "drift_factor": factor,
+        "measured_ms": chosen.get("median_ms"),
+        "measured_ci_rel": chosen.get("ci_rel"),
+        "measured_ref_ms": chosen.get("ref_ms"),
+        "measure_error": chosen.get("error", ""),
+        "candidates_measured": selection.measured,
+    }
     atomic_write_text(out / "result.json", json.dumps(record, indent=1))
     return record
 

@@ -26,6 +26,7 @@ Both train with `train_gumbel` / `train_sandwich`: batches from `latvit.data` (d
 (`RUN/last.pt`) every `checkpoint_every` steps and at the end, so a killed run resumes where it stopped
 and ends with the weights an uninterrupted run would have.
 """
+
 from __future__ import annotations
 
 import math
@@ -122,7 +123,7 @@ class GumbelSupernet(nn.Module):
             templates = {b.kind: b for b in stage.blocks if b.kind in ("meta4d", "meta3d")}
             kinds = ("meta4d", "meta3d", IDENTITY) if si == last else ("meta4d", IDENTITY)
             stage_paths = []
-            for p in planned[1 if has_down else 0:]:
+            for p in planned[1 if has_down else 0 :]:
                 ops = {}
                 for kind in kinds[:-1]:
                     block = templates.get(kind) or BlockSpec(kind, p.c_in)
@@ -221,8 +222,9 @@ class SandwichSupernet(nn.Module):
     """EfficientFormerV2 slimmable supernet over `space`. `forward(x, choice)` runs one subnet on the
     shared weights: (B, 3, S, S) -> (B, num_classes); `subnet(choice)` gives it as a standalone network."""
 
-    def __init__(self, space: SearchSpace, img_size: int, num_classes: int, drop_path: float = 0.1,
-                 cache_size: int = 8):
+    def __init__(
+        self, space: SearchSpace, img_size: int, num_classes: int, drop_path: float = 0.1, cache_size: int = 8
+    ):
         super().__init__()
         self.space, self.img_size, self.num_classes, self.drop_path = space, img_size, num_classes, drop_path
         self.net = build_model(space.spec(space.largest(), img_size), num_classes=num_classes)
@@ -232,11 +234,13 @@ class SandwichSupernet(nn.Module):
         # of every stage (the depth of a stage does not change any BatchNorm's width)
         widths: dict[str, set[int]] = {}
         for choice in self._norm_covering():
-            for key, width in self._describe(build_model(space.spec(choice, img_size),
-                                                                 num_classes=num_classes)).norms.values():
+            for key, width in self._describe(
+                build_model(space.spec(choice, img_size), num_classes=num_classes)
+            ).norms.values():
                 widths.setdefault(key, set()).add(width)
-        self.norms = nn.ModuleDict({key: nn.ModuleDict({str(w): nn.BatchNorm2d(w) for w in sorted(ws)})
-                                    for key, ws in sorted(widths.items())})
+        self.norms = nn.ModuleDict(
+            {key: nn.ModuleDict({str(w): nn.BatchNorm2d(w) for w in sorted(ws)}) for key, ws in sorted(widths.items())}
+        )
         self._cache: OrderedDict[Choice, _Subnet] = OrderedDict()
         self.cache_size = cache_size
 
@@ -244,7 +248,7 @@ class SandwichSupernet(nn.Module):
         s, big = self.space, self.space.largest()
         out = [big, s.smallest()]
         for si in range(len(s.widths)):
-            for prev in (s.widths[si - 1] if si else (None,)):
+            for prev in s.widths[si - 1] if si else (None,):
                 for width in s.widths[si]:
                     for e in s.expansions:
                         widths, exps = list(big.widths), list(big.expansions)
@@ -262,17 +266,23 @@ class SandwichSupernet(nn.Module):
         for name, m in bn_modules.items():
             source = _source_name(name + ".", mapping)[:-1]
             if source not in self.norm_paths:
-                raise LatvitError(f"subnet BatchNorm {name} has no counterpart in the supernet: not from space "
-                                  f"{self.space.name}?")
+                raise LatvitError(
+                    f"subnet BatchNorm {name} has no counterpart in the supernet: not from space {self.space.name}?"
+                )
             norms[name] = (_norm_key(source), m.num_features)
         for name, t in sub.state_dict().items():
             if name.rpartition(".")[0] in bn_modules:
                 continue
             source = _source_name(name, mapping)
-            if source not in own or own[source].dim() != t.dim() or any(
-                    s < d for s, d in zip(own[source].shape, t.shape)):
-                raise LatvitError(f"subnet tensor {name} {tuple(t.shape)} does not fit the supernet's "
-                                  f"{source}: is the subnet from space {self.space.name}?")
+            if (
+                source not in own
+                or own[source].dim() != t.dim()
+                or any(s < d for s, d in zip(own[source].shape, t.shape))
+            ):
+                raise LatvitError(
+                    f"subnet tensor {name} {tuple(t.shape)} does not fit the supernet's "
+                    f"{source}: is the subnet from space {self.space.name}?"
+                )
             sources[name] = (source, tuple(t.shape), fused.get(name, 1))
         return _Subnet(sub, sources, norms)
 
@@ -280,13 +290,16 @@ class SandwichSupernet(nn.Module):
         if choice in self._cache:
             self._cache.move_to_end(choice)
             return self._cache[choice]
-        sub = build_model(self.space.spec(choice, self.img_size), num_classes=self.num_classes,
-                          drop_path_rate=self.drop_path)  # drop path: elastic depth within each subnet
+        sub = build_model(
+            self.space.spec(choice, self.img_size), num_classes=self.num_classes, drop_path_rate=self.drop_path
+        )  # drop path: elastic depth within each subnet
         entry = self._describe(sub)
         for name, (key, width) in entry.norms.items():
             if key not in self.norms or str(width) not in self.norms[key]:
-                raise LatvitError(f"BatchNorm {name} runs at {width} channels, a width the supernet of "
-                                  f"{self.space.name} has no statistics for: is the choice from this space?")
+                raise LatvitError(
+                    f"BatchNorm {name} runs at {width} channels, a width the supernet of "
+                    f"{self.space.name} has no statistics for: is the choice from this space?"
+                )
         self._cache[choice] = entry
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -297,8 +310,10 @@ class SandwichSupernet(nn.Module):
         tensors, and the BatchNorm tensors of each norm's own width (updated in place in training)."""
         entry = self._entry(choice)
         shared = dict(self.net.named_parameters()) | dict(self.net.named_buffers())
-        out = {name: leading_slice(shared[src], shape, chunks) if shape else shared[src]
-               for name, (src, shape, chunks) in entry.sources.items()}
+        out = {
+            name: leading_slice(shared[src], shape, chunks) if shape else shared[src]
+            for name, (src, shape, chunks) in entry.sources.items()
+        }
         for name, (key, width) in entry.norms.items():
             bn = self.norms[key][str(width)]
             for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
@@ -326,6 +341,7 @@ class SandwichSupernet(nn.Module):
 class SupernetTraining:
     """How a supernet trains. lr/weight_decay: AdamW on the weights (cosine decay to 0 over the run);
     alpha_lr: Adam on the Gumbel alphas (constant); tau: the Gumbel temperature's (start, end)."""
+
     data: str = "synthetic"
     epochs: int = 1
     batch_size: int = 64
@@ -341,15 +357,21 @@ class SupernetTraining:
     progress: bool = True
 
 
-def train_gumbel(space: SearchSpace, img_size: int, cfg: SupernetTraining, run: Path,
-                 on_step: Callable[[int, float], None] | None = None) -> GumbelSupernet:
+def train_gumbel(
+    space: SearchSpace,
+    img_size: int,
+    cfg: SupernetTraining,
+    run: Path,
+    on_step: Callable[[int, float], None] | None = None,
+) -> GumbelSupernet:
     """Train (or resume, or load if finished) the Gumbel MetaPath supernet in `run`; returns it in eval mode."""
     num_classes = _num_classes(cfg)
     torch.manual_seed(cfg.seed)
     net = GumbelSupernet(space, img_size, num_classes)
     alphas = {id(a) for a in net.alphas()}
-    weights = torch.optim.AdamW([p for p in net.parameters() if id(p) not in alphas], lr=cfg.lr,
-                                weight_decay=cfg.weight_decay)
+    weights = torch.optim.AdamW(
+        [p for p in net.parameters() if id(p) not in alphas], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     arch = torch.optim.Adam(net.alphas(), lr=cfg.alpha_lr, betas=(0.5, 0.999))
 
     def step(x, y, t, total):
@@ -365,15 +387,21 @@ def train_gumbel(space: SearchSpace, img_size: int, cfg: SupernetTraining, run: 
     return _fit("gumbel", net, [weights, arch], step, space, img_size, cfg, Path(run), on_step)
 
 
-def train_sandwich(space: SearchSpace, img_size: int, cfg: SupernetTraining, run: Path,
-                   on_step: Callable[[int, float], None] | None = None) -> SandwichSupernet:
+def train_sandwich(
+    space: SearchSpace,
+    img_size: int,
+    cfg: SupernetTraining,
+    run: Path,
+    on_step: Callable[[int, float], None] | None = None,
+) -> SandwichSupernet:
     """Train (or resume, or load if finished) the slimmable supernet in `run` with the sandwich rule."""
     num_classes = _num_classes(cfg)
     torch.manual_seed(cfg.seed)
     net = SandwichSupernet(space, img_size, num_classes, drop_path=cfg.drop_path)
     shared_norms = {id(p) for n, p in net.net.named_parameters() if n.rpartition(".")[0] in net.norm_paths}
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if id(p) not in shared_norms], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in net.parameters() if id(p) not in shared_norms], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
 
     def step(x, y, t, total):
         optimizer.zero_grad(set_to_none=True)
@@ -392,20 +420,39 @@ def _num_classes(cfg: SupernetTraining) -> int:
     return len(open_dataset(cfg.data, "train").classes)
 
 
-def _fit(kind: str, net: nn.Module, optimizers: list, step_fn, space: SearchSpace, img_size: int,
-         cfg: SupernetTraining, run: Path, on_step) -> nn.Module:
+def _fit(
+    kind: str,
+    net: nn.Module,
+    optimizers: list,
+    step_fn,
+    space: SearchSpace,
+    img_size: int,
+    cfg: SupernetTraining,
+    run: Path,
+    on_step,
+) -> nn.Module:
     """The loop both supernets share: deterministic batches, cosine lr on the first optimiser, reseeded
     steps, atomic checkpoints; a finished run is loaded, an unfinished one resumed."""
-    meta = {"kind": kind, "space": space.name, "img_size": img_size, "num_classes": net.num_classes,
-            "epochs": cfg.epochs, "batch_size": cfg.batch_size, "seed": cfg.seed, "train_subset": cfg.train_subset}
+    meta = {
+        "kind": kind,
+        "space": space.name,
+        "img_size": img_size,
+        "num_classes": net.num_classes,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "train_subset": cfg.train_subset,
+    }
     last = run / ckpt.LAST
     payload = ckpt.load_checkpoint(last) if last.is_file() else None
     if payload is not None:
         saved = payload["meta"]
         changed = ", ".join(f"{k}={saved.get(k)!r}" for k, v in meta.items() if saved.get(k) != v)
         if changed:
-            raise LatvitError(f"{run} holds a {saved.get('kind')} supernet trained with other settings ({changed}); "
-                              "use the same settings to resume, or another --output")
+            raise LatvitError(
+                f"{run} holds a {saved.get('kind')} supernet trained with other settings ({changed}); "
+                "use the same settings to resume, or another --output"
+            )
         net.load_state_dict(payload["supernet"])
         for opt, state in zip(optimizers, payload["optimizers"]):
             opt.load_state_dict(state)
@@ -422,8 +469,17 @@ def _fit(kind: str, net: nn.Module, optimizers: list, step_fn, space: SearchSpac
 
     def save(done: bool) -> None:
         run.mkdir(parents=True, exist_ok=True)
-        ckpt.save_checkpoint(last, {"meta": meta, "supernet": net.state_dict(), "step": step, "done": done,
-                                    "optimizers": [o.state_dict() for o in optimizers], "history": history})
+        ckpt.save_checkpoint(
+            last,
+            {
+                "meta": meta,
+                "supernet": net.state_dict(),
+                "step": step,
+                "done": done,
+                "optimizers": [o.state_dict() for o in optimizers],
+                "history": history,
+            },
+        )
 
     threads = torch.get_num_threads()
     if cfg.threads:
@@ -468,11 +524,25 @@ def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[info]}"), console=Console(stderr=True))
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=Console(stderr=True),
+    )
     progress.start()
     return progress
 
 
-__all__ = ["GumbelSupernet", "MetaPath", "SandwichSupernet", "SupernetTraining", "sandwich_choices", "temperature",
-           "train_gumbel", "train_sandwich"]
+__all__ = [
+    "GumbelSupernet",
+    "MetaPath",
+    "SandwichSupernet",
+    "SupernetTraining",
+    "sandwich_choices",
+    "temperature",
+    "train_gumbel",
+    "train_sandwich",
+]

@@ -6,6 +6,7 @@ defines the form but not the units or exponents it used, so latvit's defaults ar
 overridden: parameters in units of 1 M, latency in units of 1 ms, both with alpha = -0.5 (equal weight,
 and MES scales like 1 / sqrt(params * latency)).
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@
 it, `spec_cost` sums it, latency tables key on its `PlannedBlock`s, and every spec error is raised here
 with the path of the offending block (`stages[3][2].heads: ...`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ class PlannedBlock:
         """Latency-table key: everything that determines this block's latency."""
         kind = BLOCK_KINDS[self.spec.kind]
         return (self.spec.kind, self.c_in, self.spec.width, self.h, self.w) + tuple(
-            getattr(self.spec, f) for f in kind.fields)
+            getattr(self.spec, f) for f in kind.fields
+        )
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class NetPlan:
 def _size_error(spec: NetSpec, img_size: int, where: str, h: int, w: int, stride: int, multiple: int) -> SpecError:
     return SpecError(
         f"input size {img_size} is not valid for {spec.name}: the {h}x{w} feature map at {where} cannot be "
-        f"downsampled by {stride} exactly; use a multiple of {multiple} (e.g. {max(multiple, round(img_size / multiple) * multiple)})")
+        f"downsampled by {stride} exactly; use a multiple of {multiple} (e.g. {max(multiple, round(img_size / multiple) * multiple)})"
+    )
 
 
 def _check_stream(spec: NetSpec, where: str, b: BlockSpec, role: str, stream):
@@ -90,12 +93,16 @@ def _check_stream(spec: NetSpec, where: str, b: BlockSpec, role: str, stream):
         if stream is None:
             raise SpecError(f"{spec.name} {where}: {b.kind} needs the global tokens; put an mf_tokens block before it")
         if (b.tokens, b.dim) != stream[0]:
-            raise SpecError(f"{spec.name} {where}: tokens={b.tokens}, dim={b.dim} differ from the tokens opened at "
-                            f"{stream[1]} (tokens={stream[0][0]}, dim={stream[0][1]}); make them equal")
+            raise SpecError(
+                f"{spec.name} {where}: tokens={b.tokens}, dim={b.dim} differ from the tokens opened at "
+                f"{stream[1]} (tokens={stream[0][0]}, dim={stream[0][1]}); make them equal"
+            )
         return None if role == "close" else stream
     if stream is not None:
-        raise SpecError(f"{spec.name} {where}: a {b.kind} block cannot take the (map, tokens) pair; close it with "
-                        "mf_merge first, or use Mobile-Former blocks")
+        raise SpecError(
+            f"{spec.name} {where}: a {b.kind} block cannot take the (map, tokens) pair; close it with "
+            "mf_merge first, or use Mobile-Former blocks"
+        )
     return None
 
 
@@ -111,8 +118,10 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
     # (where, module path, block, ends its stage)
     all_blocks = [(f"stem[{i}]", f"stem.{i}", b, False) for i, b in enumerate(spec.stem)]
     for si, stage in enumerate(spec.stages):
-        all_blocks += [(f"stages[{si}][{bi}]", f"stages.{si}.blocks.{bi}", b, bi == len(stage.blocks) - 1)
-                       for bi, b in enumerate(stage.blocks)]
+        all_blocks += [
+            (f"stages[{si}][{bi}]", f"stages.{si}.blocks.{bi}", b, bi == len(stage.blocks) - 1)
+            for bi, b in enumerate(stage.blocks)
+        ]
     multiple = 1
     for _, _, b, _ in all_blocks:
         if b.kind in BLOCK_KINDS:
@@ -138,8 +147,10 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
             raise SpecError(f"{spec.name} {where}: {problem}")
         kind = BLOCK_KINDS[b.kind]
         if tokens and not kind.tokens:
-            raise SpecError(f"{spec.name} {where}: a {b.kind} block cannot follow token-layout blocks; "
-                            "put token blocks (meta3d) at the end of the last stage")
+            raise SpecError(
+                f"{spec.name} {where}: a {b.kind} block cannot follow token-layout blocks; "
+                "put token blocks (meta3d) at the end of the last stage"
+            )
         if kind.tokens and not path.startswith(last_stage):
             raise SpecError(f"{spec.name} {where}: token-layout blocks ({b.kind}) are only supported in the last stage")
         tokens = tokens or kind.tokens
@@ -151,12 +162,16 @@ def plan_network(spec: NetSpec, img_size: int | None = None, num_classes: int = 
             stage_outputs.append((c, h, w))
             reductions.append(img_size // h)
     if stream is not None:
-        raise SpecError(f"{spec.name}: the global tokens opened at {stream[1]} are never closed; end the last "
-                        "stage with an mf_merge block")
+        raise SpecError(
+            f"{spec.name}: the global tokens opened at {stream[1]} are never closed; end the last "
+            "stage with an mf_merge block"
+        )
     hd = spec.head
-    for problem in (hd.conv_width < 0 and f"conv_width must be >= 0 (0: no conv), got {hd.conv_width}",
-                    not 0.0 <= hd.dropout < 1.0 and f"dropout must be in [0, 1), got {hd.dropout}",
-                    hd.act not in ACTIVATIONS and f"unknown act '{hd.act}'; choose one of {sorted(ACTIVATIONS)}"):
+    for problem in (
+        hd.conv_width < 0 and f"conv_width must be >= 0 (0: no conv), got {hd.conv_width}",
+        not 0.0 <= hd.dropout < 1.0 and f"dropout must be in [0, 1), got {hd.dropout}",
+        hd.act not in ACTIVATIONS and f"unknown act '{hd.act}'; choose one of {sorted(ACTIVATIONS)}",
+    ):
         if problem:
             raise SpecError(f"{spec.name} head.{problem}")
     if hd.norm not in ("none", "bn", "ln"):

@@ -10,6 +10,7 @@ of `latvit.space.blocks.BLOCK_KINDS`; a kind reads only the fields it needs (lis
 so one flat block type serves every family and per-block values (EfficientFormerV2's per-FFN
 expansion ratios, say) are ordinary fields.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -101,11 +102,18 @@ class NetSpec:
         """A copy with every activation (stem, stage blocks, head) set to `act`; blocks built without one
         (act "none", e.g. the Conv-BN downsamplings) keep none. The parameters are unchanged, so a
         checkpoint of this spec loads into the copy (then fine-tune: see docs/compression.md)."""
+
         def swap(b):
             return b if b.act == "none" else dataclasses.replace(b, act=act)
 
         head = self.head if self.head.act == "none" else dataclasses.replace(self.head, act=act)
         return dataclasses.replace(self.map_blocks(swap, name), stem=tuple(swap(b) for b in self.stem), head=head)
+
+    def with_distill_head(self) -> NetSpec:
+        """The same network with a distillation head (itself when it already has one)."""
+        return (
+            self if self.head.distill else dataclasses.replace(self, head=dataclasses.replace(self.head, distill=True))
+        )
 
     def with_img_size(self, img_size: int | None) -> NetSpec:
         return self if img_size is None else dataclasses.replace(self, img_size=int(img_size))
@@ -175,7 +183,11 @@ def _typed(cls, data: dict[str, Any], where: str):
         if expected is not None and not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise SpecError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
         kwargs[name] = value
-    missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in kwargs]
+    missing = [
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in kwargs
+    ]
     if missing:
         raise SpecError(f"{where}: missing field(s) {missing}")
     return cls(**kwargs)
@@ -206,8 +218,11 @@ def spec_from_dict(d: dict[str, Any]) -> NetSpec:
     top = {k: d[k] for k in ("name", "family", "paper", "img_size", "in_chans") if k in d}
     for k in ("mean", "std"):
         if k in d:
-            if not (isinstance(d[k], list) and len(d[k]) == 3
-                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d[k])):
+            if not (
+                isinstance(d[k], list)
+                and len(d[k]) == 3
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d[k])
+            ):
                 raise SpecError(f"spec.{k}: expected a list of 3 numbers, got {d[k]!r}")
             top[k] = tuple(float(v) for v in d[k])
     if any(v <= 0 for v in top.get("std", ())):

@@ -6,6 +6,7 @@ the default) is built in; named remote targets come from the user's target confi
 (`latvit.targets.config`), URLs (`ssh://user@host`, `adb://SERIAL`) and tags (`tag:NAME`) work too;
 `run_on_targets(jobs, "pi5,jetson")` runs jobs on several targets concurrently, resumably.
 """
+
 from __future__ import annotations
 
 from latvit.targets.base import Artifact, Protocol, Target, TimingJob, TimingResult
@@ -14,6 +15,23 @@ from latvit.targets.registry import DEFAULT_TARGET, TagPool, get_target, make_ta
 from latvit.targets.remote import RemoteRunError, TargetError, result_record, target_meta, target_mismatch
 from latvit.targets.schedule import JobOutcome, run_on_targets
 
-__all__ = ["Artifact", "DEFAULT_TARGET", "JobOutcome", "LOCAL", "LocalTarget", "Protocol", "RemoteRunError", "TagPool",
-           "Target", "TargetError", "TimingJob", "TimingResult", "get_target", "make_target", "result_record",
-           "run_on_targets", "target_meta", "target_mismatch"]
+__all__ = [
+    "Artifact",
+    "DEFAULT_TARGET",
+    "JobOutcome",
+    "LOCAL",
+    "LocalTarget",
+    "Protocol",
+    "RemoteRunError",
+    "TagPool",
+    "Target",
+    "TargetError",
+    "TimingJob",
+    "TimingResult",
+    "get_target",
+    "make_target",
+    "result_record",
+    "run_on_targets",
+    "target_meta",
+    "target_mismatch",
+]

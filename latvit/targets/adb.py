@@ -15,6 +15,7 @@ so names and paths with spaces, quotes or `;` stay single arguments. The tools' 
 `latvit.targets.parsers`; `benchmark_model` and `onnxruntime_perf_test` report aggregates only, and the
 result says so (`stats_source: "aggregate"`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,12 +46,16 @@ DEFAULT_WORKDIR = "/data/local/tmp/latvit"
 RUNTIME_RUNNERS = {runtime: runner for runner, runtime in RUNNER_RUNTIMES.items()}  # "ort" -> onnxruntime_perf_test
 STALE_LOCK_S = 3600.0  # a device lock older than this was left by a crashed workstation
 # constant device scripts (no user data in them): what the device is, and its conditions around a job
-_PROBE = ("echo @props; getprop; echo @maxfreq; "
-          "for f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq; do echo \"$f $(cat $f)\"; done; "
-          "echo @nproc; nproc; echo @governor; cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-_CONDITIONS = ("for f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do echo \"freq $(cat $f)\"; done; "
-               "echo \"governor $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null)\"; "
-               "for z in /sys/class/thermal/thermal_zone*/temp; do echo \"temp $(cat $z 2>/dev/null)\"; done")
+_PROBE = (
+    "echo @props; getprop; echo @maxfreq; "
+    'for f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq; do echo "$f $(cat $f)"; done; '
+    "echo @nproc; nproc; echo @governor; cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
+)
+_CONDITIONS = (
+    'for f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do echo "freq $(cat $f)"; done; '
+    'echo "governor $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null)"; '
+    'for z in /sys/class/thermal/thermal_zone*/temp; do echo "temp $(cat $z 2>/dev/null)"; done'
+)
 
 
 def file_sha256(path: Path) -> str:
@@ -101,16 +106,26 @@ def parse_conditions(text: str) -> dict[str, Any]:
             temps.append(int(value) / 1000)
         elif kind == "governor" and value:
             governor = value
-    return {"cpu_mhz": round(statistics.fmean(freqs) / 1e3, 1) if freqs else None, "governor": governor,
-            "temperature_c": max(temps) if temps else None}
+    return {
+        "cpu_mhz": round(statistics.fmean(freqs) / 1e3, 1) if freqs else None,
+        "governor": governor,
+        "temperature_c": max(temps) if temps else None,
+    }
 
 
 def runner_args(runner: str, model: str, threads: int, protocol: dict[str, Any]) -> list[str]:
     """The tool's command line for one timing, mapped from latvit's protocol as far as the tool allows."""
     warmup, iters = int(protocol["warmup"]), int(protocol["iters"])
     if runner == "benchmark_model":
-        return [f"--graph={model}", f"--num_threads={threads}", f"--warmup_runs={warmup}", "--warmup_min_secs=0",
-                f"--num_runs={iters}", f"--min_secs={protocol['min_seconds']}", f"--max_secs={protocol['max_seconds']}"]
+        return [
+            f"--graph={model}",
+            f"--num_threads={threads}",
+            f"--warmup_runs={warmup}",
+            "--warmup_min_secs=0",
+            f"--num_runs={iters}",
+            f"--min_secs={protocol['min_seconds']}",
+            f"--max_secs={protocol['max_seconds']}",
+        ]
     if runner == "executor_runner":  # no warm-up option: run warmup + iters and drop the first warmup (parsers)
         return [f"--model_path={model}", f"--num_executions={warmup + iters}", f"--cpu_threads={threads}"]
     # onnxruntime_perf_test: its own single warm-up call, then iters timed runs, inputs generated (-I)
@@ -137,14 +152,22 @@ class AdbTarget(RemoteTarget):
     def _adb(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         adb = shutil.which("adb")
         if adb is None:
-            raise TargetError(f"target '{self.name}': the adb binary is not on PATH: install Android's platform "
-                              "tools (Debian: apt-get install adb)")
+            raise TargetError(
+                f"target '{self.name}': the adb binary is not on PATH: install Android's platform "
+                "tools (Debian: apt-get install adb)"
+            )
         try:
-            return subprocess.run([adb, "-s", self.serial, *args], capture_output=True, text=True, errors="replace",
-                                  timeout=timeout or self.command_timeout_s)
+            return subprocess.run(
+                [adb, "-s", self.serial, *args],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout or self.command_timeout_s,
+            )
         except subprocess.TimeoutExpired:
-            raise RemoteRunError(f"target '{self.name}': `adb {args[0]}` timed out after "
-                                 f"{timeout or self.command_timeout_s:.0f} s") from None
+            raise RemoteRunError(
+                f"target '{self.name}': `adb {args[0]}` timed out after {timeout or self.command_timeout_s:.0f} s"
+            ) from None
 
     def _shell(self, command: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         """Run one device shell command line (built with shlex.join/quote, or a constant script)."""
@@ -153,8 +176,10 @@ class AdbTarget(RemoteTarget):
     def _shell_ok(self, argv: list[str], what: str, timeout: float | None = None) -> str:
         ran = self._shell(shlex.join(argv), timeout)
         if ran.returncode != 0:
-            raise TargetError(f"target '{self.name}': {what} failed on the device: "
-                              f"{_last_line(ran.stderr + ran.stdout) or 'exit ' + str(ran.returncode)}")
+            raise TargetError(
+                f"target '{self.name}': {what} failed on the device: "
+                f"{_last_line(ran.stderr + ran.stdout) or 'exit ' + str(ran.returncode)}"
+            )
         return ran.stdout
 
     def ensure_ready(self) -> None:
@@ -165,14 +190,20 @@ class AdbTarget(RemoteTarget):
         if ran.returncode == 0 and state == "device":
             return
         if "unauthorized" in text:
-            raise TargetError(f"target '{self.name}': adb device {self.serial} is unauthorized: unlock it and "
-                              "accept the 'Allow USB debugging' prompt, then run `latvit target check "
-                              f"{self.name}`")
+            raise TargetError(
+                f"target '{self.name}': adb device {self.serial} is unauthorized: unlock it and "
+                "accept the 'Allow USB debugging' prompt, then run `latvit target check "
+                f"{self.name}`"
+            )
         if "offline" in text:
-            raise TargetError(f"target '{self.name}': adb device {self.serial} is offline: reconnect the cable (or "
-                              "`adb reconnect`) and retry")
-        raise TargetError(f"target '{self.name}': no adb device {self.serial} (`adb devices` does not list it): "
-                          "connect it with USB debugging on, or `adb connect HOST:PORT` for a network device")
+            raise TargetError(
+                f"target '{self.name}': adb device {self.serial} is offline: reconnect the cable (or "
+                "`adb reconnect`) and retry"
+            )
+        raise TargetError(
+            f"target '{self.name}': no adb device {self.serial} (`adb devices` does not list it): "
+            "connect it with USB debugging on, or `adb connect HOST:PORT` for a network device"
+        )
 
     # -- the Target surface ------------------------------------------------------------------------------
     def probe_device(self) -> dict[str, Any]:
@@ -192,16 +223,23 @@ class AdbTarget(RemoteTarget):
             free = int(df[-1].split()[3]) * 1024
         soc = props.get("ro.soc.model") or props.get("ro.board.platform") or props.get("ro.hardware")
         nproc = parts.get("nproc", "").strip()
-        return {"cpu": f"{soc or 'unknown SoC'} ({props.get('ro.product.cpu.abi', '?')})",
-                "board": " ".join(filter(None, (props.get("ro.product.manufacturer"), props.get("ro.product.model"))))
-                or None, "cores": int(nproc) if nproc.isdigit() else len(max_freqs) or None,
-                "machine": props.get("ro.product.cpu.abi"), "system": "Android",
-                "platform": f"Android {props.get('ro.build.version.release', '?')} "
-                            f"(SDK {props.get('ro.build.version.sdk', '?')})",
-                "max_freq_khz": max_freqs, "governor": parts.get("governor", "").strip() or None,
-                "workdir": self.workdir, "free_bytes": free,
-                "runners": {name: file_sha256(Path(path))[:16] for name, path in self.config.runners.items()
-                            if Path(path).is_file()}}
+        return {
+            "cpu": f"{soc or 'unknown SoC'} ({props.get('ro.product.cpu.abi', '?')})",
+            "board": " ".join(filter(None, (props.get("ro.product.manufacturer"), props.get("ro.product.model"))))
+            or None,
+            "cores": int(nproc) if nproc.isdigit() else len(max_freqs) or None,
+            "machine": props.get("ro.product.cpu.abi"),
+            "system": "Android",
+            "platform": f"Android {props.get('ro.build.version.release', '?')} "
+            f"(SDK {props.get('ro.build.version.sdk', '?')})",
+            "max_freq_khz": max_freqs,
+            "governor": parts.get("governor", "").strip() or None,
+            "workdir": self.workdir,
+            "free_bytes": free,
+            "runners": {
+                name: file_sha256(Path(path))[:16] for name, path in self.config.runners.items() if Path(path).is_file()
+            },
+        }
 
     def runner_version(self, runtime: str) -> str | None:
         runner = RUNTIME_RUNNERS.get(runtime)
@@ -213,12 +251,16 @@ class AdbTarget(RemoteTarget):
         runtime = job.artifact.runtime
         runner = RUNTIME_RUNNERS.get(runtime)
         if runner is None:
-            raise RemoteRunError(f"target '{self.name}' (adb) times {', '.join(RUNTIME_RUNNERS)} artifacts with "
-                                 f"their benchmark tools; '{runtime}' has none")
+            raise RemoteRunError(
+                f"target '{self.name}' (adb) times {', '.join(RUNTIME_RUNNERS)} artifacts with "
+                f"their benchmark tools; '{runtime}' has none"
+            )
         if runner not in self.config.runners:
-            raise TargetError(f"target '{self.name}' has no {runner} for {runtime} artifacts: add it with "
-                              f"`latvit target add {self.name} {self.url} --runner {runner}=PATH` (docs/targets.md "
-                              "says where to get it)")
+            raise TargetError(
+                f"target '{self.name}' has no {runner} for {runtime} artifacts: add it with "
+                f"`latvit target add {self.name} {self.url} --runner {runner}=PATH` (docs/targets.md "
+                "says where to get it)"
+            )
         if job.artifact.path is None or not job.artifact.path.is_file():
             raise RemoteRunError(f"a {runtime} job for '{self.name}' needs its artifact file")
         with self._busy:
@@ -238,15 +280,27 @@ class AdbTarget(RemoteTarget):
                 self._last_end = time.monotonic()
             output = ran.stdout + "\n" + ran.stderr
             if ran.returncode != 0:
-                raise RemoteRunError(f"target '{self.name}': {runner} failed on the device (exit {ran.returncode}): "
-                                     f"{_last_line(output) or 'no output'}")
+                raise RemoteRunError(
+                    f"target '{self.name}': {runner} failed on the device (exit {ran.returncode}): "
+                    f"{_last_line(output) or 'no output'}"
+                )
             try:
-                stats = (parse_executor_runner(output, int(protocol["warmup"])) if runner == "executor_runner"
-                         else parse_benchmark_model(output) if runner == "benchmark_model" else parse_perf_test(output))
+                stats = (
+                    parse_executor_runner(output, int(protocol["warmup"]))
+                    if runner == "executor_runner"
+                    else parse_benchmark_model(output)
+                    if runner == "benchmark_model"
+                    else parse_perf_test(output)
+                )
             except RunnerOutputError as e:
                 raise RemoteRunError(f"target '{self.name}': {e}") from None
-            state = {"before": before, "after": after, "cooldown_s": cooled, "pinned_cores": cores,
-                     "warmup_runs": 1 if runner == "onnxruntime_perf_test" else int(protocol["warmup"])}
+            state = {
+                "before": before,
+                "after": after,
+                "cooldown_s": cooled,
+                "pinned_cores": cores,
+                "warmup_runs": 1 if runner == "onnxruntime_perf_test" else int(protocol["warmup"]),
+            }
             fingerprint = {**self.fingerprint(), "runtime_version": self.runner_version(runtime)}
             return result_from_runner(stats, state, self.name, fingerprint)
 
@@ -254,8 +308,9 @@ class AdbTarget(RemoteTarget):
     def _push_runner(self, runner: str) -> str:
         local = Path(self.config.runners[runner])
         if not local.is_file():
-            raise TargetError(f"target '{self.name}': its {runner} {local} is gone: add it again with --runner "
-                              f"{runner}=PATH")
+            raise TargetError(
+                f"target '{self.name}': its {runner} {local} is gone: add it again with --runner {runner}=PATH"
+            )
         sha = file_sha256(local)
         dest = posixpath.join(self.workdir, "bin", sha[:16], runner)
         return self._push_once(local, sha, dest, executable=True)
@@ -263,11 +318,17 @@ class AdbTarget(RemoteTarget):
     def _push_artifact(self, path: Path, artifact_sha: str, probe: dict[str, Any]) -> str:
         dest = posixpath.join(self.workdir, "artifacts", artifact_sha, path.name)
         free, need = probe.get("free_bytes"), path.stat().st_size + (1 << 20)
-        if dest not in self._pushed.values() and self._shell(shlex.join(["test", "-f", dest])).returncode != 0 \
-                and free is not None and free < need:
-            raise TargetError(f"target '{self.name}': not enough space in {self.workdir} on the device "
-                              f"({free / 1e6:.1f} MB free, {need / 1e6:.1f} MB needed): free some space there or "
-                              "set another --workdir")
+        if (
+            dest not in self._pushed.values()
+            and self._shell(shlex.join(["test", "-f", dest])).returncode != 0
+            and free is not None
+            and free < need
+        ):
+            raise TargetError(
+                f"target '{self.name}': not enough space in {self.workdir} on the device "
+                f"({free / 1e6:.1f} MB free, {need / 1e6:.1f} MB needed): free some space there or "
+                "set another --workdir"
+            )
         return self._push_once(path, file_sha256(path), dest)
 
     def _push_once(self, local: Path, sha: str, dest: str, executable: bool = False) -> str:
@@ -281,8 +342,10 @@ class AdbTarget(RemoteTarget):
         pushed = self._adb("push", str(local), tmp, timeout=self.command_timeout_s + local.stat().st_size / 1e6)
         if pushed.returncode != 0:
             self._shell(shlex.join(["rm", "-rf", incoming]))
-            raise TargetError(f"target '{self.name}': adb push of {local.name} failed "
-                              f"({_last_line(pushed.stderr + pushed.stdout)}): check the space in {self.workdir}")
+            raise TargetError(
+                f"target '{self.name}': adb push of {local.name} failed "
+                f"({_last_line(pushed.stderr + pushed.stdout)}): check the space in {self.workdir}"
+            )
         if self._device_sha(tmp) != sha:
             self._shell(shlex.join(["rm", "-rf", incoming]))
             raise RemoteRunError(f"target '{self.name}': {local.name} arrived corrupted on the device (hash mismatch)")
@@ -324,8 +387,10 @@ class AdbTarget(RemoteTarget):
                 self._shell(shlex.join(["rm", "-rf", lock]))
                 continue
             if time.monotonic() - start > self.lock_wait_s:
-                raise RemoteRunError(f"target '{self.name}': the device is busy (another workstation's job held "
-                                     f"{lock} for {self.lock_wait_s:.0f} s)")
+                raise RemoteRunError(
+                    f"target '{self.name}': the device is busy (another workstation's job held "
+                    f"{lock} for {self.lock_wait_s:.0f} s)"
+                )
             time.sleep(1.0)
 
     def _cool_down(self) -> float:

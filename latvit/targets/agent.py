@@ -17,6 +17,7 @@ one means. What it prints is data, read there with `json.loads`.
 After the job line, stdin stays open for as long as the workstation is connected: its end (the SSH
 connection dropping) stops the agent at once, so a lost workstation never leaves it holding the device lock.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -60,8 +61,16 @@ from latvit.targets.protocol import collect_samples, cpu_model, cpu_times, devic
 
 AGENT_VERSION = 1
 # Python distributions whose versions `probe` reports: the runtimes a job can use, and numpy
-PACKAGES = ("numpy", "onnxruntime", "openvino", "executorch", "ai-edge-litert", "tflite-runtime", "coremltools",
-            "tensorrt")
+PACKAGES = (
+    "numpy",
+    "onnxruntime",
+    "openvino",
+    "executorch",
+    "ai-edge-litert",
+    "tflite-runtime",
+    "coremltools",
+    "tensorrt",
+)
 TRTEXEC_PATHS = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec")
 COMPUTE_UNITS = {"cpu": "CPU_ONLY", "gpu": "CPU_AND_GPU", "ne": "CPU_AND_NE", "all": "ALL"}
 
@@ -83,8 +92,9 @@ def cpu_name() -> str:
     """The CPU's name: /proc/cpuinfo's model name, on a Mac the brand string, else the machine."""
     if platform.system() == "Darwin":
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                 timeout=10).stdout.strip()
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
             if out:
                 return out
     return cpu_model()
@@ -95,8 +105,10 @@ def board_name() -> str | None:
     board = _read("/proc/device-tree/model")
     if board is None and platform.system() == "Darwin":
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            board = subprocess.run(["sysctl", "-n", "hw.model"], capture_output=True, text=True,
-                                   timeout=10).stdout.strip() or None
+            board = (
+                subprocess.run(["sysctl", "-n", "hw.model"], capture_output=True, text=True, timeout=10).stdout.strip()
+                or None
+            )
     return board
 
 
@@ -126,11 +138,22 @@ def free_bytes(path: str) -> int | None:
 
 def probe(workdir: str) -> dict[str, Any]:
     """Identity and readiness of this device for the workstation's fingerprint and `latvit target check`."""
-    return {"agent_version": AGENT_VERSION, "cpu": cpu_name(), "board": board_name(), "cores": os.cpu_count(),
-            "machine": platform.machine(), "system": platform.system(), "platform": platform.platform(terse=True),
-            "python": platform.python_version(), "python_path": sys.executable, "packages": package_versions(),
-            "trtexec": trtexec_path(), "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-            "workdir": str(Path(workdir).absolute()), "free_bytes": free_bytes(workdir)}
+    return {
+        "agent_version": AGENT_VERSION,
+        "cpu": cpu_name(),
+        "board": board_name(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "platform": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "python_path": sys.executable,
+        "packages": package_versions(),
+        "trtexec": trtexec_path(),
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "workdir": str(Path(workdir).absolute()),
+        "free_bytes": free_bytes(workdir),
+    }
 
 
 def temperature_c() -> float | None:
@@ -195,6 +218,7 @@ def load_litert(path: str, threads: int, options: dict) -> tuple[Callable, str]:
     """LiteRT (TFLite) through ai-edge-litert, or the older tflite-runtime package."""
     try:
         from ai_edge_litert.interpreter import Interpreter
+
         version = f"ai-edge-litert {metadata.version('ai-edge-litert')}"
     except ImportError:
         Interpreter = _need("tflite_runtime.interpreter", "ai-edge-litert").Interpreter
@@ -253,8 +277,16 @@ def load_tensorrt(path: str, threads: int, options: dict) -> tuple[Callable, str
     return run, f"tensorrt {trt.__version__}"
 
 
-LOADERS = {"ort": load_ort, "openvino": load_openvino, "openvino_bf16": load_openvino, "executorch": load_executorch,
-           "litert": load_litert, "coreml": load_coreml, "tensorrt": load_tensorrt, "tensorrt_fp16": load_tensorrt}
+LOADERS = {
+    "ort": load_ort,
+    "openvino": load_openvino,
+    "openvino_bf16": load_openvino,
+    "executorch": load_executorch,
+    "litert": load_litert,
+    "coreml": load_coreml,
+    "tensorrt": load_tensorrt,
+    "tensorrt_fp16": load_tensorrt,
+}
 
 
 # -- TensorRT without its Python package: trtexec ------------------------------------------------------------
@@ -264,15 +296,24 @@ def run_trtexec(job: dict, binary: str) -> dict[str, Any]:
     protocol = job["protocol"]
     with tempfile.TemporaryDirectory(prefix="latvit-trtexec-") as tmp:
         times = os.path.join(tmp, "times.json")
-        argv = [binary, f"--loadEngine={job['artifact']}", f"--iterations={protocol['iters']}",
-                f"--duration={max(0, int(protocol.get('min_seconds', 0)))}", "--warmUp=500", "--avgRuns=1",
-                f"--exportTimes={times}"]
+        argv = [
+            binary,
+            f"--loadEngine={job['artifact']}",
+            f"--iterations={protocol['iters']}",
+            f"--duration={max(0, int(protocol.get('min_seconds', 0)))}",
+            "--warmUp=500",
+            "--avgRuns=1",
+            f"--exportTimes={times}",
+        ]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=job.get("timeout_s", 3600))
         log = (proc.stdout + proc.stderr)[-20000:]
         if proc.returncode != 0 or not os.path.isfile(times):
             lines = [ln for ln in log.splitlines() if ln.strip()]
-            return {"ok": False, "reason": "error",
-                    "error": f"trtexec failed (exit {proc.returncode}): {lines[-1][:300] if lines else 'no output'}"}
+            return {
+                "ok": False,
+                "reason": "error",
+                "error": f"trtexec failed (exit {proc.returncode}): {lines[-1][:300] if lines else 'no output'}",
+            }
         return {"ok": True, "runner": "trtexec", "trtexec_times": Path(times).read_text(), "trtexec_log": log}
 
 
@@ -338,8 +379,11 @@ def run_job(job: dict) -> dict[str, Any]:
                 with open(os.path.join(workdir, "last_job_end"), "w") as f:
                     f.write(repr(time.time()))
     except TimeoutError:
-        return {"ok": False, "reason": "busy",
-                "error": f"the device is busy: another job held its lock for {job.get('lock_wait_s')} s"}
+        return {
+            "ok": False,
+            "reason": "busy",
+            "error": f"the device is busy: another job held its lock for {job.get('lock_wait_s')} s",
+        }
 
 
 def _timed(job: dict, workdir: str, path: str, lock_waited: float) -> dict[str, Any]:
@@ -348,25 +392,40 @@ def _timed(job: dict, workdir: str, path: str, lock_waited: float) -> dict[str, 
     if runtime in ("tensorrt", "tensorrt_fp16") and (options.get("runner") == "trtexec" or not _importable("tensorrt")):
         binary = trtexec_path()
         if binary is None:
-            raise MissingRuntime("neither the tensorrt Python package nor trtexec is on the device: install TensorRT "
-                                 "(JetPack ships /usr/src/tensorrt/bin/trtexec)")
+            raise MissingRuntime(
+                "neither the tensorrt Python package nor trtexec is on the device: install TensorRT "
+                "(JetPack ships /usr/src/tensorrt/bin/trtexec)"
+            )
         before = conditions()
         snapshot = cpu_times()
         result = run_trtexec(job, binary)
-        return {**result, "state": {"before": before, "after": conditions(snapshot), "cooldown_s": cooled,
-                                    "lock_wait_s": lock_waited}}
+        return {
+            **result,
+            "state": {
+                "before": before,
+                "after": conditions(snapshot),
+                "cooldown_s": cooled,
+                "lock_wait_s": lock_waited,
+            },
+        }
     if runtime not in LOADERS:
-        return {"ok": False, "reason": "error", "error": f"the agent cannot run runtime '{runtime}' "
-                                                          f"(it runs {', '.join(LOADERS)})"}
+        return {
+            "ok": False,
+            "reason": "error",
+            "error": f"the agent cannot run runtime '{runtime}' (it runs {', '.join(LOADERS)})",
+        }
     np = _need("numpy", "numpy")
     run, version = LOADERS[runtime](path, int(job["threads"]), options)
     x = np.random.default_rng(0).standard_normal(tuple(job["input_shape"]), dtype=np.float32)  # as LocalTarget
     before = conditions()
     snapshot = cpu_times()
     samples = collect_samples(lambda: run(x), **job["protocol"])
-    return {"ok": True, "samples": samples, "runtime_version": version,
-            "state": {"before": before, "after": conditions(snapshot), "cooldown_s": cooled,
-                      "lock_wait_s": lock_waited}}
+    return {
+        "ok": True,
+        "samples": samples,
+        "runtime_version": version,
+        "state": {"before": before, "after": conditions(snapshot), "cooldown_s": cooled, "lock_wait_s": lock_waited},
+    }
 
 
 def _importable(module: str) -> bool:
@@ -377,6 +436,7 @@ def _importable(module: str) -> bool:
 
 def _stop_when_stdin_closes() -> None:
     """The workstation keeps stdin open while it waits: EOF means it is gone, so stop (freeing the lock)."""
+
     def watch():
         while sys.stdin.buffer.read(65536):
             pass

@@ -16,6 +16,7 @@ A target needs only what an artifact needs to run: the runtime's own Python pack
 binary), never torch or latvit's training stack. That is why a job names its artifact by path and runtime
 name, and why the samples come back as plain numbers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -45,9 +46,15 @@ class Protocol:
 
     def as_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `latvit.targets.protocol.collect_samples` / `measure_latency`."""
-        return {"warmup": self.warmup, "iters": self.iters, "min_seconds": self.min_seconds,
-                "max_seconds": self.max_seconds, "target_rel": self.target_rel, "confidence": self.confidence,
-                **self.options}
+        return {
+            "warmup": self.warmup,
+            "iters": self.iters,
+            "min_seconds": self.min_seconds,
+            "max_seconds": self.max_seconds,
+            "target_rel": self.target_rel,
+            "confidence": self.confidence,
+            **self.options,
+        }
 
     def rule(self) -> StoppingRule:
         """The stopping rule these settings make (it also judges `noisy` on the samples)."""

@@ -13,6 +13,7 @@ Host keys are checked against the user's `~/.ssh/known_hosts` *and* latvit's own
 target file. `latvit target add ... --accept-new-host-key` records a new host's key in latvit's file only:
 latvit never edits the user's SSH files, and `ssh-keygen -R` / deleting latvit's file undoes the trust.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,10 +74,11 @@ def parse_url(text: str) -> Url:
     if text == "local":
         return Url("local")
     if text.startswith("adb://"):
-        serial = text[len("adb://"):]
+        serial = text[len("adb://") :]
         if not SERIAL_RE.match(serial):
-            raise LatvitError(f"bad adb URL '{text}': the serial (see `adb devices`) has only letters, digits "
-                              f"and . _ : -; {forms}")
+            raise LatvitError(
+                f"bad adb URL '{text}': the serial (see `adb devices`) has only letters, digits and . _ : -; {forms}"
+            )
         return Url("adb", serial=serial)
     if text.startswith("ssh://"):
         parts = urlsplit(text)
@@ -85,12 +87,15 @@ def parse_url(text: str) -> Url:
         except ValueError:
             raise LatvitError(f"bad ssh URL '{text}': the port must be a number in 1..65535") from None
         if parts.password is not None:
-            raise LatvitError(f"bad ssh URL '{text}': latvit stores no passwords; remove it and log in with a key "
-                              "(ssh-copy-id user@host)")
+            raise LatvitError(
+                f"bad ssh URL '{text}': latvit stores no passwords; remove it and log in with a key "
+                "(ssh-copy-id user@host)"
+            )
         if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
             raise LatvitError(f"bad ssh URL '{text}': {forms}")
-        if not re.match(r"^[A-Za-z0-9._:%-]+$", parts.hostname) or (parts.username and not
-                                                                     re.match(r"^[A-Za-z0-9._-]+$", parts.username)):
+        if not re.match(r"^[A-Za-z0-9._:%-]+$", parts.hostname) or (
+            parts.username and not re.match(r"^[A-Za-z0-9._-]+$", parts.username)
+        ):
             raise LatvitError(f"bad ssh URL '{text}': host and user may hold only letters, digits and . _ - :")
         return Url("ssh", host=parts.hostname, port=port, user=parts.username)
     raise LatvitError(f"bad target URL '{text}'; {forms}")
@@ -100,8 +105,10 @@ def check_name(name: str) -> str:
     """A target name: letters, digits, `.`, `_`, `-` (it is split on commas and read from command lines);
     "local" and "tag:..." are taken."""
     if name == "local" or name.startswith("tag:") or not NAME_RE.match(name):
-        raise LatvitError(f"bad target name {name!r}: use letters, digits, '.', '_' and '-' (up to 64, not "
-                          "'local'), e.g. `latvit target add pi5 ssh://pi@pi5.local`")
+        raise LatvitError(
+            f"bad target name {name!r}: use letters, digits, '.', '_' and '-' (up to 64, not "
+            "'local'), e.g. `latvit target add pi5 ssh://pi@pi5.local`"
+        )
     return name
 
 
@@ -143,9 +150,17 @@ class TargetConfig:
         return cls(name=name, tags=tuple(d.get("tags", ())), **known)
 
 
-def make_config(name: str, url: str, *, python: str | None = None, tags: str | list[str] | None = None,
-                workdir: str | None = None, runners: list[str] | dict[str, str] | None = None,
-                compute_units: str | None = None, cooldown_s: float | None = None) -> TargetConfig:
+def make_config(
+    name: str,
+    url: str,
+    *,
+    python: str | None = None,
+    tags: str | list[str] | None = None,
+    workdir: str | None = None,
+    runners: list[str] | dict[str, str] | None = None,
+    compute_units: str | None = None,
+    cooldown_s: float | None = None,
+) -> TargetConfig:
     """A checked TargetConfig from command-line style values (tags "a,b"; runners ["NAME=PATH", ...])."""
     check_name(name)
     kind = parse_url(url).kind
@@ -157,16 +172,24 @@ def make_config(name: str, url: str, *, python: str | None = None, tags: str | l
         if not NAME_RE.match(tag):
             raise LatvitError(f"bad tag {tag!r} for target '{name}': use letters, digits, '.', '_' and '-'")
     if compute_units is not None and compute_units not in COMPUTE_UNITS:
-        raise LatvitError(f"bad --compute-units '{compute_units}' for target '{name}': choose "
-                          f"{', '.join(COMPUTE_UNITS)}")
+        raise LatvitError(
+            f"bad --compute-units '{compute_units}' for target '{name}': choose {', '.join(COMPUTE_UNITS)}"
+        )
     if cooldown_s is not None and not cooldown_s >= 0:
         raise LatvitError(f"bad --cooldown {cooldown_s} for target '{name}': seconds >= 0")
     runner_paths = _runner_paths(name, kind, runners or {})
     if python is not None and (not python or "\n" in python or "\0" in python):
         raise LatvitError(f"bad --python {python!r} for target '{name}': give the path of the device's Python")
-    return TargetConfig(name=name, url=url, python=python or "python3", tags=tuple(tags or ()), workdir=workdir or None,
-                        runners=runner_paths, compute_units=compute_units,
-                        cooldown_s=DEFAULT_COOLDOWN_S if cooldown_s is None else float(cooldown_s))
+    return TargetConfig(
+        name=name,
+        url=url,
+        python=python or "python3",
+        tags=tuple(tags or ()),
+        workdir=workdir or None,
+        runners=runner_paths,
+        compute_units=compute_units,
+        cooldown_s=DEFAULT_COOLDOWN_S if cooldown_s is None else float(cooldown_s),
+    )
 
 
 def _runner_paths(name: str, kind: str, runners: list[str] | dict[str, str]) -> dict[str, str]:
@@ -174,15 +197,19 @@ def _runner_paths(name: str, kind: str, runners: list[str] | dict[str, str]) -> 
     out: dict[str, str] = {}
     for runner, path in pairs:
         if kind != "adb":
-            raise LatvitError(f"--runner is for adb targets; target '{name}' is {kind} (its agent uses the "
-                              "runtime's Python package)")
+            raise LatvitError(
+                f"--runner is for adb targets; target '{name}' is {kind} (its agent uses the runtime's Python package)"
+            )
         if runner not in RUNNER_RUNTIMES or not path:
-            raise LatvitError(f"bad --runner '{runner}={path}' for target '{name}': use NAME=PATH with NAME one of "
-                              f"{', '.join(RUNNER_RUNTIMES)}")
+            raise LatvitError(
+                f"bad --runner '{runner}={path}' for target '{name}': use NAME=PATH with NAME one of "
+                f"{', '.join(RUNNER_RUNTIMES)}"
+            )
         local = Path(path).expanduser()
         if not local.is_file():
-            raise LatvitError(f"--runner {runner}: {local} is not a file; build or download the Android binary and "
-                              "give its path")
+            raise LatvitError(
+                f"--runner {runner}: {local} is not a file; build or download the Android binary and give its path"
+            )
         out[runner] = str(local.resolve())
     return out
 
@@ -199,16 +226,21 @@ def load_targets(path: Path | None = None) -> dict[str, TargetConfig]:
             raise ValueError("no 'format: latvit-targets' marker")
         return {name: TargetConfig.from_dict(name, d) for name, d in data["targets"].items()}
     except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise LatvitError(f"{path} is not a valid latvit target file ({str(e).splitlines()[0][:120]}); fix it or "
-                          "delete it and add the targets again") from None
+        raise LatvitError(
+            f"{path} is not a valid latvit target file ({str(e).splitlines()[0][:120]}); fix it or "
+            "delete it and add the targets again"
+        ) from None
 
 
 def save_targets(targets: dict[str, TargetConfig], path: Path | None = None) -> None:
     """Write all targets atomically with mode 0600 (the directory 0700 when latvit creates it)."""
     path = path or targets_file()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = {"format": FORMAT, "version": FORMAT_VERSION,
-            "targets": {name: t.as_dict() for name, t in sorted(targets.items())}}
+    data = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "targets": {name: t.as_dict() for name, t in sorted(targets.items())},
+    }
     atomic_write_text(path, json.dumps(data, indent=1) + "\n", mode=0o600)
 
 
@@ -217,8 +249,10 @@ def add_target(config: TargetConfig) -> bool:
     targets = load_targets()
     old = targets.get(config.name)
     if old is not None and old.url != config.url:
-        raise LatvitError(f"target '{config.name}' already points at {old.url}; remove it first "
-                          f"(`latvit target remove {config.name}`) or choose another name")
+        raise LatvitError(
+            f"target '{config.name}' already points at {old.url}; remove it first "
+            f"(`latvit target remove {config.name}`) or choose another name"
+        )
     targets[config.name] = config
     save_targets(targets)
     return old is not None
@@ -246,8 +280,10 @@ def unknown_target(name: str, targets: dict[str, TargetConfig]) -> LatvitError:
     close = difflib.get_close_matches(name, list(targets), n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     known = f"configured: {', '.join(sorted(targets))}; " if targets else ""
-    return LatvitError(f"unknown target '{name}'; {hint}{known}add it with `latvit target add {name} "
-                       "ssh://user@host` (or adb://SERIAL), or use 'local'")
+    return LatvitError(
+        f"unknown target '{name}'; {hint}{known}add it with `latvit target add {name} "
+        "ssh://user@host` (or adb://SERIAL), or use 'local'"
+    )
 
 
 def tagged(tag: str) -> list[TargetConfig]:

@@ -6,6 +6,7 @@ prepared runner is timed through it; otherwise the artifact is loaded with its r
 with `reference` is timed in alternating rounds with the reference workload on the same runtime and threads
 (`latvit.targets.reference`), prepared once per target object, runtime and thread count.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -49,8 +50,13 @@ class LocalTarget(Target):
         if job.reference:
             reference = self.reference(job.artifact.runtime, job.threads)
             collected = collect_with_reference(lambda: run(x), reference, **job.protocol.as_kwargs())
-            return TimingResult(collected.work, collected.device, self.fingerprint(), protocol=job.protocol,
-                                reference=collected.describe_reference(reference))
+            return TimingResult(
+                collected.work,
+                collected.device,
+                self.fingerprint(),
+                protocol=job.protocol,
+                reference=collected.describe_reference(reference),
+            )
         since = cpu_times()
         samples = collect_samples(lambda: run(x), **job.protocol.as_kwargs())
         return TimingResult(samples, device_state(since), self.fingerprint(), protocol=job.protocol)

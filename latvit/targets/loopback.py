@@ -9,6 +9,7 @@ StrictModes and PAM off, its pid file and log in its directory. The client side 
 `~/.ssh/config`, host key checked). `device_python` builds a separate virtual environment with only the
 runtime installed (no torch, no latvit), the device's Python.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,14 +98,30 @@ class LoopbackDevice:
         ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
         (ssh / "config").write_text(f"Host 127.0.0.1\n  IdentityFile {client_key}\n  IdentitiesOnly yes\n")
         config = self.root / "sshd_config"
-        sftp = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server") if os.path.exists(p)),
-                    "internal-sftp")
-        config.write_text("\n".join([
-            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-            f"AuthorizedKeysFile {self.root / 'authorized_keys'}", f"PidFile {self.root / 'sshd.pid'}",
-            "StrictModes no", "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "PubkeyAuthentication yes", "PermitRootLogin prohibit-password", f"Subsystem sftp {sftp}",
-            "LogLevel ERROR", ""]))
+        sftp = next(
+            (p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server") if os.path.exists(p)),
+            "internal-sftp",
+        )
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {host_key}",
+                    f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
+                    f"PidFile {self.root / 'sshd.pid'}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PubkeyAuthentication yes",
+                    "PermitRootLogin prohibit-password",
+                    f"Subsystem sftp {sftp}",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
         return config
 
     def start(self) -> LoopbackDevice:
@@ -115,8 +132,9 @@ class LoopbackDevice:
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         log = open(self.root / "sshd.log", "ab")
-        self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, start_new_session=True
+        )
         log.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -160,13 +178,17 @@ def device_python(packages: list[str], cache: str | Path | None = None) -> Path:
         if (root / ".complete").exists():
             return python
         shutil.rmtree(root, ignore_errors=True)
-        for argv in ([sys.executable, "-m", "venv", str(root)],
-                     [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages]):
+        for argv in (
+            [sys.executable, "-m", "venv", str(root)],
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages],
+        ):
             ran = subprocess.run(argv, capture_output=True, text=True, timeout=900)
             if ran.returncode != 0:
                 lines = [ln for ln in (ran.stderr + ran.stdout).splitlines() if ln.strip()]
-                raise RuntimeError(f"cannot build the device environment ({' '.join(argv[:3])}...): "
-                                   f"{lines[-1] if lines else 'exit ' + str(ran.returncode)}")
+                raise RuntimeError(
+                    f"cannot build the device environment ({' '.join(argv[:3])}...): "
+                    f"{lines[-1] if lines else 'exit ' + str(ran.returncode)}"
+                )
         (root / ".complete").write_text("\n".join(packages) + "\n")
     return python
 
@@ -178,12 +200,15 @@ def main(argv: list[str]) -> int:
     python = device_python(["numpy", "onnxruntime"])
     with LoopbackDevice(root) as device:
         env = " ".join(f"{k}={v!r}" for k, v in device.client_env().items())
-        print(f"loopback device on {device.url} (its Python: {python}); in another shell:\n"
-              f"  export {env}\n"
-              f"  latvit target add loopback {device.url} --python {python} --workdir {root / 'device'} "
-              "--accept-new-host-key\n"
-              "  latvit target check loopback\n"
-              "Ctrl-C stops it.", flush=True)
+        print(
+            f"loopback device on {device.url} (its Python: {python}); in another shell:\n"
+            f"  export {env}\n"
+            f"  latvit target add loopback {device.url} --python {python} --workdir {root / 'device'} "
+            "--accept-new-host-key\n"
+            "  latvit target check loopback\n"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             device.proc.wait()
     return 0

@@ -11,6 +11,7 @@
 Where a tool gives only aggregates, the result says so (`stats_source: "aggregate"`) and carries the tool's
 own numbers: a median only where the tool printed one, never one derived here from a mean.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,19 +72,28 @@ def parse_benchmark_model(text: str) -> RunnerStats:
     """The timed phase of LiteRT's `benchmark_model` (the stats line after the last "Running benchmark")."""
     if "Inference timings in us" not in text:
         raise RunnerOutputError(f"benchmark_model printed no timings: {_last_line(text)}")
-    tail = text[text.rfind("Running benchmark"):]
+    tail = text[text.rfind("Running benchmark") :]
     line = next((ln for ln in tail.splitlines() if "count=" in ln), None)
     if line is None:
         raise RunnerOutputError(f"benchmark_model printed no statistics line: {_last_line(text)}")
-    v = _stat_line(line[line.index("count="):])
+    v = _stat_line(line[line.index("count=") :])
     us = 1e-3  # microseconds -> ms
-    stats = RunnerStats("benchmark_model", aggregate=_aggregate(
-        count=int(v["count"]), mean_ms=v["avg"] * us, min_ms=v["min"] * us, max_ms=v["max"] * us,
-        std_ms=v["std"] * us, median_ms=v["median"] * us if "median" in v else None))
+    stats = RunnerStats(
+        "benchmark_model",
+        aggregate=_aggregate(
+            count=int(v["count"]),
+            mean_ms=v["avg"] * us,
+            min_ms=v["min"] * us,
+            max_ms=v["max"] * us,
+            std_ms=v["std"] * us,
+            median_ms=v["median"] * us if "median" in v else None,
+        ),
+    )
     summary = re.search(r"Init: ([0-9.eE+-]+), First inference: ([0-9.eE+-]+), Warmup \(avg\): ([0-9.eE+-]+)", text)
     if summary:
-        stats.extra.update(init_ms=float(summary[1]) * us, first_ms=float(summary[2]) * us,
-                           warmup_mean_ms=float(summary[3]) * us)
+        stats.extra.update(
+            init_ms=float(summary[1]) * us, first_ms=float(summary[2]) * us, warmup_mean_ms=float(summary[3]) * us
+        )
     return stats
 
 
@@ -100,8 +110,9 @@ def parse_executor_runner(text: str, warmup: int = 0) -> RunnerStats:
     if total:
         n, ms = int(total[1]), float(total[2])
         # an older build: one total over every execution, warm-up included; the mean is all it gives
-        return RunnerStats("executor_runner", aggregate=_aggregate(count=n, mean_ms=ms / n),
-                           extra={"includes_warmup": warmup})
+        return RunnerStats(
+            "executor_runner", aggregate=_aggregate(count=n, mean_ms=ms / n), extra={"includes_warmup": warmup}
+        )
     errors = [ln for ln in text.splitlines() if re.match(r"^E \d\d:", ln)]
     raise RunnerOutputError(f"executor_runner did not finish: {(errors[-1] if errors else _last_line(text))[:200]}")
 
@@ -109,6 +120,7 @@ def parse_executor_runner(text: str, warmup: int = 0) -> RunnerStats:
 # -- ONNX Runtime onnxruntime_perf_test ------------------------------------------------------------------------
 def parse_perf_test(text: str) -> RunnerStats:
     """The summary `onnxruntime_perf_test` prints (latencies in seconds, the mean in ms)."""
+
     def number(pattern: str) -> float | None:
         m = re.search(pattern + r"\s*([0-9.eE+-]+)", text)
         return float(m[1]) if m else None
@@ -117,12 +129,21 @@ def parse_perf_test(text: str) -> RunnerStats:
     if mean is None:
         raise RunnerOutputError(f"onnxruntime_perf_test printed no timings: {_last_line(text)}")
     count = number(r"Total inference requests:") or number(r"Runs:")
-    seconds = {k: number(rf"{label} Latency:") for k, label in
-               (("min", "Min"), ("max", "Max"), ("p50", "P50"), ("p90", "P90"))}
+    seconds = {
+        k: number(rf"{label} Latency:") for k, label in (("min", "Min"), ("max", "Max"), ("p50", "P50"), ("p90", "P90"))
+    }
     ms = {k: v * 1e3 if v is not None else None for k, v in seconds.items()}
-    stats = RunnerStats("onnxruntime_perf_test", aggregate=_aggregate(
-        count=int(count) if count else None, mean_ms=mean, median_ms=ms["p50"], p90_ms=ms["p90"],
-        min_ms=ms["min"], max_ms=ms["max"]))
+    stats = RunnerStats(
+        "onnxruntime_perf_test",
+        aggregate=_aggregate(
+            count=int(count) if count else None,
+            mean_ms=mean,
+            median_ms=ms["p50"],
+            p90_ms=ms["p90"],
+            min_ms=ms["min"],
+            max_ms=ms["max"],
+        ),
+    )
     first = number(r"First inference time cost:")
     if first is not None:
         stats.extra["first_ms"] = first
@@ -136,15 +157,16 @@ def parse_trtexec_times(text: str) -> RunnerStats:
         rows = json.loads(text)
         samples = [float(r["latencyMs"]) / 1e3 for r in rows]
     except (ValueError, TypeError, KeyError) as e:
-        raise RunnerOutputError(f"trtexec's --exportTimes file is not a list of iterations with latencyMs ({e})") \
-            from None
+        raise RunnerOutputError(
+            f"trtexec's --exportTimes file is not a list of iterations with latencyMs ({e})"
+        ) from None
     if not samples or not all(math.isfinite(s) and s >= 0 for s in samples):
         raise RunnerOutputError("trtexec's --exportTimes file has no valid iterations")
     return RunnerStats("trtexec", samples=samples)
 
 
 def parse_trtexec_version(log: str) -> str | None:
-    """"tensorrt 10.3.0" from trtexec's log: its `TensorRT version: X.Y.Z` line, else the `[TensorRT vNNNN]`
+    """ "tensorrt 10.3.0" from trtexec's log: its `TensorRT version: X.Y.Z` line, else the `[TensorRT vNNNN]`
     banner (8502 -> 8.5.2; 100300 -> 10.3.0)."""
     m = re.search(r"TensorRT version: (\d+\.\d+\.\d+)", log)
     if m:

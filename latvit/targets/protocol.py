@@ -18,6 +18,7 @@ re-evaluate it as samples come in. It assumes independent samples; a drifting de
 interval is widened to contain the medians of the first and the second half of the samples: drift within
 one measurement widens the interval instead of hiding behind many samples.
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,7 +69,7 @@ def median_interval(ms: list[float], confidence: float = CONFIDENCE) -> tuple[fl
     k = median_ci_rank(len(ranked), confidence)
     low, high = ranked[k - 1], ranked[len(ranked) - k]
     if len(ms) >= 2 * MIN_SAMPLES:
-        halves = statistics.median(ms[: len(ms) // 2]), statistics.median(ms[len(ms) // 2:])
+        halves = statistics.median(ms[: len(ms) // 2]), statistics.median(ms[len(ms) // 2 :])
         low, high = min(low, *halves), max(high, *halves)
     return low, high
 
@@ -95,8 +96,9 @@ class Timing:
     noisy: bool = False
 
     @classmethod
-    def from_samples(cls, seconds: list[float], *, target_rel: float | None = None,
-                     confidence: float = CONFIDENCE) -> Timing:
+    def from_samples(
+        cls, seconds: list[float], *, target_rel: float | None = None, confidence: float = CONFIDENCE
+    ) -> Timing:
         """Statistics of per-call `seconds` in time order; `noisy` when `target_rel` is given and the
         median's interval is wider than it."""
         if not seconds:
@@ -109,8 +111,18 @@ class Timing:
         median = statistics.median(ms)
         low, high = median_interval(in_order, confidence)
         rel = max(median - low, high - median) / median if median > 0 else 0.0
-        return cls(median, p90, ms[0], mean, std / mean if mean > 0 else 0.0, len(ms), low, high, rel,
-                   target_rel is not None and rel > target_rel)
+        return cls(
+            median,
+            p90,
+            ms[0],
+            mean,
+            std / mean if mean > 0 else 0.0,
+            len(ms),
+            low,
+            high,
+            rel,
+            target_rel is not None and rel > target_rel,
+        )
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Timing:
@@ -159,11 +171,18 @@ class StoppingRule:
     confidence: float = CONFIDENCE
 
     def check(self) -> None:
-        if self.iters < 1 or self.min_seconds < 0 or self.max_seconds <= 0 or \
-                (self.target_rel is not None and self.target_rel <= 0) or not 0 < self.confidence < 1:
-            raise LatvitError(f"bad protocol: iters={self.iters} (>= 1), min_seconds={self.min_seconds} (>= 0), "
-                              f"max_seconds={self.max_seconds} (> 0), target_rel={self.target_rel} (> 0 or None), "
-                              f"confidence={self.confidence} (in (0, 1))")
+        if (
+            self.iters < 1
+            or self.min_seconds < 0
+            or self.max_seconds <= 0
+            or (self.target_rel is not None and self.target_rel <= 0)
+            or not 0 < self.confidence < 1
+        ):
+            raise LatvitError(
+                f"bad protocol: iters={self.iters} (>= 1), min_seconds={self.min_seconds} (>= 0), "
+                f"max_seconds={self.max_seconds} (> 0), target_rel={self.target_rel} (> 0 or None), "
+                f"confidence={self.confidence} (in (0, 1))"
+            )
 
     def reached_minimums(self, n: int, elapsed: float) -> bool:
         return n >= self.iters and elapsed >= self.min_seconds
@@ -218,9 +237,17 @@ class Sampler:
         return self.rule.timing(self.samples)
 
 
-def collect_samples(run: Callable[[], Any], *, warmup: int = 10, iters: int = 50, min_seconds: float = 1.0,
-                    max_seconds: float = 120.0, target_rel: float | None = TARGET_REL,
-                    confidence: float = CONFIDENCE, clock: Callable[[], float] = time.perf_counter) -> list[float]:
+def collect_samples(
+    run: Callable[[], Any],
+    *,
+    warmup: int = 10,
+    iters: int = 50,
+    min_seconds: float = 1.0,
+    max_seconds: float = 120.0,
+    target_rel: float | None = TARGET_REL,
+    confidence: float = CONFIDENCE,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
     """Per-call seconds of `run()` (one inference) after `warmup` calls, until the `StoppingRule` of the
     other arguments says the median is known (see the module docstring). `clock` is injectable (tests)."""
     rule = StoppingRule(iters, min_seconds, max_seconds, target_rel, confidence)
@@ -237,19 +264,36 @@ def collect_samples(run: Callable[[], Any], *, warmup: int = 10, iters: int = 50
             return sampler.samples
 
 
-def measure_latency(run: Callable[[], Any], *, warmup: int = 10, iters: int = 50, min_seconds: float = 1.0,
-                    max_seconds: float = 120.0, target_rel: float | None = TARGET_REL,
-                    confidence: float = CONFIDENCE, clock: Callable[[], float] = time.perf_counter) -> Timing:
+def measure_latency(
+    run: Callable[[], Any],
+    *,
+    warmup: int = 10,
+    iters: int = 50,
+    min_seconds: float = 1.0,
+    max_seconds: float = 120.0,
+    target_rel: float | None = TARGET_REL,
+    confidence: float = CONFIDENCE,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Timing:
     """Time `run()` (one inference) with `collect_samples` and return its statistics: at least `iters`
     calls and `min_seconds`, then until the median's interval is within +-`target_rel` (None: the old
     fixed count), at most `max_seconds` (then `noisy`)."""
-    samples = collect_samples(run, warmup=warmup, iters=iters, min_seconds=min_seconds, max_seconds=max_seconds,
-                              target_rel=target_rel, confidence=confidence, clock=clock)
+    samples = collect_samples(
+        run,
+        warmup=warmup,
+        iters=iters,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        target_rel=target_rel,
+        confidence=confidence,
+        clock=clock,
+    )
     return Timing.from_samples(samples, target_rel=target_rel, confidence=confidence)
 
 
-def measure_interleaved(runners: dict[str, Callable[[], Any]], rounds: int, *, alternate: bool = False,
-                        **protocol: Any) -> dict[str, list[float]]:
+def measure_interleaved(
+    runners: dict[str, Callable[[], Any]], rounds: int, *, alternate: bool = False, **protocol: Any
+) -> dict[str, list[float]]:
     """Median ms of each runner per round, for comparing runners on a drifting host: every round times
     each runner once with `measure_latency(**protocol)`, so drift hits all alike; compare them by
     `median_ratio` of these lists. `alternate` reverses the order on odd rounds (against order effects).
@@ -284,9 +328,15 @@ def machine_info(threads: int) -> dict[str, Any]:
     """Metadata every record carries: CPU, cores, threads used, OS, Python and torch versions."""
     import torch
 
-    return {"cpu": cpu_model(), "cores": default_threads(), "threads": threads,
-            "platform": platform.platform(terse=True), "python": platform.python_version(),
-            "torch_version": torch.__version__, "latvit_version": __version__}
+    return {
+        "cpu": cpu_model(),
+        "cores": default_threads(),
+        "threads": threads,
+        "platform": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "torch_version": torch.__version__,
+        "latvit_version": __version__,
+    }
 
 
 # -- the device's state around a measurement ----------------------------------------------------------------
@@ -323,9 +373,13 @@ def device_state(since: tuple[int, ...] | None = None) -> dict[str, Any]:
         load: float | None = os.getloadavg()[0]
     except (AttributeError, OSError):
         load = None
-    state: dict[str, Any] = {"cpu_mhz": round(statistics.fmean(freqs) / 1e3, 1) if freqs else None,
-                             "governor": _read(cpus / "cpu0/cpufreq/scaling_governor"), "load_1m": load,
-                             "steal_pct": None, "busy_pct": None}
+    state: dict[str, Any] = {
+        "cpu_mhz": round(statistics.fmean(freqs) / 1e3, 1) if freqs else None,
+        "governor": _read(cpus / "cpu0/cpufreq/scaling_governor"),
+        "load_1m": load,
+        "steal_pct": None,
+        "busy_pct": None,
+    }
     now = cpu_times()
     if since is not None and now is not None and len(now) == len(since):
         delta = [b - a for a, b in zip(since, now)]
@@ -400,12 +454,17 @@ def run_isolated(target: str, kwargs: dict[str, Any], *, timeout: float, threads
     """
     with tempfile.TemporaryDirectory(prefix="latvit-iso-") as tmp:
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        request.write_text(json.dumps({"target": target, "kwargs": kwargs, "result": str(result),
-                                       "threads": threads}))
+        request.write_text(json.dumps({"target": target, "kwargs": kwargs, "result": str(result), "threads": threads}))
         env = thread_env(threads) if threads else dict(os.environ)
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "latvit.targets.worker", str(request)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "latvit.targets.worker", str(request)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -414,8 +473,9 @@ def run_isolated(target: str, kwargs: dict[str, Any], *, timeout: float, threads
             except ProcessLookupError:  # the group ended on its own in the meantime
                 pass
             proc.communicate()
-            return IsolatedResult(False, error=f"timed out after {timeout:g} s (killed)",
-                                  seconds=time.perf_counter() - start)
+            return IsolatedResult(
+                False, error=f"timed out after {timeout:g} s (killed)", seconds=time.perf_counter() - start
+            )
         seconds = time.perf_counter() - start
         if result.is_file():
             payload = json.loads(result.read_text())

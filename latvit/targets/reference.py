@@ -15,6 +15,7 @@ and the reference's, whose medians every record carries as `ref_ms` and `ref_gem
 different moments then compare as ratios `median_ms / ref_ms`; a table built at one `ref_ms` is rescaled
 by `ref_ms now / ref_ms then` (latvit.latency.predictor).
 """
+
 from __future__ import annotations
 
 import os
@@ -54,14 +55,16 @@ SWITCH_PAUSE = 0.005
 def reference_spec() -> NetSpec:
     """The reference network: a fixed tiny EfficientFormer at 64 px (every kind of op the zoo runs:
     strided convs, BatchNorm, pooling mixer, MLP, LayerNorm, attention, the head)."""
-    return efficientformer_spec(f"latvit_reference_v{REFERENCE_VERSION}", (32, 64, 96, 128), (1, 1, 2, 2), 1,
-                                img_size=64)
+    return efficientformer_spec(
+        f"latvit_reference_v{REFERENCE_VERSION}", (32, 64, 96, 128), (1, 1, 2, 2), 1, img_size=64
+    )
 
 
 @dataclass
 class Reference:
     """Runners of the reference workload, ready to call: `net()` the reference network on the runtime,
     `gemm()` the torch GEMM. `describe` says what it is, for records."""
+
     net: Callable[[], Any]
     gemm: Callable[[], Any]
     describe: dict[str, Any] = field(default_factory=dict)
@@ -119,22 +122,30 @@ def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | No
         _ = keep  # the artifact's directory lives as long as this runner
         return run(x)
 
-    return Reference(net, lambda: torch.mm(a, b), {"ref_version": REFERENCE_VERSION, "ref_runtime": rt.name,
-                                                    "ref_threads": threads})
+    return Reference(
+        net, lambda: torch.mm(a, b), {"ref_version": REFERENCE_VERSION, "ref_runtime": rt.name, "ref_threads": threads}
+    )
 
 
 def reference_fields(work: Timing, ref: Timing, gemm: Timing, describe: dict[str, Any]) -> dict[str, Any]:
     """The record fields of a measurement timed with the reference: ref_ms (the reference network's median),
     ref_min_ms, ref_ci_rel, ref_gemm_ms, ref_ratio (the work's median / ref_ms: comparable across moments
     when the device drifts) and the reference's identity (ref_version, ref_runtime, ref_threads)."""
-    return {"ref_ms": ref.median_ms, "ref_min_ms": ref.min_ms, "ref_ci_rel": ref.ci_rel,
-            "ref_gemm_ms": gemm.median_ms, "ref_ratio": work.median_ms / ref.median_ms, **describe}
+    return {
+        "ref_ms": ref.median_ms,
+        "ref_min_ms": ref.min_ms,
+        "ref_ci_rel": ref.ci_rel,
+        "ref_gemm_ms": gemm.median_ms,
+        "ref_ratio": work.median_ms / ref.median_ms,
+        **describe,
+    }
 
 
 @dataclass(frozen=True)
 class ReferencedTiming:
     """The work's timing and the reference's, measured in the same alternating rounds, with the device's
     state over the whole measurement (`latvit.targets.protocol.device_state`)."""
+
     timing: Timing
     ref: Timing
     gemm: Timing
@@ -150,8 +161,11 @@ class ReferencedTiming:
         """Flat record fields: the work's Timing fields, then ref_ms (the reference's median), ref_min_ms,
         ref_ci_rel, ref_gemm_ms, ref_ratio (median_ms / ref_ms), the reference's identity (ref_version,
         ref_runtime, ref_threads) and the device state fields."""
-        return {**self.timing.as_dict(), **reference_fields(self.timing, self.ref, self.gemm, self.describe),
-                **self.device}
+        return {
+            **self.timing.as_dict(),
+            **reference_fields(self.timing, self.ref, self.gemm, self.describe),
+            **self.device,
+        }
 
 
 def _round(sampler: Sampler, run: Callable[[], Any], seconds: float, clock: Callable[[], float]) -> None:
@@ -171,6 +185,7 @@ def _round(sampler: Sampler, run: Callable[[], Any], seconds: float, clock: Call
 class ReferencedSamples:
     """Raw per-call seconds of the work, the reference network and the GEMM from the same alternating
     rounds, and the device state over them: what a target returns before statistics are taken."""
+
     work: list[float]
     net: list[float]
     gemm: list[float]
@@ -185,11 +200,19 @@ class ReferencedSamples:
         return {"net": self.net, "gemm": self.gemm, **reference.describe}
 
 
-def collect_with_reference(run: Callable[[], Any], reference: Reference, *, warmup: int = 10, iters: int = 50,
-                           min_seconds: float = 1.0, max_seconds: float = 120.0,
-                           target_rel: float | None = TARGET_REL, confidence: float = CONFIDENCE,
-                           round_seconds: float = ROUND_SECONDS,
-                           clock: Callable[[], float] = time.perf_counter) -> ReferencedSamples:
+def collect_with_reference(
+    run: Callable[[], Any],
+    reference: Reference,
+    *,
+    warmup: int = 10,
+    iters: int = 50,
+    min_seconds: float = 1.0,
+    max_seconds: float = 120.0,
+    target_rel: float | None = TARGET_REL,
+    confidence: float = CONFIDENCE,
+    round_seconds: float = ROUND_SECONDS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> ReferencedSamples:
     """Time `run()` (one inference) and the reference in alternating rounds: `round_seconds` of work, then
     a quarter of that on the reference network and on the GEMM, again and again. Stops when both the work's
     and the reference network's medians are known to +-`target_rel` (and the work has at least `iters`

@@ -9,6 +9,7 @@
 A list (`--target pi5,jetson`) is several targets: `latvit.targets.schedule.run_on_targets` runs jobs on them
 concurrently.
 """
+
 from __future__ import annotations
 
 import threading
@@ -40,10 +41,12 @@ def get_target(name: str | None = None, **options: Any) -> Target:
     if name in (None, "", DEFAULT_TARGET):
         return LOCAL
     if "," in name:
-        raise LatvitError(f"'{name}' names several targets; a single one is needed here "
-                          "(latvit.targets.schedule.run_on_targets runs jobs on a list)")
+        raise LatvitError(
+            f"'{name}' names several targets; a single one is needed here "
+            "(latvit.targets.schedule.run_on_targets runs jobs on a list)"
+        )
     if name.startswith("tag:"):
-        return TagPool(name[len("tag:"):], [make_target(c, **options) for c in tagged(name[len("tag:"):])])
+        return TagPool(name[len("tag:") :], [make_target(c, **options) for c in tagged(name[len("tag:") :])])
     if "://" in name:
         return make_target(TargetConfig(name=name, url=name), **options)
     return make_target(get_config(name), **options)

@@ -11,6 +11,7 @@ is executed or unpickled here. Two kinds of failure stay apart:
 - `RemoteRunError`: this job failed on the device (the runner crashed, timed out, or raised): the row
   fails with the reason and the rest of a run goes on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,9 +31,16 @@ from latvit.targets.reference import reference_fields
 
 IDENTITY_FIELDS = ("cpu", "board", "cores", "machine", "system")  # what makes two devices the same device
 # the Python distributions that run each runtime on an agent device, preferred first
-RUNTIME_PACKAGES = {"ort": ("onnxruntime",), "openvino": ("openvino",), "openvino_bf16": ("openvino",),
-                    "executorch": ("executorch",), "litert": ("ai-edge-litert", "tflite-runtime"),
-                    "coreml": ("coremltools",), "tensorrt": ("tensorrt",), "tensorrt_fp16": ("tensorrt",)}
+RUNTIME_PACKAGES = {
+    "ort": ("onnxruntime",),
+    "openvino": ("openvino",),
+    "openvino_bf16": ("openvino",),
+    "executorch": ("executorch",),
+    "litert": ("ai-edge-litert", "tflite-runtime"),
+    "coreml": ("coremltools",),
+    "tensorrt": ("tensorrt",),
+    "tensorrt_fp16": ("tensorrt",),
+}
 MAX_ANSWER_BYTES = 64 << 20  # an agent's answer larger than this is not a result
 
 
@@ -53,8 +61,9 @@ def _latvit_imports(source: bytes) -> set[str]:
     """The latvit modules a file imports at module level ("latvit.errors", ...): its unindented import lines
     (a regex rather than `ast`, whose parser is not thread-safe in CPython 3.11 and targets probe in threads)."""
     text = source.decode()
-    return set(re.findall(r"^from (latvit(?:\.\w+)*) import ", text, re.M)) | \
-        set(re.findall(r"^import (latvit(?:\.\w+)*)", text, re.M))
+    return set(re.findall(r"^from (latvit(?:\.\w+)*) import ", text, re.M)) | set(
+        re.findall(r"^import (latvit(?:\.\w+)*)", text, re.M)
+    )
 
 
 def agent_bundle() -> dict[str, bytes]:
@@ -120,8 +129,9 @@ def parse_answer(text: str, target: str) -> dict[str, Any]:
     try:
         payload = json.loads(lines[-1])
     except ValueError:
-        raise RemoteRunError(f"target '{target}': the agent answered something that is not JSON: "
-                             f"{lines[-1][:120]!r}") from None
+        raise RemoteRunError(
+            f"target '{target}': the agent answered something that is not JSON: {lines[-1][:120]!r}"
+        ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("ok"), bool):
         raise RemoteRunError(f"target '{target}': the agent answered a JSON value that is not a result")
     return payload
@@ -129,8 +139,13 @@ def parse_answer(text: str, target: str) -> dict[str, Any]:
 
 def checked_samples(samples: Any, target: str) -> list[float]:
     """Per-call seconds from the device: a non-empty list of finite, non-negative numbers."""
-    if not isinstance(samples, list) or not samples or not all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0 for s in samples):
+    if (
+        not isinstance(samples, list)
+        or not samples
+        or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0 for s in samples
+        )
+    ):
         raise RemoteRunError(f"target '{target}': the agent sent samples that are not a list of non-negative seconds")
     return [float(s) for s in samples]
 
@@ -145,18 +160,24 @@ def result_from_answer(payload: dict[str, Any], target: str, fingerprint: dict[s
     else:
         samples = checked_samples(payload.get("samples"), target)
         version = str(payload.get("runtime_version", ""))[:200]
-    return TimingResult(samples=samples, state=state, fingerprint={**fingerprint, "target": target,
-                                                                    "runtime_version": version})
+    return TimingResult(
+        samples=samples, state=state, fingerprint={**fingerprint, "target": target, "runtime_version": version}
+    )
 
 
-def result_from_runner(stats: RunnerStats, state: dict[str, Any], target: str,
-                       fingerprint: dict[str, Any]) -> TimingResult:
+def result_from_runner(
+    stats: RunnerStats, state: dict[str, Any], target: str, fingerprint: dict[str, Any]
+) -> TimingResult:
     """A TimingResult from a device tool's parsed output: its samples, or its aggregates in `state`."""
     state = {**state, "runner": stats.runner, **({"runner_extra": stats.extra} if stats.extra else {})}
     if stats.stats_source == "aggregate":
         state["aggregate"] = stats.aggregate
-    return TimingResult(samples=stats.samples, state=state, stats_source=stats.stats_source,
-                        fingerprint={**fingerprint, "target": target})
+    return TimingResult(
+        samples=stats.samples,
+        state=state,
+        stats_source=stats.stats_source,
+        fingerprint={**fingerprint, "target": target},
+    )
 
 
 # -- what a record carries -----------------------------------------------------------------------------------
@@ -166,9 +187,15 @@ def timing_fields(result: TimingResult, job: TimingJob | None = None) -> dict[st
     if result.stats_source == "aggregate":
         agg = result.state.get("aggregate", {})
         mean, std = agg.get("mean_ms"), agg.get("std_ms")
-        return {"median_ms": agg.get("median_ms"), "p90_ms": agg.get("p90_ms"), "min_ms": agg.get("min_ms"),
-                "mean_ms": mean, "cv": std / mean if std is not None and mean else None, "iters": agg.get("count"),
-                "stats_source": "aggregate"}
+        return {
+            "median_ms": agg.get("median_ms"),
+            "p90_ms": agg.get("p90_ms"),
+            "min_ms": agg.get("min_ms"),
+            "mean_ms": mean,
+            "cv": std / mean if std is not None and mean else None,
+            "iters": agg.get("count"),
+            "stats_source": "aggregate",
+        }
     protocol = job.protocol if job is not None else result.protocol
     rule = (protocol or Protocol(target_rel=None)).rule()
     timing = rule.timing(result.samples)
@@ -186,15 +213,23 @@ def result_record(target: Target, result: TimingResult, job: TimingJob | None = 
     fingerprint = dict(result.fingerprint)
     device = fingerprint.pop("target", target.name)
     version = fingerprint.pop("runtime_version", None)
-    return {"target": device, "target_kind": target.kind, "target_fingerprint": fingerprint,
-            **({"runtime_version": version} if version else {}), **timing_fields(result, job),
-            "conditions": result.state}
+    return {
+        "target": device,
+        "target_kind": target.kind,
+        "target_fingerprint": fingerprint,
+        **({"runtime_version": version} if version else {}),
+        **timing_fields(result, job),
+        "conditions": result.state,
+    }
 
 
 def target_meta(target: Target) -> dict[str, Any]:
     """What a latency table built on `target` records about it (`lut build --target`)."""
-    return {"target": target.name, "target_kind": target.kind,
-            "target_fingerprint": {k: v for k, v in target.fingerprint().items() if k in IDENTITY_FIELDS}}
+    return {
+        "target": target.name,
+        "target_kind": target.kind,
+        "target_fingerprint": {k: v for k, v in target.fingerprint().items() if k in IDENTITY_FIELDS},
+    }
 
 
 def target_mismatch(meta: dict[str, Any], target: Target, runtime_version: str | None = None) -> list[str]:
@@ -206,8 +241,11 @@ def target_mismatch(meta: dict[str, Any], target: Target, runtime_version: str |
         return [f"target '{built_on}' (asked for '{target.name}')"]
     recorded = meta.get("target_fingerprint") or {}
     here = target.fingerprint()
-    diffs = [f"{k} '{recorded.get(k)}' (now '{here.get(k)}')" for k in IDENTITY_FIELDS
-             if k in recorded and recorded.get(k) != here.get(k)]
+    diffs = [
+        f"{k} '{recorded.get(k)}' (now '{here.get(k)}')"
+        for k in IDENTITY_FIELDS
+        if k in recorded and recorded.get(k) != here.get(k)
+    ]
     if runtime_version is not None and meta.get("runtime_version") not in (None, runtime_version):
         diffs.append(f"runtime version '{meta.get('runtime_version')}' (on the target now '{runtime_version}')")
     return diffs

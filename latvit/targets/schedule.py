@@ -13,6 +13,7 @@
 - A device that cannot be used (TargetError) fails its remaining jobs with that one line; a job that fails on
   the device (RemoteRunError, any LatvitError) fails alone; everything else goes on.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,10 +85,23 @@ def runner_version(target: Target, runtime: str) -> str | None:
 def job_key(job: TimingJob, target: Target) -> str:
     """The key of a result: the artifact's content, its runtime, the runner's version there and the flags."""
     config = getattr(target, "config", None)
-    flags = job_flags(job, config) if config is not None else \
-        {"threads": job.threads, "protocol": job.protocol.as_kwargs(), "options": getattr(job, "options", None) or {}}
-    return _digest({"artifact": job.artifact.sha256(), "runtime": job.artifact.runtime,
-                    "runner": runner_version(target, job.artifact.runtime), "flags": flags})
+    flags = (
+        job_flags(job, config)
+        if config is not None
+        else {
+            "threads": job.threads,
+            "protocol": job.protocol.as_kwargs(),
+            "options": getattr(job, "options", None) or {},
+        }
+    )
+    return _digest(
+        {
+            "artifact": job.artifact.sha256(),
+            "runtime": job.artifact.runtime,
+            "runner": runner_version(target, job.artifact.runtime),
+            "flags": flags,
+        }
+    )
 
 
 # -- the log ---------------------------------------------------------------------------------------------
@@ -116,8 +130,9 @@ class ResultLog:
                 if i >= len(lines) - 2:  # the last line, cut by a kill: drop it
                     atomic_write_text(self.path, b"".join(g + b"\n" for g in good).decode())
                     break
-                raise LatvitError(f"{self.path} is not a latvit result log (line {i + 1}); delete it or choose "
-                                  "another log file") from None
+                raise LatvitError(
+                    f"{self.path} is not a latvit result log (line {i + 1}); delete it or choose another log file"
+                ) from None
             good.append(line)
             self.entries.append(entry)
 
@@ -166,8 +181,13 @@ def _entries(targets: str | list[str]) -> list[_Entry]:
     return entries
 
 
-def run_on_targets(jobs: list[TimingJob], targets: str | list[str], *, log: str | Path | None = None,
-                   on_outcome: Callable[[JobOutcome], None] | None = None) -> list[JobOutcome]:
+def run_on_targets(
+    jobs: list[TimingJob],
+    targets: str | list[str],
+    *,
+    log: str | Path | None = None,
+    on_outcome: Callable[[JobOutcome], None] | None = None,
+) -> list[JobOutcome]:
     """Run every job on every entry of `targets` (see the module docstring); outcomes in (entry, job) order.
     `on_outcome` is called as each job finishes (from the device's thread)."""
     entries = _entries(targets)
@@ -193,19 +213,39 @@ def run_on_targets(jobs: list[TimingJob], targets: str | list[str], *, log: str 
                 keys = {job_key(job, d) for d in entry.devices if d.name not in down}
                 done = next((results.done(k, up) for k in keys if results.done(k, up)), None)
             if done is not None:
-                report(JobOutcome(i, entry.spec, done["target"], done["key"], TimingResult(**done["result"]),
-                                  done["record"], resumed=True))
+                report(
+                    JobOutcome(
+                        i,
+                        entry.spec,
+                        done["target"],
+                        done["key"],
+                        TimingResult(**done["result"]),
+                        done["record"],
+                        resumed=True,
+                    )
+                )
             elif not up:
                 reasons = "; ".join(down[d.name] for d in entry.devices)
-                report(JobOutcome(i, entry.spec, entry.devices[0].name if len(entry.devices) == 1 else entry.spec,
-                                  error=reasons))
+                report(
+                    JobOutcome(
+                        i, entry.spec, entry.devices[0].name if len(entry.devices) == 1 else entry.spec, error=reasons
+                    )
+                )
             else:
                 entry.queue.append(i)
 
     device_locks = {name: threading.Lock() for name in devices}
-    threads = [threading.Thread(target=_worker, args=(entry, device, jobs, device_locks[device.name], report),
-                                daemon=True, name=f"latvit-{device.name}")
-               for entry in entries for device in entry.devices if device.name not in down]
+    threads = [
+        threading.Thread(
+            target=_worker,
+            args=(entry, device, jobs, device_locks[device.name], report),
+            daemon=True,
+            name=f"latvit-{device.name}",
+        )
+        for entry in entries
+        for device in entry.devices
+        if device.name not in down
+    ]
     for entry in entries:
         entry.workers = sum(1 for d in entry.devices if d.name not in down)
     for t in threads:
@@ -234,8 +274,9 @@ def _probe_all(devices: list[Target]) -> dict[str, str]:
     return down
 
 
-def _worker(entry: _Entry, device: Target, jobs: list[TimingJob], lock: threading.Lock,
-            report: Callable[..., None]) -> None:
+def _worker(
+    entry: _Entry, device: Target, jobs: list[TimingJob], lock: threading.Lock, report: Callable[..., None]
+) -> None:
     """Take the entry's jobs one at a time and run them on `device`; when the device becomes unusable, stop,
     and if it was the entry's last worker, fail what is left in the queue with the reason."""
     while True:
@@ -251,12 +292,24 @@ def _worker(entry: _Entry, device: Target, jobs: list[TimingJob], lock: threadin
                 result = device.time(job)
                 finished = time.time()
             record = result_record(device, result, job)
-            outcome = JobOutcome(i, entry.spec, record["target"], key, result, record, started=started,
-                                 finished=finished)
-            report(outcome, {"ok": True, "key": key, "device_id": device_id(device), "spec": entry.spec,
-                             "target": record["target"], "artifact": job.artifact.path.name if job.artifact.path else
-                             job.artifact.runtime, "runtime": job.artifact.runtime, "record": record,
-                             "result": result.as_dict(), "time": _now()})
+            outcome = JobOutcome(
+                i, entry.spec, record["target"], key, result, record, started=started, finished=finished
+            )
+            report(
+                outcome,
+                {
+                    "ok": True,
+                    "key": key,
+                    "device_id": device_id(device),
+                    "spec": entry.spec,
+                    "target": record["target"],
+                    "artifact": job.artifact.path.name if job.artifact.path else job.artifact.runtime,
+                    "runtime": job.artifact.runtime,
+                    "record": record,
+                    "result": result.as_dict(),
+                    "time": _now(),
+                },
+            )
         except TargetError as e:
             report(JobOutcome(i, entry.spec, device.name, error=str(e)))
             if entry.retire_worker():
@@ -264,9 +317,19 @@ def _worker(entry: _Entry, device: Target, jobs: list[TimingJob], lock: threadin
                     report(JobOutcome(entry.queue.popleft(), entry.spec, device.name, error=str(e)))
             return
         except LatvitError as e:
-            report(JobOutcome(i, entry.spec, device.name, error=str(e)),
-                   {"ok": False, "key": None, "device_id": None, "spec": entry.spec, "target": device.name,
-                    "runtime": job.artifact.runtime, "error": str(e), "time": _now()})
+            report(
+                JobOutcome(i, entry.spec, device.name, error=str(e)),
+                {
+                    "ok": False,
+                    "key": None,
+                    "device_id": None,
+                    "spec": entry.spec,
+                    "target": device.name,
+                    "runtime": job.artifact.runtime,
+                    "error": str(e),
+                    "time": _now(),
+                },
+            )
 
 
 def _now() -> str:

@@ -18,6 +18,7 @@ Every remote command is an argument list joined with `shlex.join`, so a path or 
 `;` stays one argument. Every call has a timeout; a dropped or refused connection is retried with
 exponential backoff (`retries`, `backoff_s`), then becomes one `TargetError` line.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,13 +56,15 @@ from latvit.targets.remote import (
 DEFAULT_WORKDIR = ".cache/latvit-target"  # relative to the login directory (SFTP and commands both start there)
 MIN_PYTHON = (3, 8)
 # checks the bundle before the agent is trusted: the device's Python version, then each file's sha256
-_CHECK_BUNDLE = ("import hashlib, sys\n"
-                 "print('%d.%d' % sys.version_info[:2])\n"
-                 "for p in sys.argv[1:]:\n"
-                 "    try:\n"
-                 "        print(hashlib.sha256(open(p, 'rb').read()).hexdigest())\n"
-                 "    except OSError:\n"
-                 "        print('missing')\n")
+_CHECK_BUNDLE = (
+    "import hashlib, sys\n"
+    "print('%d.%d' % sys.version_info[:2])\n"
+    "for p in sys.argv[1:]:\n"
+    "    try:\n"
+    "        print(hashlib.sha256(open(p, 'rb').read()).hexdigest())\n"
+    "    except OSError:\n"
+    "        print('missing')\n"
+)
 
 
 def _asyncssh():
@@ -141,9 +144,17 @@ class SSHTarget(RemoteTarget):
 
     kind = "ssh"
 
-    def __init__(self, config: TargetConfig, *, retries: int = 3, backoff_s: float = 1.0,
-                 connect_timeout_s: float = 15.0, command_timeout_s: float = 120.0, lock_wait_s: float = 600.0,
-                 on_retry: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        config: TargetConfig,
+        *,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        connect_timeout_s: float = 15.0,
+        command_timeout_s: float = 120.0,
+        lock_wait_s: float = 600.0,
+        on_retry: Callable[[str], None] | None = None,
+    ):
         super().__init__(config)
         if self.url.kind != "ssh":
             raise TargetError(f"target '{self.name}' is {config.url}, not an ssh:// URL")
@@ -176,17 +187,28 @@ class SSHTarget(RemoteTarget):
         """Refuse before copying anything when the device's Python lacks the job's runtime."""
         if runtime in RUNTIME_PACKAGES and self.runner_version(runtime) is None:
             package = RUNTIME_PACKAGES[runtime][0]
-            raise TargetError(f"target '{self.name}': {package} is not installed for {self.config.python} on the "
-                              f"device: pip install {package} there (or point --python at a Python that has it)")
+            raise TargetError(
+                f"target '{self.name}': {package} is not installed for {self.config.python} on the "
+                f"device: pip install {package} there (or point --python at a Python that has it)"
+            )
 
     def time(self, job: TimingJob) -> TimingResult:
         if job.artifact.path is None:
-            raise RemoteRunError(f"a {job.artifact.runtime} job has no artifact file; only 'local' times "
-                                 "in-process runtimes (eager, inductor)")
+            raise RemoteRunError(
+                f"a {job.artifact.runtime} job has no artifact file; only 'local' times "
+                "in-process runtimes (eager, inductor)"
+            )
         sha = job.artifact.sha256()
         protocol = job.protocol.as_kwargs()
-        timeout = (self.connect_timeout_s + 3 * self.command_timeout_s + self.lock_wait_s + self.config.cooldown_s
-                   + protocol["max_seconds"] + 600 + artifact_bytes(job.artifact.path) / 1e6)  # load + warm-up + copy
+        timeout = (
+            self.connect_timeout_s
+            + 3 * self.command_timeout_s
+            + self.lock_wait_s
+            + self.config.cooldown_s
+            + protocol["max_seconds"]
+            + 600
+            + artifact_bytes(job.artifact.path) / 1e6
+        )  # load + warm-up + copy
         return self._with_retries("time", lambda: self._time_async(job, sha, timeout), timeout + 30)
 
     def close(self) -> None:
@@ -212,18 +234,23 @@ class SSHTarget(RemoteTarget):
                     return self._loop.run(make(), timeout)
                 except _Overdue:
                     self._drop()
-                    raise RemoteRunError(f"target '{self.name}': the {what} call timed out after {timeout:.0f} s "
-                                         "(the job was stopped on the device)") from None
+                    raise RemoteRunError(
+                        f"target '{self.name}': the {what} call timed out after {timeout:.0f} s "
+                        "(the job was stopped on the device)"
+                    ) from None
                 except Exception as e:  # noqa: BLE001 - classified below: fatal ones are raised, others retried
                     reason = self._fatal_or_reason(e)
                 self._drop()
                 if attempt == self.retries:
                     tries = f"gave up after {self.retries + 1} tries: " if self.retries else ""
-                    raise TargetError(f"target '{self.name}' ({self.url}): {reason}; {tries}check that the device "
-                                      f"is on and reachable (`latvit target check {self.name}`)")
+                    raise TargetError(
+                        f"target '{self.name}' ({self.url}): {reason}; {tries}check that the device "
+                        f"is on and reachable (`latvit target check {self.name}`)"
+                    )
                 delay = self.backoff_s * 2**attempt
-                self.on_retry(f"latvit: target '{self.name}': {reason}; retrying in {delay:g} s "
-                              f"({attempt + 1}/{self.retries})")
+                self.on_retry(
+                    f"latvit: target '{self.name}': {reason}; retrying in {delay:g} s ({attempt + 1}/{self.retries})"
+                )
                 threading.Event().wait(delay)
 
     def _fatal_or_reason(self, e: BaseException) -> str:
@@ -232,24 +259,34 @@ class SSHTarget(RemoteTarget):
         if isinstance(e, (TargetError, RemoteRunError)):
             raise e
         if isinstance(e, asyncssh.HostKeyNotVerifiable):
-            raise TargetError(f"target '{self.name}': the host key of {self.url.host} is not trusted (unknown, or "
-                              "changed); if you trust the device, run `latvit target add "
-                              f"{self.name} {self.url} --accept-new-host-key`") from None
+            raise TargetError(
+                f"target '{self.name}': the host key of {self.url.host} is not trusted (unknown, or "
+                "changed); if you trust the device, run `latvit target add "
+                f"{self.name} {self.url} --accept-new-host-key`"
+            ) from None
         if isinstance(e, asyncssh.PermissionDenied):
             who = f"{self.url.user}@{self.url.host}" if self.url.user else self.url.host
-            raise TargetError(f"target '{self.name}': {who} refused the key (permission denied): add your public "
-                              f"key on the device (`ssh-copy-id {who}`) or load it into your SSH agent "
-                              "(`ssh-add`)") from None
+            raise TargetError(
+                f"target '{self.name}': {who} refused the key (permission denied): add your public "
+                f"key on the device (`ssh-copy-id {who}`) or load it into your SSH agent "
+                "(`ssh-add`)"
+            ) from None
         if isinstance(e, (asyncssh.KeyImportError, asyncssh.ConfigParseError)):
-            raise TargetError(f"target '{self.name}': cannot read your SSH keys or ~/.ssh/config ({first_line(e)}): "
-                              "fix that file (latvit uses the same keys and config as `ssh`)") from None
+            raise TargetError(
+                f"target '{self.name}': cannot read your SSH keys or ~/.ssh/config ({first_line(e)}): "
+                "fix that file (latvit uses the same keys and config as `ssh`)"
+            ) from None
         if isinstance(e, socket.gaierror):
-            raise TargetError(f"target '{self.name}': cannot resolve host '{self.url.host}' ({first_line(e)}): fix "
-                              f"the URL (`latvit target remove {self.name}` and add it again)") from None
+            raise TargetError(
+                f"target '{self.name}': cannot resolve host '{self.url.host}' ({first_line(e)}): fix "
+                f"the URL (`latvit target remove {self.name}` and add it again)"
+            ) from None
         if isinstance(e, asyncssh.SFTPError):
-            raise TargetError(f"target '{self.name}': copying to {self.workdir} on the device failed "
-                              f"({first_line(e)}): check its free space and permissions, or set another "
-                              "--workdir") from None
+            raise TargetError(
+                f"target '{self.name}': copying to {self.workdir} on the device failed "
+                f"({first_line(e)}): check its free space and permissions, or set another "
+                "--workdir"
+            ) from None
         if isinstance(e, (_Lost, OSError, asyncio.TimeoutError, asyncssh.Error)):
             return f"connection failed ({first_line(e)})" if str(e) else f"connection failed ({type(e).__name__})"
         raise e
@@ -265,9 +302,13 @@ class SSHTarget(RemoteTarget):
     async def _connection(self):
         asyncssh = _asyncssh()
         if self._conn is None:
-            kwargs: dict[str, Any] = {"known_hosts": known_hosts_files() or ([], [], []),
-                                      "password_auth": False, "kbdint_auth": False,
-                                      "keepalive_interval": 15, "keepalive_count_max": 3}
+            kwargs: dict[str, Any] = {
+                "known_hosts": known_hosts_files() or ([], [], []),
+                "password_auth": False,
+                "kbdint_auth": False,
+                "keepalive_interval": 15,
+                "keepalive_count_max": 3,
+            }
             if self.url.port:
                 kwargs["port"] = self.url.port
             if self.url.user:
@@ -295,8 +336,9 @@ class SSHTarget(RemoteTarget):
             await asyncio.wait_for(proc.wait_closed(), 30)
         except asyncio.TimeoutError:
             proc.close()  # the channel ends: the agent sees stdin close and exits, freeing the device lock
-            raise RemoteRunError(f"target '{self.name}': a remote command timed out after {limit:.0f} s on the "
-                                 "device (stopped)") from None
+            raise RemoteRunError(
+                f"target '{self.name}': a remote command timed out after {limit:.0f} s on the device (stopped)"
+            ) from None
         if proc.exit_status is None and proc.exit_signal is None:
             raise _Lost("the connection dropped during a remote command")
         signal = proc.exit_signal[0] if proc.exit_signal else None
@@ -321,8 +363,10 @@ class SSHTarget(RemoteTarget):
                     await f.write(data)
             if not await self._bundle_ok(incoming, files):
                 await sftp.rmtree(incoming, ignore_errors=True)
-                raise TargetError(f"target '{self.name}': latvit's agent arrived corrupted on the device (hash "
-                                  "mismatch): check the device's disk and retry")
+                raise TargetError(
+                    f"target '{self.name}': latvit's agent arrived corrupted on the device (hash "
+                    "mismatch): check the device's disk and retry"
+                )
             if await sftp.exists(dest):  # a previous, damaged copy
                 await sftp.rmtree(dest, ignore_errors=True)
             try:
@@ -341,25 +385,31 @@ class SSHTarget(RemoteTarget):
         ran = await self._exec([self.config.python, "-c", _CHECK_BUNDLE, *paths])
         lines = ran.stdout.split()
         if ran.status == 127 or not lines or not lines[0].replace(".", "").isdigit():
-            raise TargetError(f"target '{self.name}': no Python at '{self.config.python}' on the device "
-                              f"({ran.last_error_line() or 'exit status ' + str(ran.status)}): install python3 "
-                              f"there, or give its path with `latvit target add {self.name} {self.url} --python PATH`")
+            raise TargetError(
+                f"target '{self.name}': no Python at '{self.config.python}' on the device "
+                f"({ran.last_error_line() or 'exit status ' + str(ran.status)}): install python3 "
+                f"there, or give its path with `latvit target add {self.name} {self.url} --python PATH`"
+            )
         version = tuple(int(v) for v in lines[0].split("."))
         if version < MIN_PYTHON:
-            raise TargetError(f"target '{self.name}': Python {lines[0]} at '{self.config.python}' is too old (the "
-                              f"agent needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+): pass a newer one with --python PATH")
+            raise TargetError(
+                f"target '{self.name}': Python {lines[0]} at '{self.config.python}' is too old (the "
+                f"agent needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+): pass a newer one with --python PATH"
+            )
         return lines[1:] == [file_sha256(files[n]) for n in names]
 
     async def _agent(self, *args: str, stdin: str | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Run the agent with `args`; its answer (a JSON object). A crash is a RemoteRunError with the reason."""
         bundle = await self._ensure_bundle()
-        ran = await self._exec([self.config.python, posixpath.join(bundle, "agent.py"), *args], stdin=stdin,
-                               timeout=timeout)
+        ran = await self._exec(
+            [self.config.python, posixpath.join(bundle, "agent.py"), *args], stdin=stdin, timeout=timeout
+        )
         if ran.signal is not None or ran.status != 0 or not ran.stdout.strip():
             how = f"killed by signal {ran.signal}" if ran.signal else f"exit status {ran.status}"
             detail = ran.last_error_line()
-            raise RemoteRunError(f"target '{self.name}': the runner crashed on the device ({how})"
-                                 f"{': ' + detail if detail else ''}")
+            raise RemoteRunError(
+                f"target '{self.name}': the runner crashed on the device ({how}){': ' + detail if detail else ''}"
+            )
         return parse_answer(ran.stdout, self.name)
 
     async def _probe_async(self) -> dict[str, Any]:
@@ -382,8 +432,9 @@ class SSHTarget(RemoteTarget):
                 arrived = await self._agent("hash", posixpath.join(incoming, path.name))
                 if arrived.get("sha256") != sha:
                     await sftp.rmtree(incoming, ignore_errors=True)
-                    raise RemoteRunError(f"target '{self.name}': {path.name} arrived corrupted on the device (hash "
-                                         "mismatch); retry")
+                    raise RemoteRunError(
+                        f"target '{self.name}': {path.name} arrived corrupted on the device (hash mismatch); retry"
+                    )
                 try:
                     await sftp.rename(incoming, dest_dir)
                 except asyncssh.SFTPError:
@@ -398,25 +449,37 @@ class SSHTarget(RemoteTarget):
         free = (self._probe or {}).get("free_bytes")
         need = artifact_bytes(path) + (1 << 20)
         if free is not None and free < need:
-            raise TargetError(f"target '{self.name}': not enough disk space in {self.workdir} on the device "
-                              f"({free / 1e6:.1f} MB free, {need / 1e6:.1f} MB needed): free some space there or "
-                              f"set another --workdir")
+            raise TargetError(
+                f"target '{self.name}': not enough disk space in {self.workdir} on the device "
+                f"({free / 1e6:.1f} MB free, {need / 1e6:.1f} MB needed): free some space there or "
+                f"set another --workdir"
+            )
 
     async def _time_async(self, job: TimingJob, sha: str, timeout: float) -> TimingResult:
         if self._probe is None:  # probed here, on the loop: the methods below only read it (no nested calls)
             self._probe = await self._probe_async()
         self._check_runtime(job.artifact.runtime)
         path = await self._ensure_artifact(job.artifact.path, sha)
-        spec = {"workdir": self.workdir, "artifact": path, "runtime": job.artifact.runtime,
-                "input_shape": list(job.artifact.input_shape), "threads": job.threads,
-                "protocol": job.protocol.as_kwargs(), "options": job_options(job, self.config),
-                "lock_wait_s": self.lock_wait_s, "cooldown_s": self.config.cooldown_s, "timeout_s": timeout}
+        spec = {
+            "workdir": self.workdir,
+            "artifact": path,
+            "runtime": job.artifact.runtime,
+            "input_shape": list(job.artifact.input_shape),
+            "threads": job.threads,
+            "protocol": job.protocol.as_kwargs(),
+            "options": job_options(job, self.config),
+            "lock_wait_s": self.lock_wait_s,
+            "cooldown_s": self.config.cooldown_s,
+            "timeout_s": timeout,
+        }
         answer = await self._agent("run", stdin=json.dumps(spec) + "\n", timeout=timeout)
         if not answer["ok"]:
             reason = answer.get("reason")
             if reason == "missing_runtime":
-                raise TargetError(f"target '{self.name}': {answer.get('error')} (on the device; or point --python "
-                                  "at a Python that has it)")
+                raise TargetError(
+                    f"target '{self.name}': {answer.get('error')} (on the device; or point --python "
+                    "at a Python that has it)"
+                )
             raise RemoteRunError(f"target '{self.name}': {str(answer.get('error'))[:400]}")
         return result_from_answer(answer, self.name, self.fingerprint())
 
@@ -436,8 +499,10 @@ def accept_new_host_key(url: str, timeout_s: float = 15.0) -> tuple[str, str]:
     try:
         key = asyncio.run(fetch())
     except (OSError, asyncio.TimeoutError, asyncssh.Error) as e:
-        raise TargetError(f"cannot reach {parsed.host}:{port} to read its host key ({first_line(e)}): check the "
-                          "URL and that the device is on") from None
+        raise TargetError(
+            f"cannot reach {parsed.host}:{port} to read its host key ({first_line(e)}): check the "
+            "URL and that the device is on"
+        ) from None
     if key is None:
         raise TargetError(f"{parsed.host}:{port} presented no host key")
     public = key.export_public_key().decode().strip()
@@ -447,8 +512,10 @@ def accept_new_host_key(url: str, timeout_s: float = 15.0) -> tuple[str, str]:
     if any(k.public_data == key.public_data for k in trusted):
         return "known", fingerprint
     if trusted:
-        raise TargetError(f"the host key of {parsed.host}:{port} CHANGED ({fingerprint} now): if the device was "
-                          f"reinstalled, remove the old key (`ssh-keygen -R {parsed.host}`, and its line in "
-                          f"{latvit_known_hosts()}) and run this again; otherwise do not connect")
+        raise TargetError(
+            f"the host key of {parsed.host}:{port} CHANGED ({fingerprint} now): if the device was "
+            f"reinstalled, remove the old key (`ssh-keygen -R {parsed.host}`, and its line in "
+            f"{latvit_known_hosts()}) and run this again; otherwise do not connect"
+        )
     record_host_key(known_hosts_line(parsed.host, port, public))
     return "recorded", fingerprint

@@ -4,6 +4,7 @@ Imports the requested function, calls it with the request's kwargs and writes {"
 or {"ok": false, "error": "..."} to the request's result path. A user-fixable `LatvitError` is reported
 as its message; any other exception as its type and message (its traceback goes to stderr).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -5,10 +5,21 @@ sampling, hard distillation), exact resume, DDP under torchrun. See docs/train.m
     train(make_config(model="efficientformerv2_s0", data="fashion-mnist", img_size=64, epochs=2))
     validate("runs/efficientformerv2_s0-fashion-mnist/best", "fashion-mnist")
 """
+
 from latvit.data import DataError
 from latvit.train.config import ConfigError, TrainConfig, load_config, make_config, parse_set, read_config_file
 from latvit.train.engine import train
 from latvit.train.evaluate import evaluate, validate
 
-__all__ = ["ConfigError", "DataError", "TrainConfig", "evaluate", "load_config", "make_config", "parse_set",
-           "read_config_file", "train", "validate"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "TrainConfig",
+    "evaluate",
+    "load_config",
+    "make_config",
+    "parse_set",
+    "read_config_file",
+    "train",
+    "validate",
+]

@@ -6,6 +6,7 @@ far, and the RNG states of every rank (torch, CUDA, numpy, random). The file is 
 name and renamed, so a run killed while writing leaves the previous checkpoint intact. Everything in it
 is plain tensors and Python scalars/containers, so it loads with `torch.load(weights_only=True)`.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,13 @@ def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
 
@@ -70,5 +76,4 @@ def evaluation_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     return payload["ema"] if payload.get("ema") is not None else payload["model"]
 
 
-__all__ = ["FORMAT", "LAST", "evaluation_weights", "load_checkpoint", "rng_state", "save_checkpoint",
-           "set_rng_state"]
+__all__ = ["FORMAT", "LAST", "evaluation_weights", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]

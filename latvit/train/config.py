@@ -6,6 +6,7 @@ Defaults are the seeds' recipe (MobileViT: AdamW, lr 0.002 warmed up from 0.0002
 evaluation; EfficientFormer/LeViT: hard distillation through a second head). Every value can be
 overridden; `lr` is the peak learning rate for the *global* batch (batch_size x processes), not rescaled.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,8 +91,9 @@ class TrainConfig:
     tensorboard: bool = True  # write TensorBoard logs when tensorboard is installed
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in dataclasses.fields(self)
+        }
 
     def to_yaml(self) -> str:
         import yaml
@@ -156,8 +158,15 @@ def _check_ranges(c: TrainConfig) -> None:
         raise ConfigError("no model given: pass MODEL (a name from `latvit models`, a spec JSON or a saved model dir)")
     if not c.data:
         raise ConfigError("no data given: pass --data fashion-mnist, synthetic or an ImageFolder directory")
-    for name in ("epochs", "batch_size", "eval_batch_size", "synthetic_classes", "synthetic_train", "synthetic_val",
-                 "log_every"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "eval_batch_size",
+        "synthetic_classes",
+        "synthetic_train",
+        "synthetic_val",
+        "log_every",
+    ):
         if getattr(c, name) < 1:
             bad(name, "must be >= 1")
     for name in ("num_workers", "checkpoint_every", "threads", "seed"):
@@ -217,8 +226,9 @@ def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> Train
     merged.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(merged) - set(FIELDS))
     if unknown:
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, FIELDS, n=1)) else k
-                 for k in unknown]
+        hints = [
+            f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, FIELDS, n=1)) else k for k in unknown
+        ]
         raise ConfigError(f"unknown config key(s): {', '.join(hints)}; see docs/train.md for the list")
     config = TrainConfig(**{k: _coerce(k, v) for k, v in merged.items()})
     _check_ranges(config)

@@ -3,11 +3,10 @@
 The student's `ClassifierHead` has a second linear layer (`fc_dist`); in training with
 `distilled_training` it returns (class logits, distillation logits). The class logits learn the labels,
 the distillation logits learn the teacher's argmax; at inference the two are averaged. Students whose
-spec has no distillation head get one (`with_distill_head`).
+spec has no distillation head get one (`NetSpec.with_distill_head`).
 """
-from __future__ import annotations
 
-import dataclasses
+from __future__ import annotations
 
 import torch
 import torch.nn as nn
@@ -15,12 +14,6 @@ import torch.nn.functional as F
 
 from latvit.errors import CheckpointError, LatvitError, first_line
 from latvit.models import create_model, resolve_spec
-from latvit.space.spec import NetSpec
-
-
-def with_distill_head(spec: NetSpec) -> NetSpec:
-    """The same network with a distillation head (a no-op when it already has one)."""
-    return spec if spec.head.distill else dataclasses.replace(spec, head=dataclasses.replace(spec.head, distill=True))
 
 
 class Teacher(nn.Module):
@@ -50,8 +43,9 @@ class Teacher(nn.Module):
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def build_teacher(name: str, checkpoint: str | None, *, num_classes: int, img_size: int, student_mean,
-                  student_std) -> Teacher:
+def build_teacher(
+    name: str, checkpoint: str | None, *, num_classes: int, img_size: int, student_mean, student_std
+) -> Teacher:
     """`name` is a latvit model (name, spec JSON, saved dir) or `timm:NAME`; `checkpoint` its trained weights
     (optional only for a saved latvit directory, which holds its weights)."""
     if name.startswith("timm:"):
@@ -60,19 +54,19 @@ def build_teacher(name: str, checkpoint: str | None, *, num_classes: int, img_si
         if not checkpoint:
             raise LatvitError(f"teacher {name} needs trained weights: pass --teacher-checkpoint PATH")
         try:
-            model = timm.create_model(name[len("timm:"):], pretrained=False, num_classes=num_classes)
+            model = timm.create_model(name[len("timm:") :], pretrained=False, num_classes=num_classes)
         except RuntimeError as e:  # timm: unknown model
             raise LatvitError(f"teacher {name}: {first_line(e)}") from None
         try:
             timm.models.load_checkpoint(model, checkpoint, strict=True)
         except (RuntimeError, FileNotFoundError, KeyError) as e:
-            raise CheckpointError(f"teacher checkpoint {checkpoint} does not fit {name}: "
-                                  f"{first_line(e)}") from None
+            raise CheckpointError(f"teacher checkpoint {checkpoint} does not fit {name}: {first_line(e)}") from None
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         fixed = cfg.get("fixed_input_size", False)
         size = cfg.get("input_size", (3, img_size, img_size))[-1] if fixed else None
-        return Teacher(model, student_mean, student_std, cfg.get("mean", student_mean), cfg.get("std", student_std),
-                       size)
+        return Teacher(
+            model, student_mean, student_std, cfg.get("mean", student_mean), cfg.get("std", student_std), size
+        )
 
     spec, saved = resolve_spec(name)
     if checkpoint is None and saved is None:
@@ -80,8 +74,14 @@ def build_teacher(name: str, checkpoint: str | None, *, num_classes: int, img_si
     model = create_model(name, num_classes=num_classes, img_size=img_size, checkpoint=checkpoint)
     if model.num_classes != num_classes:
         raise LatvitError(f"teacher {name} predicts {model.num_classes} classes but the data has {num_classes}")
-    return Teacher(model, student_mean, student_std, model.spec.mean, model.spec.std,
-                   model.img_size if model.fixed_input_size else None)
+    return Teacher(
+        model,
+        student_mean,
+        student_std,
+        model.spec.mean,
+        model.spec.std,
+        model.img_size if model.fixed_input_size else None,
+    )
 
 
 def distillation_loss(outputs, target: torch.Tensor, teacher_logits: torch.Tensor, base_loss, alpha: float = 0.5):
@@ -89,10 +89,12 @@ def distillation_loss(outputs, target: torch.Tensor, teacher_logits: torch.Tenso
 
     outputs: (cls, dist) logits of a student in distilled training; target: labels or soft targets."""
     if not isinstance(outputs, (tuple, list)):
-        raise LatvitError("distillation needs a student whose head returns (cls, dist) logits in training "
-                          "(HeadSpec.distill with model.set_distilled_training(True))")
+        raise LatvitError(
+            "distillation needs a student whose head returns (cls, dist) logits in training "
+            "(HeadSpec.distill with model.set_distilled_training(True))"
+        )
     cls, dist = outputs
     return (1 - alpha) * base_loss(cls, target) + alpha * F.cross_entropy(dist, teacher_logits.argmax(dim=1))
 
 
-__all__ = ["Teacher", "build_teacher", "distillation_loss", "with_distill_head"]
+__all__ = ["Teacher", "build_teacher", "distillation_loss"]

@@ -4,6 +4,7 @@ torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; with WORLD_SIZE > 1 latvit joins t
 (NCCL on CUDA, gloo on CPU). Everything else in the trainer asks this module who it is, so the
 single-process path never touches torch.distributed.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,11 +45,15 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
         raise LatvitError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N (train: --set device=...)")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise LatvitError(f"device {name} requested but CUDA is not available; use device cpu "
-                              f"(validate: --device cpu, train: --set device=cpu)")
+            raise LatvitError(
+                f"device {name} requested but CUDA is not available; use device cpu "
+                f"(validate: --device cpu, train: --set device=cpu)"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise LatvitError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            raise LatvitError(
+                f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
         return device if device.index is not None else torch.device(f"cuda:{local_rank}")
     return device
 
@@ -58,8 +63,10 @@ def init_distributed(device: str = "auto") -> Dist:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if world_size > 1 and device.startswith("cuda:"):  # every rank would take that one GPU
-        raise LatvitError(f"device {device} under torchrun ({world_size} processes): use device=cuda (or auto), "
-                          f"which gives each process the GPU of its LOCAL_RANK")
+        raise LatvitError(
+            f"device {device} under torchrun ({world_size} processes): use device=cuda (or auto), "
+            f"which gives each process the GPU of its LOCAL_RANK"
+        )
     dev = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
@@ -113,5 +120,13 @@ def shutdown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["Dist", "all_gather_object", "all_reduce_sum", "barrier", "init_distributed", "pick_device", "shutdown",
-           "wrap_ddp"]
+__all__ = [
+    "Dist",
+    "all_gather_object",
+    "all_reduce_sum",
+    "barrier",
+    "init_distributed",
+    "pick_device",
+    "shutdown",
+    "wrap_ddp",
+]

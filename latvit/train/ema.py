@@ -1,4 +1,5 @@
 """The EMA of a run's weights: timm's ModelEmaV3, with its per-update walk over two state dicts done once."""
+
 from __future__ import annotations
 
 import torch

@@ -19,6 +19,7 @@ is killed and resumed from its last checkpoint takes exactly the steps an uninte
 the same data with the same random draws, and ends with the same weights (on the same machine and
 thread count).
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,7 +43,7 @@ from latvit.errors import LatvitError
 from latvit.models import WEIGHTS_FILE, create_model, load_backbone, resolve_spec, save
 from latvit.train import checkpointing as ckpt
 from latvit.train.config import ConfigError, TrainConfig
-from latvit.train.distill import build_teacher, distillation_loss, with_distill_head
+from latvit.train.distill import build_teacher, distillation_loss
 from latvit.train.distributed import (
     Dist,
     all_gather_object,
@@ -62,8 +63,19 @@ from latvit.utils import atomic_write_text, check_writable, rich_progress
 FUSED_OPTIMIZERS = ("adam", "adamw")  # timm names whose torch optimiser has a fused kernel on CPU and CUDA
 # config keys that may differ between a run and its resumption: they do not change what is computed
 # (`epochs` may be raised to extend a run; the cosine schedule then stretches from that point on)
-RUN_CONTROL_KEYS = {"output", "epochs", "progress", "tensorboard", "num_workers", "eval_batch_size",
-                    "checkpoint_every", "device", "threads", "pin_memory", "log_every"}
+RUN_CONTROL_KEYS = {
+    "output",
+    "epochs",
+    "progress",
+    "tensorboard",
+    "num_workers",
+    "eval_batch_size",
+    "checkpoint_every",
+    "device",
+    "threads",
+    "pin_memory",
+    "log_every",
+}
 
 
 def step_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
@@ -126,27 +138,32 @@ class Trainer:
         if resume and not last.is_file():
             raise LatvitError(f"--resume: no checkpoint {last}; start the run without --resume")
         if not resume and last.is_file() and scratch is None:
-            raise LatvitError(f"{self.out} already holds a run ({ckpt.LAST}); pass --resume to continue it, "
-                              f"or choose another --output")
+            raise LatvitError(
+                f"{self.out} already holds a run ({ckpt.LAST}); pass --resume to continue it, "
+                f"or choose another --output"
+            )
         payload = ckpt.load_checkpoint(last) if resume else None
         if payload is not None:
             check_resumable(c, payload, d)
         self.out = scratch or self.out
 
         # -- data -------------------------------------------------------------------------------------------
-        train_base = open_dataset(c.data, "train", synthetic_classes=c.synthetic_classes,
-                                  synthetic_size=c.synthetic_train)
+        train_base = open_dataset(
+            c.data, "train", synthetic_classes=c.synthetic_classes, synthetic_size=c.synthetic_train
+        )
         val_base = open_dataset(c.data, "val", synthetic_classes=c.synthetic_classes, synthetic_size=c.synthetic_val)
         if tuple(train_base.classes) != tuple(val_base.classes):
-            raise LatvitError(f"{c.data}: the train and val splits have different classes "
-                              f"({len(train_base.classes)} vs {len(val_base.classes)})")
+            raise LatvitError(
+                f"{c.data}: the train and val splits have different classes "
+                f"({len(train_base.classes)} vs {len(val_base.classes)})"
+            )
         train_base = Subset(train_base, c.train_subset) if c.train_subset else train_base
         val_base = Subset(val_base, c.val_subset) if c.val_subset else val_base
         self.num_classes = len(train_base.classes)
 
         # -- model (same seed on every rank; DDP also broadcasts rank 0's weights) ------------------------------
         if c.teacher:
-            spec = with_distill_head(spec)
+            spec = spec.with_distill_head()
         torch.manual_seed(c.seed)
         model = create_model(spec, num_classes=self.num_classes, img_size=c.img_size, drop_path_rate=c.drop_path)
         # the backbone loads strictly; a classifier for another class count (or a missing distillation head)
@@ -158,22 +175,36 @@ class Trainer:
         self.sizes = self.check_sizes(model)
 
         mean, std = model.spec.mean, model.spec.std
-        make_train = partial(train_transform, mean=mean, std=std, crop_scale=c.crop_scale, hflip=c.hflip,
-                             randaugment=c.randaugment, color_jitter=c.color_jitter)
+        make_train = partial(
+            train_transform,
+            mean=mean,
+            std=std,
+            crop_scale=c.crop_scale,
+            hflip=c.hflip,
+            randaugment=c.randaugment,
+            color_jitter=c.color_jitter,
+        )
         make_train(model.img_size)  # a bad RandAugment string fails here, not in a worker
         self.train_set = Transformed(train_base, make_train, model.img_size, seed=c.seed)
-        self.val_set = Transformed(val_base, partial(eval_transform, mean=mean, std=std, crop_pct=c.crop_pct),
-                                   model.img_size)
+        self.val_set = Transformed(
+            val_base, partial(eval_transform, mean=mean, std=std, crop_pct=c.crop_pct), model.img_size
+        )
         mixing = c.mixup > 0 or c.cutmix > 0
-        self.sampler = ScaleBatchSampler(len(train_base), c.batch_size, model.img_size, self.sizes, seed=c.seed,
-                                         rank=d.rank, world_size=d.world_size, batch_multiple=2 if mixing else 1)
+        self.sampler = ScaleBatchSampler(
+            len(train_base),
+            c.batch_size,
+            model.img_size,
+            self.sizes,
+            seed=c.seed,
+            rank=d.rank,
+            world_size=d.world_size,
+            batch_multiple=2 if mixing else 1,
+        )
         batched = all(self.train_set.batch_transform(size) is not None for size in self.sizes)
-        self.cores = split_cores(device_type=d.device.type, batched=batched, workers=c.num_workers,
-                                 threads=c.threads)
+        self.cores = split_cores(device_type=d.device.type, batched=batched, workers=c.num_workers, threads=c.threads)
         torch.set_num_threads(self.cores.threads)  # `train` restores the caller's count
         self.pin_memory = pin_memory_for(d.device, c.pin_memory)
-        self.loader = make_loader(self.train_set, self.sampler, workers=self.cores.workers,
-                                  pin_memory=self.pin_memory)
+        self.loader = make_loader(self.train_set, self.sampler, workers=self.cores.workers, pin_memory=self.pin_memory)
 
         # -- recipe: timm's optimiser, schedule, EMA, mixup and losses -----------------------------------
         from timm.data import Mixup
@@ -184,14 +215,29 @@ class Trainer:
         # no weight decay on biases, norms and attention biases (model.no_weight_decay())
         # fused: one kernel over all tensors instead of a loop over ~200 of them (4x less time on CPU)
         fused = {"fused": True} if c.fused_optimizer and c.optimizer.lower() in FUSED_OPTIMIZERS else {}
-        self.optimizer = create_optimizer_v2(model, opt=c.optimizer, lr=c.lr, weight_decay=c.weight_decay,
-                                             layer_decay=c.layer_decay, **fused)  # the scheduler applies lr_scale
+        self.optimizer = create_optimizer_v2(
+            model, opt=c.optimizer, lr=c.lr, weight_decay=c.weight_decay, layer_decay=c.layer_decay, **fused
+        )  # the scheduler applies lr_scale
         # stepped with a fractional epoch every batch: linear warm-up, then cosine down to min_lr
-        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=c.epochs, lr_min=c.min_lr,
-                                           warmup_t=c.warmup_epochs, warmup_lr_init=c.warmup_lr, t_in_epochs=True)
+        self.scheduler = CosineLRScheduler(
+            self.optimizer,
+            t_initial=c.epochs,
+            lr_min=c.min_lr,
+            warmup_t=c.warmup_epochs,
+            warmup_lr_init=c.warmup_lr,
+            t_in_epochs=True,
+        )
         self.ema = ModelEma(model, decay=c.ema_decay, use_warmup=c.ema_warmup) if c.ema else None
-        self.mixup = Mixup(mixup_alpha=c.mixup, cutmix_alpha=c.cutmix, label_smoothing=c.label_smoothing,
-                           num_classes=self.num_classes) if mixing else None
+        self.mixup = (
+            Mixup(
+                mixup_alpha=c.mixup,
+                cutmix_alpha=c.cutmix,
+                label_smoothing=c.label_smoothing,
+                num_classes=self.num_classes,
+            )
+            if mixing
+            else None
+        )
         if mixing:
             self.loss_fn: nn.Module = SoftTargetCrossEntropy()
         elif c.label_smoothing > 0:
@@ -203,8 +249,14 @@ class Trainer:
 
         self.teacher = None
         if c.teacher:
-            self.teacher = build_teacher(c.teacher, c.teacher_checkpoint, num_classes=self.num_classes,
-                                         img_size=model.img_size, student_mean=mean, student_std=std).to(d.device)
+            self.teacher = build_teacher(
+                c.teacher,
+                c.teacher_checkpoint,
+                num_classes=self.num_classes,
+                img_size=model.img_size,
+                student_mean=mean,
+                student_std=std,
+            ).to(d.device)
             model.set_distilled_training(True)
 
         self.model: nn.Module = model
@@ -231,13 +283,16 @@ class Trainer:
         if not c.multiscale:
             return (model.img_size,)
         if model.fixed_input_size:
-            raise ConfigError(f"config.multiscale: {model.spec.name} takes one input size only (its attention "
-                              f"biases are built for {model.img_size}); set multiscale: false")
+            raise ConfigError(
+                f"config.multiscale: {model.spec.name} takes one input size only (its attention "
+                f"biases are built for {model.img_size}); set multiscale: false"
+            )
         sizes = c.multiscale_sizes or default_multiscale_sizes(model.img_size, model.input_multiple)
         bad = [s for s in sizes if s % model.input_multiple]
         if bad:
-            raise ConfigError(f"config.multiscale_sizes {list(bad)}: {model.spec.name} needs multiples of "
-                              f"{model.input_multiple}")
+            raise ConfigError(
+                f"config.multiscale_sizes {list(bad)}: {model.spec.name} needs multiples of {model.input_multiple}"
+            )
         return tuple(sizes)
 
     def open_tensorboard(self):
@@ -266,14 +321,22 @@ class Trainer:
         self.set_loss(*((loss_sum, count) if self.d.main else (0.0, 0.0)))
         rngs = all_gather_object(ckpt.rng_state(), self.d)
         return {
-            "config": self.config.to_dict(), "world_size": self.d.world_size,
-            "model": self.net.state_dict(), "ema": None if self.ema is None else self.ema.module.state_dict(),
+            "config": self.config.to_dict(),
+            "world_size": self.d.world_size,
+            "model": self.net.state_dict(),
+            "ema": None if self.ema is None else self.ema.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),  # no scheduler: it follows from the config (load_state)
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "sampler": {"epoch": self.epoch, "batch": self.batch, "sizes": list(self.sizes)},
-            "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "loss_sum": loss_sum, "count": count,
-            "epoch_seconds": self.epoch_seconds, "metrics": self.metrics, "best_top1": self.best_top1, "rng": rngs,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "loss_sum": loss_sum,
+            "count": count,
+            "epoch_seconds": self.epoch_seconds,
+            "metrics": self.metrics,
+            "best_top1": self.best_top1,
+            "rng": rngs,
         }
 
     def load_state(self, p: dict[str, Any]) -> None:
@@ -317,8 +380,10 @@ class Trainer:
         if self.mixup is not None:
             with record_function("mixup"):
                 images, targets = self.mixup(images, targets)  # targets -> (B, num_classes) soft labels
-        with record_function("forward"), torch.autocast(dev.type, dtype=self.amp_dtype,
-                                                        enabled=self.amp_dtype is not None):
+        with (
+            record_function("forward"),
+            torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None),
+        ):
             out = self.model(images)
             if self.teacher is not None:
                 loss = distillation_loss(out, targets, self.teacher(images), self.loss_fn, c.distill_alpha)
@@ -351,8 +416,11 @@ class Trainer:
         self.sampler.set_epoch(epoch, self.batch)
         self.train_set.set_epoch(epoch)
         self.model.train()
-        task = progress.add_task(f"epoch {epoch + 1}/{c.epochs}", total=n_batches, completed=self.batch,
-                                 info="") if progress else None
+        task = (
+            progress.add_task(f"epoch {epoch + 1}/{c.epochs}", total=n_batches, completed=self.batch, info="")
+            if progress
+            else None
+        )
         start = time.perf_counter() - self.epoch_seconds
         batches, seen = iter(self.loader), 0
         while max_steps is None or max_steps > 0:
@@ -390,8 +458,10 @@ class Trainer:
 
     def check_loss(self, loss_sum: float, epoch: int) -> None:
         if not math.isfinite(loss_sum):
-            raise LatvitError(f"the loss became {loss_sum} by epoch {epoch + 1} step {self.step}; lower lr "
-                              f"(now {self.config.lr}) or set clip_grad")
+            raise LatvitError(
+                f"the loss became {loss_sum} by epoch {epoch + 1} step {self.step}; lower lr "
+                f"(now {self.config.lr}) or set clip_grad"
+            )
 
     def log_progress(self, epoch: int, progress, task, size: int) -> None:
         """Read the loss back (once per `log_every` steps), check it, show it, log it."""
@@ -421,14 +491,28 @@ class Trainer:
     def end_epoch(self, epoch: int, console) -> None:
         c = self.config
         loss_sum, count = self.reduce_loss()
-        val = evaluate(self.eval_model, self.val_set, batch_size=c.eval_batch_size, num_workers=self.cores.workers,
-                       d=self.d, amp_dtype=self.amp_dtype, memory_format=self.memory_format,
-                       pin_memory=self.pin_memory)
-        row = {"epoch": epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-               "train_loss": loss_sum / max(count, 1.0), "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "train_seconds": self.epoch_seconds,
-               "train_images_per_sec": count / max(self.epoch_seconds, 1e-9),
-               "val_images_per_sec": val["images_per_sec"]}
+        val = evaluate(
+            self.eval_model,
+            self.val_set,
+            batch_size=c.eval_batch_size,
+            num_workers=self.cores.workers,
+            d=self.d,
+            amp_dtype=self.amp_dtype,
+            memory_format=self.memory_format,
+            pin_memory=self.pin_memory,
+        )
+        row = {
+            "epoch": epoch + 1,
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / max(count, 1.0),
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "train_seconds": self.epoch_seconds,
+            "train_images_per_sec": count / max(self.epoch_seconds, 1e-9),
+            "val_images_per_sec": val["images_per_sec"],
+        }
         self.metrics.append(row)
         best = row["val_top1"] > self.best_top1
         self.best_top1 = max(self.best_top1, row["val_top1"])
@@ -447,9 +531,12 @@ class Trainer:
                 for key in ("train_loss", "val_loss", "val_top1", "val_top5"):
                     self.writer.add_scalar(f"epoch/{key}", row[key], row["epoch"])
             if console is not None:
-                console.print(f"epoch {row['epoch']}/{c.epochs}  train loss {row['train_loss']:.4f}  "
-                              f"val loss {row['val_loss']:.4f}  top-1 {row['val_top1']:.2f}%  "
-                              f"top-5 {row['val_top5']:.2f}%  {row['train_images_per_sec']:.0f} img/s", soft_wrap=True)
+                console.print(
+                    f"epoch {row['epoch']}/{c.epochs}  train loss {row['train_loss']:.4f}  "
+                    f"val loss {row['val_loss']:.4f}  top-1 {row['val_top1']:.2f}%  "
+                    f"top-5 {row['val_top5']:.2f}%  {row['train_images_per_sec']:.0f} img/s",
+                    soft_wrap=True,
+                )
         barrier(self.d)
 
     def write_metrics(self) -> None:
@@ -460,9 +547,16 @@ class Trainer:
         atomic_write_text(self.out / "metrics.csv", buffer.getvalue())
         import json
 
-        summary = {"model": self.net.spec.name, "data": self.config.data, "world_size": self.d.world_size,
-                   "num_classes": self.num_classes, "img_size": self.net.img_size, "sizes": list(self.sizes),
-                   "best_top1": self.best_top1, "epochs": self.metrics}
+        summary = {
+            "model": self.net.spec.name,
+            "data": self.config.data,
+            "world_size": self.d.world_size,
+            "num_classes": self.num_classes,
+            "img_size": self.net.img_size,
+            "sizes": list(self.sizes),
+            "best_top1": self.best_top1,
+            "epochs": self.metrics,
+        }
         atomic_write_text(self.out / "metrics.json", json.dumps(summary, indent=1) + "\n")
 
     def fit(self) -> dict[str, Any]:
@@ -481,9 +575,11 @@ class Trainer:
             if c.progress:
                 progress = rich_progress(TextColumn("{task.fields[info]}"), console=console)
         if console is not None and self.reinitialised:
-            console.print(f"fine-tuning: backbone loaded from {self.config.init or self.config.model}; "
-                          f"re-initialised for {self.num_classes} classes: {', '.join(self.reinitialised)}",
-                          soft_wrap=True)
+            console.print(
+                f"fine-tuning: backbone loaded from {self.config.init or self.config.model}; "
+                f"re-initialised for {self.num_classes} classes: {', '.join(self.reinitialised)}",
+                soft_wrap=True,
+            )
         try:
             if progress:
                 progress.start()
@@ -495,9 +591,15 @@ class Trainer:
                 progress.stop()
             if self.writer is not None:
                 self.writer.close()
-        return {"output": str(self.out), "world_size": self.d.world_size, "rank": self.d.rank, "steps": self.step,
-                "best_top1": self.best_top1, "final": self.metrics[-1] if self.metrics else None,
-                "epochs": self.metrics}
+        return {
+            "output": str(self.out),
+            "world_size": self.d.world_size,
+            "rank": self.d.rank,
+            "steps": self.step,
+            "best_top1": self.best_top1,
+            "final": self.metrics[-1] if self.metrics else None,
+            "epochs": self.metrics,
+        }
 
 
 def check_resumable(config: TrainConfig, payload: dict[str, Any], d: Dist) -> None:
@@ -508,11 +610,14 @@ def check_resumable(config: TrainConfig, payload: dict[str, Any], d: Dist) -> No
     changed = [k for k in now if k not in RUN_CONTROL_KEYS and k in saved and saved[k] != now[k]]
     if changed:
         diffs = ", ".join(f"{k}={now[k]!r} (run has {saved[k]!r})" for k in changed)
-        raise ConfigError(f"--resume with a different config: {diffs}; resume with the run's config.yaml or "
-                          f"start a new --output")
+        raise ConfigError(
+            f"--resume with a different config: {diffs}; resume with the run's config.yaml or start a new --output"
+        )
     if payload.get("batch", 0) and payload.get("world_size", 1) != d.world_size:
-        raise ConfigError(f"--resume: the checkpoint was written mid-epoch by {payload['world_size']} process(es); "
-                          f"resume with the same number (torchrun --nproc_per_node {payload['world_size']})")
+        raise ConfigError(
+            f"--resume: the checkpoint was written mid-epoch by {payload['world_size']} process(es); "
+            f"resume with the same number (torchrun --nproc_per_node {payload['world_size']})"
+        )
 
 
 def train(config: TrainConfig, *, resume: bool = False, profile_steps: int = 0) -> dict[str, Any]:
@@ -538,5 +643,13 @@ def train(config: TrainConfig, *, resume: bool = False, profile_steps: int = 0) 
             shutdown(d)
 
 
-__all__ = ["RUN_CONTROL_KEYS", "Trainer", "amp_dtype", "check_resumable", "default_output", "memory_format",
-           "step_seed", "train"]
+__all__ = [
+    "RUN_CONTROL_KEYS",
+    "Trainer",
+    "amp_dtype",
+    "check_resumable",
+    "default_output",
+    "memory_format",
+    "step_seed",
+    "train",
+]

@@ -3,6 +3,7 @@
 Used by the trainer after every epoch (on the EMA weights, sharded across ranks without padding so
 every image counts once) and on its own by `validate()`.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,9 +17,8 @@ from torch.utils.data import Dataset
 from latvit.data import BatchFetcher, Subset, Transformed, check_crop_pct, eval_transform, open_dataset
 from latvit.deploy.compress import check_compression, compress
 from latvit.deploy.sparsity import parse_sparsity
-from latvit.models import create_model, resolve_spec
+from latvit.pipeline.resolve import resolve_model
 from latvit.train.checkpointing import FORMAT, evaluation_weights, load_checkpoint
-from latvit.train.distill import with_distill_head
 from latvit.train.distributed import Dist, all_reduce_sum, pick_device
 from latvit.train.loader import KeyBatches, make_loader, pin_memory_for
 
@@ -40,9 +40,17 @@ class _Shard(Dataset):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_workers: int = 0,
-             d: Dist | None = None, amp_dtype: torch.dtype | None = None,
-             memory_format: torch.memory_format = torch.contiguous_format, pin_memory: bool = True) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    d: Dist | None = None,
+    amp_dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    pin_memory: bool = True,
+) -> dict[str, float]:
     """Run `model` (in eval mode) over `dataset` of (image tensor, label) items, whole batches at a time
     (`dataset.batch` where it has one: `Transformed`'s exact in-memory path).
 
@@ -52,8 +60,9 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_w
     """
     d = d or Dist(device=next(model.parameters()).device)
     shard = _Shard(dataset, d.rank, d.world_size) if d.active else dataset
-    loader = make_loader(shard, KeyBatches(len(shard), batch_size), workers=num_workers,
-                         pin_memory=pin_memory_for(d.device, pin_memory))
+    loader = make_loader(
+        shard, KeyBatches(len(shard), batch_size), workers=num_workers, pin_memory=pin_memory_for(d.device, pin_memory)
+    )
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=d.device)  # top-1 hits, top-5 hits, loss
@@ -80,9 +89,15 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_w
     correct1, correct5, loss_sum = sums.tolist()
     correct1, correct5, loss_sum, count = all_reduce_sum([correct1, correct5, loss_sum, count], d)
     count = max(count, 1.0)
-    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count,
-            "images": int(count), "seconds": seconds, "images_per_sec": count / max(seconds, 1e-9),
-            "model_images_per_sec": count / max(model_s, 1e-9)}
+    return {
+        "top1": 100.0 * correct1 / count,
+        "top5": 100.0 * correct5 / count,
+        "loss": loss_sum / count,
+        "images": int(count),
+        "seconds": seconds,
+        "images_per_sec": count / max(seconds, 1e-9),
+        "model_images_per_sec": count / max(model_s, 1e-9),
+    }
 
 
 def run_config(model) -> dict:
@@ -100,16 +115,29 @@ def run_config(model) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = None, img_size: int | None = None,
-             batch_size: int = 256, num_workers: int = 0, subset: int | None = None, crop_pct: float | None = None,
-             device: str = "auto", threads: int = 0, tome: str | int = 0, sparsity: str | float | None = None) -> dict:
+def validate(
+    model: str | Path,
+    data: str,
+    *,
+    checkpoint: str | Path | None = None,
+    img_size: int | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    subset: int | None = None,
+    crop_pct: float | None = None,
+    device: str = "auto",
+    threads: int = 0,
+    tome: str | int = 0,
+    sparsity: str | float | None = None,
+) -> dict:
     """Evaluate a model on the validation split of `data` ('fashion-mnist', 'synthetic', an ImageFolder
     root or a directory of idx files).
 
-    model: anything `latvit.create_model` accepts (a name, spec JSON, or a saved directory with weights);
-        for a run's `best/` or `model/` directory the run's input size and crop are used.
+    model: any model reference `latvit.pipeline.resolve_model` takes (a name, spec JSON, a saved directory
+        with weights, `timm:NAME`); for a run's `best/` or `model/` directory the run's input size and crop
+        are used.
     checkpoint: a latvit training checkpoint (`last.pt`: its EMA weights, input size and crop are used)
-        or any checkpoint `create_model` loads (latvit, timm or official layouts).
+        or any checkpoint `resolve_model` loads into a latvit model (latvit, timm or official layouts).
     threads: torch CPU threads while evaluating (0 = torch's default; 1 is fastest on a busy machine).
     tome, sparsity: evaluate the model with token merging and/or pruned weights, no fine-tuning
         (`latvit.deploy.compress`; e.g. tome='keep0.5', sparsity='0.5' or '2:4').
@@ -121,7 +149,7 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
     if checkpoint is not None and Path(checkpoint).suffix == ".pt" and Path(checkpoint).is_file():
         try:
             payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception:  # not a training checkpoint: create_model's reader says what it is, in one line
+        except Exception:  # not a training checkpoint: the model loader says what it is, in one line
             payload = None
         if isinstance(payload, dict) and payload.get("format") == FORMAT:
             payload = load_checkpoint(checkpoint)
@@ -129,18 +157,21 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
     img_size = img_size or config.get("img_size")
     crop_pct = crop_pct if crop_pct is not None else config.get("crop_pct", 0.875)
     check_crop_pct(crop_pct)  # before the data and the model load
-    base = open_dataset(data, "val", synthetic_classes=config.get("synthetic_classes", 4),
-                        synthetic_size=config.get("synthetic_val", 128))
+    base = open_dataset(
+        data,
+        "val",
+        synthetic_classes=config.get("synthetic_classes", 4),
+        synthetic_size=config.get("synthetic_val", 128),
+    )
     if subset:
         base = Subset(base, subset)
-    if config.get("teacher"):  # trained with a distillation head: build it so the weights fit
-
-        spec, saved_weights = resolve_spec(model)  # a saved directory's weights must still load
-        model, weights = with_distill_head(spec), weights if weights is not None else saved_weights
-    net = create_model(model, num_classes=len(base.classes), img_size=img_size, checkpoint=weights)
-    spec, img_size = net.spec, net.img_size
-    net = compress(net, tome, sparsity)
-    dataset = Transformed(base, lambda s: eval_transform(s, spec.mean, spec.std, crop_pct=crop_pct), img_size)
+    # a run trained with a teacher saved a distillation head: build it so the weights fit
+    resolved = resolve_model(
+        model, img_size, weights, num_classes=len(base.classes), distill=bool(config.get("teacher"))
+    )
+    net, img_size = compress(resolved.model, tome, sparsity), resolved.img_size
+    mean, std = resolved.mean, resolved.std
+    dataset = Transformed(base, lambda s: eval_transform(s, mean, std, crop_pct=crop_pct), img_size)
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -148,8 +179,15 @@ def validate(model: str | Path, data: str, *, checkpoint: str | Path | None = No
         result = evaluate(net.to(dev), dataset, batch_size=batch_size, num_workers=num_workers, d=Dist(device=dev))
     finally:
         torch.set_num_threads(before)
-    return {"model": spec.name, "data": data, "img_size": img_size, "crop_pct": crop_pct,
-            "tome": str(tome).strip(), "sparsity": parse_sparsity(sparsity), **result}
+    return {
+        "model": resolved.label,
+        "data": data,
+        "img_size": img_size,
+        "crop_pct": crop_pct,
+        "tome": str(tome).strip(),
+        "sparsity": parse_sparsity(sparsity),
+        **result,
+    }
 
 
 __all__ = ["evaluate", "run_config", "validate"]

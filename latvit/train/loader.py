@@ -14,6 +14,7 @@ threads) <= cores):
 `num_workers` and `threads` in the config override either half; the other half takes what is left.
 Batches are whole items of a `BatchFetcher` (`batch_size=None`), so a batch is built in one call.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,15 @@ def local_processes() -> int:
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def split_cores(*, device_type: str, batched: bool, workers: int | str = AUTO, threads: int = 0,
-                cores: int | None = None, processes: int | None = None) -> CoreSplit:
+def split_cores(
+    *,
+    device_type: str,
+    batched: bool,
+    workers: int | str = AUTO,
+    threads: int = 0,
+    cores: int | None = None,
+    processes: int | None = None,
+) -> CoreSplit:
     """Loader workers and compute threads for one process.
 
     device_type: "cpu" or "cuda"; batched: the data has an exact in-memory batch path (see module doc);
@@ -74,8 +82,9 @@ def make_loader(dataset: Dataset, sampler: Sampler, *, workers: int, pin_memory:
     """A loader of whole batches: `sampler` yields lists of keys, `dataset.batch(keys)` builds each batch
     (inline with 0 workers). `pin_memory` puts batches in page-locked memory for non-blocking copies to a
     GPU. Workers are started per epoch (not persistent), so they see the dataset's current epoch."""
-    return DataLoader(BatchFetcher(dataset), batch_size=None, sampler=sampler, num_workers=workers,
-                      pin_memory=pin_memory)
+    return DataLoader(
+        BatchFetcher(dataset), batch_size=None, sampler=sampler, num_workers=workers, pin_memory=pin_memory
+    )
 
 
 class KeyBatches(Sampler):

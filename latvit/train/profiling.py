@@ -9,6 +9,7 @@ wall time per step (the time the training loop spends in it) and, on CUDA, the d
 
     latvit train mobilevit_xxs --data fashion-mnist --img-size 64 --batch-size 64 --profile-steps 30
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -59,11 +60,25 @@ def breakdown(events, steps: int, *, checkpoint_interval: int) -> dict[str, Any]
             device_ms += save_device_ms * steps / checkpoint_interval
         if not label.startswith(" "):
             top_level_ms += per_step
-        rows.append({"phase": label, "ms_per_step": per_step, "device_ms_per_step": device_ms / steps,
-                     "calls": calls, "about": about})
+        rows.append(
+            {
+                "phase": label,
+                "ms_per_step": per_step,
+                "device_ms_per_step": device_ms / steps,
+                "calls": calls,
+                "about": about,
+            }
+        )
     step_ms += save_ms / checkpoint_interval
-    rows.append({"phase": "other", "ms_per_step": max(step_ms - top_level_ms, 0.0), "device_ms_per_step": 0.0,
-                 "calls": 0, "about": "seeding, lr schedule, Python between the phases"})
+    rows.append(
+        {
+            "phase": "other",
+            "ms_per_step": max(step_ms - top_level_ms, 0.0),
+            "device_ms_per_step": 0.0,
+            "calls": 0,
+            "about": "seeding, lr schedule, Python between the phases",
+        }
+    )
     for row in rows:
         row["percent"] = 100.0 * row["ms_per_step"] / step_ms if step_ms > 0 else 0.0
     return {"step_ms": step_ms, "rows": rows}
@@ -85,11 +100,21 @@ def profile_run(trainer, steps: int, *, warmup: int = PROFILE_WARMUP_STEPS) -> d
     c = trainer.config
     interval = c.checkpoint_every or len(trainer.sampler.epoch_batches(trainer.epoch))
     result = breakdown(prof.key_averages(), trainer.step - first_step, checkpoint_interval=interval)
-    result.update(steps=trainer.step - first_step, warmup=warmup, images=images,
-                  images_per_sec=images / (result["step_ms"] * (trainer.step - first_step)) * 1e3,
-                  workers=trainer.cores.workers, threads=trainer.cores.threads, device=str(trainer.d.device),
-                  world_size=trainer.d.world_size, rank=trainer.d.rank, checkpoint_interval=interval,
-                  model=trainer.net.spec.name, batch_size=c.batch_size, img_size=trainer.net.img_size)
+    result.update(
+        steps=trainer.step - first_step,
+        warmup=warmup,
+        images=images,
+        images_per_sec=images / (result["step_ms"] * (trainer.step - first_step)) * 1e3,
+        workers=trainer.cores.workers,
+        threads=trainer.cores.threads,
+        device=str(trainer.d.device),
+        world_size=trainer.d.world_size,
+        rank=trainer.d.rank,
+        checkpoint_interval=interval,
+        model=trainer.net.spec.name,
+        batch_size=c.batch_size,
+        img_size=trainer.net.img_size,
+    )
     return result
 
 
@@ -98,9 +123,11 @@ def breakdown_table(result: dict[str, Any]):
     from rich.table import Table
 
     cuda = result["device"].startswith("cuda")
-    title = (f"{result['model']}, batch {result['batch_size']} at {result['img_size']} px on {result['device']}: "
-             f"{result['step_ms']:.1f} ms/step, {result['images_per_sec']:.0f} images/s over {result['steps']} "
-             f"profiled steps ({result['workers']} loader workers, {result['threads']} threads)")
+    title = (
+        f"{result['model']}, batch {result['batch_size']} at {result['img_size']} px on {result['device']}: "
+        f"{result['step_ms']:.1f} ms/step, {result['images_per_sec']:.0f} images/s over {result['steps']} "
+        f"profiled steps ({result['workers']} loader workers, {result['threads']} threads)"
+    )
     table = Table(title=title, title_justify="left")
     table.add_column("phase")
     table.add_column("ms/step", justify="right")

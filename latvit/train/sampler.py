@@ -10,6 +10,7 @@ In distributed runs the permutation is sharded across ranks as torch's Distribut
 to a multiple of the world size, rank r takes every world_size-th index), and every rank draws the same
 sequence of sizes: all ranks run the same number of steps with batches of the same shape.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,9 +38,20 @@ class ScaleBatchSampler(Sampler):
     """Batches of (index, size) for one rank. `set_epoch(epoch, start_batch)` selects the epoch and where
     to resume in it; `len()` is the number of batches still to come in that epoch."""
 
-    def __init__(self, num_samples: int, batch_size: int, img_size: int, sizes: tuple[int, ...] = (), *,
-                 shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 batch_multiple: int = 1):
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        img_size: int,
+        sizes: tuple[int, ...] = (),
+        *,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_multiple: int = 1,
+    ):
         if num_samples < 1:
             raise LatvitError("the dataset is empty")
         if world_size > num_samples:
@@ -54,8 +66,10 @@ class ScaleBatchSampler(Sampler):
         largest = max(scaled_batch_size(batch_size, img_size, size, batch_multiple) for size in self.sizes)
         if drop_last and largest * world_size > num_samples + (-num_samples % world_size):
             scaled = f" (multi-scale: {largest} at {min(self.sizes)} px)" if largest != batch_size else ""
-            raise LatvitError(f"batch size {batch_size}{scaled} x {world_size} process(es) is larger than the dataset "
-                              f"({num_samples} samples); lower --batch-size")
+            raise LatvitError(
+                f"batch size {batch_size}{scaled} x {world_size} process(es) is larger than the dataset "
+                f"({num_samples} samples); lower --batch-size"
+            )
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
@@ -68,14 +82,17 @@ class ScaleBatchSampler(Sampler):
         pad = -self.num_samples % self.world_size
         if pad:  # as DistributedSampler: repeat the first indices so every rank gets as many
             order = torch.cat([order, order[:pad]])
-        shard = order[self.rank::self.world_size].tolist()
+        shard = order[self.rank :: self.world_size].tolist()
         batches, i = [], 0
         while i < len(shard):
             # drawn from the same generator on every rank: the same sizes, so the same number of steps
-            size = self.sizes[int(torch.randint(len(self.sizes), (1,), generator=g))] if len(self.sizes) > 1 \
+            size = (
+                self.sizes[int(torch.randint(len(self.sizes), (1,), generator=g))]
+                if len(self.sizes) > 1
                 else self.sizes[0]
+            )
             n = scaled_batch_size(self.batch_size, self.img_size, size, self.batch_multiple)
-            chunk = shard[i:i + n]
+            chunk = shard[i : i + n]
             if len(chunk) < n and self.drop_last:
                 break
             batches.append([(idx, size) for idx in chunk])
@@ -84,7 +101,7 @@ class ScaleBatchSampler(Sampler):
         return batches
 
     def __iter__(self):
-        yield from self.epoch_batches(self.epoch)[self.start_batch:]
+        yield from self.epoch_batches(self.epoch)[self.start_batch :]
 
     def __len__(self) -> int:
         return max(0, len(self.epoch_batches(self.epoch)) - self.start_batch)

@@ -7,6 +7,7 @@ Precisions: `fp32`; `bf16` (OpenVINO's bf16 kernels, runtime `openvino_bf16`, on
 units); `int8` (each runtime's own quantizer, `latvit.deploy.quantize`); `int8-ac` (OpenVINO int8 with NNCF's
 accuracy control at the tune's --max-drop). Token merging settings are tried only where the model merges.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -82,8 +83,7 @@ def model_merges(model: nn.Module, tome: str) -> str | None:
     return None
 
 
-def candidate_axes(model: nn.Module, *, cores: int, runtimes=None, precisions=None, tomes=None,
-                   threads=None) -> Axes:
+def candidate_axes(model: nn.Module, *, cores: int, runtimes=None, precisions=None, tomes=None, threads=None) -> Axes:
     """Axes for `model` on this machine: the user's values (None = the defaults) less what cannot run here.
     Unknown names raise a one-line LatvitError; runtimes that cannot run are skipped with the reason."""
     skipped: dict[str, str] = {}
@@ -94,8 +94,9 @@ def candidate_axes(model: nn.Module, *, cores: int, runtimes=None, precisions=No
         if reason:
             skipped[f"runtime {name}"] = reason
         elif name in ("openvino_bf16", "tensorrt_fp16"):
-            raise LatvitError(f"'{name}' is a precision: give --runtimes {name.split('_')[0]} --precisions "
-                              f"{name.split('_')[1]}")
+            raise LatvitError(
+                f"'{name}' is a precision: give --runtimes {name.split('_')[0]} --precisions {name.split('_')[1]}"
+            )
         else:
             available.append(name)
     precisions = list(precisions or PRECISIONS)
@@ -135,6 +136,12 @@ def enumerate_candidates(axes: Axes) -> list[Candidate]:
     """Every combination of the axes that a runtime supports, fp32 and unmerged first (the cheap, safe
     ones set the bar that prunes the rest), most threads first."""
     order = {p: i for i, p in enumerate(PRECISIONS)}
-    out = [Candidate(rt, p, tome, t) for rt in axes.runtimes for p in axes.precisions if supports(rt, p)
-           for tome in axes.tomes for t in axes.threads]
+    out = [
+        Candidate(rt, p, tome, t)
+        for rt in axes.runtimes
+        for p in axes.precisions
+        if supports(rt, p)
+        for tome in axes.tomes
+        for t in axes.threads
+    ]
     return sorted(out, key=lambda c: (order[c.precision], c.tome != "0", axes.runtimes.index(c.runtime), -c.threads))

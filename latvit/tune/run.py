@@ -14,6 +14,7 @@ command line that reproduces the winner) and the winner's artifact (`model.onnx`
 It is staged in `.OUT.tune-partial` beside OUT, where results are written as they arrive; a rerun with the
 same settings skips the candidates measured there (or in a finished OUT), and OUT appears only when complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,11 +50,27 @@ DEFAULT_ROUNDS = 5
 FORMAT_OF = {runtime: fmt for fmt, runtime in FORMATS.items()}
 
 
-def tune_model(model: str | Path | nn.Module, data: str, max_drop: float, *, target: str = "local",
-               runtimes=None, precisions=None, tomes=None, threads=None, batch: int = 1,
-               budget_minutes: float = 15.0, output: str | Path, eval_images: int = 500, calib_images: int = 128,
-               img_size: int | None = None, protocol: Protocol = DEFAULT_PROTOCOL, rounds: int = DEFAULT_ROUNDS,
-               progress: bool = False, log=print) -> dict[str, Any]:
+def tune_model(
+    model: str | Path | nn.Module,
+    data: str,
+    max_drop: float,
+    *,
+    target: str = "local",
+    runtimes=None,
+    precisions=None,
+    tomes=None,
+    threads=None,
+    batch: int = 1,
+    budget_minutes: float = 15.0,
+    output: str | Path,
+    eval_images: int = 500,
+    calib_images: int = 128,
+    img_size: int | None = None,
+    protocol: Protocol = DEFAULT_PROTOCOL,
+    rounds: int = DEFAULT_ROUNDS,
+    progress: bool = False,
+    log=print,
+) -> dict[str, Any]:
     """Try the candidates for `model` on `target` and write the winner to `output` (see the module docstring).
 
     max_drop: top-1 points the winner may lose against the fp32 model on `eval_images` held-out images of
@@ -68,43 +85,79 @@ def tune_model(model: str | Path | nn.Module, data: str, max_drop: float, *, tar
     prepared = {"0": prepare_model(model, img_size=img_size, batch=batch)}
     base = prepared["0"]
     size, mean, std = base.img_size, base.resolved.mean, base.resolved.std
-    eval_batches = _eval_batches(data, base.logits.shape[-1], size, mean, std, eval_images, batch,
-                                 run_config(model).get("crop_pct", 0.875))
+    eval_batches = _eval_batches(
+        data, base.logits.shape[-1], size, mean, std, eval_images, batch, run_config(model).get("crop_pct", 0.875)
+    )
     cores = default_threads()
-    axes = candidate_axes(base.model, cores=cores, runtimes=runtimes, precisions=precisions, tomes=tomes,
-                          threads=threads)
+    axes = candidate_axes(
+        base.model, cores=cores, runtimes=runtimes, precisions=precisions, tomes=tomes, threads=threads
+    )
     if not axes.runtimes:
-        raise LatvitError(f"no runtime can run {model_label(model)} here: "
-                          + "; ".join(f"{k}: {v}" for k, v in axes.skipped.items()))
+        raise LatvitError(
+            f"no runtime can run {model_label(model)} here: " + "; ".join(f"{k}: {v}" for k, v in axes.skipped.items())
+        )
     candidates = enumerate_candidates(axes)
     baseline = _baseline(candidates, axes)
-    config = {"model": str(model) if not isinstance(model, nn.Module) else model_label(model), "data": data,
-              "batch": batch, "img_size": size, "eval_images": len(eval_batches) * batch, "max_drop": max_drop,
-              "target": target, "baseline": baseline.key}
+    config = {
+        "model": str(model) if not isinstance(model, nn.Module) else model_label(model),
+        "data": data,
+        "batch": batch,
+        "img_size": size,
+        "eval_images": len(eval_batches) * batch,
+        "max_drop": max_drop,
+        "target": target,
+        "baseline": baseline.key,
+    }
     staging = out.parent / f".{out.name}.tune-partial"
     records = _resumable_records(config, staging, out, log)
     reference_top1 = 100.0 * _top1(_torch_runner(base.model), eval_batches)
 
     tgt = get_target(target)
     with tempfile.TemporaryDirectory(prefix="latvit-tune-") as tmp:
-        builder = _Builder(model, prepared, Path(tmp), data, calib_images, max_drop, size, mean, std, batch,
-                           img_size)
+        builder = _Builder(model, prepared, Path(tmp), data, calib_images, max_drop, size, mean, std, batch, img_size)
         todo = [c for c in candidates if c.key not in records]
         base_runner = None
         if todo:
-            base_runner = _measure_baseline(builder, baseline, tgt, protocol, rounds, budget_minutes, started,
-                                            records, config, staging, reference_top1, eval_batches)
+            base_runner = _measure_baseline(
+                builder,
+                baseline,
+                tgt,
+                protocol,
+                rounds,
+                budget_minutes,
+                started,
+                records,
+                config,
+                staging,
+                reference_top1,
+                eval_batches,
+            )
         with progress_bar(progress, len(todo), "tune") as advance:
             for c in todo:
                 advance(c.key)
                 if c.key in records:  # the baseline, measured above
                     continue
                 if time.monotonic() - started > 60 * budget_minutes:
-                    records[c.key] = {**c.as_dict(), "key": c.key, "status": "skipped",
-                                      "why": f"budget of {budget_minutes:g} min spent"}
+                    records[c.key] = {
+                        **c.as_dict(),
+                        "key": c.key,
+                        "status": "skipped",
+                        "why": f"budget of {budget_minutes:g} min spent",
+                    }
                 else:
-                    records[c.key] = _try_candidate(c, builder, baseline, base_runner, records, tgt, protocol,
-                                                    rounds, reference_top1, eval_batches, max_drop)
+                    records[c.key] = _try_candidate(
+                        c,
+                        builder,
+                        baseline,
+                        base_runner,
+                        records,
+                        tgt,
+                        protocol,
+                        rounds,
+                        reference_top1,
+                        eval_batches,
+                        max_drop,
+                    )
                 _write_partial(staging, config, records)
                 log(_one_line(records[c.key]))
             advance(None)
@@ -124,22 +177,27 @@ def _check_arguments(model, max_drop, batch, budget_minutes, protocol, rounds, o
         raise LatvitError(f"rounds must be >= 1, got {rounds}")
     needed = 2 * rounds * protocol.min_seconds  # the baseline and one candidate, timed interleaved
     if budget_minutes * 60 < needed:
-        raise LatvitError(f"--budget-minutes {budget_minutes:g} is too small to measure even the baseline "
-                          f"({rounds} rounds of {protocol.min_seconds:g} s each for two runners: "
-                          f"at least {needed / 60:.2f} min); give more")
+        raise LatvitError(
+            f"--budget-minutes {budget_minutes:g} is too small to measure even the baseline "
+            f"({rounds} rounds of {protocol.min_seconds:g} s each for two runners: "
+            f"at least {needed / 60:.2f} min); give more"
+        )
     if not isinstance(model, nn.Module):
         check_model_ref(str(model))
     check_writable(out, directory=True)
 
 
-def _eval_batches(data: str, num_classes: int, size: int, mean, std, count: int, batch: int,
-                  crop_pct: float) -> list[tuple[np.ndarray, np.ndarray]]:
+def _eval_batches(
+    data: str, num_classes: int, size: int, mean, std, count: int, batch: int, crop_pct: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """`count` images of `data`'s validation split spread over it, transformed for evaluation, as
     (images (batch, 3, S, S), labels (batch,)) numpy pairs: the same images for every candidate."""
     dataset = open_dataset(data, "val", synthetic_classes=num_classes)
     if len(dataset.classes) != num_classes:
-        raise LatvitError(f"{data} has {len(dataset.classes)} classes but the model's head has {num_classes}: "
-                          f"give the dataset it was trained on")
+        raise LatvitError(
+            f"{data} has {len(dataset.classes)} classes but the model's head has {num_classes}: "
+            f"give the dataset it was trained on"
+        )
     if count < batch:
         raise LatvitError(f"evaluation needs at least one batch of {batch} images, got {count}")
     subset = Subset(dataset, count, spread=True)
@@ -149,7 +207,7 @@ def _eval_batches(data: str, num_classes: int, size: int, mean, std, count: int,
         raise LatvitError(f"{data}'s validation split has fewer than {batch} images")
     images = torch.stack([transform(img) for img, _ in items]).numpy()
     labels = np.array([int(label) for _, label in items])
-    return [(images[i:i + batch], labels[i:i + batch]) for i in range(0, len(items), batch)]
+    return [(images[i : i + batch], labels[i : i + batch]) for i in range(0, len(items), batch)]
 
 
 def _top1(runner, batches) -> float:
@@ -178,8 +236,20 @@ class _Builder:
     """Exports or quantizes each candidate's artifact once (candidates that differ only in threads share it)
     and loads runners for it at any thread count."""
 
-    def __init__(self, model, prepared: dict[str, PreparedModel], workdir: Path, data: str, calib_images: int,
-                 max_drop: float, size: int, mean, std, batch: int, img_size):
+    def __init__(
+        self,
+        model,
+        prepared: dict[str, PreparedModel],
+        workdir: Path,
+        data: str,
+        calib_images: int,
+        max_drop: float,
+        size: int,
+        mean,
+        std,
+        batch: int,
+        img_size,
+    ):
         self.model, self.prepared, self.workdir, self.data = model, prepared, workdir, data
         self.calib_images, self.max_drop, self.size, self.mean, self.std = calib_images, max_drop, size, mean, std
         self.batch, self.img_size = batch, img_size
@@ -193,8 +263,9 @@ class _Builder:
 
     def calibration(self) -> list[np.ndarray]:
         if self._calibration is None:  # the images and crop `latvit quantize` uses, so the recipe reproduces
-            self._calibration = calibration_batches(self.data, self.size, self.mean, self.std,
-                                                    count=self.calib_images, batch=self.batch)
+            self._calibration = calibration_batches(
+                self.data, self.size, self.mean, self.std, count=self.calib_images, batch=self.batch
+            )
         return self._calibration
 
     def runner(self, c: Candidate):
@@ -212,8 +283,14 @@ class _Builder:
             validation = None
             if c.precision == "int8-ac":
                 validation = validation_batches(self.data, self.size, self.mean, self.std, batch=self.batch)
-            path = quantize(p.model, c.runtime, self.calibration(), folder / f"model{rt.suffix}",
-                            max_drop=self.max_drop if c.precision == "int8-ac" else None, validation=validation)
+            path = quantize(
+                p.model,
+                c.runtime,
+                self.calibration(),
+                folder / f"model{rt.suffix}",
+                max_drop=self.max_drop if c.precision == "int8-ac" else None,
+                validation=validation,
+            )
             self.built[c.build_key] = (path, None)
         path, diff = self.built[c.build_key]
         run = rt.load(path, p.example, c.threads)
@@ -241,38 +318,63 @@ def _measure_pair(tgt, base: tuple, cand: tuple, protocol: Protocol, rounds: int
     """Per-round median ms of the baseline and the candidate, timed alternately in each round. `base` and
     `cand` are (runner, threads, artifact). Local: in this process; other targets: a TimingJob per call."""
     if getattr(tgt, "kind", "local") == "local":
-        medians = measure_interleaved({"base": base[0], "cand": cand[0]}, rounds, alternate=True,
-                                      **{**protocol.as_kwargs(), "target_rel": None})  # rounds carry the spread
+        medians = measure_interleaved(
+            {"base": base[0], "cand": cand[0]}, rounds, alternate=True, **{**protocol.as_kwargs(), "target_rel": None}
+        )  # rounds carry the spread
         return medians["base"], medians["cand"]
     for _, _, artifact in (base, cand):
         if artifact.path is None:
-            raise LatvitError(f"{artifact.runtime} runs in-process only: tune it on the local target or "
-                              f"leave it out of --runtimes")
-    times = time_interleaved(tgt, {"base": TimingJob(base[2], base[1], protocol),
-                                   "cand": TimingJob(cand[2], cand[1], protocol)}, rounds)
+            raise LatvitError(
+                f"{artifact.runtime} runs in-process only: tune it on the local target or leave it out of --runtimes"
+            )
+    times = time_interleaved(
+        tgt, {"base": TimingJob(base[2], base[1], protocol), "cand": TimingJob(cand[2], cand[1], protocol)}, rounds
+    )
     return times["base"], times["cand"]
 
 
-def _measure_baseline(builder, baseline, tgt, protocol, rounds, budget_minutes, started, records, config, staging,
-                      reference_top1, eval_batches):
+def _measure_baseline(
+    builder,
+    baseline,
+    tgt,
+    protocol,
+    rounds,
+    budget_minutes,
+    started,
+    records,
+    config,
+    staging,
+    reference_top1,
+    eval_batches,
+):
     """Build, time and evaluate the baseline (it sets the speed-ups); a failure or a spent budget is the
     user's error, before any output exists."""
     try:
         runner, diff, artifact = builder.runner(baseline)
     except Exception as e:  # noqa: BLE001 - any runtime's failure: the model cannot be tuned here
-        raise LatvitError(f"the baseline {baseline.key} cannot run this model ({first_line(e)}); "
-                          f"choose other --runtimes") from None
+        raise LatvitError(
+            f"the baseline {baseline.key} cannot run this model ({first_line(e)}); choose other --runtimes"
+        ) from None
     shape = builder.prepared["0"].example.shape
     run = _timed(runner, baseline.threads, shape)
-    ms, _ = _measure_pair(tgt, (run, baseline.threads, artifact), (run, baseline.threads, artifact), protocol,
-                          rounds)
+    ms, _ = _measure_pair(tgt, (run, baseline.threads, artifact), (run, baseline.threads, artifact), protocol, rounds)
     if time.monotonic() - started > 60 * budget_minutes:
-        raise LatvitError(f"--budget-minutes {budget_minutes:g} is too small: measuring the baseline alone took "
-                          f"{time.monotonic() - started:.0f} s; give more")
+        raise LatvitError(
+            f"--budget-minutes {budget_minutes:g} is too small: measuring the baseline alone took "
+            f"{time.monotonic() - started:.0f} s; give more"
+        )
     top1 = 100.0 * _top1(runner, eval_batches)
-    records[baseline.key] = {**baseline.as_dict(), "key": baseline.key, "latency_ms": statistics.median(ms),
-                             "spread": _spread([1.0] * len(ms)), "speedup": 1.0, "top1": top1,
-                             "drop": reference_top1 - top1, "export_abs_diff": diff, "status": "baseline"}
+    records[baseline.key] = {
+        **baseline.as_dict(),
+        "key": baseline.key,
+        "latency_ms": statistics.median(ms),
+        "spread": _spread([1.0] * len(ms)),
+        "speedup": 1.0,
+        "top1": top1,
+        "drop": reference_top1 - top1,
+        "export_abs_diff": diff,
+        "status": "baseline",
+    }
     _write_partial(staging, config, records)
     return run, artifact
 
@@ -282,8 +384,19 @@ def _spread(ratios: list[float]) -> float:
     return (max(ratios) - min(ratios)) / statistics.median(ratios) if len(ratios) > 1 else 0.0
 
 
-def _try_candidate(c: Candidate, builder, baseline: Candidate, base_run, records, tgt, protocol, rounds,
-                   reference_top1, eval_batches, max_drop) -> dict[str, Any]:
+def _try_candidate(
+    c: Candidate,
+    builder,
+    baseline: Candidate,
+    base_run,
+    records,
+    tgt,
+    protocol,
+    rounds,
+    reference_top1,
+    eval_batches,
+    max_drop,
+) -> dict[str, Any]:
     """One candidate's record: build, check, time against the baseline, and evaluate when it could win."""
     record: dict[str, Any] = {**c.as_dict(), "key": c.key}
     try:
@@ -292,20 +405,36 @@ def _try_candidate(c: Candidate, builder, baseline: Candidate, base_run, records
         return {**record, "status": "failed", "why": f"export: {first_line(e)}"}
     record["export_abs_diff"] = diff
     shape = builder.prepared_for(c.tome).example.shape
-    base_ms, ms = _measure_pair(tgt, (base_run[0], baseline.threads, base_run[1]),
-                                (_timed(runner, c.threads, shape), c.threads, artifact), protocol, rounds)
+    base_ms, ms = _measure_pair(
+        tgt,
+        (base_run[0], baseline.threads, base_run[1]),
+        (_timed(runner, c.threads, shape), c.threads, artifact),
+        protocol,
+        rounds,
+    )
     ratios = [b / m for b, m in zip(base_ms, ms)]
-    record.update(latency_ms=statistics.median(ms), baseline_ms=statistics.median(base_ms),
-                  speedup=median_ratio(base_ms, ms), spread=_spread(ratios))
+    record.update(
+        latency_ms=statistics.median(ms),
+        baseline_ms=statistics.median(base_ms),
+        speedup=median_ratio(base_ms, ms),
+        spread=_spread(ratios),
+    )
     best = max((r["speedup"] for r in records.values() if r.get("status") in ("accepted", "baseline")), default=0.0)
     if record["speedup"] <= best:
-        return {**record, "status": "pruned", "why": f"x{record['speedup']:.2f} is not faster than the best "
-                                                    f"accepted so far (x{best:.2f}); top-1 not measured"}
+        return {
+            **record,
+            "status": "pruned",
+            "why": f"x{record['speedup']:.2f} is not faster than the best "
+            f"accepted so far (x{best:.2f}); top-1 not measured",
+        }
     top1 = 100.0 * _top1(runner, eval_batches)
     record.update(top1=top1, drop=reference_top1 - top1)
     if record["drop"] > max_drop:
-        return {**record, "status": "rejected",
-                "why": f"top-1 drop {record['drop']:.2f} points > --max-drop {max_drop:g}"}
+        return {
+            **record,
+            "status": "rejected",
+            "why": f"top-1 drop {record['drop']:.2f} points > --max-drop {max_drop:g}",
+        }
     return {**record, "status": "accepted"}
 
 
@@ -322,9 +451,16 @@ def pareto_front(records: dict[str, dict]) -> list[str]:
     and top-1 drop, fastest first. Speed-ups, not raw latencies: each was measured interleaved with the
     baseline, so a shared host's drift between candidates cancels."""
     points = [r for r in records.values() if "top1" in r and "speedup" in r]
-    front = [r for r in points
-             if not any(o["speedup"] >= r["speedup"] and o["drop"] <= r["drop"]
-                        and (o["speedup"] > r["speedup"] or o["drop"] < r["drop"]) for o in points)]
+    front = [
+        r
+        for r in points
+        if not any(
+            o["speedup"] >= r["speedup"]
+            and o["drop"] <= r["drop"]
+            and (o["speedup"] > r["speedup"] or o["drop"] < r["drop"])
+            for o in points
+        )
+    ]
     return [r["key"] for r in sorted(front, key=lambda r: -r["speedup"])]
 
 
@@ -332,10 +468,12 @@ def axis_gains(records: dict[str, dict], baseline: Candidate, winner: Candidate)
     """What each axis gave on the way from the baseline to the winner, changing one axis at a time in the
     order runtime, precision, merging, threads: the ratio of the measured speed-ups before and after each
     change (None where a step's candidate was not measured)."""
-    steps = [("runtime", Candidate(winner.runtime, "fp32", "0", baseline.threads)),
-             ("precision", Candidate(winner.runtime, winner.precision, "0", baseline.threads)),
-             ("merging", Candidate(winner.runtime, winner.precision, winner.tome, baseline.threads)),
-             ("threads", winner)]
+    steps = [
+        ("runtime", Candidate(winner.runtime, "fp32", "0", baseline.threads)),
+        ("precision", Candidate(winner.runtime, winner.precision, "0", baseline.threads)),
+        ("merging", Candidate(winner.runtime, winner.precision, winner.tome, baseline.threads)),
+        ("threads", winner),
+    ]
     gains, before = {}, records.get(baseline.key, {}).get("speedup")
     for axis, step in steps:
         after = records.get(step.key, {}).get("speedup")
@@ -351,26 +489,39 @@ def recipe(config: dict, winner: Candidate, artifact: str | None) -> str:
     if winner.precision.startswith("int8"):
         drop = f" --max-drop {config['max_drop']:g}" if winner.precision == "int8-ac" else ""
         tome = f"; token merging {winner.tome} is not a flag of quantize yet" if winner.tome != "0" else ""
-        return (f"latvit quantize {model} --runtime {winner.runtime} --calib {config['data']} -o {out}{drop}"
-                f"{threads}{tome}")
+        return (
+            f"latvit quantize {model} --runtime {winner.runtime} --calib {config['data']} -o {out}{drop}{threads}{tome}"
+        )
     if winner.runtime not in FORMAT_OF:  # eager / inductor: the PyTorch model is the deliverable
         return f"latvit bench {model} --runtimes {winner.runtime} --threads {winner.threads} --tome {winner.tome}"
     tome = f" --tome {winner.tome}" if winner.tome != "0" else ""
     bf16 = " (load with runtime openvino_bf16: INFERENCE_PRECISION_HINT bf16)" if winner.precision == "bf16" else ""
-    return (f"latvit export {model} --format {FORMAT_OF[winner.runtime]} -o {out} --batch {config['batch']}{tome}"
-            f"{threads}{bf16}")
+    return (
+        f"latvit export {model} --format {FORMAT_OF[winner.runtime]} -o {out} --batch {config['batch']}{tome}"
+        f"{threads}{bf16}"
+    )
 
 
 def _summary(config, records, axes, reference_top1, baseline: Candidate, cores: int) -> dict[str, Any]:
     accepted = [r for r in records.values() if r.get("status") in ("accepted", "baseline")]
     best = max(accepted, key=lambda r: r["speedup"], default=None)
     winner = Candidate(best["runtime"], best["precision"], best["tome"], best["threads"]) if best else None
-    return {"config": config, "machine": machine_info(cores), "reference_top1": reference_top1,
-            "axes": {"runtimes": list(axes.runtimes), "precisions": list(axes.precisions), "tomes": list(axes.tomes),
-                     "threads": list(axes.threads), "skipped": axes.skipped},
-            "winner": best, "pareto": pareto_front(records),
-            "axis_gains": axis_gains(records, baseline, winner) if winner else {},
-            "candidates": list(records.values())}
+    return {
+        "config": config,
+        "machine": machine_info(cores),
+        "reference_top1": reference_top1,
+        "axes": {
+            "runtimes": list(axes.runtimes),
+            "precisions": list(axes.precisions),
+            "tomes": list(axes.tomes),
+            "threads": list(axes.threads),
+            "skipped": axes.skipped,
+        },
+        "winner": best,
+        "pareto": pareto_front(records),
+        "axis_gains": axis_gains(records, baseline, winner) if winner else {},
+        "candidates": list(records.values()),
+    }
 
 
 # -- output: staged, resumable -----------------------------------------------------------------------------
@@ -392,8 +543,9 @@ def _resumable_records(config: dict, staging: Path, out: Path, log) -> dict[str,
 
 
 def _write_partial(staging: Path, config: dict, records: dict) -> None:
-    atomic_write_text(staging / "tune.json", json.dumps({"config": config, "candidates": list(records.values())},
-                                                        indent=1))
+    atomic_write_text(
+        staging / "tune.json", json.dumps({"config": config, "candidates": list(records.values())}, indent=1)
+    )
 
 
 def _finish(staging: Path, out: Path, result: dict, builder: _Builder, records: dict, log) -> None:

@@ -42,6 +42,7 @@ The end-to-end latency of the same run (profiler on) is measured with `latvit.ta
 per-op times must account for at least 90% of it (`coverage`), the rest is reported as overhead.
 `kernel_coverage` is the same share without the `runtime` category.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -86,9 +87,19 @@ PROFILERS: dict[str, Callable[..., RawProfile]] = {
 }
 
 
-def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_size: int | None = None,
-                  threads: int | None = None, warmup: int = 5, iters: int = 20, min_seconds: float = 0.5,
-                  deploy: bool = True, workdir: Path | None = None, target: str = DEFAULT_TARGET) -> Profile:
+def profile_model(
+    model: str | Path | nn.Module,
+    runtime: str = "ort",
+    *,
+    img_size: int | None = None,
+    threads: int | None = None,
+    warmup: int = 5,
+    iters: int = 20,
+    min_seconds: float = 0.5,
+    deploy: bool = True,
+    workdir: Path | None = None,
+    target: str = DEFAULT_TARGET,
+) -> Profile:
     """Profile one image (1, 3, S, S) through `model` (a name, spec, spec file, saved directory or a built
     `LatvitNet`) on `runtime` ("eager", "ort", "openvino", "executorch"). With `deploy` (the default, as in
     `latvit bench`) the deployed model is profiled, BatchNorm folded and attention biases precomputed;
@@ -96,9 +107,11 @@ def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_si
     profilers hook into the runtime's Python API in this process. Returns a `Profile`; see the module
     docstring."""
     if get_target(target).kind != "local":
-        raise LatvitError(f"per-op profiles run on this machine only (the profilers hook into the runtime in "
-                          f"this process); for latency on '{target}' use `latvit bench --target {target}`, or "
-                          f"`latvit density --target {target}` for per-block times")
+        raise LatvitError(
+            f"per-op profiles run on this machine only (the profilers hook into the runtime in "
+            f"this process); for latency on '{target}' use `latvit bench --target {target}`, or "
+            f"`latvit density --target {target}` for per-block times"
+        )
     if runtime not in PROFILERS:
         known = ", ".join(PROFILERS)
         if runtime not in RUNTIME_NAMES:
@@ -108,8 +121,10 @@ def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_si
     prepared = prepare_model(model, img_size=img_size, deploy_model=deploy)
     net = prepared.model
     if not isinstance(prepared.resolved.model, LatvitNet):
-        raise LatvitError("per-op profiles place ops in a latvit model's blocks: give a latvit model "
-                          "(name, spec file or saved directory), not a timm one")
+        raise LatvitError(
+            "per-op profiles place ops in a latvit model's blocks: give a latvit model "
+            "(name, spec file or saved directory), not a timm one"
+        )
     size = img_size or net.img_size
     plan = plan_network(net.spec, size, num_classes=net.num_classes)
     x = prepared.example
@@ -124,25 +139,47 @@ def profile_model(model: str | Path | nn.Module, runtime: str = "ort", *, img_si
         path = locator.innermost(scope.split("\x00"))  # eager gives one path, ONNX runtimes the scope list
         ops.append(locator.op(name, op_type, path, us, count, raw.runs))
     ops.sort(key=lambda o: -o.ms)
-    return Profile(net.spec.name, runtime, raw.version, size, threads, raw.source, ops, raw.e2e, raw.latency,
-                   plan_rows(plan), machine_info(threads), raw.runtime_events)
+    return Profile(
+        net.spec.name,
+        runtime,
+        raw.version,
+        size,
+        threads,
+        raw.source,
+        ops,
+        raw.e2e,
+        raw.latency,
+        plan_rows(plan),
+        machine_info(threads),
+        raw.runtime_events,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
 # Presentation
 # ---------------------------------------------------------------------------------------------------
 CATEGORY_COLORS = {
-    "stem": "#8c564b", "downsampling": "#9467bd", "token_mixer": "#d62728", "mlp": "#1f77b4", "norm": "#2ca02c",
-    "activation": "#ff7f0e", "reshape": "#e377c2", "other": "#7f7f7f", "runtime": "#bcbd22", "overhead": "#c7c7c7",
+    "stem": "#8c564b",
+    "downsampling": "#9467bd",
+    "token_mixer": "#d62728",
+    "mlp": "#1f77b4",
+    "norm": "#2ca02c",
+    "activation": "#ff7f0e",
+    "reshape": "#e377c2",
+    "other": "#7f7f7f",
+    "runtime": "#bcbd22",
+    "overhead": "#c7c7c7",
 }
 
 
 def profile_table(prof: Profile, top: int = 10):
     """A rich renderable: per-category summary, per-block breakdown and the `top` slowest ops."""
-    head = (f"{prof.model} @ {prof.img_size} on {prof.runtime_version}, {prof.threads} threads: "
-            f"{prof.e2e.mean_ms:.3f} ms/img profiled (unprofiled median "
-            f"{prof.latency.median_ms:.3f} ms), ops explain {100 * prof.coverage:.1f}% "
-            f"({100 * prof.kernel_coverage:.1f}% without runtime)")
+    head = (
+        f"{prof.model} @ {prof.img_size} on {prof.runtime_version}, {prof.threads} threads: "
+        f"{prof.e2e.mean_ms:.3f} ms/img profiled (unprofiled median "
+        f"{prof.latency.median_ms:.3f} ms), ops explain {100 * prof.coverage:.1f}% "
+        f"({100 * prof.kernel_coverage:.1f}% without runtime)"
+    )
     cats = Table(title=head)
     cats.add_column("category")
     cats.add_column("ms", justify="right")
@@ -157,8 +194,12 @@ def profile_table(prof: Profile, top: int = 10):
     for c in CATEGORIES:
         blocks.add_column(c[:8], justify="right")
     for row in prof.by_block():
-        blocks.add_row(row["block"], row["kind"], f"{row['ms']:.3f}",
-                       *[f"{row['categories'].get(c, 0.0):.3f}" if row["categories"].get(c) else "" for c in CATEGORIES])
+        blocks.add_row(
+            row["block"],
+            row["kind"],
+            f"{row['ms']:.3f}",
+            *[f"{row['categories'].get(c, 0.0):.3f}" if row["categories"].get(c) else "" for c in CATEGORIES],
+        )
     ops = Table(title=f"top {top} ops")
     for col in ("op", "type", "block", "category", "ms", "calls"):
         ops.add_column(col, justify="right" if col in ("ms", "calls") else "left")
@@ -187,12 +228,27 @@ def plot_profile(prof: Profile, path: Path) -> None:
         bottom += vals
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
     ax.set_ylabel("ms per image")
-    ax.set_title(f"{prof.model} @ {prof.img_size}, {prof.runtime_version}, {prof.threads} threads "
-                 f"(ops explain {100 * prof.coverage:.0f}%)", fontsize=9)
+    ax.set_title(
+        f"{prof.model} @ {prof.img_size}, {prof.runtime_version}, {prof.threads} threads "
+        f"(ops explain {100 * prof.coverage:.0f}%)",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     save_png(fig, path, dpi=120)
 
 
-__all__ = ["CATEGORIES", "COVERAGE_MIN", "PROFILERS", "RUNTIME_OPS", "Locator", "OpTime", "Profile", "RawProfile",
-           "align_xnnpack", "plot_profile", "profile_model", "profile_table"]
+__all__ = [
+    "CATEGORIES",
+    "COVERAGE_MIN",
+    "PROFILERS",
+    "RUNTIME_OPS",
+    "Locator",
+    "OpTime",
+    "Profile",
+    "RawProfile",
+    "align_xnnpack",
+    "plot_profile",
+    "profile_model",
+    "profile_table",
+]

@@ -1,4 +1,5 @@
 """Eager PyTorch profiler: torch.profiler with a range around every module call (forward hooks)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,23 +75,27 @@ def profile_eager(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, 
         if not is_range and not ev.name.startswith("aten::"):
             continue
         parent, nested = owner(ev)
-        if nested or (parent is not None and parent.name[len(prefix):] in leaves):
+        if nested or (parent is not None and parent.name[len(prefix) :] in leaves):
             continue  # inside a top-level aten op or inside a leaf module: counted there
         us = ev.time_range.elapsed_us()
         if parent is not None:
             inner_us[id(parent)] = inner_us.get(id(parent), 0.0) + us
         if is_range:
-            path = ev.name[len(prefix):]
+            path = ev.name[len(prefix) :]
             if path in leaves:
                 add((path, leaves[path]), us)
             else:
                 module_ranges.append((ev, path, us))
         else:
-            add((parent.name[len(prefix):] if parent is not None else "", ev.name), us)
+            add((parent.name[len(prefix) :] if parent is not None else "", ev.name), us)
     for ev, path, us in module_ranges:
         add((path, "python"), max(0.0, us - inner_us.get(id(ev), 0.0)))
     ops = [(f"{p}:{t}", t, p, us, n) for (p, t), (us, n) in totals.items()]
-    return RawProfile(ops, e2e.iters, e2e, latency, "torch.profiler: leaf-module calls (forward-hook ranges), the aten ops between them, each module's own Python",
-                f"torch {torch.__version__}")
-
-
+    return RawProfile(
+        ops,
+        e2e.iters,
+        e2e,
+        latency,
+        "torch.profiler: leaf-module calls (forward-hook ranges), the aten ops between them, each module's own Python",
+        f"torch {torch.__version__}",
+    )

@@ -1,5 +1,6 @@
 """ExecuTorch profiler: the ETDump event tracer read with executorch.devtools.Inspector; XNNPACK's
 per-operator events matched in order to the partition's nodes."""
+
 from __future__ import annotations
 
 import re
@@ -32,7 +33,7 @@ _XNN_ALIASES = {  # XNNPACK node type (serialized, "XNN" removed) -> operator na
 
 
 def _xnn_key(name: str) -> str:
-    """"Convolution (NHWC, F32) IGEMM #3" -> "convolution"; "XNNConcatenate3" -> "concatenate"."""
+    """ "Convolution (NHWC, F32) IGEMM #3" -> "convolution"; "XNNConcatenate3" -> "concatenate"."""
     key = re.sub(r"[^a-z0-9]", "", re.sub(r"\s*\(.*$|\s*#\d+$", "", name).removeprefix("XNN").lower())
     return "concatenate" if key.startswith("concatenate") else key
 
@@ -71,15 +72,20 @@ def profile_executorch(model: nn.Module, x: torch.Tensor, threads: int, proto: d
     latency = measure_latency(lambda: plain(xn), **proto)
     program, run = load_profiled(pte, threads)
     if not program._program.has_etdump():
-        raise LatvitError("the installed executorch pybindings were built without the ETDump event tracer "
-                          "(EXECUTORCH_ENABLE_EVENT_TRACER); install the executorch wheel from PyPI")
+        raise LatvitError(
+            "the installed executorch pybindings were built without the ETDump event tracer "
+            "(EXECUTORCH_ENABLE_EVENT_TRACER); install the executorch wheel from PyPI"
+        )
     e2e = measure_latency(lambda: run(xn), **proto)
     program.write_etdump_result_to_file(str(workdir / "etdump.etdp"), str(workdir / "debug.bin"))
-    block = next((b for b in Inspector(etdump_path=str(workdir / "etdump.etdp")).event_blocks
-                  if b.name == "Execute"), None)
+    block = next(
+        (b for b in Inspector(etdump_path=str(workdir / "etdump.etdp")).event_blocks if b.name == "Execute"), None
+    )
     if block is None:
-        raise LatvitError("executorch wrote an ETDump without Execute events; its event tracer is not working "
-                          "in this install (profile on ort, openvino or eager instead)")
+        raise LatvitError(
+            "executorch wrote an ETDump without Execute events; its event tracer is not working "
+            "in this install (profile on ort, openvino or eager instead)"
+        )
     n = e2e.iters  # the ETDump holds every call since loading: keep the timed ones, the last n
 
     def us(ev) -> np.ndarray:
@@ -109,8 +115,9 @@ def profile_executorch(model: nn.Module, x: torch.Tensor, threads: int, proto: d
             ops = sorted(xnn.get(iid, []), key=lambda e: e._start_time[-1])
             if not ops:  # no per-operator events: the partition is one op, at its first node
                 first = handles[0] if isinstance(handles, list) and handles else handles
-                rows.append((ev._start_time[-1], f"xnnpack#{iid}", "XNNPACK partition", scopes(first) or None,
-                             us(ev).sum()))
+                rows.append(
+                    (ev._start_time[-1], f"xnnpack#{iid}", "XNNPACK partition", scopes(first) or None, us(ev).sum())
+                )
                 continue
             names = [re.sub(r"\s*#\d+$", "", o.name) for o in ops]
             aligned = align_xnnpack([o.name for o in ops], part.xnodes if part else [])
@@ -127,10 +134,18 @@ def profile_executorch(model: nn.Module, x: torch.Tensor, threads: int, proto: d
             tail_ns = end_ns(ev) - end_ns(ops[-1])
             rest = np.maximum(call - inside, 0.0).sum()
             share = head_ns / (head_ns + tail_ns) if head_ns + tail_ns > 0 else 0.5
-            rows.append((ops[0]._start_time[-1] - 0.5, f"xnnpack#{iid} setup", "XNNPACK delegate setup", None,
-                         rest * share))
-            rows.append((ops[-1]._start_time[-1] + 0.5, f"xnnpack#{iid} return", "XNNPACK delegate return", None,
-                         rest * (1 - share)))
+            rows.append(
+                (ops[0]._start_time[-1] - 0.5, f"xnnpack#{iid} setup", "XNNPACK delegate setup", None, rest * share)
+            )
+            rows.append(
+                (
+                    ops[-1]._start_time[-1] + 0.5,
+                    f"xnnpack#{iid} return",
+                    "XNNPACK delegate return",
+                    None,
+                    rest * (1 - share),
+                )
+            )
     rows.sort(key=lambda r: r[0])
     # delegate setup takes the place of the partition's first operator, return that of its last one;
     # layout transposes XNNPACK inserts (no debug handle) take their producer's place
@@ -138,8 +153,13 @@ def profile_executorch(model: nn.Module, x: torch.Tensor, threads: int, proto: d
     types = ["input" if r[2] == "XNNPACK delegate setup" else r[2] for r in rows]
     filled = paths_with_neighbours([r[1] for r in rows], paths, types)
     ops = [(r[1], r[2], path, r[4], n) for r, path in zip(rows, filled)]
-    return RawProfile(ops, n, e2e, latency, "executorch ETDump (event tracer) via executorch.devtools.Inspector: portable "
-                "OPERATOR_CALLs, XNNPACK per-operator events, delegate time outside them as `runtime`",
-                rt.version(), events)
-
-
+    return RawProfile(
+        ops,
+        n,
+        e2e,
+        latency,
+        "executorch ETDump (event tracer) via executorch.devtools.Inspector: portable "
+        "OPERATOR_CALLs, XNNPACK per-operator events, delegate time outside them as `runtime`",
+        rt.version(),
+        events,
+    )

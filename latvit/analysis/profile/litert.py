@@ -1,6 +1,7 @@
 """LiteRT profiler: the CompiledModel's own profiler (TFLite's op profiling, what `benchmark_model
 --enable_op_profiling` prints) through libLiteRt.so's C API; XNNPACK's per-operator events matched in order
 to the `.tflite`'s operators, whose output tensor names litert-torch writes from the torch module stack."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,19 +18,43 @@ from latvit.targets.protocol import measure_latency
 # TFLite operator -> the XNNPACK node type `align_xnnpack` knows it by (an XNNPACK operator is matched to
 # the next TFLite operator of a compatible type; PADs and RESHAPEs XNNPACK folds away get none)
 _TFLITE_AS_XNN = {
-    "CONV_2D": "Conv2d", "DEPTHWISE_CONV_2D": "DepthwiseConv2d", "TRANSPOSE_CONV": "ConvTranspose2d",
-    "FULLY_CONNECTED": "FullyConnected", "BATCH_MATMUL": "BatchMatrixMultiply",
-    "AVERAGE_POOL_2D": "AvgPooling2d", "MAX_POOL_2D": "MaxPooling2d", "MEAN": "GlobalAvgPooling2d",
-    "ADD": "Add", "SUB": "Subtract", "MUL": "Multiply", "DIV": "Div", "SQUARED_DIFFERENCE": "SquaredDifference",
-    "RSQRT": "ReciprocalSquareRoot", "SQRT": "SquareRoot", "MAXIMUM": "Maximum", "MINIMUM": "Minimum",
-    "GELU": "Gelu", "LOGISTIC": "Sigmoid", "HARD_SWISH": "HardSwish", "TANH": "Tanh", "SOFTMAX": "Softmax",
-    "TRANSPOSE": "StaticTranspose", "RESHAPE": "StaticReshape", "PAD": "StaticConstantPad",
-    "SLICE": "StaticSlice", "STRIDED_SLICE": "StaticSlice", "CONCATENATION": "Concatenate",
-    "RESIZE_BILINEAR": "StaticResizeBilinear2d", "QUANTIZE": "Convert", "DEQUANTIZE": "Convert",
+    "CONV_2D": "Conv2d",
+    "DEPTHWISE_CONV_2D": "DepthwiseConv2d",
+    "TRANSPOSE_CONV": "ConvTranspose2d",
+    "FULLY_CONNECTED": "FullyConnected",
+    "BATCH_MATMUL": "BatchMatrixMultiply",
+    "AVERAGE_POOL_2D": "AvgPooling2d",
+    "MAX_POOL_2D": "MaxPooling2d",
+    "MEAN": "GlobalAvgPooling2d",
+    "ADD": "Add",
+    "SUB": "Subtract",
+    "MUL": "Multiply",
+    "DIV": "Div",
+    "SQUARED_DIFFERENCE": "SquaredDifference",
+    "RSQRT": "ReciprocalSquareRoot",
+    "SQRT": "SquareRoot",
+    "MAXIMUM": "Maximum",
+    "MINIMUM": "Minimum",
+    "GELU": "Gelu",
+    "LOGISTIC": "Sigmoid",
+    "HARD_SWISH": "HardSwish",
+    "TANH": "Tanh",
+    "SOFTMAX": "Softmax",
+    "TRANSPOSE": "StaticTranspose",
+    "RESHAPE": "StaticReshape",
+    "PAD": "StaticConstantPad",
+    "SLICE": "StaticSlice",
+    "STRIDED_SLICE": "StaticSlice",
+    "CONCATENATION": "Concatenate",
+    "RESIZE_BILINEAR": "StaticResizeBilinear2d",
+    "QUANTIZE": "Convert",
+    "DEQUANTIZE": "Convert",
 }
 # LiteRT's own events around the interpreter: their time is `runtime`, given to the first operator
-_RUN_EVENTS = {"LiteRT::Run[buffer registration]": "LiteRT buffer registration",
-               "LiteRT::Run[Buffer sync]": "LiteRT buffer sync"}
+_RUN_EVENTS = {
+    "LiteRT::Run[buffer registration]": "LiteRT buffer registration",
+    "LiteRT::Run[Buffer sync]": "LiteRT buffer sync",
+}
 
 
 class ModulePaths:
@@ -55,8 +80,11 @@ class ModulePaths:
         module, path = self.model, ""
         for level in levels[1:]:  # levels[0] is the model itself
             qualified, _, segment = level.rpartition(".")[2].partition("_")
-            found = [(name, m) for name, m in module.named_modules()
-                     if name and name.rsplit(".", 1)[-1] == segment and type(m).__qualname__ == qualified]
+            found = [
+                (name, m)
+                for name, m in module.named_modules()
+                if name and name.rsplit(".", 1)[-1] == segment and type(m).__qualname__ == qualified
+            ]
             if not found:
                 break
             name, module = min(found, key=lambda item: item[0].count("."))
@@ -120,6 +148,13 @@ def profile_litert(model: nn.Module, x: torch.Tensor, threads: int, proto: dict,
     types = ["input" if rows[n][0] in ("LiteRT run", "LiteRT invoke") else rows[n][0] for n in order]
     filled = paths_with_neighbours(order, [rows[n][1] for n in order], types)
     ops = [(n, rows[n][0], path, rows[n][2], rows[n][3]) for n, path in zip(order, filled)]
-    return RawProfile(ops, len(runs), e2e, latency, "LiteRT CompiledModel profiler (C API): XNNPACK per-operator and "
-                      "TFLite kernel events; Invoke outside them and LiteRT's buffer handling as `runtime`",
-                      rt.version(), {"Invoke": invoke_ms / max(len(runs), 1)})
+    return RawProfile(
+        ops,
+        len(runs),
+        e2e,
+        latency,
+        "LiteRT CompiledModel profiler (C API): XNNPACK per-operator and "
+        "TFLite kernel events; Invoke outside them and LiteRT's buffer handling as `runtime`",
+        rt.version(),
+        {"Invoke": invoke_ms / max(len(runs), 1)},
+    )

@@ -1,5 +1,6 @@
 """The profile data model shared by every runtime profiler: categories, `OpTime`, `Profile`, the `Locator`
 that places an op in its block and gives it a category, and `RawProfile`, what each profiler returns."""
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,10 @@ CATEGORIES: dict[str, str] = {
 # op types the profilers give to runtime time between ops, and the reason each is `runtime`
 RUNTIME_OPS = {
     "ORT executor": "ONNX Runtime's executor between the previous node event and this node's (dispatch, profiler "
-                    "bookkeeping, any preemption there)",
+    "bookkeeping, any preemption there)",
     "XNNPACK delegate setup": "XNNPACK delegate call before its first operator (inputs, runtime setup)",
     "XNNPACK delegate return": "XNNPACK delegate call after its last operator (outputs, and the whole-microsecond "
-                               "rounding of XNNPACK's operator timer)",
+    "rounding of XNNPACK's operator timer)",
     "LiteRT invoke": "LiteRT's Invoke outside its operators' events (the interpreter's and XNNPACK's dispatch)",
     "LiteRT run": "LiteRT's buffer registration and sync around Invoke",
 }
@@ -44,31 +45,114 @@ RUNTIME_OPS = {
 # -- op kinds, by lower-case op type with any "aten::" prefix removed --------------------------------------
 LAYOUT_OPS = {
     # ONNX / ORT
-    "reshape", "transpose", "flatten", "squeeze", "unsqueeze", "concat", "slice", "split", "expand", "identity",
-    "cast", "shape", "tile", "reorderinput", "reorderoutput", "depthtospace", "spacetodepth", "memcpy",
+    "reshape",
+    "transpose",
+    "flatten",
+    "squeeze",
+    "unsqueeze",
+    "concat",
+    "slice",
+    "split",
+    "expand",
+    "identity",
+    "cast",
+    "shape",
+    "tile",
+    "reorderinput",
+    "reorderoutput",
+    "depthtospace",
+    "spacetodepth",
+    "memcpy",
     # XNNPACK operators (names as ExecuTorch's ETDump gives them, spaces removed)
-    "staticreshape", "copy", "concatenate", "constantpad", "staticslice", "statictranspose",
+    "staticreshape",
+    "copy",
+    "concatenate",
+    "constantpad",
+    "staticslice",
+    "statictranspose",
     # OpenVINO
-    "reorder", "concatenation", "stridedslice", "convert", "broadcast", "shapeof", "variadicsplit",
+    "reorder",
+    "concatenation",
+    "stridedslice",
+    "convert",
+    "broadcast",
+    "shapeof",
+    "variadicsplit",
     # aten
-    "view", "_unsafe_view", "permute", "contiguous", "clone", "copy_", "cat", "split_with_sizes", "chunk",
-    "unbind", "select", "narrow", "unflatten", "as_strided", "t", "expand_as", "to", "_to_copy", "empty_like",
+    "view",
+    "_unsafe_view",
+    "permute",
+    "contiguous",
+    "clone",
+    "copy_",
+    "cat",
+    "split_with_sizes",
+    "chunk",
+    "unbind",
+    "select",
+    "narrow",
+    "unflatten",
+    "as_strided",
+    "t",
+    "expand_as",
+    "to",
+    "_to_copy",
+    "empty_like",
 }
 NORM_OPS = {
-    "batchnormalization", "layernormalization", "skiplayernormalization", "simplifiedlayernormalization",
-    "mvn", "normalizel2", "batch_norm", "native_batch_norm", "_native_batch_norm_legit_no_training",
-    "layer_norm", "native_layer_norm", "group_norm", "instance_norm",
+    "batchnormalization",
+    "layernormalization",
+    "skiplayernormalization",
+    "simplifiedlayernormalization",
+    "mvn",
+    "normalizel2",
+    "batch_norm",
+    "native_batch_norm",
+    "_native_batch_norm_legit_no_training",
+    "layer_norm",
+    "native_layer_norm",
+    "group_norm",
+    "instance_norm",
 }
 ACT_OPS = {
-    "relu", "gelu", "fastgelu", "biasgelu", "erf", "hardswish", "hardsigmoid", "sigmoid", "silu", "swish", "tanh",
-    "clip", "clamp", "hardtanh", "elu", "quickgelu", "relu_", "gelu_", "silu_", "hardswish_", "hardtanh_",
+    "relu",
+    "gelu",
+    "fastgelu",
+    "biasgelu",
+    "erf",
+    "hardswish",
+    "hardsigmoid",
+    "sigmoid",
+    "silu",
+    "swish",
+    "tanh",
+    "clip",
+    "clamp",
+    "hardtanh",
+    "elu",
+    "quickgelu",
+    "relu_",
+    "gelu_",
+    "silu_",
+    "hardswish_",
+    "hardtanh_",
 }
 NORM_MODULES = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 ACT_MODULES = (nn.ReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh)
 
 # -- a block's parts, by the first path component below the block (and its role there) -------------------
-MIXER_PARTS = ("token_mixer", "attn", "ls1", "norm1", "transformer", "conv_kxk", "conv_1x1", "conv_proj",
-               "conv_fusion", "norm")
+MIXER_PARTS = (
+    "token_mixer",
+    "attn",
+    "ls1",
+    "norm1",
+    "transformer",
+    "conv_kxk",
+    "conv_1x1",
+    "conv_proj",
+    "conv_fusion",
+    "norm",
+)
 MLP_PARTS = ("mlp", "ls2", "norm2", "ffn", "conv1_1x1", "conv2_kxk", "conv3_1x1")
 KIND_ROLE = {  # where a block's part names say nothing: its whole kind plays one role
     "mv2": ("mlp", "inverted residual (1x1 expand, depthwise, 1x1 project) is a local FFN"),
@@ -174,15 +258,28 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "latvit.profile", "schema_version": SCHEMA_VERSION,
-            "model": self.model, "runtime": self.runtime, "runtime_version": self.runtime_version,
-            "img_size": self.img_size, "threads": self.threads, "source": self.source,
-            "e2e": self.e2e.as_dict(), "latency": self.latency.as_dict() if self.latency else None,
-            "op_ms": self.op_ms, "overhead_ms": self.overhead_ms, "coverage": self.coverage,
-            "kernel_coverage": self.kernel_coverage, "runtime_events": self.runtime_events,
-            "categories": self.by_category(), "category_labels": CATEGORIES,
-            "blocks": self.by_block(), "plan": self.blocks, "op_types": self.by_op_type(),
-            "ops": [asdict(op) for op in self.ops], "machine": self.machine,
+            "schema": "latvit.profile",
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "img_size": self.img_size,
+            "threads": self.threads,
+            "source": self.source,
+            "e2e": self.e2e.as_dict(),
+            "latency": self.latency.as_dict() if self.latency else None,
+            "op_ms": self.op_ms,
+            "overhead_ms": self.overhead_ms,
+            "coverage": self.coverage,
+            "kernel_coverage": self.kernel_coverage,
+            "runtime_events": self.runtime_events,
+            "categories": self.by_category(),
+            "category_labels": CATEGORIES,
+            "blocks": self.by_block(),
+            "plan": self.blocks,
+            "op_types": self.by_op_type(),
+            "ops": [asdict(op) for op in self.ops],
+            "machine": self.machine,
         }
 
     def to_json(self, path: Path) -> None:
@@ -226,7 +323,9 @@ class Locator:
 
     def _module_chain(self, path: str) -> list[nn.Module]:
         parts = path.split(".") if path else []
-        return [self.modules[".".join(parts[:i])] for i in range(len(parts), -1, -1) if ".".join(parts[:i]) in self.modules]
+        return [
+            self.modules[".".join(parts[:i])] for i in range(len(parts), -1, -1) if ".".join(parts[:i]) in self.modules
+        ]
 
     def classify(self, op_type: str, path: str) -> tuple[str, str]:
         """(category, reason) of an op of type `op_type` issued inside module `path`."""
@@ -263,7 +362,7 @@ class Locator:
             return "stem", f"stem block {b.where}"
         if block_stride(b.spec) > 1 or b.spec.kind == "attn_downsample":
             return "downsampling", f"stride-{block_stride(b.spec)} {b.spec.kind} block"
-        rel = path[len(b.module_path):].lstrip(".")
+        rel = path[len(b.module_path) :].lstrip(".")
         part = rel.split(".")[0] if rel else ""
         if part == "transformer" and ".mlp" in f".{rel}.":
             return "mlp", f"{rel} (transformer MLP)"
@@ -287,7 +386,12 @@ class Locator:
                 if t in ("add", "sum") and b.spec.kind in ("mv2", "ffn_local", "meta4d"):
                     return "other", "residual add"
                 return role, why
-            return "other", "residual add" if t in ("add", "sum", "eltwise", "subgraph") else f"{b.spec.kind} block glue"
+            return "other", "residual add" if t in (
+                "add",
+                "sum",
+                "eltwise",
+                "subgraph",
+            ) else f"{b.spec.kind} block glue"
         if b.spec.kind in KIND_ROLE:
             return KIND_ROLE[b.spec.kind]
         return "other", f"unclassified part {rel} of {b.spec.kind}"
@@ -299,10 +403,18 @@ class Locator:
 
 
 def plan_rows(plan: NetPlan) -> list[dict[str, Any]]:
-    return [{"where": b.where, "module": b.module_path, "kind": b.spec.kind, "in": [b.c_in, b.h, b.w],
-             "out": [b.c_out, b.h_out, b.w_out], "gflops": b.cost.flops / 1e9, "params": b.cost.params}
-            for b in plan.blocks]
-
+    return [
+        {
+            "where": b.where,
+            "module": b.module_path,
+            "kind": b.spec.kind,
+            "in": [b.c_in, b.h, b.w],
+            "out": [b.c_out, b.h_out, b.w_out],
+            "gflops": b.cost.flops / 1e9,
+            "params": b.cost.params,
+        }
+        for b in plan.blocks
+    ]
 
 
 def paths_with_neighbours(names: list[str], paths: list[str | None], op_types: list[str]) -> list[str]:

@@ -1,4 +1,5 @@
 """OpenVINO profiler: the CPU plugin's per-layer performance counters (PERF_COUNT)."""
+
 from __future__ import annotations
 
 import re
@@ -61,7 +62,11 @@ def profile_openvino(model: nn.Module, x: torch.Tensor, threads: int, proto: dic
     ops = [(n, totals[n][0], p, totals[n][1], totals[n][2]) for n, p in zip(order, filled)]
     request = compiled = None  # freed here, so that the signal stack they may leave dangling is mended now
     repair_signal_stack()
-    return RawProfile(ops, e2e.iters, e2e, latency, "openvino PERF_COUNT per-layer counters (real_time), read after each "
-                "of as many calls as were timed", rt.version())
-
-
+    return RawProfile(
+        ops,
+        e2e.iters,
+        e2e,
+        latency,
+        "openvino PERF_COUNT per-layer counters (real_time), read after each of as many calls as were timed",
+        rt.version(),
+    )

@@ -1,5 +1,6 @@
 """ONNX Runtime profiler: the session's own profiling JSON, node names mapped back to torch modules
 through the ONNX export's name-scope metadata."""
+
 from __future__ import annotations
 
 import json
@@ -61,9 +62,10 @@ def profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, wo
     name = sess.get_inputs()[0].name
     e2e = measure_latency(lambda: sess.run(None, {name: xn}), **proto)
     events = json.loads(Path(sess.end_profiling()).read_text())
-    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[-e2e.iters:]
-    nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
-                   key=lambda e: e["ts"])
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[-e2e.iters :]
+    nodes = sorted(
+        (e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")), key=lambda e: e["ts"]
+    )
     scopes, producer = _onnx_scopes(path)
     locator_paths: dict[str, str | None] = {}
     totals: dict[str, list] = {}
@@ -94,8 +96,13 @@ def profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, wo
     mean_ms = lambda evs: sum(e["dur"] for e in evs) / len(evs) / 1e3 if evs else 0.0  # noqa: E731
     import onnxruntime
 
-    return RawProfile(ops, len(runs), e2e, latency, "onnxruntime profiler (enable_profiling JSON, node kernel times; the "
-                "executor's time between node events as `runtime`)", f"onnxruntime {onnxruntime.__version__}",
-                {"model_run": mean_ms(runs), "SequentialExecutor::Execute": mean_ms(executor[-len(runs):])})
-
-
+    return RawProfile(
+        ops,
+        len(runs),
+        e2e,
+        latency,
+        "onnxruntime profiler (enable_profiling JSON, node kernel times; the "
+        "executor's time between node events as `runtime`)",
+        f"onnxruntime {onnxruntime.__version__}",
+        {"model_run": mean_ms(runs), "SequentialExecutor::Execute": mean_ms(executor[-len(runs) :])},
+    )
