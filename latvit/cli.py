@@ -395,7 +395,7 @@ def run_train(args) -> None:
 # -- latvit validate ------------------------------------------------------------------------------------
 def add_validate(sub) -> None:
     p = sub.add_parser("validate", help="top-1, top-5, loss and images/s of a model on a dataset")
-    p.add_argument("model", help="model name, spec JSON or saved model dir (e.g. runs/RUN/best)")
+    p.add_argument("model", help="model name, spec JSON, saved model dir (e.g. runs/RUN/best) or timm:NAME")
     p.add_argument("--data", required=True, help="fashion-mnist, synthetic, an ImageFolder root or an idx directory")
     p.add_argument("--checkpoint", help="training checkpoint (last.pt: its EMA weights) or model weights")
     p.add_argument("--img-size", type=_positive_int)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import os
 import sys
@@ -152,6 +153,11 @@ _SS_DISABLE, _MS_ASYNC, _PAGE = 2, 1, mmap.PAGESIZE
 _SPARE_STACK: list = []  # latvit's replacement alternate stack, allocated once and never freed (see below)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def repair_signal_stack() -> bool:
     """Give this thread a valid alternate signal stack again if a native library left it pointing at memory
     it has since unmapped; returns whether it did.
@@ -165,7 +171,7 @@ def repair_signal_stack() -> bool:
     it is a no-op where the stack is valid, disabled, or the platform is not Linux."""
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     current = _StackT()
     if libc.sigaltstack(None, ctypes.byref(current)) != 0 or current.ss_flags & _SS_DISABLE or not current.ss_sp:
         return False

@@ -310,6 +310,12 @@ def base_record(model: str, runtime: str, batch: int, img_size: int | None, thre
     }
 
 
+def unmeasured_record(req: BenchRequest, model: str, runtime: str, threads: int, status: str, error: str) -> dict:
+    """The row of a pair that has no measurement: its runtime is unavailable, or exporting or timing failed."""
+    record = base_record(model, runtime, req.batch, req.img_size, threads)
+    return record | {"model": model_label(model), "status": status, "error": error, "target": req.target}
+
+
 def finish_record(record: dict, flops: float, params: int, peak_gflops: float | None) -> dict:
     """Derived columns: density (GFLOP/s), its share of the measured GEMM peak, latency-based MES."""
     seconds = record["median_ms"] / 1e3
@@ -463,11 +469,7 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
             rt = get_runtime(runtime)
             reason = rt.missing() or (None if rt.export_only_where_it_cannot_run else rt.cannot_run())
             if reason:
-                record = base_record(model, runtime, req.batch, req.img_size, threads) | {
-                    "status": STATUS_UNAVAILABLE,
-                    "error": reason,
-                    "target": req.target,
-                }
+                record = unmeasured_record(req, model, runtime, threads, STATUS_UNAVAILABLE, reason)
             else:
                 if local and rt.suffix and runtime not in probed and not rt.cannot_run():
                     probed.add(runtime)  # the runtime's own GEMM engine may beat torch's (oneDNN vs MLAS ...)
@@ -499,8 +501,8 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
                 record = (
                     result.value
                     if result.ok
-                    else base_record(model, runtime, req.batch, req.img_size, threads)
-                    | {"status": STATUS_FAILED, "error": result.error, "seconds": result.seconds, "target": req.target}
+                    else unmeasured_record(req, model, runtime, threads, STATUS_FAILED, result.error)
+                    | {"seconds": result.seconds}
                 )
             record["model"] = model_label(model)
             if local and record["status"] == STATUS_OK:
@@ -535,9 +537,8 @@ def bench_on_targets(
         for i, (model, runtime) in enumerate(pairs):
             advance(f"export {model_label(model)} for {runtime}")
             rt = get_runtime(runtime)
-            failed = base_record(model, runtime, req.batch, req.img_size, threads) | {"model": model_label(model)}
             if rt.missing():
-                records.append(failed | {"status": STATUS_UNAVAILABLE, "error": rt.missing(), "target": req.target})
+                records.append(unmeasured_record(req, model, runtime, threads, STATUS_UNAVAILABLE, rt.missing()))
                 continue
             kwargs = {
                 "model": model,
@@ -554,7 +555,7 @@ def bench_on_targets(
                 "latvit.latency.bench:export_for_targets", kwargs, timeout=req.timeout, threads=threads
             )
             if not result.ok:
-                records.append(failed | {"status": STATUS_FAILED, "error": result.error, "target": req.target})
+                records.append(unmeasured_record(req, model, runtime, threads, STATUS_FAILED, result.error))
                 continue
             value = result.value
             value["record"]["model"] = model_label(model)

@@ -90,10 +90,14 @@ class TimingResult:
     reference: dict[str, Any] | None = None
     protocol: Protocol | None = None  # the job's protocol: its stopping target decides `noisy`
 
+    def stopping_rule(self, job: TimingJob | None = None) -> StoppingRule:
+        """The rule the samples are judged by (`noisy` or not): `job`'s protocol, else the one timed with."""
+        protocol = job.protocol if job is not None else self.protocol
+        return (protocol or Protocol(target_rel=None)).rule()
+
     @property
     def timing(self) -> Timing:
-        rule = (self.protocol or Protocol(target_rel=None)).rule()
-        return rule.timing(self.samples)
+        return self.stopping_rule().timing(self.samples)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

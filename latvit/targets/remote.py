@@ -24,7 +24,7 @@ from typing import Any
 
 from latvit.errors import LatvitError
 from latvit.runtimes.openvino import compile_config
-from latvit.targets.base import Protocol, Target, TimingJob, TimingResult
+from latvit.targets.base import Target, TimingJob, TimingResult
 from latvit.targets.config import TargetConfig
 from latvit.targets.parsers import RunnerStats, parse_trtexec_times, parse_trtexec_version
 from latvit.targets.reference import reference_fields
@@ -196,8 +196,7 @@ def timing_fields(result: TimingResult, job: TimingJob | None = None) -> dict[st
             "iters": agg.get("count"),
             "stats_source": "aggregate",
         }
-    protocol = job.protocol if job is not None else result.protocol
-    rule = (protocol or Protocol(target_rel=None)).rule()
+    rule = result.stopping_rule(job)
     timing = rule.timing(result.samples)
     fields = {**timing.as_dict(), "stats_source": "samples"}
     if result.reference:  # timed with the reference workload: the device's speed meanwhile
