@@ -160,7 +160,7 @@ def main() -> None:
     args = ap.parse_args()
 
     out = Path(args.out_dir)
-    stem = f"{args.space}_{args.runtime}_{args.img_size}_{args.statistic}"
+    stem = f"{args.space}_{args.runtime}_{args.img_size}_{args.statistic}" + ("_quiet" if args.no_disturb else "")
     result_path = out / f"lut_drift_{stem}.json"
     result: dict = {"args": vars(args), "machine": machine_info(args.threads), "disturb": not args.no_disturb}
 

@@ -458,7 +458,8 @@ def add_profile(sub) -> None:
     p.add_argument(
         "--target",
         default="local",
-        help="local only (per-op profilers run in this process); for a device use bench or density --target",
+        help="where to profile (default: local, every runtime); an SSH device profiles ort (its agent sends "
+        "ONNX Runtime's per-node events back)",
     )
     p.set_defaults(run=run_profile)
 

@@ -258,10 +258,14 @@ def test_density_flops_match_the_built_block():
         assert isinstance(stage, nn.Module)
 
 
-def test_profile_on_a_remote_target_says_what_to_use_instead(capsys):
+def test_profile_on_a_device_that_cannot_take_it_says_what_to_use_instead(capsys):
+    """An SSH device profiles ort (tests/test_targets_ssh.py); another runtime there, or an adb phone (whose
+    benchmark tools give no per-op events), is one line naming what works, before anything connects."""
     from latvit.cli import main
 
-    assert main(["profile", "mobilevit_xxs", "--target", "ssh://pi@10.0.0.7"]) == 2
+    assert main(["profile", "mobilevit_xxs", "--runtime", "openvino", "--target", "ssh://pi@10.0.0.7"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "per-op profiles run on this machine only" in err
-    assert "latvit bench --target ssh://pi@10.0.0.7" in err
+    assert len(err.splitlines()) == 1 and "per-op profiles there are taken with ort" in err
+    assert "latvit bench --target ssh://pi@10.0.0.7 --runtimes openvino" in err
+    assert main(["profile", "mobilevit_xxs", "--target", "adb://emulator-5554"]) == 2
+    assert "it takes no per-op profiles" in capsys.readouterr().err

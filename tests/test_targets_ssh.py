@@ -135,7 +135,28 @@ def test_times_an_onnx_model_end_to_end(client, device_py, tmp_path):
     mtime = (cached[0] / "m.onnx").stat().st_mtime_ns
     target.time(job)  # a new connection: the cached artifact is reused, not copied again
     assert (cached[0] / "m.onnx").stat().st_mtime_ns == mtime
+    # with the reference workload: its network (shipped too) and a GEMM alternate with the work on the device
+    with_ref = TimingJob(job.artifact, threads=1, protocol=job.protocol, reference=True)
+    record = result_record(target, target.time(with_ref), with_ref)
+    assert record["ref_ms"] > 0 and record["ref_gemm_ms"] > 0 and record["ref_runtime"] == "ort"
+    assert record["ref_ratio"] == pytest.approx(record["median_ms"] / record["ref_ms"])
+    assert len(list((tmp_path / "work" / "artifacts").iterdir())) == 2
     target.close()
+
+
+def test_profile_on_the_device_is_attributed_to_blocks_here(client, device_py, tmp_path):
+    """`latvit profile --target`: ONNX Runtime's per-node events taken on the device come back as data and
+    land on the model's blocks as a local profile's do."""
+    add(client, "lb", device_py, tmp_path / "work", "--accept-new-host-key")
+    out = tmp_path / "p.json"
+    argv = ["profile", "mobilevit_xxs", "--img-size", "64", "--threads", "1", "--iters", "5", "--warmup", "2"]
+    assert main([*argv, "--target", "lb", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["machine"]["target"] == "lb" and d["runtime_version"].startswith("onnxruntime ")
+    assert d["e2e"]["iters"] >= 5 and 0.5 < d["coverage"] <= 1.05
+    blocks = {b["block"] for b in d["blocks"] if b["ms"] > 0}
+    assert any(b.startswith("stem") for b in blocks) and {"stages[2][1]", "head"} <= blocks
+    assert d["categories"]["token_mixer"] > 0 and d["categories"]["mlp"] > 0
 
 
 def test_quotes_spaces_and_semicolons_stay_arguments(client, device_py, tmp_path):

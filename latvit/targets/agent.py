@@ -6,7 +6,9 @@ into a content-addressed directory on the device, checks their hashes there, and
     python3 agent.py probe WORKDIR   -> one JSON object: CPU, board, cores, OS, Python, runtimes, governor, disk
     python3 agent.py hash PATH       -> {"sha256": ...} of an artifact that arrived (as Artifact.sha256)
     python3 agent.py run             -> reads one job (a JSON line) on stdin, prints one JSON object: the raw
-                                        per-call seconds and the device's state around them
+                                        per-call seconds and the device's state around them (with the
+                                        reference workload's seconds, or ONNX Runtime's profile events,
+                                        when the job asks for them)
 
 It needs the standard library, numpy and the runtime's own package (onnxruntime, openvino, executorch,
 ai-edge-litert, coremltools, tensorrt, or TensorRT's `trtexec`), never torch or latvit's training stack. The
@@ -57,9 +59,11 @@ class _BundleFirst:
 if __name__ == "__main__":
     sys.meta_path.insert(0, _BundleFirst(os.path.dirname(os.path.abspath(__file__))))
 
-from latvit.targets.protocol import collect_samples, cpu_model, cpu_times, device_state  # noqa: E402
+from latvit.targets.protocol import collect_samples, collect_with_reference, cpu_model, cpu_times, device_state  # noqa: E402
 
-AGENT_VERSION = 1
+AGENT_VERSION = 2  # 2: the reference workload beside the work, ONNX Runtime's per-node profile
+GEMM_SIZE = 256  # the reference GEMM, as latvit.targets.reference's (here in numpy: torch is not on the device)
+PROFILE_RUNS = 50  # profiled inferences whose events come back (the last ones): enough for per-node means
 # Python distributions whose versions `probe` reports: the runtimes a job can use, and numpy
 PACKAGES = (
     "numpy",
@@ -181,9 +185,9 @@ def _need(module: str, package: str):
         raise MissingRuntime(f"{package} is not installed for {sys.executable} ({e}): pip install {package}") from None
 
 
-def load_ort(path: str, threads: int, options: dict) -> tuple[Callable, str]:
-    """ONNX Runtime, CPU: the session options of `latvit.runtimes.ort` (all graph optimisations, explicit
-    intra-op threads, one inter-op thread, sequential execution)."""
+def ort_session(path: str, threads: int, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session with the options of `latvit.runtimes.ort` (all graph optimisations,
+    explicit intra-op threads, one inter-op thread, sequential execution), its profiler on where asked."""
     ort = _need("onnxruntime", "onnxruntime")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -191,9 +195,16 @@ def load_ort(path: str, threads: int, options: dict) -> tuple[Callable, str]:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]), f"onnxruntime {ort.__version__}"
+
+
+def load_ort(path: str, threads: int, options: dict) -> tuple[Callable, str]:
+    sess, version = ort_session(path, threads)
     name = sess.get_inputs()[0].name
-    return (lambda x: sess.run(None, {name: x})[0]), f"onnxruntime {ort.__version__}"
+    return (lambda x: sess.run(None, {name: x})[0]), version
 
 
 def load_openvino(path: str, threads: int, options: dict) -> tuple[Callable, str]:
@@ -415,17 +426,54 @@ def _timed(job: dict, workdir: str, path: str, lock_waited: float) -> dict[str, 
             "error": f"the agent cannot run runtime '{runtime}' (it runs {', '.join(LOADERS)})",
         }
     np = _need("numpy", "numpy")
-    run, version = LOADERS[runtime](path, int(job["threads"]), options)
     x = np.random.default_rng(0).standard_normal(tuple(job["input_shape"]), dtype=np.float32)  # as LocalTarget
+    state = {"cooldown_s": cooled, "lock_wait_s": lock_waited}
+    if job.get("profile"):
+        before, snapshot = conditions(), cpu_times()
+        answer = profile_ort(job, path, x)
+        return {"ok": True, **answer, "state": {"before": before, "after": conditions(snapshot), **state}}
+    threads = int(job["threads"])
+    run, version = LOADERS[runtime](path, threads, options)
+    answer: dict[str, Any] = {"ok": True, "runtime_version": version}
     before = conditions()
     snapshot = cpu_times()
-    samples = collect_samples(lambda: run(x), **job["protocol"])
-    return {
-        "ok": True,
-        "samples": samples,
-        "runtime_version": version,
-        "state": {"before": before, "after": conditions(snapshot), "cooldown_s": cooled, "lock_wait_s": lock_waited},
-    }
+    if job.get("reference"):  # the reference workload on the same runtime and threads, in alternating rounds
+        ref = job["reference"]
+        ref_run, _ = LOADERS[runtime](ref["artifact"], threads, options)
+        ref_x = np.random.default_rng(0).standard_normal(tuple(ref["input_shape"]), dtype=np.float32)
+        a, b = (np.random.default_rng(i).standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32) for i in (1, 2))
+        collected = collect_with_reference(lambda: run(x), lambda: ref_run(ref_x), lambda: a @ b, **job["protocol"])
+        answer |= {"samples": collected.work, "reference": {"net": collected.net, "gemm": collected.gemm}}
+    else:
+        answer["samples"] = collect_samples(lambda: run(x), **job["protocol"])
+    return answer | {"state": {"before": before, "after": conditions(snapshot), **state}}
+
+
+def profile_ort(job: dict, path: str, x) -> dict[str, Any]:
+    """Time the artifact with ONNX Runtime's profiler on: the samples, and the profiler's events of the last
+    PROFILE_RUNS inferences (whole runs, node kernel times, the executor), as plain JSON for the workstation
+    to attribute to the model's blocks (`latvit.analysis.profile.ort`)."""
+    if job["runtime"] != "ort":
+        raise ValueError(f"the agent profiles only ort, not '{job['runtime']}'")
+    with tempfile.TemporaryDirectory(prefix="latvit-profile-") as tmp:
+        sess, version = ort_session(path, int(job["threads"]), os.path.join(tmp, "ort_profile"))
+        name = sess.get_inputs()[0].name
+        samples = collect_samples(lambda: sess.run(None, {name: x}), **job["protocol"])
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[-PROFILE_RUNS:]
+    first = runs[0]["ts"] if runs else 0
+    kept = [
+        {"name": e["name"], "cat": e.get("cat"), "ts": e["ts"], "dur": e["dur"], "args": {"op_name": op}}
+        for e in events
+        if e.get("ts", -1) >= first
+        and (
+            e.get("name") in ("model_run", "SequentialExecutor::Execute")
+            or (e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"))
+        )
+        for op in [str((e.get("args") or {}).get("op_name", "?"))]
+    ]
+    return {"samples": samples, "runtime_version": version, "profile_events": kept}
 
 
 def _importable(module: str) -> bool:

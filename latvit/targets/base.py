@@ -67,13 +67,17 @@ class TimingJob:
     """One artifact to time on a target. `runner` is the already-loaded in-process runner, which the local
     target uses when it is given (the artifact is then only metadata); remote targets load `artifact.path`.
     `reference`: time the target's reference workload (`latvit.targets.reference`, on the same runtime and
-    threads) in alternating rounds with the artifact, so the result says how fast the device was meanwhile."""
+    threads) in alternating rounds with the artifact, so the result says how fast the device was meanwhile.
+    `profile`: time with the runtime's per-op profiler on and return its events (`TimingResult.profile_events`);
+    remote targets do this for ONNX Runtime (`Target.profiles`), the local one profiles in-process instead
+    (`latvit.analysis.profile`)."""
 
     artifact: Artifact
     threads: int
     protocol: Protocol = field(default_factory=Protocol)
     runner: Runner | None = None
     reference: bool = False
+    profile: bool = False
 
 
 @dataclass
@@ -89,6 +93,9 @@ class TimingResult:
     # cannot time one
     reference: dict[str, Any] | None = None
     protocol: Protocol | None = None  # the job's protocol: its stopping target decides `noisy`
+    # with TimingJob.profile: the runtime profiler's events of the last profiled runs (ONNX Runtime's JSON
+    # events: name, cat, ts, dur in us, args.op_name), checked data
+    profile_events: list[dict[str, Any]] | None = None
 
     def stopping_rule(self, job: TimingJob | None = None) -> StoppingRule:
         """The rule the samples are judged by (`noisy` or not): `job`'s protocol, else the one timed with."""
@@ -111,6 +118,7 @@ class Target:
 
     name: str = ""
     kind: str = ""
+    profiles: tuple[str, ...] = ()  # runtimes whose per-op profile this target returns (TimingJob.profile)
 
     def fingerprint(self) -> dict[str, Any]:
         """The target's identity, recorded beside every measurement: CPU, cores, OS, Python."""

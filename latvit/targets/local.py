@@ -15,8 +15,15 @@ import numpy as np
 
 from latvit.runtimes import runnable_runtime
 from latvit.targets.base import Target, TimingJob, TimingResult
-from latvit.targets.protocol import collect_samples, cpu_times, device_state, machine_info, set_threads
-from latvit.targets.reference import Reference, collect_with_reference, prepare_reference
+from latvit.targets.protocol import (
+    collect_samples,
+    collect_with_reference,
+    cpu_times,
+    device_state,
+    machine_info,
+    set_threads,
+)
+from latvit.targets.reference import Reference, prepare_reference
 
 
 class LocalTarget(Target):
@@ -49,13 +56,15 @@ class LocalTarget(Target):
         x = np.random.default_rng(0).standard_normal(job.artifact.input_shape, dtype=np.float32)
         if job.reference:
             reference = self.reference(job.artifact.runtime, job.threads)
-            collected = collect_with_reference(lambda: run(x), reference, **job.protocol.as_kwargs())
+            collected = collect_with_reference(
+                lambda: run(x), reference.net, reference.gemm, **job.protocol.as_kwargs()
+            )
             return TimingResult(
                 collected.work,
                 collected.device,
                 self.fingerprint(),
                 protocol=job.protocol,
-                reference=collected.describe_reference(reference),
+                reference={"net": collected.net, "gemm": collected.gemm, **reference.describe},
             )
         since = cpu_times()
         samples = collect_samples(lambda: run(x), **job.protocol.as_kwargs())

@@ -43,6 +43,12 @@ from latvit.errors import LatvitError
 CONFIDENCE = 0.95  # of the median's interval
 TARGET_REL = 0.02  # stop once the interval's half-width is within +-2% of the median
 MIN_SAMPLES = 10  # never judge an interval on fewer calls (at 95% the interval needs >= 6 to exist at all)
+# Measuring beside the reference workload (`collect_with_reference`): work per round, and the reference's share
+ROUND_SECONDS = 0.2
+REFERENCE_SHARE = 0.25
+# Idle time before each round: a thread pool that just ran (ORT's, OpenMP's) spin-waits for new work for a
+# while, and spinning threads of the last workload would steal the cores of the next one.
+SWITCH_PAUSE = 0.005
 
 
 @functools.lru_cache(maxsize=4096)
@@ -311,6 +317,75 @@ def measure_interleaved(
 def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     """Median over rounds of numerator / denominator (e.g. a speed-up from `measure_interleaved` lists)."""
     return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+def _round(sampler: Sampler, run: Callable[[], Any], seconds: float, clock: Callable[[], float]) -> None:
+    """Time `run` for `seconds` (at least one call), after SWITCH_PAUSE of idling. One untimed call first
+    when calls are short: it re-warms the caches the other workload evicted, at under a tenth of the round."""
+    time.sleep(SWITCH_PAUSE)
+    samples = sampler.samples
+    if not samples or statistics.median(samples[-20:]) < seconds / 10:
+        run()
+    start = clock()
+    sampler.time_call(run)
+    while clock() - start < seconds:
+        sampler.time_call(run)
+
+
+@dataclass
+class ReferencedSamples:
+    """Raw per-call seconds of the work, the reference network and the GEMM from the same alternating
+    rounds, and the device state over them: what a target returns before statistics are taken."""
+
+    work: list[float]
+    net: list[float]
+    gemm: list[float]
+    device: dict[str, Any]
+    rule: StoppingRule
+
+    def timings(self) -> tuple[Timing, Timing, Timing]:
+        return self.rule.timing(self.work), self.rule.timing(self.net), self.rule.timing(self.gemm)
+
+
+def collect_with_reference(
+    run: Callable[[], Any],
+    ref_net: Callable[[], Any],
+    ref_gemm: Callable[[], Any],
+    *,
+    warmup: int = 10,
+    iters: int = 50,
+    min_seconds: float = 1.0,
+    max_seconds: float = 120.0,
+    target_rel: float | None = TARGET_REL,
+    confidence: float = CONFIDENCE,
+    round_seconds: float = ROUND_SECONDS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> ReferencedSamples:
+    """Time `run()` (one inference) and the reference workload (`ref_net()`, one call of the reference network;
+    `ref_gemm()`, one GEMM: `latvit.targets.reference`) in alternating rounds: `round_seconds` of work, then
+    a quarter of that on the reference network and on the GEMM, again and again. Stops when both the work's
+    and the reference network's medians are known to +-`target_rel` (and the work has at least `iters`
+    calls and `min_seconds` of the whole measurement), or at `max_seconds` in all (then `noisy`). The
+    other arguments mean what they mean for `collect_samples`."""
+    rule = StoppingRule(iters, min_seconds, max_seconds, target_rel, confidence)
+    rule.check()
+    ref_rule = StoppingRule(5, 0.0, max_seconds, target_rel, confidence)
+    for _ in range(warmup):
+        run()
+    for _ in range(3):
+        ref_net()
+        ref_gemm()
+    work, net, gemm = Sampler(rule, clock), Sampler(ref_rule, clock), Sampler(ref_rule, clock)
+    since = cpu_times()
+    start = clock()
+    while True:
+        _round(work, run, round_seconds, clock)
+        _round(net, ref_net, round_seconds * REFERENCE_SHARE, clock)
+        _round(gemm, ref_gemm, round_seconds * REFERENCE_SHARE / 4, clock)
+        elapsed = clock() - start
+        if rule.capped(len(work.samples), elapsed) or (work.done(elapsed) and net.done(elapsed)):
+            break
+    return ReferencedSamples(work.samples, net.samples, gemm.samples, device_state(since), rule)
 
 
 def cpu_model() -> str:

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,24 +30,10 @@ from latvit.models.efficientformer import efficientformer_spec
 from latvit.runtimes import runnable_runtime
 from latvit.space.builder import build_model
 from latvit.space.spec import NetSpec
-from latvit.targets.protocol import (
-    CONFIDENCE,
-    TARGET_REL,
-    Sampler,
-    StoppingRule,
-    Timing,
-    cpu_times,
-    device_state,
-    set_threads,
-)
+from latvit.targets.protocol import Timing, collect_with_reference, set_threads
 
 REFERENCE_VERSION = 1  # bump when the workload changes: reference times of other versions do not compare
 GEMM_SIZE = 256  # 34 MFLOP on 0.5 MB of operands: sub-millisecond, in cache, compute-bound
-ROUND_SECONDS = 0.2  # work per round; the reference gets REFERENCE_SHARE of that on top
-REFERENCE_SHARE = 0.25
-# Idle time before each round: a thread pool that just ran (ORT's, OpenMP's) spin-waits for new work for a
-# while, and spinning threads of the last workload would steal the cores of the next one.
-SWITCH_PAUSE = 0.005
 
 
 def reference_spec() -> NetSpec:
@@ -94,6 +78,32 @@ def reference_artifact(rt: Any, model: Any, example: Any) -> Path:
     return path
 
 
+def reference_model() -> tuple[Any, Any]:
+    """The reference network, built with fixed weights, and its example input (1, 3, 64, 64)."""
+    import torch
+
+    torch.manual_seed(0)
+    spec = reference_spec()
+    model = build_model(spec).eval()
+    example = torch.randn(1, spec.in_chans, spec.img_size, spec.img_size, generator=torch.Generator().manual_seed(0))
+    return model, example
+
+
+def reference_file(runtime: str) -> tuple[Path, tuple[int, ...]] | None:
+    """The reference network's artifact for `runtime` and its input shape, for a device that loads artifact
+    files (a remote target ships it beside the work's); None for in-process runtimes (eager, inductor)."""
+    rt = runnable_runtime(runtime)
+    if not rt.suffix:
+        return None
+    model, example = reference_model()
+    return reference_artifact(rt, model, example), tuple(example.shape)
+
+
+def reference_describe(runtime: str, threads: int) -> dict[str, Any]:
+    """What a measurement's reference was, for records: ref_version, ref_runtime, ref_threads."""
+    return {"ref_version": REFERENCE_VERSION, "ref_runtime": runtime, "ref_threads": threads}
+
+
 def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | None = None) -> Reference:
     """The reference workload on `runtime` (a name or a `latvit.runtimes.Runtime`) with `threads` threads.
     Runtimes with artifact files load the cached one (`reference_artifact`); the in-process runtimes
@@ -103,10 +113,7 @@ def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | No
 
     rt = runnable_runtime(runtime) if isinstance(runtime, str) else runtime
     set_threads(threads)
-    torch.manual_seed(0)
-    spec = reference_spec()
-    model = build_model(spec).eval()
-    example = torch.randn(1, spec.in_chans, spec.img_size, spec.img_size, generator=torch.Generator().manual_seed(0))
+    model, example = reference_model()
     keep = None
     if rt.suffix:
         run = rt.load(reference_artifact(rt, model, example), example, threads)
@@ -122,9 +129,7 @@ def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | No
         _ = keep  # the artifact's directory lives as long as this runner
         return run(x)
 
-    return Reference(
-        net, lambda: torch.mm(a, b), {"ref_version": REFERENCE_VERSION, "ref_runtime": rt.name, "ref_threads": threads}
-    )
+    return Reference(net, lambda: torch.mm(a, b), reference_describe(rt.name, threads))
 
 
 def reference_fields(work: Timing, ref: Timing, gemm: Timing, describe: dict[str, Any]) -> dict[str, Any]:
@@ -168,79 +173,8 @@ class ReferencedTiming:
         }
 
 
-def _round(sampler: Sampler, run: Callable[[], Any], seconds: float, clock: Callable[[], float]) -> None:
-    """Time `run` for `seconds` (at least one call), after SWITCH_PAUSE of idling. One untimed call first
-    when calls are short: it re-warms the caches the other workload evicted, at under a tenth of the round."""
-    time.sleep(SWITCH_PAUSE)
-    samples = sampler.samples
-    if not samples or statistics.median(samples[-20:]) < seconds / 10:
-        run()
-    start = clock()
-    sampler.time_call(run)
-    while clock() - start < seconds:
-        sampler.time_call(run)
-
-
-@dataclass
-class ReferencedSamples:
-    """Raw per-call seconds of the work, the reference network and the GEMM from the same alternating
-    rounds, and the device state over them: what a target returns before statistics are taken."""
-
-    work: list[float]
-    net: list[float]
-    gemm: list[float]
-    device: dict[str, Any]
-    rule: StoppingRule
-
-    def timings(self) -> tuple[Timing, Timing, Timing]:
-        return self.rule.timing(self.work), self.rule.timing(self.net), self.rule.timing(self.gemm)
-
-    def describe_reference(self, reference: Reference) -> dict[str, Any]:
-        """The reference half as `TimingResult.reference` carries it: raw seconds and identity."""
-        return {"net": self.net, "gemm": self.gemm, **reference.describe}
-
-
-def collect_with_reference(
-    run: Callable[[], Any],
-    reference: Reference,
-    *,
-    warmup: int = 10,
-    iters: int = 50,
-    min_seconds: float = 1.0,
-    max_seconds: float = 120.0,
-    target_rel: float | None = TARGET_REL,
-    confidence: float = CONFIDENCE,
-    round_seconds: float = ROUND_SECONDS,
-    clock: Callable[[], float] = time.perf_counter,
-) -> ReferencedSamples:
-    """Time `run()` (one inference) and the reference in alternating rounds: `round_seconds` of work, then
-    a quarter of that on the reference network and on the GEMM, again and again. Stops when both the work's
-    and the reference network's medians are known to +-`target_rel` (and the work has at least `iters`
-    calls and `min_seconds` of the whole measurement), or at `max_seconds` in all (then `noisy`). The
-    arguments mean what they mean for `latvit.targets.protocol.collect_samples`."""
-    rule = StoppingRule(iters, min_seconds, max_seconds, target_rel, confidence)
-    rule.check()
-    ref_rule = StoppingRule(5, 0.0, max_seconds, target_rel, confidence)
-    for _ in range(warmup):
-        run()
-    for _ in range(3):
-        reference.net()
-        reference.gemm()
-    work, net, gemm = Sampler(rule, clock), Sampler(ref_rule, clock), Sampler(ref_rule, clock)
-    since = cpu_times()
-    start = clock()
-    while True:
-        _round(work, run, round_seconds, clock)
-        _round(net, reference.net, round_seconds * REFERENCE_SHARE, clock)
-        _round(gemm, reference.gemm, round_seconds * REFERENCE_SHARE / 4, clock)
-        elapsed = clock() - start
-        if rule.capped(len(work.samples), elapsed) or (work.done(elapsed) and net.done(elapsed)):
-            break
-    return ReferencedSamples(work.samples, net.samples, gemm.samples, device_state(since), rule)
-
-
 def measure_with_reference(run: Callable[[], Any], reference: Reference, **protocol: Any) -> ReferencedTiming:
     """`collect_with_reference` (same arguments), summarised: the work's, the reference network's and the
     GEMM's Timing, the device state, and the reference's identity."""
-    samples = collect_with_reference(run, reference, **protocol)
+    samples = collect_with_reference(run, reference.net, reference.gemm, **protocol)
     return ReferencedTiming(*samples.timings(), samples.device, dict(reference.describe))

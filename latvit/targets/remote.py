@@ -150,8 +150,39 @@ def checked_samples(samples: Any, target: str) -> list[float]:
     return [float(s) for s in samples]
 
 
-def result_from_answer(payload: dict[str, Any], target: str, fingerprint: dict[str, Any]) -> TimingResult:
-    """A TimingResult from a successful agent answer (its own samples, or trtexec's export file)."""
+def checked_profile_events(events: Any, target: str) -> list[dict[str, Any]]:
+    """ONNX Runtime profiler events from the device, rebuilt from their checked fields only: name and cat
+    (strings), ts and dur (finite, non-negative microseconds), args.op_name (a string)."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+    if not isinstance(events, list):
+        raise RemoteRunError(f"target '{target}': the agent sent a profile that is not a list of events")
+    checked = []
+    for e in events:
+        args = e.get("args") if isinstance(e, dict) else None
+        if not (
+            isinstance(e, dict)
+            and isinstance(e.get("name"), str)
+            and isinstance(e.get("cat"), (str, type(None)))
+            and number(e.get("ts"))
+            and number(e.get("dur"))
+            and isinstance(args, dict)
+            and isinstance(args.get("op_name"), str)
+        ):
+            raise RemoteRunError(f"target '{target}': the agent sent a profile event that is not one: {str(e)[:120]}")
+        checked.append(
+            {"name": e["name"], "cat": e["cat"], "ts": e["ts"], "dur": e["dur"], "args": {"op_name": args["op_name"]}}
+        )
+    return checked
+
+
+def result_from_answer(
+    payload: dict[str, Any], target: str, fingerprint: dict[str, Any], reference: dict[str, Any] | None = None
+) -> TimingResult:
+    """A TimingResult from a successful agent answer (its own samples, or trtexec's export file).
+    reference: what the job's reference workload was (`reference_describe`), when it asked for one."""
     state = payload.get("state") if isinstance(payload.get("state"), dict) else {}
     if payload.get("runner") == "trtexec":
         stats = parse_trtexec_times(str(payload.get("trtexec_times", "")))
@@ -160,8 +191,19 @@ def result_from_answer(payload: dict[str, Any], target: str, fingerprint: dict[s
     else:
         samples = checked_samples(payload.get("samples"), target)
         version = str(payload.get("runtime_version", ""))[:200]
+    timed_ref = payload.get("reference")
+    if reference is not None and isinstance(timed_ref, dict):
+        net, gemm = (checked_samples(timed_ref.get(k), target) for k in ("net", "gemm"))
+        reference = {"net": net, "gemm": gemm, **reference}
+    else:
+        reference = None
+    events = payload.get("profile_events")
     return TimingResult(
-        samples=samples, state=state, fingerprint={**fingerprint, "target": target, "runtime_version": version}
+        samples=samples,
+        state=state,
+        fingerprint={**fingerprint, "target": target, "runtime_version": version},
+        reference=reference,
+        profile_events=None if events is None else checked_profile_events(events, target),
     )
 
 

@@ -9,10 +9,13 @@ What happens for a job:
 2. ship the agent bundle (`remote.agent_bundle`) once into `WORKDIR/agent/<hash>`, checking every file's
    hash there before it is trusted;
 3. ship the artifact once into `WORKDIR/artifacts/<Artifact.sha256>/`, checked by the agent's hash on arrival
-   (a cached one is reused: the directory name is its content hash);
+   (a cached one is reused: the directory name is its content hash); with `TimingJob.reference`, the
+   reference network's artifact for the same runtime too (`reference.reference_file`);
 4. run `python agent.py run` with the job as one JSON line on stdin; the agent takes the device lock, cools
-   down, loads the artifact with the runtime's own package, times it with `protocol.collect_samples` and
-   prints the raw samples; they are checked here as data.
+   down, loads the artifact with the runtime's own package, times it with `protocol.collect_samples` (or
+   `protocol.collect_with_reference`, alternating with the reference network and a numpy GEMM) and prints
+   the raw samples; they are checked here as data. With `TimingJob.profile` (ONNX Runtime) it times with
+   the runtime's profiler on and sends its per-node events back as well.
 
 Every remote command is an argument list joined with `shlex.join`, so a path or name with spaces, quotes or
 `;` stays one argument. Every call has a timeout; a dropped or refused connection is retried with
@@ -37,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from latvit.errors import first_line, missing_extra
+from latvit.runtimes.base import Artifact
 from latvit.targets.base import TimingJob, TimingResult
 from latvit.targets.config import TargetConfig, known_hosts_line, latvit_known_hosts, parse_url, record_host_key
+from latvit.targets.reference import reference_describe, reference_file
 from latvit.targets.remote import (
     RUNTIME_PACKAGES,
     RemoteRunError,
@@ -143,6 +148,7 @@ class SSHTarget(RemoteTarget):
     """
 
     kind = "ssh"
+    profiles = ("ort",)  # the agent returns ONNX Runtime's per-node profile (latvit.analysis.profile.ort)
 
     def __init__(
         self,
@@ -472,6 +478,22 @@ class SSHTarget(RemoteTarget):
             "cooldown_s": self.config.cooldown_s,
             "timeout_s": timeout,
         }
+        if job.profile:
+            if job.artifact.runtime not in self.profiles:
+                raise RemoteRunError(
+                    f"target '{self.name}': per-op profiles on a device are taken with "
+                    f"{', '.join(self.profiles)}, not {job.artifact.runtime}"
+                )
+            spec["profile"] = True
+        reference = None
+        if job.reference and not job.profile:
+            made = reference_file(job.artifact.runtime)  # None: an in-process runtime, which only local times
+            if made is not None:
+                ref_path, ref_shape = made
+                ref_sha = Artifact(job.artifact.runtime, ref_path, ref_shape).sha256()
+                ref_on_device = await self._ensure_artifact(ref_path, ref_sha)
+                spec["reference"] = {"artifact": ref_on_device, "input_shape": list(ref_shape)}
+                reference = reference_describe(job.artifact.runtime, job.threads)
         answer = await self._agent("run", stdin=json.dumps(spec) + "\n", timeout=timeout)
         if not answer["ok"]:
             reason = answer.get("reason")
@@ -481,7 +503,9 @@ class SSHTarget(RemoteTarget):
                     "at a Python that has it)"
                 )
             raise RemoteRunError(f"target '{self.name}': {str(answer.get('error'))[:400]}")
-        return result_from_answer(answer, self.name, self.fingerprint())
+        result = result_from_answer(answer, self.name, self.fingerprint(), reference)
+        result.protocol = job.protocol
+        return result
 
 
 # -- trusting a new host ---------------------------------------------------------------------------------

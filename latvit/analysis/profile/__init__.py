@@ -68,7 +68,7 @@ from latvit.analysis.profile.model import (
     plan_rows,
 )
 from latvit.analysis.profile.openvino import profile_openvino
-from latvit.analysis.profile.ort import profile_ort
+from latvit.analysis.profile.ort import profile_ort, profile_ort_on
 from latvit.errors import LatvitError
 from latvit.pipeline.prepare import prepare_model
 from latvit.runtimes import RUNTIME_NAMES, get_runtime
@@ -103,14 +103,21 @@ def profile_model(
     """Profile one image (1, 3, S, S) through `model` (a name, spec, spec file, saved directory or a built
     `LatvitNet`) on `runtime` ("eager", "ort", "openvino", "executorch"). With `deploy` (the default, as in
     `latvit bench`) the deployed model is profiled, BatchNorm folded and attention biases precomputed;
-    `deploy=False` profiles the model as built. `target`: only this machine ("local") yet; the per-op
-    profilers hook into the runtime's Python API in this process. Returns a `Profile`; see the module
+    `deploy=False` profiles the model as built. `target`: where to profile; "local" (this machine) profiles
+    every runtime above in this process, a device profiles the runtimes its agent returns per-op events for
+    (`Target.profiles`: ONNX Runtime over SSH), attributed here alike. Returns a `Profile`; see the module
     docstring."""
-    if get_target(target).kind != "local":
+    device = get_target(target)
+    remote = device.kind != "local"
+    if remote and runtime not in device.profiles:
+        offered = (
+            f"per-op profiles there are taken with {', '.join(device.profiles)}"
+            if device.profiles
+            else ("it takes no per-op profiles")
+        )
         raise LatvitError(
-            f"per-op profiles run on this machine only (the profilers hook into the runtime in "
-            f"this process); for latency on '{target}' use `latvit bench --target {target}`, or "
-            f"`latvit density --target {target}` for per-block times"
+            f"target '{target}' cannot profile {runtime}: {offered}; for {runtime}'s latency there use "
+            f"`latvit bench --target {target} --runtimes {runtime}`, or `latvit density --target {target}`"
         )
     if runtime not in PROFILERS:
         known = ", ".join(PROFILERS)
@@ -132,7 +139,10 @@ def profile_model(
     with tempfile.TemporaryDirectory(prefix="latvit-profile-") as tmp:
         wd = Path(workdir) if workdir else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
-        raw = PROFILERS[runtime](net, x, threads, proto, wd)
+        if remote:
+            raw = profile_ort_on(device, net, x, threads, proto, wd)
+        else:
+            raw = PROFILERS[runtime](net, x, threads, proto, wd)
     locator = Locator(net, plan)
     ops = []
     for name, op_type, scope, us, count in raw.ops:
@@ -150,7 +160,7 @@ def profile_model(
         raw.e2e,
         raw.latency,
         plan_rows(plan),
-        machine_info(threads),
+        {"target": device.name, **device.fingerprint()} if remote else machine_info(threads),
         raw.runtime_events,
     )
 

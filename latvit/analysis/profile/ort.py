@@ -1,5 +1,6 @@
 """ONNX Runtime profiler: the session's own profiling JSON, node names mapped back to torch modules
-through the ONNX export's name-scope metadata."""
+through the ONNX export's name-scope metadata. Taken here (`profile_ort`) or on a device through its
+target's agent (`profile_ort_on`); both attribute the events with `profile_from_events`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import torch
 import torch.nn as nn
 
 from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, timed_artifact
+from latvit.errors import LatvitError
+from latvit.pipeline.prepare import build_artifact
 from latvit.runtimes import runnable_runtime
-from latvit.targets.protocol import measure_latency
+from latvit.targets import Protocol, Target, TimingJob
+from latvit.targets.protocol import Timing, measure_latency
 
 _ORT_SUFFIXES = re.compile(r"(_token_\d+|_nchwc|_bn|_fused|_Fused\w*)$")
 
@@ -53,8 +57,16 @@ def _resolve_onnx_name(name: str, scopes: dict, producer: dict) -> str | None:
     return None
 
 
+SOURCE = (
+    "onnxruntime profiler (enable_profiling JSON, node kernel times; the executor's time between node events as "
+    "`runtime`)"
+)
+
+
 def profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, workdir: Path) -> RawProfile:
-    """ONNX Runtime's profiler JSON: node `_kernel_time` events inside the timed `model_run`s."""
+    """ONNX Runtime's profiler JSON, on this machine: node `_kernel_time` events inside the timed `model_run`s."""
+    import onnxruntime
+
     rt = runnable_runtime("ort")
     path, latency = timed_artifact("ort", model, x, threads, proto, workdir)
     xn = x.numpy()
@@ -62,11 +74,33 @@ def profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, wo
     name = sess.get_inputs()[0].name
     e2e = measure_latency(lambda: sess.run(None, {name: xn}), **proto)
     events = json.loads(Path(sess.end_profiling()).read_text())
+    return profile_from_events(events, e2e, latency, path, f"onnxruntime {onnxruntime.__version__}")
+
+
+def profile_ort_on(target: Target, model: nn.Module, x: torch.Tensor, threads: int, proto: dict, workdir: Path):
+    """The same profile taken on a device: the artifact is exported and checked here, timed there without the
+    profiler (the latency the shares scale to) and with it; the profiler's events come back as data
+    (`TimingJob.profile`) and are attributed here exactly as local ones."""
+    built = build_artifact(model, x, "ort", workdir, threads=threads)
+    # a fixed number of calls (no +-2% stopping target): the events of every profiled run travel back
+    protocol = Protocol(warmup=proto["warmup"], iters=proto["iters"], min_seconds=proto["min_seconds"], target_rel=None)
+    plain = target.time(TimingJob(built.artifact, threads, protocol))
+    profiled = target.time(TimingJob(built.artifact, threads, protocol, profile=True))
+    if not profiled.profile_events:
+        raise LatvitError(f"target '{target.name}' returned no profiler events for {built.artifact.path.name}")
+    version = str(profiled.fingerprint.get("runtime_version") or "onnxruntime")
+    return profile_from_events(profiled.profile_events, profiled.timing, plain.timing, built.artifact.path, version)
+
+
+def profile_from_events(events: list[dict], e2e: Timing, latency: Timing | None, onnx_path: Path, version: str):
+    """Per-node totals from ONNX Runtime profiler events: the node `_kernel_time` events inside the last
+    `e2e.iters` `model_run`s (warm-up runs excluded), each located in the model through the ONNX file's
+    name scopes; the executor's time between two node events is given to the node that follows."""
     runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[-e2e.iters :]
     nodes = sorted(
         (e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")), key=lambda e: e["ts"]
     )
-    scopes, producer = _onnx_scopes(path)
+    scopes, producer = _onnx_scopes(onnx_path)
     locator_paths: dict[str, str | None] = {}
     totals: dict[str, list] = {}
     r, seq, prev_end, gaps = 0, [], None, {}
@@ -94,15 +128,12 @@ def profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, wo
     ops += [(f"{n} (executor)", "ORT executor", scope_of.get(n, ""), us, totals[n][2]) for n, us in gaps.items()]
     executor = sorted((e for e in events if e.get("name") == "SequentialExecutor::Execute"), key=lambda e: e["ts"])
     mean_ms = lambda evs: sum(e["dur"] for e in evs) / len(evs) / 1e3 if evs else 0.0  # noqa: E731
-    import onnxruntime
-
     return RawProfile(
         ops,
         len(runs),
         e2e,
         latency,
-        "onnxruntime profiler (enable_profiling JSON, node kernel times; the "
-        "executor's time between node events as `runtime`)",
-        f"onnxruntime {onnxruntime.__version__}",
+        SOURCE,
+        version,
         {"model_run": mean_ms(runs), "SequentialExecutor::Execute": mean_ms(executor[-len(runs) :])},
     )
