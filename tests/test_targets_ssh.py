@@ -288,7 +288,7 @@ def test_lut_build_on_the_device_resumes_after_a_kill(client, device_py, tmp_pat
     """`latvit lut build --target lb`: every block exported here, timed on the device; a build killed part-way
     resumes without measuring again, and the table records the device."""
     from latvit.latency import lut_build as B
-    from latvit.latency.lut import LatencyTable
+    from latvit.latency.lut import LatencyTable, build_reference_ms
     from latvit.models.spaces import SPACES, SearchSpace, _efficientformer
 
     monkeypatch.setitem(
@@ -322,3 +322,5 @@ def test_lut_build_on_the_device_resumes_after_a_kill(client, device_py, tmp_pat
     table = B.build_lut("tiny_lb", "ort", out, threads=1, calibrate=1, progress=False, target="lb")
     assert table.meta["target"] == "lb" and table.meta["target_kind"] == "ssh" and len(table.networks) == 1
     assert all(e["median_ms"] > 0 for e in table.entries.values()) and not table.missing(B.space_items("tiny_lb", 32))
+    # every entry was timed beside the reference on the device: the table can follow the device's drift
+    assert all(e["ref_ms"] > 0 for e in table.entries.values()) and build_reference_ms(table) > 0
