@@ -6,6 +6,8 @@
   median (default +-2%), or until `max_seconds` (then the record says `noisy` and gives the interval);
 - results are the median with its interval, p90, min, mean and coefficient of variation (std / mean) of
   per-call times: medians because a 2-core machine shares its cores with the OS;
+- `collect_with_reference` times the work in short rounds alternating with a reference workload (the
+  device's "speed now", `latvit.targets.reference`), so drift during a measurement hits both alike;
 - each measurement can run in an isolated subprocess with a timeout (`run_isolated`), so a runtime that
   crashes or hangs becomes a failed record while the rest goes on; the parent only waits meanwhile;
 - `device_state` says what the device was doing around a measurement (frequency, governor, steal, load),

@@ -10,8 +10,9 @@ fixed reference beside it, in short alternating rounds, so that drift hits both 
   moves with what the work moves with;
 - a GEMM in torch (256 x 256, fp32): the device's raw compute, whatever the runtime does.
 
-`measure_with_reference(run, prepare_reference(runtime, threads, workdir))` returns the work's `Timing`
-and the reference's, whose medians every record carries as `ref_ms` and `ref_gemm_ms`. Two records from
+`measure_with_reference(run, prepare_reference(runtime, threads, workdir))` runs the alternating rounds
+(`latvit.targets.protocol.collect_with_reference`, which a remote device's agent runs too, on the artifact
+`reference_file` gives it) and returns the work's `Timing` and the reference's, whose medians every record carries as `ref_ms` and `ref_gemm_ms`. Two records from
 different moments then compare as ratios `median_ms / ref_ms`; a table built at one `ref_ms` is rescaled
 by `ref_ms now / ref_ms then` (latvit.latency.predictor).
 """
