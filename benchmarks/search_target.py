@@ -65,7 +65,7 @@ def main() -> None:
         found = json.loads((search_dir / "result.json").read_text())
         latvit("bench", "--models", str(search_dir / "spec.json"), "--runtimes", runtime, "--threads", threads,
                "--img-size", size, "--json", str(bench_json), "--plot", "")  # fmt: skip
-        row = json.loads(bench_json.read_text())[0]
+        row = json.loads(bench_json.read_text())["records"][0]
     bench_ms = row["median_ms"]
     result = {
         "lut": args.lut,
