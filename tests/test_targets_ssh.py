@@ -322,5 +322,11 @@ def test_lut_build_on_the_device_resumes_after_a_kill(client, device_py, tmp_pat
     table = B.build_lut("tiny_lb", "ort", out, threads=1, calibrate=1, progress=False, target="lb")
     assert table.meta["target"] == "lb" and table.meta["target_kind"] == "ssh" and len(table.networks) == 1
     assert all(e["median_ms"] > 0 for e in table.entries.values()) and not table.missing(B.space_items("tiny_lb", 32))
-    # every entry was timed beside the reference on the device: the table can follow the device's drift
+    # every entry was timed beside the reference on the device: the table follows the device's drift, measured
+    # there (this machine's reference is never asked for)
     assert all(e["ref_ms"] > 0 for e in table.entries.values()) and build_reference_ms(table) > 0
+    from latvit.latency import predictor as P
+
+    monkeypatch.setattr(P.LOCAL, "reference", lambda *a: pytest.fail("measured this machine, not the device"))
+    drift = P.follow_device(table, networks=0)
+    assert drift is not None and 0.5 < drift.reference_factor < 2.0

@@ -57,11 +57,12 @@ from latvit.latency.lut import (
 from latvit.latency.measure import NETWORK_PROTOCOL, Protocol, measure_network
 from latvit.models import resolve_spec
 from latvit.runtimes import runnable_runtime
+from latvit.runtimes.base import Artifact
 from latvit.space.plan import plan_network
 from latvit.space.spec import NetSpec, spec_from_dict
-from latvit.targets import LOCAL
+from latvit.targets import DEFAULT_TARGET, LOCAL, TimingJob, get_target
 from latvit.targets.protocol import set_threads
-from latvit.targets.reference import REFERENCE_VERSION, Reference, measure_with_reference
+from latvit.targets.reference import REFERENCE_VERSION, Reference, measure_with_reference, reference_file
 
 # Candidate correction models: name -> the features they use (S = sum of entries, N = items, 1 = offset).
 MODELS: dict[str, tuple[str, ...]] = {"a*S": ("S",), "a*S+c": ("S", "1"), "a*S+b*N+c": ("S", "N", "1")}
@@ -129,11 +130,7 @@ class Drift:
     def describe(self) -> str:
         f = self.reference_factor
         speed = "as fast as" if abs(f - 1) < 0.005 else f"{f:.2f}x {'slower' if f > 1 else 'faster'} than"
-        gemm = (
-            f"; torch GEMM {self.gemm_now_ms / self.gemm_build_ms:.2f}x"
-            if self.gemm_now_ms and self.gemm_build_ms
-            else ""
-        )
+        gemm = f"; GEMM {self.gemm_now_ms / self.gemm_build_ms:.2f}x" if self.gemm_now_ms and self.gemm_build_ms else ""
         text = f"device is {speed} at build (reference {self.ref_build_ms:.3f} -> {self.ref_now_ms:.3f} ms{gemm})"
         if self.recalibrated_on:
             text += (
@@ -238,27 +235,51 @@ def no_reference_note(table: LatencyTable) -> str:
     )
 
 
-def table_reference(table: LatencyTable) -> Reference:
-    """The reference workload on the table's runtime and threads, on this machine (prepared once per
-    process by the local target)."""
+def table_reference_version(table: LatencyTable) -> None:
+    """Raise unless the table's reference workload is the one this latvit times."""
     version = (table.meta.get("reference") or {}).get("ref_version")
     if version != REFERENCE_VERSION:
         raise LatvitError(
             f"{table.path} was built with reference workload v{version}, this latvit times "
             f"v{REFERENCE_VERSION}; rebuild the table with `latvit lut build`"
         )
+
+
+def table_reference(table: LatencyTable) -> Reference:
+    """The reference workload on the table's runtime and threads, on this machine (prepared once per
+    process by the local target)."""
+    table_reference_version(table)
     return LOCAL.reference(table.meta["runtime"], int(table.meta["threads"]))
 
 
-def measure_reference(table: LatencyTable) -> tuple[float, float]:
-    """(reference network ms, GEMM ms) now, on the table's runtime and threads, in the table's statistic
-    (medians to +-1%, or minima). Timed in the same alternating rounds as at build (the GEMM standing in for
-    the work), so that the reference meets the same cache and thread-pool conditions as then."""
+def measure_reference(table: LatencyTable) -> tuple[float, float] | None:
+    """(reference network ms, GEMM ms) now, on the table's runtime, threads and target, in the table's
+    statistic (medians to +-1%, or minima). Timed in the same alternating rounds as at build (the GEMM, or on
+    a device the reference network itself, standing in for the work), so that the reference meets the same
+    cache and thread-pool conditions as then. None when the table's device cannot time the reference (adb)."""
+    if table.target != DEFAULT_TARGET:
+        return _measure_reference_on_device(table)
     ref = table_reference(table)
     set_threads(int(table.meta["threads"]))
     measured = measure_with_reference(ref.gemm, ref, **REFERENCE_PROTOCOL.as_kwargs())
     stat = table_statistic(table)
     return getattr(measured.ref, stat), getattr(measured.gemm, stat)
+
+
+def _measure_reference_on_device(table: LatencyTable) -> tuple[float, float] | None:
+    """The reference measured now on the remote device the table was built on: its reference network's
+    artifact shipped and timed there in alternating rounds with itself, as every entry was at build."""
+    table_reference_version(table)
+    runtime, threads = table.meta["runtime"], int(table.meta["threads"])
+    made = reference_file(runtime)
+    if made is None:  # an in-process runtime: no remote table has one
+        return None
+    job = TimingJob(Artifact(runtime, *made), threads, REFERENCE_PROTOCOL, reference=True)
+    result = get_target(table.target).time(job)
+    if not result.reference:
+        return None
+    rule, stat = result.stopping_rule(job), table_statistic(table)
+    return getattr(rule.timing(result.reference["net"]), stat), getattr(rule.timing(result.reference["gemm"]), stat)
 
 
 def follow_device(
@@ -271,7 +292,10 @@ def follow_device(
     build = build_reference_ms(table)
     if build is None:
         return None
-    ref_now, gemm_now = measure_reference(table)
+    now = measure_reference(table)
+    if now is None:
+        return None
+    ref_now, gemm_now = now
     drift = Drift(
         build, ref_now, (table.meta.get("reference") or {}).get("ref_gemm_ms"), gemm_now, measured_at=time.time()
     )
@@ -295,7 +319,7 @@ def recalibration_scale(table: LatencyTable, networks: int) -> tuple[float, int]
     ratios = []
     for net in {id(n): n for n in picks}.values():
         spec = spec_from_dict(net["spec"])
-        timing, ref = measure_network(spec, runtime, threads, deploy, NETWORK_PROTOCOL, reference=True)
+        timing, ref = measure_network(spec, runtime, threads, deploy, NETWORK_PROTOCOL, True, table.target)
         predicted = _predict(table, spec, net["img_size"], ref[reference_field(table)] / build_reference_ms(table))
         ratios.append(getattr(timing, stat) / predicted.ms)
     return float(statistics.median(ratios)), len(ratios)
