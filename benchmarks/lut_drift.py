@@ -103,9 +103,8 @@ def markdown(result: dict) -> str:
         f"{m['torch_version']}; space {m['space']} at {m['img_size']} px, deployed, batch 1, table statistic "
         f"{m.get('statistic', 'median')}. Build finished at "
         f"{result['built_at']}, validated {result['gap_min']:.0f} min later; in between "
-        f"{'a one-thread training loop ran' if result['disturb'] else 'nothing of ours ran'}. Other jobs shared "
-        f"the machine throughout (load average {result['load_at_validation']:.1f} at validation), so these are "
-        "numbers for a noisy device.",
+        f"{'a one-thread training loop ran' if result['disturb'] else 'nothing of ours ran'}; load average "
+        f"{result['load_at_validation']:.1f} at validation.",
         "",
         f"- Table: {result['entries']} entries, {result['networks']} calibration networks, built in "
         f"{result['build_min']:.1f} min; reference {m['reference']['ref_ms']:.3f} ms at build (rows' reference "
