@@ -54,7 +54,7 @@ SEED_MODELS = [
     "mobilevit_s",
     "trtvit_a",
 ]
-# The survey's baselines (issue: "so the survey's baselines sit beside the seed families").
+# The survey's baselines, beside the seed families.
 SURVEY_BASELINES = [
     "timm:levit_128s",
     "timm:poolformer_s12",

@@ -61,7 +61,7 @@ from latvit.utils import atomic_write_text, save_png
 
 METHOD_SPACE = {"efficientformer": "efficientformer", "efficientformerv2": "efficientformerv2"}
 SUPERNETS = ("auto", "plain")
-TOLERANCE = 0.05  # a result may measure this much above the target (the issue's +-5%)
+TOLERANCE = 0.05  # a result may measure this much above the target (+-5%: within a measurement's noise)
 MAX_FINAL_MEASUREMENTS = 4
 SELECTION = (
     "the most accurate evaluated candidate predicted to meet the target (ties: the faster), "
