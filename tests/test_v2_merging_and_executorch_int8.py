@@ -207,6 +207,23 @@ def test_executorch_int8_end_to_end(tmp_path):
     assert not np.array_equal(out, ref)  # it really is the quantized program
 
 
+def test_executorch_int8_takes_a_merged_model(tmp_path):
+    """Token merging's index arithmetic stays integer through XNNPACK's int8 quantizer, which turns a scalar
+    operand of add/mul into a float constant (an index computed as `2 * order` or `n_kept + partner` failed
+    calibration with "tensors used as indices must be long"); the merged model quantizes and runs."""
+    from latvit.deploy.quantize import quantize
+    from latvit.pipeline.prepare import prepare_model
+    from latvit.runtimes import get_runtime
+
+    et = get_runtime("executorch")
+    if et.missing():
+        pytest.skip(et.missing())
+    prepared = prepare_model("mobilevit_xxs", img_size=32, tome="keep0.5")
+    calibration = [np.random.default_rng(i).standard_normal((1, 3, 32, 32), dtype=np.float32) for i in range(2)]
+    path = quantize(prepared.model, "executorch", calibration, tmp_path / "merged.pte")
+    assert np.asarray(et.load(Path(path), prepared.example, 1)(prepared.example.numpy())).shape == (1, 1000)
+
+
 @pytest.mark.slow  # ExecuTorch's XNNPACK lowering has a fixed cost of tens of seconds per process
 def test_executorch_int8_talking_head_attention(tmp_path):
     """EfficientFormerV2's talking heads (1x1 conv over heads, then softmax over the last dim) in an int8

@@ -75,9 +75,11 @@ def match_tokens(metric: torch.Tensor, r: int, protect_first: bool = False) -> M
 
 def take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Batched row gather: x (B, N, C), index (B, K) -> (B, K, C). One flat `Gather` in the exported graph,
-    not `gather` with an index broadcast to (B, K, C)."""
+    not `gather` with an index broadcast to (B, K, C). The row offsets come from `arange`'s step, not a
+    multiplication: int8 quantizers (XNNPACK's) turn a scalar operand of mul into a float constant, which
+    would make the index float."""
     B, N, C = x.shape
-    flat = (index + torch.arange(B, device=x.device).view(B, 1) * N).reshape(-1)
+    flat = (index + torch.arange(0, B * N, N, device=x.device).view(B, 1)).reshape(-1)
     return x.reshape(B * N, C)[flat].view(B, -1, C)
 
 
@@ -88,7 +90,7 @@ def merge_tokens(m: Matching, x: torch.Tensor) -> torch.Tensor:
     costs N^2 C per layer."""
     b = x[:, 1::2]  # (B, Nb, C)
     n_kept = m.order.shape[1] - m.r
-    kept, merged = take_tokens(x, 2 * m.order).split([n_kept, m.r], dim=1)  # set a in `order`: (B, Na - r | r, C)
+    kept, merged = take_tokens(x[:, ::2], m.order).split([n_kept, m.r], dim=1)  # set a in `order`: (B, Na-r | r, C)
     into = m.partner.gather(1, m.order[:, n_kept:])  # (B, r): the b-position each merged token joins
     one_hot = (into.unsqueeze(-1) == torch.arange(b.shape[1], device=x.device)).to(x.dtype)  # (B, r, Nb)
     return torch.cat([kept, b + one_hot.transpose(1, 2) @ merged], dim=1)
@@ -105,11 +107,15 @@ def merge_weighted(m: Matching, x: torch.Tensor, size: torch.Tensor) -> tuple[to
 
 def follow_merge(m: Matching, position: torch.Tensor) -> torch.Tensor:
     """Where tokens go: position (B, K) indexes the current tokens -> their index after `merge_tokens`."""
-    n_kept = m.order.shape[1] - m.r
-    rank = m.order.topk(m.order.shape[1], dim=-1, largest=False).indices  # (B, Na): the inverse permutation
-    dest_a = torch.where(rank < n_kept, rank, n_kept + m.partner)  # kept: its rank; merged: its partner's slot
+    B, Na = m.order.shape
+    n_kept = Na - m.r
+    rank = m.order.topk(Na, dim=-1, largest=False).indices  # (B, Na): the inverse permutation
+    # n_kept + i, looked up rather than added: int8 quantizers turn a scalar operand of add into a float
+    # constant (see take_tokens); i < Na for every partner and every half position
+    slot = torch.arange(n_kept, n_kept + Na, device=position.device).expand(B, Na)
+    dest_a = torch.where(rank < n_kept, rank, slot.gather(1, m.partner))  # kept: its rank; merged: partner's slot
     half = torch.div(position, 2, rounding_mode="floor")
-    return torch.where(position % 2 == 0, dest_a.gather(1, half), n_kept + half)
+    return torch.where(position % 2 == 0, dest_a.gather(1, half), slot.gather(1, half))
 
 
 # -- attention with merged tokens ----------------------------------------------------------------------------
