@@ -21,11 +21,11 @@ import json
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import timm
 import torch
+from deploy_vs_timm import ordinary_runner  # the ordinary export, as that benchmark defines it
 
 from latvit.pipeline.resolve import resolve_model
 from latvit.runtimes import get_runtime
@@ -35,16 +35,6 @@ from latvit.tune import tune_model
 from latvit.tune.candidates import Candidate
 from latvit.tune.run import _eval_batches, _top1, _torch_runner
 from latvit.utils import atomic_write_text
-
-
-def timm_ordinary_ort(name: str, classes: int, size: int, threads: int, workdir: Path):
-    """timm.create_model(name) exported as a user would (torch.onnx.export defaults), loaded by ONNX Runtime."""
-    model = timm.create_model(name, pretrained=False, num_classes=classes).eval()
-    x = torch.randn(1, 3, size, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(workdir / "timm.onnx"), verbose=False)
-    return get_runtime("ort").load(workdir / "timm.onnx", x, threads)
 
 
 def main() -> None:
@@ -81,7 +71,8 @@ def main() -> None:
         tuned_top1 = 100 * _top1(tuned, test)
 
         set_threads(threads)
-        timm_run = timm_ordinary_ort(args.timm, classes, size, threads, work)
+        timm_model = timm.create_model(args.timm, pretrained=False, num_classes=classes).eval()
+        timm_run = ordinary_runner(get_runtime("ort"), timm_model, x, threads, work / "timm")
         xn = x.numpy()
         medians = measure_interleaved(
             {"timm": lambda: timm_run(xn), "tuned": lambda: tuned(xn)}, args.rounds, alternate=True, min_seconds=2.0

@@ -55,30 +55,6 @@ class Reference:
     describe: dict[str, Any] = field(default_factory=dict)
 
 
-def reference_cache_dir() -> Path:
-    """Where reference artifacts are kept between runs: `$XDG_CACHE_HOME/latvit/reference` (default
-    ~/.cache). An artifact is written once per reference version, runtime and runtime version, then loaded:
-    exporting it (up to ~20 s for LiteRT) would otherwise be paid by every bench row and table."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "latvit" / "reference"
-
-
-def reference_artifact(rt: Any, model: Any, example: Any) -> Path:
-    """The reference network's artifact for runtime `rt` (one with files), from the cache or exported
-    into it. Written under a temporary name and renamed, so concurrent runs never load half a file."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"v{REFERENCE_VERSION}-{rt.name}-{rt.version()}")
-    path = reference_cache_dir() / name / f"reference{rt.suffix}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-") as tmp:
-            written = Path(rt.export(model, example, Path(tmp) / path.name))
-            try:
-                written.rename(path)
-            except OSError:  # another run got there first (a directory artifact cannot replace one)
-                pass
-    return path
-
-
 def reference_model() -> tuple[Any, Any]:
     """The reference network, built with fixed weights, and its example input (1, 3, 64, 64)."""
     import torch
@@ -90,14 +66,40 @@ def reference_model() -> tuple[Any, Any]:
     return model, example
 
 
+def reference_cache_dir() -> Path:
+    """Where reference artifacts are kept between runs: `$XDG_CACHE_HOME/latvit/reference` (default
+    ~/.cache). An artifact is written once per reference version, runtime and runtime version, then loaded:
+    exporting it (up to ~20 s for LiteRT) would otherwise be paid by every bench row and table."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "latvit" / "reference"
+
+
+def reference_artifact(rt: Any) -> Path:
+    """The reference network's artifact for runtime `rt` (one with files), from the cache or exported
+    into it (the network is built only then). Written under a temporary name and renamed, so concurrent
+    runs never load half a file."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"v{REFERENCE_VERSION}-{rt.name}-{rt.version()}")
+    path = reference_cache_dir() / name / f"reference{rt.suffix}"
+    if not path.exists():
+        model, example = reference_model()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-") as tmp:
+            written = Path(rt.export(model, example, Path(tmp) / path.name))
+            try:
+                written.rename(path)
+            except OSError:  # another run got there first (a directory artifact cannot replace one)
+                pass
+    return path
+
+
 def reference_file(runtime: str) -> tuple[Path, tuple[int, ...]] | None:
     """The reference network's artifact for `runtime` and its input shape, for a device that loads artifact
     files (a remote target ships it beside the work's); None for in-process runtimes (eager, inductor)."""
     rt = runnable_runtime(runtime)
     if not rt.suffix:
         return None
-    model, example = reference_model()
-    return reference_artifact(rt, model, example), tuple(example.shape)
+    spec = reference_spec()
+    return reference_artifact(rt), (1, spec.in_chans, spec.img_size, spec.img_size)
 
 
 def reference_describe(runtime: str, threads: int) -> dict[str, Any]:
@@ -117,7 +119,7 @@ def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | No
     model, example = reference_model()
     keep = None
     if rt.suffix:
-        run = rt.load(reference_artifact(rt, model, example), example, threads)
+        run = rt.load(reference_artifact(rt), example, threads)
     else:
         if workdir is None:
             keep = tempfile.TemporaryDirectory(prefix="latvit-ref-")

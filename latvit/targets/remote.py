@@ -137,15 +137,13 @@ def parse_answer(text: str, target: str) -> dict[str, Any]:
     return payload
 
 
+def _non_negative_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 def checked_samples(samples: Any, target: str) -> list[float]:
     """Per-call seconds from the device: a non-empty list of finite, non-negative numbers."""
-    if (
-        not isinstance(samples, list)
-        or not samples
-        or not all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0 for s in samples
-        )
-    ):
+    if not isinstance(samples, list) or not samples or not all(_non_negative_number(s) for s in samples):
         raise RemoteRunError(f"target '{target}': the agent sent samples that are not a list of non-negative seconds")
     return [float(s) for s in samples]
 
@@ -153,9 +151,6 @@ def checked_samples(samples: Any, target: str) -> list[float]:
 def checked_profile_events(events: Any, target: str) -> list[dict[str, Any]]:
     """ONNX Runtime profiler events from the device, rebuilt from their checked fields only: name and cat
     (strings), ts and dur (finite, non-negative microseconds), args.op_name (a string)."""
-
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
     if not isinstance(events, list):
         raise RemoteRunError(f"target '{target}': the agent sent a profile that is not a list of events")
@@ -166,8 +161,8 @@ def checked_profile_events(events: Any, target: str) -> list[dict[str, Any]]:
             isinstance(e, dict)
             and isinstance(e.get("name"), str)
             and isinstance(e.get("cat"), (str, type(None)))
-            and number(e.get("ts"))
-            and number(e.get("dur"))
+            and _non_negative_number(e.get("ts"))
+            and _non_negative_number(e.get("dur"))
             and isinstance(args, dict)
             and isinstance(args.get("op_name"), str)
         ):
