@@ -13,6 +13,13 @@ validation JSON and PNG, and a markdown section for docs/benchmarks.md), so a ki
 
     python benchmarks/lut_drift.py [--space efficientformer] [--runtime ort] [--img-size 64] [--threads 1]
         [--samples 50] [--gap 20] [--repeats 10] [--no-disturb] [--out-dir benchmarks/results]
+
+`--rescore RESULT.json [--model NAME]` measures nothing: it re-fits the stored table's calibration with
+today's predictor (only model NAME, e.g. `a*S+p*P+c`, when given) and scores it again on the stored
+validation measurements (each row keeps the drift correction it was measured with). It then re-draws the
+calibration set 40 times from all measured networks (the table's plus 0 or 10 of the validation networks)
+and scores each draw's choice on the networks left out: how the model choice depends on the number of
+calibration networks. Writes RESULT_rescored[_NAME].json / .md beside RESULT.
 """
 
 from __future__ import annotations
@@ -26,12 +33,16 @@ import sys
 import time
 from pathlib import Path
 
-from latvit.latency.lut import build_reference_ms, reference_field, table_statistic
+import numpy as np
+
+from latvit.latency.lut import build_reference_ms, entry_ms, load_table, reference_field, table_statistic
 from latvit.latency.lut_build import build_lut
 from latvit.latency.measure import measure_network
-from latvit.latency.validation import format_report, validate
+from latvit.latency.predictor import MODELS, choose_model, fit_calibration, predict_latency, spec_features
+from latvit.latency.validation import ValidationReport, error_stats, format_report, score, validate, validation_specs
 from latvit.models.spaces import get_space
 from latvit.runtimes import runnable_runtime
+from latvit.space.spec import spec_from_dict
 from latvit.targets.protocol import device_state, machine_info
 from latvit.utils import atomic_write_text
 
@@ -138,13 +149,96 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def rescore(result_path: Path, models: tuple[str, ...] = tuple(MODELS), draws: int = 40) -> None:
+    """Re-fit the stored table's calibration and score it on the stored measurements (see the docstring)."""
+    result = json.loads(result_path.read_text())
+    table = load_table(result_path.with_suffix(".lut.json"))
+    before = table.calibration["model"] if table.calibration else "none"
+    table.calibration = fit_calibration(table, models)
+    old = result["validation"]
+    specs = {s.name: s for _, s in validation_specs(table, result["args"]["samples"], 0, True)[0]}
+    report = ValidationReport(old["table"], old["meta"], skipped=old["skipped"], drift=old["drift"])
+    for row in old["rows"]:
+        pred = predict_latency(specs[row["name"]], table, now=False)
+        k = row["drift"]
+        report.rows.append(
+            row
+            | {
+                "predicted_build_ms": pred.ms,
+                "predicted_ms": pred.ms * k,
+                "low_ms": pred.low * k,
+                "high_ms": pred.high * k,
+                "blocks_ms": pred.blocks_ms,
+            }
+        )
+    score(report)
+
+    # every measured network at the table's speed at build: its features and its latency
+    stat = table_statistic(table)
+    own = [
+        (spec_features(table, spec_from_dict(n["spec"]), n["img_size"]), entry_ms(table, n, stat))
+        for n in table.networks.values()
+    ]
+    unseen = [(spec_features(table, specs[r["name"]]), r["measured_ms"] / r["drift"]) for r in old["rows"]]
+    rng = np.random.default_rng(0)
+    redrawn = {}
+    for extra in (0, 10):
+        chosen, within, rho = {}, [], []
+        for _ in range(draws):
+            order = rng.permutation(len(unseen))
+            fit_on = own + [unseen[i] for i in order[:extra]]
+            test = [unseen[i] for i in order[extra:]]
+            cal = choose_model([f for f, _ in fit_on], [ms for _, ms in fit_on], models)
+            chosen[cal["model"]] = chosen.get(cal["model"], 0) + 1
+            predicted = [sum(c * f[t] for c, t in zip(cal["coef"], cal["terms"])) for f, _ in test]
+            stats = error_stats([ms for _, ms in test], predicted, [""] * len(test))
+            within.append(stats["within_10"])
+            rho.append(stats["spearman"])
+        redrawn[str(len(own) + extra)] = {
+            "chosen": chosen,
+            "within_10": float(np.mean(within)),
+            "spearman": float(np.mean(rho)),
+        }
+
+    result["validation"] = report.as_dict()
+    result["rescored"] = {
+        "models": list(models),
+        "calibration_before": before,
+        "calibration_now": table.calibration,
+        "methods_before": old["methods"],
+        "redrawn": redrawn,
+    }
+    suffix = "_rescored" + (
+        "" if tuple(models) == tuple(MODELS) else "_" + "_".join(models).replace("*", "").replace("+", "")
+    )
+    out = result_path.with_name(result_path.stem + suffix + ".json")
+    atomic_write_text(out, json.dumps(result, indent=1, default=str) + "\n")
+    lines = [
+        f"Re-scored on the same measurements: calibration model `{before}` -> `{table.calibration['model']}`; "
+        f"drift-corrected within +-10% {old['methods']['lut_predictor']['within_10'] * 100:.0f}% -> "
+        f"{report.methods['lut_predictor']['within_10'] * 100:.0f}%, Spearman "
+        f"{old['methods']['lut_predictor']['spearman']:.3f} -> {report.methods['lut_predictor']['spearman']:.3f}.",
+        "",
+        f"Calibration sets re-drawn {draws} times from the measured networks, scored on the ones left out:",
+        "",
+        "| calibration networks | models chosen | within +-10% | Spearman |",
+        "|---|---|---|---|",
+    ]
+    for n, r in redrawn.items():
+        picks = ", ".join(f"`{m}` {c}" for m, c in sorted(r["chosen"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {n} | {picks} | {r['within_10'] * 100:.0f}% | {r['spearman']:.3f} |")
+    text = markdown(result) + "\n" + "\n".join(lines) + "\n"
+    atomic_write_text(out.with_suffix(".md"), text)
+    print(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="efficientformer")
     ap.add_argument("--runtime", default="ort")
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--calibrate", type=int, default=10)
+    ap.add_argument("--calibrate", type=int, help="networks to fit on (default: latvit's, 20 for a space)")
     ap.add_argument(
         "--statistic",
         choices=("median", "min"),
@@ -156,7 +250,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10, help="measurements of one network over the gap")
     ap.add_argument("--no-disturb", action="store_true", help="run nothing of ours during the gap")
     ap.add_argument("--out-dir", default="benchmarks/results")
+    ap.add_argument("--rescore", metavar="RESULT.json", help="re-score a stored run with today's predictor")
+    ap.add_argument("--model", choices=tuple(MODELS), help="with --rescore: fit only this calibration model")
     args = ap.parse_args()
+    if args.rescore:
+        rescore(Path(args.rescore), (args.model,) if args.model else tuple(MODELS))
+        return
 
     out = Path(args.out_dir)
     stem = f"{args.space}_{args.runtime}_{args.img_size}_{args.statistic}" + ("_quiet" if args.no_disturb else "")

@@ -14,7 +14,7 @@ load from other jobs in between shows up as prediction error. `--statistic min` 
 shared machine.
 
     python benchmarks/lut_validate.py [--space efficientformer] [--runtime ort] [--samples 50] [--threads N]
-        [--calibrate 10] [--statistic median|min] [--out-dir benchmarks/results]
+        [--calibrate N] [--statistic median|min] [--out-dir benchmarks/results]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--runtime", default="ort")
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--threads", type=int, default=default_threads())
-    ap.add_argument("--calibrate", type=int, default=10)
+    ap.add_argument("--calibrate", type=int, help="networks to fit on (default: latvit's, 20 for a space)")
     ap.add_argument("--statistic", choices=("median", "min"), default="median")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="benchmarks/results")

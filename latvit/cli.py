@@ -564,8 +564,8 @@ def add_lut(sub) -> None:
     b.add_argument(
         "--calibrate",
         type=_non_negative_int,
-        default=10,
-        help="networks measured end to end to fit the predictor (default: 10; 0 = plain sums)",
+        help="networks measured end to end to fit the predictor (default: 20 for a search space, 10 for the "
+        "zoo; 0 = plain sums)",
     )
     b.add_argument(
         "--statistic",

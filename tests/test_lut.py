@@ -173,7 +173,7 @@ def test_build_resume_measures_nothing_twice(tiny, fake_measure, tmp_path, monke
 def test_calibrated_predictor_recovers_the_network_model(tiny, fake_measure, tmp_path):
     table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
     cal = table.calibration
-    assert cal["model"] in ("a*S+c", "a*S+b*N+c")
+    assert cal["model"] in ("a*S+c", "a*S+b*N+c", "a*S+p*P+c")  # the extra terms fit to ~0 here
     spec = tiny.spec(tiny.largest())
     items = L.plan_items(latvit.plan_network(spec))
     truth = 1.2 * sum(fake_ms(it.cost.flops) for it in items) + 0.3
@@ -181,6 +181,26 @@ def test_calibrated_predictor_recovers_the_network_model(tiny, fake_measure, tmp
     assert pred.ms == pytest.approx(truth, rel=1e-4)  # entries are stored to 1 ns
     assert pred.low < pred.ms < pred.high and pred.calibrated
     assert pred.blocks_ms == pytest.approx(truth / 1.2 - 0.25, rel=1e-4)
+
+
+def test_calibration_finds_the_weights_term(tiny, fake_measure, monkeypatch, tmp_path):
+    """Networks that pay for streaming their weights (0.02 ms per million parameters, which no isolated
+    block sees): leave-one-out picks the model with the parameters term and predicts unseen networks exactly."""
+
+    def network(spec, runtime, threads, deploy, protocol=M.NETWORK_PROTOCOL, reference=False, target=None):
+        plan = latvit.plan_network(spec)
+        ms = 1.1 * sum(fake_ms(it.cost.flops) for it in L.plan_items(plan)) + 0.02 * plan.cost.params / 1e6 + 0.2
+        return Timing(ms, ms * 1.1, ms * 0.9, ms, 0.01, 20), {}
+
+    monkeypatch.setattr(B, "measure_network", network)
+    table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=6, progress=False)
+    cal = table.calibration
+    assert cal["model"] == "a*S+p*P+c" and cal["coef"] == pytest.approx([1.1, 0.02, 0.2], rel=1e-3)
+    assert cal["candidates"]["a*S+c"]["loo_rms"] > 10 * cal["candidates"]["a*S+p*P+c"]["loo_rms"]
+    unseen = [s for s in tiny.sample_specs(8, seed=3) if L.network_id(s) not in table.networks]
+    assert unseen
+    for spec in unseen:
+        assert predict_latency(spec, table).ms == pytest.approx(network(spec, None, 1, True)[0].median_ms, rel=1e-3)
 
 
 def test_uncalibrated_prediction_is_the_sum(tiny, fake_measure, tmp_path):

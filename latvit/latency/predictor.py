@@ -6,13 +6,16 @@ once; a network adds what no item sees alone (the token reshape between stages, 
 next block's weights evict the previous block's activations). latvit models this with at most three
 terms, fitted on the networks a build measures end to end:
 
-    predicted = a * sum(item medians) + b * (number of items) + c
+    predicted = a * sum(item medians) + b * (number of items) + p * (parameters, millions) + c
 
 `a` absorbs effects proportional to the work (cache and memory-bandwidth effects, CPU frequency), `b`
-the per-call overhead counted once per item instead of once per network (expected <= 0), `c` the
+the per-call overhead counted once per item instead of once per network (expected <= 0), `p` the weights
+a network streams from memory on every call: a block timed alone in a loop finds its weights in cache,
+inside a network the other blocks' weights have evicted them (on the 2-core EPYC this term took the
+drift-corrected share within +-10% from 86% to 94% on 51 unseen networks: docs/benchmarks.md), `c` the
 network's own fixed cost. Fewer terms are used when they predict better: the model is chosen among
-`a*S`, `a*S + c` and `a*S + b*N + c` by leave-one-out error on the calibration networks, and fitted to
-minimise *relative* error (the quantity the +-10% goal is stated in).
+`a*S`, `a*S + c`, `a*S + b*N + c` and `a*S + p*P + c` by leave-one-out error on the calibration networks,
+and fitted to minimise *relative* error (the quantity the +-10% goal is stated in).
 
 The uncertainty is the leave-one-out RMS relative error of the chosen model (floored at 2%, since a
 median measured on a shared 2-core machine is not more precise than that): `low`/`high` are
@@ -64,8 +67,14 @@ from latvit.targets import DEFAULT_TARGET, LOCAL, TimingJob, get_target
 from latvit.targets.protocol import set_threads
 from latvit.targets.reference import REFERENCE_VERSION, Reference, measure_with_reference, reference_file
 
-# Candidate correction models: name -> the features they use (S = sum of entries, N = items, 1 = offset).
-MODELS: dict[str, tuple[str, ...]] = {"a*S": ("S",), "a*S+c": ("S", "1"), "a*S+b*N+c": ("S", "N", "1")}
+# Candidate correction models: name -> the features they use (S = sum of entries, N = items, P = the
+# network's parameters in millions, 1 = offset).
+MODELS: dict[str, tuple[str, ...]] = {
+    "a*S": ("S",),
+    "a*S+c": ("S", "1"),
+    "a*S+b*N+c": ("S", "N", "1"),
+    "a*S+p*P+c": ("S", "P", "1"),
+}
 SIGMA_FLOOR = 0.02  # relative; see the module docstring
 SIGMA_UNKNOWN = 0.10  # relative sigma when fewer than 3 calibration networks exist
 Z = 2.0  # low/high = ms * (1 -/+ Z * sigma)
@@ -148,8 +157,8 @@ class Drift:
 
 
 # -- features and prediction -----------------------------------------------------------------------------
-def _features(table: LatencyTable, spec: NetSpec, img_size: int | None = None) -> dict[str, float]:
-    """S, N, 1 and the entries' min/p90 sums for `spec`, at the table's speed at build; missing items
+def spec_features(table: LatencyTable, spec: NetSpec, img_size: int | None = None) -> dict[str, float]:
+    """S, N, P, 1 and the entries' min/p90 sums for `spec`, at the table's speed at build; missing items
     raise, listing each."""
     plan = plan_network(spec, img_size)
     items = plan_items(plan)
@@ -168,6 +177,7 @@ def _features(table: LatencyTable, spec: NetSpec, img_size: int | None = None) -
     return {
         "S": sum(entry_ms(table, e, stat) for e in entries),
         "N": float(len(items)),
+        "P": plan.cost.params / 1e6,
         "1": 1.0,
         "min": sum(entry_ms(table, e, "min_ms") for e in entries),
         "p90": sum(entry_ms(table, e, "p90_ms") for e in entries),
@@ -201,7 +211,7 @@ def predict_latency(
 
 
 def _predict(table: LatencyTable, spec: NetSpec, img_size: int | None, factor: float | None) -> Prediction:
-    f = _features(table, spec, img_size)
+    f = spec_features(table, spec, img_size)
     cal = table.calibration
     if not cal:
         ms, low, high, model = f["S"], f["min"], max(f["p90"], f["S"]), "sum"
@@ -340,22 +350,20 @@ def _loo_rel_errors(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array(errs)
 
 
-def fit_calibration(table: LatencyTable) -> dict[str, Any] | None:
-    """Fit the correction model on the table's end-to-end networks (see the module docstring), or None
-    when the table has none."""
-    rows = []
-    for net in table.networks.values():
-        spec = spec_from_dict(net["spec"])
-        rows.append((_features(table, spec, net["img_size"]), entry_ms(table, net, table_statistic(table))))
-    if not rows:
-        return None
-    y = np.array([ms for _, ms in rows])
-    n = len(rows)
+def choose_model(
+    features: list[dict[str, float]], measured_ms: list[float], models: tuple[str, ...] = tuple(MODELS)
+) -> dict[str, Any]:
+    """Fit each candidate model (names of MODELS) to networks given as `spec_features` and their measured
+    latencies, and choose the one with the smallest leave-one-out relative error: {"model", "terms",
+    "coef", "rel_sigma", "n", "candidates" (each one's coef, loo_rms, fit_mape)}."""
+    y = np.array(measured_ms, dtype=float)
+    n = len(y)
     candidates: dict[str, dict[str, Any]] = {}
-    for name, terms in MODELS.items():
+    for name in models:
+        terms = MODELS[name]
         if n < len(terms) + 2 and name != "a*S":  # leave-one-out needs spare points to mean anything
             continue
-        x = np.array([[f[t] for t in terms] for f, _ in rows])
+        x = np.array([[f[t] for t in terms] for f in features])
         coef = _fit(x, y)
         fit_err = (x @ coef - y) / y
         loo = _loo_rel_errors(x, y) if n >= 3 else fit_err
@@ -364,15 +372,28 @@ def fit_calibration(table: LatencyTable) -> dict[str, Any] | None:
             "loo_rms": float(np.sqrt(np.mean(loo**2))),
             "fit_mape": float(np.mean(np.abs(fit_err)) * 100),
         }
+    if not candidates:
+        raise LatvitError(f"{n} networks are too few to fit any of {', '.join(models)}")
     best = min(candidates, key=lambda k: candidates[k]["loo_rms"])
     sigma = max(candidates[best]["loo_rms"], SIGMA_FLOOR) if n >= 3 else SIGMA_UNKNOWN
-    sum_err = (np.array([f["S"] for f, _ in rows]) - y) / y
     return {
         "model": best,
         "terms": list(MODELS[best]),
         "coef": candidates[best]["coef"],
         "rel_sigma": sigma,
         "n": n,
-        "sum_only_mape": float(np.mean(np.abs(sum_err)) * 100),
         "candidates": candidates,
     }
+
+
+def fit_calibration(table: LatencyTable, models: tuple[str, ...] = tuple(MODELS)) -> dict[str, Any] | None:
+    """Fit the correction model on the table's end-to-end networks (see the module docstring), or None
+    when the table has none. `models`: the candidates (names of MODELS) to choose among."""
+    features, measured = [], []
+    for net in table.networks.values():
+        features.append(spec_features(table, spec_from_dict(net["spec"]), net["img_size"]))
+        measured.append(entry_ms(table, net, table_statistic(table)))
+    if not features:
+        return None
+    sum_err = (np.array([f["S"] for f in features]) - np.array(measured)) / np.array(measured)
+    return choose_model(features, measured, models) | {"sum_only_mape": float(np.mean(np.abs(sum_err)) * 100)}

@@ -205,13 +205,14 @@ def validate(
         "rows_min": min(factors),
         "rows_max": max(factors),
     }
-    _score(report)
+    score(report)
     if plot:
         write_plot(report, plot)
     return report
 
 
-def _score(report: ValidationReport) -> None:
+def score(report: ValidationReport) -> None:
+    """Fill `report.methods` (error statistics of each predictor) and `ms_per_gflop` from its rows."""
     rows = report.rows
     names = [r["name"] for r in rows]
     measured = [r["measured_ms"] for r in rows]
