@@ -33,7 +33,7 @@ from latvit.targets.protocol import default_threads, machine_info, measure_inter
 from latvit.train.evaluate import run_config
 from latvit.tune import tune_model
 from latvit.tune.candidates import Candidate
-from latvit.tune.run import _eval_batches, _top1, _torch_runner
+from latvit.tune.run import eval_batches, top1, torch_runner
 from latvit.utils import atomic_write_text
 
 
@@ -63,12 +63,12 @@ def main() -> None:
         resolved = resolve_model(args.model)
         size, classes = resolved.img_size, int(resolved.model.num_classes)
         crop = run_config(args.model).get("crop_pct", 0.875)
-        test = _eval_batches(args.data, classes, size, resolved.mean, resolved.std, 10**9, 1, crop)
+        test = eval_batches(args.data, classes, size, resolved.mean, resolved.std, 10**9, 1, crop)
         x = torch.from_numpy(test[0][0])
         set_threads(winner.threads)
         tuned = get_runtime(winner.run_runtime).load(work / "tuned" / result["artifact"], x, winner.threads)
-        fp32_top1 = 100 * _top1(_torch_runner(resolved.model), test)
-        tuned_top1 = 100 * _top1(tuned, test)
+        fp32_top1 = 100 * top1(torch_runner(resolved.model), test)
+        tuned_top1 = 100 * top1(tuned, test)
 
         set_threads(threads)
         timm_model = timm.create_model(args.timm, pretrained=False, num_classes=classes).eval()

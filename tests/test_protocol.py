@@ -13,6 +13,7 @@ import pytest
 from latvit.errors import LatvitError
 from latvit.targets.protocol import (
     Timing,
+    collect_with_reference,
     cpu_times,
     device_state,
     measure_latency,
@@ -115,6 +116,8 @@ def test_minimums_and_the_fixed_count_protocol():
     for bad in ({"iters": 0}, {"target_rel": 0.0}, {"max_seconds": 0}, {"confidence": 1.0}, {"warmup": -1}):
         with pytest.raises(LatvitError, match="bad protocol"):
             measure(lambda rng, i: 0.001, **bad)
+        with pytest.raises(LatvitError, match="bad protocol"):  # the same checks where the reference is timed
+            collect_with_reference(lambda: None, lambda: None, lambda: None, **bad)
 
 
 # -- the median's interval ----------------------------------------------------------------------------------

@@ -178,7 +178,10 @@ class StoppingRule:
     target_rel: float | None = TARGET_REL
     confidence: float = CONFIDENCE
 
-    def check(self) -> None:
+    def check(self, warmup: int = 0) -> None:
+        """Raise the one-line error for settings no measurement can run with (`warmup`: calls before it)."""
+        if warmup < 0:
+            raise LatvitError(f"bad protocol: warmup={warmup} (>= 0)")
         if (
             self.iters < 1
             or self.min_seconds < 0
@@ -259,9 +262,7 @@ def collect_samples(
     """Per-call seconds of `run()` (one inference) after `warmup` calls, until the `StoppingRule` of the
     other arguments says the median is known (see the module docstring). `clock` is injectable (tests)."""
     rule = StoppingRule(iters, min_seconds, max_seconds, target_rel, confidence)
-    rule.check()
-    if warmup < 0:
-        raise LatvitError(f"bad protocol: warmup={warmup} (>= 0)")
+    rule.check(warmup)
     for _ in range(warmup):
         run()
     sampler = Sampler(rule, clock)
@@ -370,7 +371,7 @@ def collect_with_reference(
     calls and `min_seconds` of the whole measurement), or at `max_seconds` in all (then `noisy`). The
     other arguments mean what they mean for `collect_samples`."""
     rule = StoppingRule(iters, min_seconds, max_seconds, target_rel, confidence)
-    rule.check()
+    rule.check(warmup)
     ref_rule = StoppingRule(5, 0.0, max_seconds, target_rel, confidence)
     for _ in range(warmup):
         run()

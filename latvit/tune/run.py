@@ -85,7 +85,7 @@ def tune_model(
     prepared = {"0": prepare_model(model, img_size=img_size, batch=batch)}
     base = prepared["0"]
     size, mean, std = base.img_size, base.resolved.mean, base.resolved.std
-    eval_batches = _eval_batches(
+    held_out = eval_batches(
         data, base.logits.shape[-1], size, mean, std, eval_images, batch, run_config(model).get("crop_pct", 0.875)
     )
     cores = default_threads()
@@ -103,14 +103,14 @@ def tune_model(
         "data": data,
         "batch": batch,
         "img_size": size,
-        "eval_images": len(eval_batches) * batch,
+        "eval_images": len(held_out) * batch,
         "max_drop": max_drop,
         "target": target,
         "baseline": baseline.key,
     }
     staging = out.parent / f".{out.name}.tune-partial"
     records = _resumable_records(config, staging, out, log)
-    reference_top1 = 100.0 * _top1(_torch_runner(base.model), eval_batches)
+    reference_top1 = 100.0 * top1(torch_runner(base.model), held_out)
 
     tgt = get_target(target)
     with tempfile.TemporaryDirectory(prefix="latvit-tune-") as tmp:
@@ -130,7 +130,7 @@ def tune_model(
                 config,
                 staging,
                 reference_top1,
-                eval_batches,
+                held_out,
             )
         with progress_bar(progress, len(todo), "tune") as advance:
             for c in todo:
@@ -155,7 +155,7 @@ def tune_model(
                         protocol,
                         rounds,
                         reference_top1,
-                        eval_batches,
+                        held_out,
                         max_drop,
                     )
                 _write_partial(staging, config, records)
@@ -187,7 +187,7 @@ def _check_arguments(model, max_drop, batch, budget_minutes, protocol, rounds, o
     check_writable(out, directory=True)
 
 
-def _eval_batches(
+def eval_batches(
     data: str, num_classes: int, size: int, mean, std, count: int, batch: int, crop_pct: float
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`count` images of `data`'s validation split spread over it, transformed for evaluation, as
@@ -210,13 +210,13 @@ def _eval_batches(
     return [(images[i : i + batch], labels[i : i + batch]) for i in range(0, len(items), batch)]
 
 
-def _top1(runner, batches) -> float:
+def top1(runner, batches) -> float:
     """Fraction of `batches`' images whose argmax logit is the label."""
     hits = sum(int((np.asarray(runner(x)).reshape(len(y), -1).argmax(-1) == y).sum()) for x, y in batches)
     return hits / sum(len(y) for _, y in batches)
 
 
-def _torch_runner(model: nn.Module):
+def torch_runner(model: nn.Module):
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(x)).numpy()
@@ -345,7 +345,7 @@ def _measure_baseline(
     config,
     staging,
     reference_top1,
-    eval_batches,
+    held_out,
 ):
     """Build, time and evaluate the baseline (it sets the speed-ups); a failure or a spent budget is the
     user's error, before any output exists."""
@@ -363,15 +363,15 @@ def _measure_baseline(
             f"--budget-minutes {budget_minutes:g} is too small: measuring the baseline alone took "
             f"{time.monotonic() - started:.0f} s; give more"
         )
-    top1 = 100.0 * _top1(runner, eval_batches)
+    accuracy = 100.0 * top1(runner, held_out)
     records[baseline.key] = {
         **baseline.as_dict(),
         "key": baseline.key,
         "latency_ms": statistics.median(ms),
         "spread": _spread([1.0] * len(ms)),
         "speedup": 1.0,
-        "top1": top1,
-        "drop": reference_top1 - top1,
+        "top1": accuracy,
+        "drop": reference_top1 - accuracy,
         "export_abs_diff": diff,
         "status": "baseline",
     }
@@ -394,7 +394,7 @@ def _try_candidate(
     protocol,
     rounds,
     reference_top1,
-    eval_batches,
+    held_out,
     max_drop,
 ) -> dict[str, Any]:
     """One candidate's record: build, check, time against the baseline, and evaluate when it could win."""
@@ -427,8 +427,8 @@ def _try_candidate(
             "why": f"x{record['speedup']:.2f} is not faster than the best "
             f"accepted so far (x{best:.2f}); top-1 not measured",
         }
-    top1 = 100.0 * _top1(runner, eval_batches)
-    record.update(top1=top1, drop=reference_top1 - top1)
+    accuracy = 100.0 * top1(runner, held_out)
+    record.update(top1=accuracy, drop=reference_top1 - accuracy)
     if record["drop"] > max_drop:
         return {
             **record,
