@@ -39,7 +39,15 @@ from latvit.latency.lut import build_reference_ms, entry_ms, load_table, referen
 from latvit.latency.lut_build import build_lut
 from latvit.latency.measure import measure_network
 from latvit.latency.predictor import MODELS, choose_model, fit_calibration, predict_latency, spec_features
-from latvit.latency.validation import ValidationReport, error_stats, format_report, score, validate, validation_specs
+from latvit.latency.validation import (
+    ValidationReport,
+    error_stats,
+    format_report,
+    prediction_fields,
+    score,
+    validate,
+    validation_specs,
+)
 from latvit.models.spaces import get_space
 from latvit.runtimes import runnable_runtime
 from latvit.space.spec import spec_from_dict
@@ -160,17 +168,7 @@ def rescore(result_path: Path, models: tuple[str, ...] = tuple(MODELS), draws: i
     report = ValidationReport(old["table"], old["meta"], skipped=old["skipped"], drift=old["drift"])
     for row in old["rows"]:
         pred = predict_latency(specs[row["name"]], table, now=False)
-        k = row["drift"]
-        report.rows.append(
-            row
-            | {
-                "predicted_build_ms": pred.ms,
-                "predicted_ms": pred.ms * k,
-                "low_ms": pred.low * k,
-                "high_ms": pred.high * k,
-                "blocks_ms": pred.blocks_ms,
-            }
-        )
+        report.rows.append(row | prediction_fields(pred, row["drift"]))
     score(report)
 
     # every measured network at the table's speed at build: its features and its latency

@@ -30,7 +30,7 @@ from latvit.latency.lut import (
     table_statistic,
 )
 from latvit.latency.measure import measure_network
-from latvit.latency.predictor import RECALIBRATE_ABOVE, follow_device, no_reference_note, predict_latency
+from latvit.latency.predictor import RECALIBRATE_ABOVE, Prediction, follow_device, no_reference_note, predict_latency
 from latvit.models import MODELS
 from latvit.models.spaces import ZOO, get_space
 from latvit.runtimes import get_runtime, runnable_runtime
@@ -189,12 +189,8 @@ def validate(
                     "ref_ms": ref.get("ref_ms"),
                     "ref_gemm_ms": ref.get("ref_gemm_ms"),
                     "drift": k,
-                    "predicted_build_ms": pred.ms,
-                    "predicted_ms": pred.ms * k,
-                    "low_ms": pred.low * k,
-                    "high_ms": pred.high * k,
-                    "blocks_ms": pred.blocks_ms,
                 }
+                | prediction_fields(pred, k)
             )
         advance(None)
     factors = [r["drift"] for r in report.rows]
@@ -209,6 +205,17 @@ def validate(
     if plot:
         write_plot(report, plot)
     return report
+
+
+def prediction_fields(pred: Prediction, k: float) -> dict[str, float]:
+    """A validation row's predictions: at build, and times `k` (the row's drift correction) with its band."""
+    return {
+        "predicted_build_ms": pred.ms,
+        "predicted_ms": pred.ms * k,
+        "low_ms": pred.low * k,
+        "high_ms": pred.high * k,
+        "blocks_ms": pred.blocks_ms,
+    }
 
 
 def score(report: ValidationReport) -> None:
