@@ -12,7 +12,7 @@ Everything goes to `--out-dir` as it is measured (lut_drift_<space>_<runtime>.js
 validation JSON and PNG, and a markdown section for docs/benchmarks.md), so a killed run keeps what it had.
 
     python benchmarks/lut_drift.py [--space efficientformer] [--runtime ort] [--img-size 64] [--threads 1]
-        [--samples 50] [--gap 20] [--repeats 10] [--no-disturb] [--out-dir benchmarks/results]
+        [--samples 50] [--gap 20] [--repeats 10] [--no-disturb] [--out-dir benchmarks/results] [--suffix S]
 
 `--rescore RESULT.json [--model NAME]` measures nothing: it re-fits the stored table's calibration with
 today's predictor (only model NAME, e.g. `a*S+p*P+c`, when given) and scores it again on the stored
@@ -248,6 +248,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10, help="measurements of one network over the gap")
     ap.add_argument("--no-disturb", action="store_true", help="run nothing of ours during the gap")
     ap.add_argument("--out-dir", default="benchmarks/results")
+    ap.add_argument("--suffix", default="", help="appended to the output files' names (keep an earlier run)")
     ap.add_argument("--rescore", metavar="RESULT.json", help="re-score a stored run with today's predictor")
     ap.add_argument("--model", choices=tuple(MODELS), help="with --rescore: fit only this calibration model")
     args = ap.parse_args()
@@ -257,6 +258,7 @@ def main() -> None:
 
     out = Path(args.out_dir)
     stem = f"{args.space}_{args.runtime}_{args.img_size}_{args.statistic}" + ("_quiet" if args.no_disturb else "")
+    stem += args.suffix
     result_path = out / f"lut_drift_{stem}.json"
     result: dict = {"args": vars(args), "machine": machine_info(args.threads), "disturb": not args.no_disturb}
 
