@@ -12,7 +12,7 @@ terms, fitted on the networks a build measures end to end:
 the per-call overhead counted once per item instead of once per network (expected <= 0), `p` the weights
 a network streams from memory on every call: a block timed alone in a loop finds its weights in cache,
 inside a network the other blocks' weights have evicted them (on the 2-core EPYC this term took the
-drift-corrected share within +-10% from 86% to 94% on 51 unseen networks: docs/benchmarks.md), `c` the
+drift-corrected share within +-10% from 86% to 94% on 51 unseen networks: docs/lut.md), `c` the
 network's own fixed cost. Fewer terms are used when they predict better: the model is chosen among
 `a*S`, `a*S + c`, `a*S + b*N + c` and `a*S + p*P + c` by leave-one-out error on the calibration networks,
 and fitted to minimise *relative* error (the quantity the +-10% goal is stated in).
