@@ -8,6 +8,7 @@ that every candidate is measured on the same images against the same reference, 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -187,3 +188,36 @@ def test_budget_spent_on_the_baseline_is_an_error(saved, tmp_path):
             **{**FAST, "protocol": slow, "runtimes": ["ort"], "precisions": ["fp32"]},
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_candidate_that_cannot_finish_within_the_budget_is_not_started(saved, tmp_path, monkeypatch):
+    """Each int8 build "takes" 10 minutes (a clock moved by the quantizer): with 15 minutes of budget the
+    second int8 build is skipped since the first took longer than what is left, not started to overrun."""
+    import time as real_time
+    import types
+
+    from latvit.tune import run as tune_run
+
+    offset = [0.0]
+    clock = types.SimpleNamespace(monotonic=lambda: real_time.monotonic() + offset[0])
+    real_quantize = tune_run.quantize
+
+    def slow_quantize(*args, **kwargs):
+        offset[0] += 600.0
+        return real_quantize(*args, **kwargs)
+
+    monkeypatch.setattr(tune_run, "time", clock)
+    monkeypatch.setattr(tune_run, "quantize", slow_quantize)
+    result = tune_model(
+        str(saved),
+        "synthetic",
+        100.0,
+        output=tmp_path / "out",
+        budget_minutes=15,
+        **{**FAST, "runtimes": ["ort"], "tomes": ["0", "keep0.5"]},
+    )
+    records = {r["key"]: r for r in result["candidates"]}
+    assert records["ort/int8/tome=0/threads=1"]["status"] != "skipped"
+    skipped = records["ort/int8/tome=keep0.5/threads=1"]
+    assert skipped["status"] == "skipped" and re.search(r"one like it took 6\d\d s", skipped["why"])
+    assert offset[0] == 600.0  # the second build never ran
