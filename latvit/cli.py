@@ -13,7 +13,8 @@ import sys
 from latvit._version import __version__
 from latvit.analysis.density import density_cases, density_table, measure_density, plot_density
 from latvit.analysis.profile import COVERAGE_MIN, plot_profile, profile_model, profile_table
-from latvit.deploy import deploy
+from latvit.deploy import compress, deploy
+from latvit.deploy.compress import check_compression
 from latvit.deploy.quantize import (
     calibration_batches,
     check_quantize_settings,
@@ -748,6 +749,7 @@ def add_quantize(sub) -> None:
     p.add_argument("--threads", type=_positive_int, help="threads for the comparison (default: all cores)")
     p.add_argument("--no-compare", action="store_true", help="skip the fp32-vs-int8 latency comparison")
     p.add_argument("--target", default="local", help="where the fp32-vs-int8 comparison is timed (default: local)")
+    _add_compression(p, "before it is quantized (what `latvit tune` may choose)")
     p.set_defaults(run=run_quantize)
 
 
@@ -757,11 +759,13 @@ def run_quantize(args) -> None:
         args.runtime, why = default_int8_runtime(args.output)
         print(f"runtime: {args.runtime} ({why}); choose another with --runtime")
     check_quantize_settings(args.runtime, args.recipe, args.max_drop)  # before the model and the images
+    check_compression(args.tome, args.sparsity)
     get_target(args.target)  # an unknown target says so now, not after the quantization
     resolved = resolve_model(args.model, args.img_size)
     model, size, mean, std = resolved.model, resolved.img_size, resolved.mean, resolved.std
     if resolved.is_latvit:
         model = deploy(model)
+    model = compress(model, args.tome, args.sparsity)
     batches = calibration_batches(args.calib, size, mean, std, count=args.calib_images, crop_pct=args.calib_crop)
     validation = None
     if args.max_drop is not None:  # accuracy control judges top-1 as `latvit validate` does: at the run's crop

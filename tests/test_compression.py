@@ -584,3 +584,30 @@ def test_cli_quantize_max_drop(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "m.xml").is_file() and (tmp_path / "m.bin").is_file()
+
+
+def test_quantize_compresses_the_model_first(tmp_path, monkeypatch):
+    """`latvit quantize --tome keep0.5 --sparsity 0.5` (what a tune recipe writes for a merged int8 winner):
+    the model handed to the quantizer is the deployed model with merging and the zeros, as in tune."""
+    from latvit.cli import main as cli
+
+    latvit.save(build_model(ONE_BLOCK_MOBILEVIT, num_classes=10).eval(), tmp_path / "saved")
+    seen = []
+
+    def record(model, *args, **kwargs):
+        seen.append(model)
+        raise LatvitError("recorded")  # stop before the runtime's quantizer
+
+    monkeypatch.setattr("latvit.cli.quantize", record)
+    common = ["quantize", str(tmp_path / "saved"), "--calib", "synthetic", "--calib-images", "2", "--no-compare"]
+    assert (
+        cli([*common, "--runtime", "ort", "-o", str(tmp_path / "m.onnx"), "--tome", "keep0.5", "--sparsity", "0.5"])
+        == 2
+    )
+    (model,) = seen
+    assert any(isinstance(m, MergingTransformer) for m in model.modules())
+    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.5, abs=0.02)
+    assert cli([*common, "--runtime", "ort", "-o", str(tmp_path / "m.onnx"), "--tome", "keep2"]) == 2  # a bad setting
+    assert len(seen) == 1  # refused before the model was built

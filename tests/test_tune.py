@@ -221,3 +221,27 @@ def test_a_candidate_that_cannot_finish_within_the_budget_is_not_started(saved, 
     skipped = records["ort/int8/tome=keep0.5/threads=1"]
     assert skipped["status"] == "skipped" and re.search(r"one like it took 6\d\d s", skipped["why"])
     assert offset[0] == 600.0  # the second build never ran
+
+
+@pytest.mark.parametrize(
+    "winner",
+    [
+        Candidate("executorch", "int8", "keep0.5", 2),
+        Candidate("openvino", "int8-ac", "keep0.5", 1),
+        Candidate("litert", "fp32", "keep0.5", 2),
+    ],
+)
+def test_recipes_are_commands_latvit_accepts(winner):
+    """Every winner's recipe, merged int8 included, is a command line latvit's parser takes with the same
+    settings (before its `# run with N threads` comment)."""
+    import shlex
+
+    from latvit.cli import build_parser
+    from latvit.tune.run import recipe
+
+    config = {"model": "runs/x/best", "data": "fashion-mnist", "batch": 1, "max_drop": 0.5}
+    line = recipe(config, winner, "model.bin")
+    args = build_parser().parse_args(shlex.split(line.split("#")[0])[1:])
+    assert args.tome == winner.tome
+    assert getattr(args, "runtime", winner.runtime) == winner.runtime
+    assert (getattr(args, "max_drop", None) == 0.5) == (winner.precision == "int8-ac")

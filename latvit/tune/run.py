@@ -497,9 +497,9 @@ def recipe(config: dict, winner: Candidate, artifact: str | None) -> str:
     threads = f"  # run with {winner.threads} threads"
     if winner.precision.startswith("int8"):
         drop = f" --max-drop {config['max_drop']:g}" if winner.precision == "int8-ac" else ""
-        tome = f"; token merging {winner.tome} is not a flag of quantize yet" if winner.tome != "0" else ""
+        tome = f" --tome {winner.tome}" if winner.tome != "0" else ""
         return (
-            f"latvit quantize {model} --runtime {winner.runtime} --calib {config['data']} -o {out}{drop}{threads}{tome}"
+            f"latvit quantize {model} --runtime {winner.runtime} --calib {config['data']} -o {out}{tome}{drop}{threads}"
         )
     if winner.runtime not in FORMAT_OF:  # eager / inductor: the PyTorch model is the deliverable
         return f"latvit bench {model} --runtimes {winner.runtime} --threads {winner.threads} --tome {winner.tome}"
