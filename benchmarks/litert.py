@@ -10,7 +10,8 @@ With `--checkpoint MODEL=RUN_DIR` (a `latvit train` run on Fashion-MNIST), top-1
 `--test-images` test images; without one, the int8 row reports agreement with fp32 only.
 
     python benchmarks/litert.py [--models efficientformer_l1,mobilevit_xxs] [--threads 2] [--rounds 5]
-        [--seconds 1] [--calib-images 128] [--checkpoint efficientformer_l1=runs/l1] [--json out.json]
+        [--seconds 1] [--calib-images 128] [--checkpoint efficientformer_l1=runs/l1] [--max-drop 0.5]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -24,18 +25,22 @@ import numpy as np
 import torch
 
 from latvit.deploy import deploy
-from latvit.deploy.quantize import calibration_batches, quantize
+from latvit.deploy.quantize import calibration_batches, quantize, validation_batches
 from latvit.errors import LatvitError
 from latvit.pipeline.resolve import resolve_model
 from latvit.runtimes import get_runtime
 from latvit.targets.protocol import machine_info, measure_interleaved, median_ratio, set_threads
+from latvit.train.evaluate import run_config
 
 MODELS = ["efficientformer_l1", "mobilevit_xxs"]
 OTHERS = ["ort", "openvino", "executorch"]
 
 
-def prepare_runners(model, example, threads: int, workdir: Path, calib: list[np.ndarray]) -> tuple[dict, dict]:
-    """({label: runner}, {label: why it is missing}) for LiteRT fp32 and int8 and the other fp32 runtimes."""
+def prepare_runners(
+    model, example, threads: int, workdir: Path, calib: list[np.ndarray], max_drop=None, validation=None
+) -> tuple[dict, dict]:
+    """({label: runner}, {label: why it is missing}) for LiteRT fp32 and int8 (with accuracy control when
+    `max_drop` is given, judged on `validation`) and the other fp32 runtimes."""
     runners, missing = {}, {}
     for name in ["litert", *OTHERS]:
         rt = get_runtime(name)
@@ -44,7 +49,7 @@ def prepare_runners(model, example, threads: int, workdir: Path, calib: list[np.
         except LatvitError as e:
             missing[name] = str(e)
     if "litert" in runners:
-        path = quantize(model, "litert", calib, workdir / "int8.tflite")
+        path = quantize(model, "litert", calib, workdir / "int8.tflite", max_drop=max_drop, validation=validation)
         runners["litert_int8"] = get_runtime("litert").load(path, example, threads)
     return runners, missing
 
@@ -68,8 +73,12 @@ def measure(name: str, args, checkpoint: str | None) -> dict:
     model, size = deploy(resolved.model).eval(), resolved.img_size
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     calib = calibration_batches("fashion-mnist", size, resolved.mean, resolved.std, count=args.calib_images)
+    validation = None
+    if args.max_drop is not None:  # labelled training images (none calibrates), at the run's crop as the CLI does
+        crop = run_config(checkpoint or name).get("crop_pct", 0.875)
+        validation = validation_batches("fashion-mnist", size, resolved.mean, resolved.std, crop_pct=crop)
     with tempfile.TemporaryDirectory(prefix="latvit-litert-bench-") as tmp:
-        runners, missing = prepare_runners(model, example, args.threads, Path(tmp), calib)
+        runners, missing = prepare_runners(model, example, args.threads, Path(tmp), calib, args.max_drop, validation)
         x = example.numpy()
         with torch.inference_mode():
             reference = model(example).numpy()
@@ -96,6 +105,7 @@ def measure(name: str, args, checkpoint: str | None) -> dict:
         "model": name,
         "img_size": size,
         "checkpoint": checkpoint,
+        "max_drop": args.max_drop,
         "median_ms": medians,
         "litert_fp32_over": {o: median_ratio(ms["litert"], ms[o]) for o in OTHERS if o in ms},
         "int8_speedup_over_litert_fp32": median_ratio(ms["litert"], ms["litert_int8"]),
@@ -144,6 +154,12 @@ def main() -> None:
         default=[],
         metavar="MODEL=RUN",
         help="a trained Fashion-MNIST run (saved model dir) for MODEL: top-1 of fp32 and int8",
+    )
+    ap.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="POINTS",
+        help="int8 with accuracy control (`latvit quantize --max-drop`): 500 labelled training images",
     )
     ap.add_argument("--json", default="litert_bench.json")
     args = ap.parse_args()
