@@ -38,7 +38,14 @@ import numpy as np
 from latvit.latency.lut import build_reference_ms, entry_ms, load_table, reference_field, table_statistic
 from latvit.latency.lut_build import build_lut
 from latvit.latency.measure import measure_network
-from latvit.latency.predictor import MODELS, choose_model, fit_calibration, predict_latency, spec_features
+from latvit.latency.predictor import (
+    MODELS,
+    calibrated_ms,
+    choose_model,
+    fit_calibration,
+    predict_latency,
+    spec_features,
+)
 from latvit.latency.validation import (
     ValidationReport,
     error_stats,
@@ -188,7 +195,7 @@ def rescore(result_path: Path, models: tuple[str, ...] = tuple(MODELS), draws: i
             test = [unseen[i] for i in order[extra:]]
             cal = choose_model([f for f, _ in fit_on], [ms for _, ms in fit_on], models)
             chosen[cal["model"]] = chosen.get(cal["model"], 0) + 1
-            predicted = [sum(c * f[t] for c, t in zip(cal["coef"], cal["terms"])) for f, _ in test]
+            predicted = [calibrated_ms(cal, f) for f, _ in test]
             stats = error_stats([ms for _, ms in test], predicted, [""] * len(test))
             within.append(stats["within_10"])
             rho.append(stats["spearman"])

@@ -210,13 +210,18 @@ def predict_latency(
     return _predict(table, spec, img_size, drift.factor if drift else None)
 
 
+def calibrated_ms(calibration: dict[str, Any], features: dict[str, float]) -> float:
+    """The correction model `calibration` (`choose_model`'s result) evaluated on `spec_features`."""
+    return sum(c * features[t] for c, t in zip(calibration["coef"], MODELS[calibration["model"]]))
+
+
 def _predict(table: LatencyTable, spec: NetSpec, img_size: int | None, factor: float | None) -> Prediction:
     f = spec_features(table, spec, img_size)
     cal = table.calibration
     if not cal:
         ms, low, high, model = f["S"], f["min"], max(f["p90"], f["S"]), "sum"
     else:
-        ms = max(sum(c * f[name] for c, name in zip(cal["coef"], MODELS[cal["model"]])), 1e-3)
+        ms = max(calibrated_ms(cal, f), 1e-3)
         sigma, model = cal["rel_sigma"], cal["model"]
         low, high = ms * max(1.0 - Z * sigma, 0.0), ms * (1.0 + Z * sigma)
     k = factor or 1.0
@@ -389,10 +394,10 @@ def choose_model(
 def fit_calibration(table: LatencyTable, models: tuple[str, ...] = tuple(MODELS)) -> dict[str, Any] | None:
     """Fit the correction model on the table's end-to-end networks (see the module docstring), or None
     when the table has none. `models`: the candidates (names of MODELS) to choose among."""
-    features, measured = [], []
+    features, measured, stat = [], [], table_statistic(table)
     for net in table.networks.values():
         features.append(spec_features(table, spec_from_dict(net["spec"]), net["img_size"]))
-        measured.append(entry_ms(table, net, table_statistic(table)))
+        measured.append(entry_ms(table, net, stat))
     if not features:
         return None
     sum_err = (np.array([f["S"] for f in features]) - np.array(measured)) / np.array(measured)
