@@ -11,6 +11,7 @@ With `--checkpoint MODEL=RUN_DIR` (a `latvit train` run on Fashion-MNIST), top-1
 
     python benchmarks/litert.py [--models efficientformer_l1,mobilevit_xxs] [--threads 2] [--rounds 5]
         [--seconds 1] [--calib-images 128] [--checkpoint efficientformer_l1=runs/l1] [--max-drop 0.5]
+        [--val-images 500]
         [--json out.json]
 """
 
@@ -37,7 +38,7 @@ OTHERS = ["ort", "openvino", "executorch"]
 
 
 def prepare_runners(
-    model, example, threads: int, workdir: Path, calib: list[np.ndarray], max_drop=None, validation=None
+    model, example, threads: int, workdir: Path, calib: list[np.ndarray], max_drop=None, validation=None, log=None
 ) -> tuple[dict, dict]:
     """({label: runner}, {label: why it is missing}) for LiteRT fp32 and int8 (with accuracy control when
     `max_drop` is given, judged on `validation`) and the other fp32 runtimes."""
@@ -49,7 +50,9 @@ def prepare_runners(
         except LatvitError as e:
             missing[name] = str(e)
     if "litert" in runners:
-        path = quantize(model, "litert", calib, workdir / "int8.tflite", max_drop=max_drop, validation=validation)
+        path = quantize(
+            model, "litert", calib, workdir / "int8.tflite", max_drop=max_drop, validation=validation, log=log
+        )
         runners["litert_int8"] = get_runtime("litert").load(path, example, threads)
     return runners, missing
 
@@ -76,9 +79,14 @@ def measure(name: str, args, checkpoint: str | None) -> dict:
     validation = None
     if args.max_drop is not None:  # labelled training images (none calibrates), at the run's crop as the CLI does
         crop = run_config(checkpoint or name).get("crop_pct", 0.875)
-        validation = validation_batches("fashion-mnist", size, resolved.mean, resolved.std, crop_pct=crop)
+        validation = validation_batches(
+            "fashion-mnist", size, resolved.mean, resolved.std, count=args.val_images, crop_pct=crop
+        )
+    control = []  # what accuracy control did, as `latvit quantize` prints it
     with tempfile.TemporaryDirectory(prefix="latvit-litert-bench-") as tmp:
-        runners, missing = prepare_runners(model, example, args.threads, Path(tmp), calib, args.max_drop, validation)
+        runners, missing = prepare_runners(
+            model, example, args.threads, Path(tmp), calib, args.max_drop, validation, log=control.append
+        )
         x = example.numpy()
         with torch.inference_mode():
             reference = model(example).numpy()
@@ -106,6 +114,8 @@ def measure(name: str, args, checkpoint: str | None) -> dict:
         "img_size": size,
         "checkpoint": checkpoint,
         "max_drop": args.max_drop,
+        "val_images": args.val_images if args.max_drop is not None else None,
+        "accuracy_control": control,
         "median_ms": medians,
         "litert_fp32_over": {o: median_ratio(ms["litert"], ms[o]) for o in OTHERS if o in ms},
         "int8_speedup_over_litert_fp32": median_ratio(ms["litert"], ms["litert_int8"]),
@@ -159,8 +169,9 @@ def main() -> None:
         "--max-drop",
         type=float,
         metavar="POINTS",
-        help="int8 with accuracy control (`latvit quantize --max-drop`): 500 labelled training images",
+        help="int8 with accuracy control (`latvit quantize --max-drop`) on --val-images labelled training images",
     )
+    ap.add_argument("--val-images", type=int, default=500, help="images accuracy control judges on (as the CLI's)")
     ap.add_argument("--json", default="litert_bench.json")
     args = ap.parse_args()
     set_threads(args.threads)

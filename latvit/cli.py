@@ -773,7 +773,14 @@ def run_quantize(args) -> None:
             args.calib, size, mean, std, count=args.val_images, crop_pct=run_config(args.model).get("crop_pct", 0.875)
         )
     path = quantize(
-        model, args.runtime, batches, args.output, recipe=args.recipe, max_drop=args.max_drop, validation=validation
+        model,
+        args.runtime,
+        batches,
+        args.output,
+        recipe=args.recipe,
+        max_drop=args.max_drop,
+        validation=validation,
+        log=print,
     )
     print(f"wrote {path}")
     if not args.no_compare:

@@ -190,7 +190,7 @@ def test_accuracy_control_returns_blocks_to_float(tmp_path):
     are the fp32 model's own predictions on near-tie logits (a fresh 10-class model), so fp32 scores 100 and
     plain int8 flips some: the precondition is checked, the test cannot pass vacuously."""
     from latvit.deploy.quantize import calibration_batches
-    from latvit.runtimes.litert import calibrate_ranges, float_fallback, int8_flatbuffer, logits, op_groups
+    from latvit.runtimes.litert import calibrate_ranges, float_fallback, int8_flatbuffer, logits, op_groups, short_scope
 
     torch.manual_seed(0)
     model = latvit.deploy(latvit.create_model(small_spec("efficientformerv2_s0"), img_size=32, num_classes=10))
@@ -201,9 +201,17 @@ def test_accuracy_control_returns_blocks_to_float(tmp_path):
     qsv = calibrate_ranges(fp32, batches[:16], 1)
     plain = logits(int8_flatbuffer(fp32, "vit", qsv), batches, 1).argmax(-1)
     assert (plain != labels).any(), "int8 must lose top-1 here for the test to mean anything"
-    model_bytes, kept, drop = float_fallback(fp32, "vit", qsv, validation, max_drop=0.0, threads=1)
+    lines = []
+    model_bytes, kept, drop = float_fallback(fp32, "vit", qsv, validation, max_drop=0.0, threads=1, log=lines.append)
     assert drop <= 0.0 and kept and set(kept) <= set(op_groups(fp32))
     assert (logits(model_bytes, batches, 1).argmax(-1) == labels).all()
+    plain_drop = 100.0 * float((plain != labels).mean())  # fp32 scores 100 on these labels
+    names = ", ".join(short_scope(label) for label in kept)
+    assert lines == [  # the user is told what plain int8 lost and what went back to float
+        f"accuracy control: plain int8 top-1 {-plain_drop:+.2f} points on 48 validation images (allowed -0)",
+        f"accuracy control: {len(kept)} of {len(op_groups(fp32))} blocks back to float ({names}): +0.00 points",
+    ]
+    assert "LatvitNet/" in names and "latvit.space" not in names  # block names, not module paths
 
 
 def test_profile_maps_litert_events_to_blocks():

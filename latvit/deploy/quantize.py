@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -199,13 +200,15 @@ def quantize(
     recipe: str = "vit",
     max_drop: float | None = None,
     validation: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Quantize `model` for `runtime` with `calibration` batches; write the int8 artifact to `path`.
 
     The artifact takes the calibration batches' shape (B, 3, S, S) as its static input shape.
     Returns the path (a .onnx file for ort, .xml(+.bin) for openvino, .pte for executorch); load it with
     `latvit.runtimes.get_runtime(runtime).load(path, example, threads)`.
-    `max_drop` (top-1 points, openvino and litert) with `validation` (`validation_batches`): accuracy control.
+    `max_drop` (top-1 points, openvino and litert) with `validation` (`validation_batches`): accuracy control;
+    on litert `log` (e.g. print) is told what it did (NNCF reports to its own logger).
     """
     check_quantize_settings(runtime, recipe, max_drop)
     if max_drop is not None:
@@ -239,6 +242,7 @@ def quantize(
                 max_drop,
                 validation,
                 threads=torch.get_num_threads(),
+                log=log,
             )
         else:
             produced = {"ort": _quantize_ort, "executorch": _quantize_executorch}[runtime](

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -501,6 +502,12 @@ def op_groups(fp32: Path) -> dict[str, str]:
     return groups
 
 
+def short_scope(label: str) -> str:
+    """An `op_groups` label as a reader names the block: module classes without their packages
+    ("LatvitNet/Stage_3/Meta4D_2")."""
+    return "/".join(part.rsplit(".", 1)[-1] for part in label.split("/"))
+
+
 def logits(model: bytes, batches: list[np.ndarray], threads: int) -> np.ndarray:
     """The logits of a .tflite flatbuffer on `batches`, concatenated: (N, classes)."""
     from ai_edge_litert.interpreter import Interpreter
@@ -512,10 +519,17 @@ def logits(model: bytes, batches: list[np.ndarray], threads: int) -> np.ndarray:
 
 
 def float_fallback(
-    fp32: Path, recipe: str, qsv: dict, validation: list[tuple[np.ndarray, np.ndarray]], max_drop: float, threads: int
+    fp32: Path,
+    recipe: str,
+    qsv: dict,
+    validation: list[tuple[np.ndarray, np.ndarray]],
+    max_drop: float,
+    threads: int,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[bytes, list[str], float]:
     """Accuracy control: return blocks to float, the most harmful first, until top-1 on `validation` is within
-    `max_drop` points of the fp32 model's. Returns (int8 flatbuffer, blocks kept in float, top-1 drop).
+    `max_drop` points of the fp32 model's. Returns (int8 flatbuffer, blocks kept in float, top-1 drop);
+    `log` (e.g. print) gets one line on plain int8's drop and one on the outcome.
 
     Harm is measured, not guessed: each block alone is returned to float once, and blocks are ranked by the
     top-1 that recovers (ties, common on a few hundred images, by how close the logits come to fp32's), then
@@ -530,8 +544,11 @@ def float_fallback(
         drop = 100.0 * (float((reference.argmax(-1) == labels).mean()) - float((out.argmax(-1) == labels).mean()))
         return drop, float(np.abs(out - reference).mean())
 
+    log = log or (lambda line: None)
+    judged = f"on {len(labels)} validation images"
     model = int8_flatbuffer(fp32, recipe, qsv)
     drop = score(model)[0]
+    log(f"accuracy control: plain int8 top-1 {0.0 - drop:+.2f} points {judged} (allowed -{max_drop:g})")
     if drop <= max_drop:
         return model, [], drop
     groups = op_groups(fp32)
@@ -543,6 +560,8 @@ def float_fallback(
         drop = score(model)[0]
         if drop <= max_drop:
             break
+    names = ", ".join(short_scope(label) for label in kept)
+    log(f"accuracy control: {len(kept)} of {len(groups)} blocks back to float ({names}): {0.0 - drop:+.2f} points")
     return model, kept, drop
 
 
@@ -555,10 +574,12 @@ def quantize_int8(
     max_drop: float | None = None,
     validation: list[tuple[np.ndarray, np.ndarray]] | None = None,
     threads: int = 1,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write an int8 `.tflite` of `model` (at `example`'s static shape) to `out`, a path in a scratch
     directory (the fp32 `.tflite` is written next to it): ai-edge-quantizer static int8 calibrated on
-    `calibration`, float input and output; with `max_drop`, `float_fallback` on `validation`."""
+    `calibration`, float input and output; with `max_drop`, `float_fallback` on `validation` (reporting
+    to `log`)."""
     if recipe not in INT8_RECIPES:
         raise LatvitError(f"recipe '{recipe}' is not LiteRT's; on litert use {' or '.join(INT8_RECIPES)}")
     if importlib.util.find_spec("ai_edge_quantizer") is None:
@@ -568,6 +589,6 @@ def quantize_int8(
     if max_drop is None:
         data = int8_flatbuffer(fp32, recipe, qsv)
     else:
-        data, _kept, _drop = float_fallback(fp32, recipe, qsv, validation, max_drop, threads)
+        data, _kept, _drop = float_fallback(fp32, recipe, qsv, validation, max_drop, threads, log)
     Path(out).write_bytes(data)
     return Path(out)
