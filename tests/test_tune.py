@@ -223,11 +223,46 @@ def test_a_candidate_that_cannot_finish_within_the_budget_is_not_started(saved, 
     assert offset[0] == 600.0  # the second build never ran
 
 
+def test_accuracy_control_is_not_built_when_plain_int8_was_too_slow(saved, tmp_path, monkeypatch):
+    """Every candidate times at half the baseline's speed (a fake timing): plain int8 is pruned, so the
+    int8-ac candidate on the same runtime, merging and threads is pruned before its minutes-long build
+    (accuracy control cannot make it faster). LiteRT, which has accuracy control, is a candidate for it."""
+    from latvit.tune import run as tune_run
+    from latvit.tune.candidates import supports
+
+    def half_speed(tgt, base, cand, protocol, rounds):
+        return [1.0] * rounds, [1.0 if cand[0] is base[0] else 2.0] * rounds
+
+    built_with_control = []
+    real_quantize = tune_run.quantize
+
+    def spy_quantize(*args, **kwargs):
+        built_with_control.append(kwargs.get("max_drop") is not None)
+        return real_quantize(*args, **kwargs)
+
+    monkeypatch.setattr(tune_run, "_measure_pair", half_speed)
+    monkeypatch.setattr(tune_run, "quantize", spy_quantize)
+    result = tune_model(
+        str(saved),
+        "synthetic",
+        1.0,
+        output=tmp_path / "out",
+        **{**FAST, "runtimes": ["openvino"], "precisions": ["fp32", "int8", "int8-ac"]},
+    )
+    records = {r["key"]: r for r in result["candidates"]}
+    assert records["openvino/int8/tome=0/threads=1"]["status"] == "pruned"
+    controlled = records["openvino/int8-ac/tome=0/threads=1"]
+    assert controlled["status"] == "pruned" and controlled["why"].startswith("plain int8 here was x0.50")
+    assert built_with_control == [False]  # plain int8 built, the accuracy-controlled one never
+    assert supports("litert", "int8-ac") and supports("openvino", "int8-ac") and not supports("ort", "int8-ac")
+
+
 @pytest.mark.parametrize(
     "winner",
     [
         Candidate("executorch", "int8", "keep0.5", 2),
         Candidate("openvino", "int8-ac", "keep0.5", 1),
+        Candidate("litert", "int8-ac", "0", 2),
         Candidate("litert", "fp32", "keep0.5", 2),
     ],
 )

@@ -4,8 +4,9 @@
     for c in enumerate_candidates(axes): ...        # Candidate(runtime="ort", precision="int8", tome="0", threads=2)
 
 Precisions: `fp32`; `bf16` (OpenVINO's bf16 kernels, runtime `openvino_bf16`, only where the CPU has bf16
-units); `int8` (each runtime's own quantizer, `latvit.deploy.quantize`); `int8-ac` (OpenVINO int8 with NNCF's
-accuracy control at the tune's --max-drop). Token merging settings are tried only where the model merges.
+units); `int8` (each runtime's own quantizer, `latvit.deploy.quantize`); `int8-ac` (int8 with accuracy control
+at the tune's --max-drop: NNCF's on OpenVINO, latvit's float fallback on LiteRT). Token merging settings are
+tried only where the model merges.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch.nn as nn
 
 from latvit.deploy import compress
-from latvit.deploy.quantize import QUANT_RUNTIMES
+from latvit.deploy.quantize import ACCURACY_CONTROL, QUANT_RUNTIMES
 from latvit.errors import LatvitError
 from latvit.runtimes import get_runtime
 
@@ -124,11 +125,14 @@ def candidate_axes(model: nn.Module, *, cores: int, runtimes=None, precisions=No
 
 
 def supports(runtime: str, precision: str) -> bool:
-    """Whether `runtime` has `precision` at all (bf16 and accuracy control: OpenVINO; int8: the quantizers)."""
+    """Whether `runtime` has `precision` at all (bf16: OpenVINO; int8: the quantizers; accuracy control:
+    OpenVINO and LiteRT)."""
     if precision == "fp32":
         return True
-    if precision in ("bf16", "int8-ac"):
+    if precision == "bf16":
         return runtime == "openvino"
+    if precision == "int8-ac":
+        return runtime in ACCURACY_CONTROL
     return runtime in QUANT_RUNTIMES
 
 

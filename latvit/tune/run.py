@@ -147,7 +147,10 @@ def tune_model(
                 # other thread counts seconds)
                 kind = (c.precision, c.build_key in builder.built)
                 expected = took.get(kind)
-                if left <= 0 or (expected is not None and expected > left):
+                slow_plain = _plain_int8_too_slow(c, records)
+                if slow_plain:  # pruned before its build: accuracy control costs minutes and gains no speed
+                    records[c.key] = {**c.as_dict(), "key": c.key, "status": "pruned", "why": slow_plain}
+                elif left <= 0 or (expected is not None and expected > left):
                     why = f"budget of {budget_minutes:g} min spent"
                     if left > 0:
                         why = f"budget: one like it took {expected:.0f} s, {left:.0f} s of {budget_minutes:g} min left"
@@ -428,7 +431,7 @@ def _try_candidate(
         speedup=median_ratio(base_ms, ms),
         spread=_spread(ratios),
     )
-    best = max((r["speedup"] for r in records.values() if r.get("status") in ("accepted", "baseline")), default=0.0)
+    best = _best_speedup(records)
     if record["speedup"] <= best:
         return {
             **record,
@@ -445,6 +448,27 @@ def _try_candidate(
             "why": f"top-1 drop {record['drop']:.2f} points > --max-drop {max_drop:g}",
         }
     return {**record, "status": "accepted"}
+
+
+def _best_speedup(records: dict) -> float:
+    """The speed-up over the baseline of the best candidate accepted so far (the baseline's: 1)."""
+    return max((r["speedup"] for r in records.values() if r.get("status") in ("accepted", "baseline")), default=0.0)
+
+
+def _plain_int8_too_slow(c: Candidate, records: dict) -> str | None:
+    """Why an int8-ac candidate cannot win, or None: accuracy control only returns operations to float, so
+    it is never faster than plain int8 on the same runtime, merging and threads; when that one was timed
+    and was not faster than the best accepted so far, building this one (minutes) cannot pay."""
+    if c.precision != "int8-ac":
+        return None
+    plain = records.get(Candidate(c.runtime, "int8", c.tome, c.threads).key, {}).get("speedup")
+    best = _best_speedup(records)
+    if plain is None or plain > best:
+        return None
+    return (
+        f"plain int8 here was x{plain:.2f}, not faster than the best accepted so far (x{best:.2f}), and "
+        f"accuracy control only returns operations to float; not built"
+    )
 
 
 def _one_line(r: dict) -> str:
