@@ -64,6 +64,24 @@ def test_ort_ops_account_for_the_end_to_end_latency_at_full_size(model):
     assert prof.kernel_coverage <= prof.coverage <= 1.05
 
 
+@pytest.mark.parametrize("runtime", ["eager", "ort"])
+def test_a_noisy_host_does_not_keep_the_profiler_running(runtime, tmp_path):
+    """A host too noisy for the stopping target (here a target no interval meets) runs the unprofiled latency
+    to its cap, but the profiler records exactly `iters` calls: every profiled call keeps its events in
+    memory, so profiling until the interval closes grew an eager L1 profile past 18 GB."""
+    import torch
+
+    from latvit.analysis.profile import PROFILERS
+
+    if runtime == "ort":
+        pytest.importorskip("onnxruntime")
+    model = latvit.deploy(latvit.create_model("mobilevit_xxs", img_size=32)).eval()
+    proto = dict(warmup=1, iters=3, min_seconds=0.0, max_seconds=0.5, target_rel=1e-9)
+    raw = PROFILERS[runtime](model, torch.randn(1, 3, 32, 32), 1, proto, tmp_path)
+    assert raw.latency.noisy and raw.latency.iters > 3  # the stopping rule ran the plain latency to its cap
+    assert raw.e2e.iters == 3 and raw.runs == 3
+
+
 def test_ops_account_for_the_end_to_end_latency(prof):
     assert prof.ops and prof.e2e.iters >= 3
     if prof.runtime == "eager":  # ORT at 96 px: see the full-size test above

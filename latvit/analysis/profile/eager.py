@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from latvit.analysis.profile.model import RawProfile
+from latvit.analysis.profile.model import RawProfile, profiled_calls
 from latvit.targets.protocol import measure_latency, set_threads
 
 
@@ -43,7 +43,7 @@ def profile_eager(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, 
         for _ in range(2):  # the hooks' first calls
             run()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            e2e = measure_latency(run, **{**proto, "warmup": 0})
+            e2e = measure_latency(run, **profiled_calls({**proto, "warmup": 0}))
     finally:
         for h in handles:
             h.remove()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from latvit.analysis.profile.model import RawProfile, paths_with_neighbours
+from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, profiled_calls
 from latvit.errors import LatvitError
 from latvit.runtimes import runnable_runtime
 from latvit.runtimes.executorch import export_for_profiling, load_profiled
@@ -76,7 +76,7 @@ def profile_executorch(model: nn.Module, x: torch.Tensor, threads: int, proto: d
             "the installed executorch pybindings were built without the ETDump event tracer "
             "(EXECUTORCH_ENABLE_EVENT_TRACER); install the executorch wheel from PyPI"
         )
-    e2e = measure_latency(lambda: run(xn), **proto)
+    e2e = measure_latency(lambda: run(xn), **profiled_calls(proto))
     program.write_etdump_result_to_file(str(workdir / "etdump.etdp"), str(workdir / "debug.bin"))
     block = next(
         (b for b in Inspector(etdump_path=str(workdir / "etdump.etdp")).event_blocks if b.name == "Execute"), None

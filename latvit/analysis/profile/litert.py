@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from latvit.analysis.profile.executorch import align_xnnpack
-from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, timed_artifact
+from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, profiled_calls, timed_artifact
 from latvit.runtimes import runnable_runtime
 from latvit.runtimes.litert import ProfiledModel, operators
 from latvit.targets.protocol import measure_latency
@@ -114,7 +114,7 @@ def profile_litert(model: nn.Module, x: torch.Tensor, threads: int, proto: dict,
         for _ in range(proto.get("warmup", 0)):
             profiled.run()
         profiled.reset()
-        e2e = measure_latency(profiled.run, **{**proto, "warmup": 0})
+        e2e = measure_latency(profiled.run, **profiled_calls({**proto, "warmup": 0}))
         runs = _per_run(profiled.events())  # the timed calls' own events: op times and e2e are the same runs
     rows: dict[str, list] = {}  # name -> [op type, module path or None, total us, count], in execution order
     invoke_ms = 0.0

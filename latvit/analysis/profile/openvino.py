@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, timed_artifact
+from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, profiled_calls, timed_artifact
 from latvit.runtimes import runnable_runtime
 from latvit.runtimes.openvino import compile_config
 from latvit.targets.protocol import measure_latency
@@ -45,7 +45,7 @@ def profile_openvino(model: nn.Module, x: torch.Tensor, threads: int, proto: dic
         request.infer({0: xn})
     # the counters describe the last inference only, and reading them costs more than some models' whole
     # inference: time the calls with counting on, then repeat as many calls reading the counters after each
-    e2e = measure_latency(lambda: request.infer({0: xn}), **{**proto, "warmup": 0})
+    e2e = measure_latency(lambda: request.infer({0: xn}), **profiled_calls({**proto, "warmup": 0}))
     totals: dict[str, list] = {}
     for _ in range(e2e.iters):
         request.infer({0: xn})

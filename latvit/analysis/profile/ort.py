@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, timed_artifact
+from latvit.analysis.profile.model import RawProfile, paths_with_neighbours, profiled_calls, timed_artifact
 from latvit.errors import LatvitError
 from latvit.pipeline.prepare import build_artifact
 from latvit.runtimes import runnable_runtime
@@ -72,7 +72,7 @@ def profile_ort(model: nn.Module, x: torch.Tensor, threads: int, proto: dict, wo
     xn = x.numpy()
     sess = rt.session(path, threads, profile_prefix=str(workdir / "ort_profile"))
     name = sess.get_inputs()[0].name
-    e2e = measure_latency(lambda: sess.run(None, {name: xn}), **proto)
+    e2e = measure_latency(lambda: sess.run(None, {name: xn}), **profiled_calls(proto))
     events = json.loads(Path(sess.end_profiling()).read_text())
     return profile_from_events(events, e2e, latency, path, f"onnxruntime {onnxruntime.__version__}")
 
