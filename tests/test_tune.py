@@ -257,6 +257,42 @@ def test_accuracy_control_is_not_built_when_plain_int8_was_too_slow(saved, tmp_p
     assert supports("litert", "int8-ac") and supports("openvino", "int8-ac") and not supports("ort", "int8-ac")
 
 
+def test_the_first_accuracy_controlled_build_is_expected_to_take_a_plain_builds_time(saved, tmp_path, monkeypatch):
+    """Plain int8 builds "take" 10 minutes each (a clock moved by the quantizer); with 15 minutes of budget
+    the first int8-ac candidate, whose kind has no build yet, is skipped on the plain build's time rather
+    than started (it quantizes too, then evaluates: minutes more)."""
+    import time as real_time
+    import types
+
+    from latvit.tune import run as tune_run
+
+    offset = [0.0]
+    clock = types.SimpleNamespace(monotonic=lambda: real_time.monotonic() + offset[0])
+    real_quantize = tune_run.quantize
+    controlled = []
+
+    def slow_quantize(*args, **kwargs):
+        controlled.append(kwargs.get("max_drop") is not None)
+        offset[0] += 600.0
+        return real_quantize(*args, **kwargs)
+
+    monkeypatch.setattr(tune_run, "time", clock)
+    monkeypatch.setattr(tune_run, "quantize", slow_quantize)
+    monkeypatch.setattr(tune_run, "_plain_int8_too_slow", lambda c, records: None)  # timing-independent
+    result = tune_model(
+        str(saved),
+        "synthetic",
+        100.0,
+        output=tmp_path / "out",
+        budget_minutes=15,
+        **{**FAST, "runtimes": ["openvino"], "precisions": ["fp32", "int8", "int8-ac"]},
+    )
+    records = {r["key"]: r for r in result["candidates"]}
+    skipped = records["openvino/int8-ac/tome=0/threads=1"]
+    assert skipped["status"] == "skipped" and re.search(r"a plain int8 one took 6\d\d s", skipped["why"])
+    assert controlled == [False]  # the plain build ran, the accuracy-controlled one never started
+
+
 @pytest.mark.parametrize(
     "winner",
     [
