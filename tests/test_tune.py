@@ -135,6 +135,17 @@ def test_pareto_and_axis_gains_from_records():
     gains = axis_gains(recs, base, win)
     assert gains["runtime"] == pytest.approx(1.2) and gains["precision"] == pytest.approx(2.5)
     assert gains["merging"] == pytest.approx(1.0) and gains["threads"] == pytest.approx(1.0)
+    # an accuracy-controlled winner whose unmerged step was pruned unbuilt: plain int8 stands in for it
+    win = Candidate("openvino", "int8-ac", "keep0.5", 2)
+    recs = {
+        base.key: {"speedup": 1.0},
+        Candidate("openvino", "fp32", "0", 2).key: {"speedup": 1.03},
+        Candidate("openvino", "int8", "0", 2).key: {"speedup": 1.11},
+        Candidate("openvino", "int8-ac", "0", 2).key: {"status": "pruned"},
+        win.key: {"speedup": 1.63},
+    }
+    gains = axis_gains(recs, base, win)
+    assert gains["precision"] == pytest.approx(1.11 / 1.03) and gains["merging"] == pytest.approx(1.63 / 1.11)
 
 
 # -- bad input: one line, exit 2, no output directory ----------------------------------------------------

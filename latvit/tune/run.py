@@ -504,7 +504,9 @@ def pareto_front(records: dict[str, dict]) -> list[str]:
 def axis_gains(records: dict[str, dict], baseline: Candidate, winner: Candidate) -> dict[str, float | None]:
     """What each axis gave on the way from the baseline to the winner, changing one axis at a time in the
     order runtime, precision, merging, threads: the ratio of the measured speed-ups before and after each
-    change (None where a step's candidate was not measured)."""
+    change (None where a step's candidate was not measured). An accuracy-controlled step that was pruned
+    before its build stands in with plain int8's speed-up there (the same int8 graph, before any operation
+    went back to float)."""
     steps = [
         ("runtime", Candidate(winner.runtime, "fp32", "0", baseline.threads)),
         ("precision", Candidate(winner.runtime, winner.precision, "0", baseline.threads)),
@@ -514,6 +516,8 @@ def axis_gains(records: dict[str, dict], baseline: Candidate, winner: Candidate)
     gains, before = {}, records.get(baseline.key, {}).get("speedup")
     for axis, step in steps:
         after = records.get(step.key, {}).get("speedup")
+        if after is None and step.precision == "int8-ac":
+            after = records.get(Candidate(step.runtime, "int8", step.tome, step.threads).key, {}).get("speedup")
         gains[axis] = after / before if after and before else None
         before = after
     return gains
