@@ -201,37 +201,42 @@ def test_budget_spent_on_the_baseline_is_an_error(saved, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_candidate_that_cannot_finish_within_the_budget_is_not_started(saved, tmp_path, monkeypatch):
-    """Each int8 build "takes" 10 minutes (a clock moved by the quantizer): with 15 minutes of budget the
-    second int8 build is skipped since the first took longer than what is left, not started to overrun."""
+def _builds_taking_ten_minutes(monkeypatch) -> list[bool]:
+    """Each int8 build "takes" 10 minutes on tune's clock (the quantizer moves the clock); returns the list
+    of builds as they happen, True for an accuracy-controlled one."""
     import time as real_time
     import types
 
     from latvit.tune import run as tune_run
 
-    offset = [0.0]
-    clock = types.SimpleNamespace(monotonic=lambda: real_time.monotonic() + offset[0])
+    offset, builds = [0.0], []
     real_quantize = tune_run.quantize
 
     def slow_quantize(*args, **kwargs):
+        builds.append(kwargs.get("max_drop") is not None)
         offset[0] += 600.0
         return real_quantize(*args, **kwargs)
 
-    monkeypatch.setattr(tune_run, "time", clock)
+    monkeypatch.setattr(tune_run, "time", types.SimpleNamespace(monotonic=lambda: real_time.monotonic() + offset[0]))
     monkeypatch.setattr(tune_run, "quantize", slow_quantize)
-    result = tune_model(
-        str(saved),
-        "synthetic",
-        100.0,
-        output=tmp_path / "out",
-        budget_minutes=15,
-        **{**FAST, "runtimes": ["ort"], "tomes": ["0", "keep0.5"]},
-    )
-    records = {r["key"]: r for r in result["candidates"]}
+    return builds
+
+
+def _tune_in_15_minutes(saved, tmp_path, **axes) -> dict[str, dict]:
+    """tune_model with a 15-minute budget on FAST's axes changed by `axes`: its records by key."""
+    result = tune_model(str(saved), "synthetic", 100.0, output=tmp_path / "out", budget_minutes=15, **{**FAST, **axes})
+    return {r["key"]: r for r in result["candidates"]}
+
+
+def test_a_candidate_that_cannot_finish_within_the_budget_is_not_started(saved, tmp_path, monkeypatch):
+    """Each int8 build "takes" 10 minutes: with 15 minutes of budget the second int8 build is skipped since
+    the first took longer than what is left, not started to overrun."""
+    builds = _builds_taking_ten_minutes(monkeypatch)
+    records = _tune_in_15_minutes(saved, tmp_path, runtimes=["ort"], tomes=["0", "keep0.5"])
     assert records["ort/int8/tome=0/threads=1"]["status"] != "skipped"
     skipped = records["ort/int8/tome=keep0.5/threads=1"]
     assert skipped["status"] == "skipped" and re.search(r"one like it took 6\d\d s", skipped["why"])
-    assert offset[0] == 600.0  # the second build never ran
+    assert builds == [False]  # the second build never ran
 
 
 def test_accuracy_control_is_not_built_when_plain_int8_was_too_slow(saved, tmp_path, monkeypatch):
@@ -269,39 +274,17 @@ def test_accuracy_control_is_not_built_when_plain_int8_was_too_slow(saved, tmp_p
 
 
 def test_the_first_accuracy_controlled_build_is_expected_to_take_a_plain_builds_time(saved, tmp_path, monkeypatch):
-    """Plain int8 builds "take" 10 minutes each (a clock moved by the quantizer); with 15 minutes of budget
-    the first int8-ac candidate, whose kind has no build yet, is skipped on the plain build's time rather
-    than started (it quantizes too, then evaluates: minutes more)."""
-    import time as real_time
-    import types
-
+    """Plain int8 builds "take" 10 minutes each; with 15 minutes of budget the first int8-ac candidate, whose
+    kind has no build yet, is skipped on the plain build's time rather than started (it quantizes too, then
+    evaluates: minutes more)."""
     from latvit.tune import run as tune_run
 
-    offset = [0.0]
-    clock = types.SimpleNamespace(monotonic=lambda: real_time.monotonic() + offset[0])
-    real_quantize = tune_run.quantize
-    controlled = []
-
-    def slow_quantize(*args, **kwargs):
-        controlled.append(kwargs.get("max_drop") is not None)
-        offset[0] += 600.0
-        return real_quantize(*args, **kwargs)
-
-    monkeypatch.setattr(tune_run, "time", clock)
-    monkeypatch.setattr(tune_run, "quantize", slow_quantize)
+    builds = _builds_taking_ten_minutes(monkeypatch)
     monkeypatch.setattr(tune_run, "_plain_int8_too_slow", lambda c, records: None)  # timing-independent
-    result = tune_model(
-        str(saved),
-        "synthetic",
-        100.0,
-        output=tmp_path / "out",
-        budget_minutes=15,
-        **{**FAST, "runtimes": ["openvino"], "precisions": ["fp32", "int8", "int8-ac"]},
-    )
-    records = {r["key"]: r for r in result["candidates"]}
+    records = _tune_in_15_minutes(saved, tmp_path, runtimes=["openvino"], precisions=["fp32", "int8", "int8-ac"])
     skipped = records["openvino/int8-ac/tome=0/threads=1"]
     assert skipped["status"] == "skipped" and re.search(r"a plain int8 one took 6\d\d s", skipped["why"])
-    assert controlled == [False]  # the plain build ran, the accuracy-controlled one never started
+    assert builds == [False]  # the plain build ran, the accuracy-controlled one never started
 
 
 @pytest.mark.parametrize(
