@@ -545,10 +545,12 @@ def float_fallback(
         return drop, float(np.abs(out - reference).mean())
 
     log = log or (lambda line: None)
-    judged = f"on {len(labels)} validation images"
     model = int8_flatbuffer(fp32, recipe, qsv)
     drop = score(model)[0]
-    log(f"accuracy control: plain int8 top-1 {0.0 - drop:+.2f} points {judged} (allowed -{max_drop:g})")
+    log(
+        f"accuracy control: plain int8 top-1 {0.0 - drop:+.2f} points on {len(labels)} validation images "
+        f"(allowed -{max_drop:g})"
+    )
     if drop <= max_drop:
         return model, [], drop
     groups = op_groups(fp32)

@@ -459,13 +459,18 @@ def _best_speedup(records: dict) -> float:
     return max((r["speedup"] for r in records.values() if r.get("status") in ("accepted", "baseline")), default=0.0)
 
 
+def _plain_int8_speedup(c: Candidate, records: dict) -> float | None:
+    """The measured speed-up of plain int8 on `c`'s runtime, merging and threads (None if not timed)."""
+    return records.get(Candidate(c.runtime, "int8", c.tome, c.threads).key, {}).get("speedup")
+
+
 def _plain_int8_too_slow(c: Candidate, records: dict) -> str | None:
     """Why an int8-ac candidate cannot win, or None: accuracy control only returns operations to float, so
     it is never faster than plain int8 on the same runtime, merging and threads; when that one was timed
     and was not faster than the best accepted so far, building this one (minutes) cannot pay."""
     if c.precision != "int8-ac":
         return None
-    plain = records.get(Candidate(c.runtime, "int8", c.tome, c.threads).key, {}).get("speedup")
+    plain = _plain_int8_speedup(c, records)
     best = _best_speedup(records)
     if plain is None or plain > best:
         return None
@@ -517,7 +522,7 @@ def axis_gains(records: dict[str, dict], baseline: Candidate, winner: Candidate)
     for axis, step in steps:
         after = records.get(step.key, {}).get("speedup")
         if after is None and step.precision == "int8-ac":
-            after = records.get(Candidate(step.runtime, "int8", step.tome, step.threads).key, {}).get("speedup")
+            after = _plain_int8_speedup(step, records)
         gains[axis] = after / before if after and before else None
         before = after
     return gains

@@ -82,8 +82,8 @@ def profile_ort_on(target: Target, model: nn.Module, x: torch.Tensor, threads: i
     profiler (the latency the shares scale to) and with it; the profiler's events come back as data
     (`TimingJob.profile`) and are attributed here exactly as local ones."""
     built = build_artifact(model, x, "ort", workdir, threads=threads)
-    # a fixed number of calls (no +-2% stopping target): the events of every profiled run travel back
-    protocol = Protocol(warmup=proto["warmup"], iters=proto["iters"], min_seconds=proto["min_seconds"], target_rel=None)
+    # a fixed number of calls, the plain timing too: the events of every profiled run travel back
+    protocol = Protocol(**profiled_calls(proto))
     plain = target.time(TimingJob(built.artifact, threads, protocol))
     profiled = target.time(TimingJob(built.artifact, threads, protocol, profile=True))
     if not profiled.profile_events:
