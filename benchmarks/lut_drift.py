@@ -4,7 +4,8 @@
 2. waits `--gap` minutes (default 20) while other work runs: a CPU-heavy training loop on one core (one
    torch thread) for the whole gap; meanwhile one fixed network is measured `--repeats` times spread over
    the gap, each interleaved with the reference (raw medians, and medians corrected to the table's speed
-   at build: median * ref_build / ref_now);
+   at build: median * ref_build / ref_now), each time as one record per `--repeat-sessions` count (loads
+   of the network timed in turn; default latvit's 3 and 1, back to back);
 3. stops the disturbance and validates `--samples` random specs of the space plus the zoo models the
    table covers (`latvit lut validate`: at build / drift-corrected errors, within +-10%, Spearman).
 
@@ -12,7 +13,8 @@ Everything goes to `--out-dir` as it is measured (lut_drift_<space>_<runtime>.js
 validation JSON and PNG, and a markdown section for docs/benchmarks.md), so a killed run keeps what it had.
 
     python benchmarks/lut_drift.py [--space efficientformer] [--runtime ort] [--img-size 64] [--threads 1]
-        [--samples 50] [--gap 20] [--repeats 10] [--no-disturb] [--out-dir benchmarks/results] [--suffix S]
+        [--samples 50] [--gap 20] [--repeats 10] [--repeat-sessions 3,1] [--no-disturb]
+        [--out-dir benchmarks/results] [--suffix S]
 
 `--rescore RESULT.json [--model NAME]` measures nothing: it re-fits the stored table's calibration with
 today's predictor (only model NAME, e.g. `a*S+p*P+c`, when given) and scores it again on the stored
@@ -31,13 +33,14 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from latvit.latency.lut import build_reference_ms, entry_ms, load_table, reference_field, table_statistic
 from latvit.latency.lut_build import build_lut
-from latvit.latency.measure import measure_network
+from latvit.latency.measure import NETWORK_PROTOCOL, measure_network
 from latvit.latency.predictor import (
     MODELS,
     calibrated_ms,
@@ -58,7 +61,7 @@ from latvit.latency.validation import (
 from latvit.models.spaces import get_space
 from latvit.runtimes import runnable_runtime
 from latvit.space.spec import spec_from_dict
-from latvit.targets.protocol import device_state, machine_info
+from latvit.targets.protocol import NETWORK_SESSIONS, device_state, machine_info
 from latvit.utils import atomic_write_text
 
 # One torch thread training a small convnet on random data, forever: the issue's "CPU-heavy training job
@@ -75,8 +78,9 @@ while True:
 """
 
 
-def repeated_measurements(table, spec, repeats: int, gap_s: float, log) -> list[dict]:
-    """Measure `spec` `repeats` times evenly over `gap_s` seconds, each interleaved with the reference."""
+def repeated_measurements(table, spec, repeats: int, gap_s: float, log, sessions: tuple[int, ...] = (1,)) -> list[dict]:
+    """Measure `spec` `repeats` times evenly over `gap_s` seconds, each interleaved with the reference: one
+    record per entry of `sessions` (loads of the network timed in turn), back to back, in alternating order."""
     runtime = runnable_runtime(table.meta["runtime"])
     threads, deploy = int(table.meta["threads"]), bool(table.meta["deploy"])
     build_ref = build_reference_ms(table)
@@ -85,24 +89,43 @@ def repeated_measurements(table, spec, repeats: int, gap_s: float, log) -> list[
     for i in range(repeats):
         wake = start + i * gap_s / max(repeats, 1)
         time.sleep(max(0.0, wake - time.time()))
-        timing, ref = measure_network(spec, runtime, threads, deploy, reference=True)
-        row = {
-            "t_s": round(time.time() - start, 1),
-            "ms": getattr(timing, stat),
-            "timing": timing.as_dict(),
-            "ref_ms": ref[ref_field],
-            "ref_gemm_ms": ref["ref_gemm_ms"],
-            "corrected_ms": getattr(timing, stat) * build_ref / ref[ref_field],
-            "state": device_state(),
-        }
-        rows.append(row)
-        log(
-            f"repeat {i + 1}/{repeats} at {row['t_s']:.0f} s: {timing} ({stat} {row['ms']:.3f}) ref "
-            f"{row['ref_ms']:.3f} ms -> "
-            f"corrected {row['corrected_ms']:.3f} ms"
-        )
+        for loads in sessions[::-1] if i % 2 else sessions:
+            protocol = replace(NETWORK_PROTOCOL, sessions=loads)
+            timing, ref = measure_network(spec, runtime, threads, deploy, protocol=protocol, reference=True)
+            row = {
+                "t_s": round(time.time() - start, 1),
+                "sessions": loads,
+                "ms": getattr(timing, stat),
+                "timing": timing.as_dict(),
+                "ref_ms": ref[ref_field],
+                "ref_gemm_ms": ref["ref_gemm_ms"],
+                "corrected_ms": getattr(timing, stat) * build_ref / ref[ref_field],
+                "settle_tries": ref.get("settle_tries", 1),
+                "state": device_state(),
+            }
+            rows.append(row)
+            log(
+                f"repeat {i + 1}/{repeats} ({loads} session(s)) at {row['t_s']:.0f} s: {timing} ({stat} "
+                f"{row['ms']:.3f}) ref {row['ref_ms']:.3f} ms -> corrected {row['corrected_ms']:.3f} ms"
+                + (f" ({row['settle_tries']} tries: a transient slowdown)" if row["settle_tries"] > 1 else "")
+            )
     time.sleep(max(0.0, start + gap_s - time.time()))
     return rows
+
+
+def repeats_summary(rows: list[dict]) -> dict:
+    """Spread of the raw and corrected repeats, per session count (`by_sessions`); `raw` and `corrected` are
+    those of latvit's default count (or of the only one, for runs before sessions)."""
+    counts = sorted({r.get("sessions", 1) for r in rows})
+    by = {
+        str(n): {
+            "raw": spread([r["ms"] for r in rows if r.get("sessions", 1) == n]),
+            "corrected": spread([r["corrected_ms"] for r in rows if r.get("sessions", 1) == n]),
+        }
+        for n in counts
+    }
+    main_count = str(NETWORK_SESSIONS) if str(NETWORK_SESSIONS) in by else str(counts[0])
+    return {**by[main_count], "sessions": int(main_count), "by_sessions": by}
 
 
 def spread(values: list[float]) -> dict:
@@ -150,15 +173,15 @@ def markdown(result: dict) -> str:
             f"| {label} | {s['mape']:.1f}% | {s['within_10'] * 100:.0f}% | {s['max_abs_pct']:.1f}% "
             f"| {s['spearman']:.3f} |"
         )
-    if rep:
+    for count, r in (rep.get("by_sessions") or ({"1": rep} if rep else {})).items():
+        n = sum(1 for row in result["repeats"] if str(row.get("sessions", 1)) == count)
         lines += [
             "",
-            f"One network ({result['repeat_model']}) measured {len(result['repeats'])} times over the "
-            f"gap: raw {m.get('statistic', 'median')} {rep['raw']['min']:.2f}-"
-            f"{rep['raw']['max']:.2f} ms (max "
-            f"{rep['raw']['max_dev_pct']:.1f}% from their median), drift-corrected "
-            f"{rep['corrected']['min']:.2f}-{rep['corrected']['max']:.2f} ms (max "
-            f"{rep['corrected']['max_dev_pct']:.1f}%).",
+            f"One network ({result['repeat_model']}) measured {n} times over the gap, {count} session(s) per "
+            f"record: raw {m.get('statistic', 'median')} {r['raw']['min']:.2f}-{r['raw']['max']:.2f} ms (max "
+            f"{r['raw']['max_dev_pct']:.1f}% from their median), drift-corrected "
+            f"{r['corrected']['min']:.2f}-{r['corrected']['max']:.2f} ms (max "
+            f"{r['corrected']['max_dev_pct']:.1f}%).",
         ]
     lines.append("")
     return "\n".join(lines)
@@ -253,6 +276,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--gap", type=float, default=20.0, help="minutes between build and validation")
     ap.add_argument("--repeats", type=int, default=10, help="measurements of one network over the gap")
+    ap.add_argument(
+        "--repeat-sessions",
+        default=f"{NETWORK_SESSIONS},1",
+        help="each repeat is one record per count here, back to back: loads of the network timed in turn "
+        "(default: latvit's default and one load, for the comparison)",
+    )
     ap.add_argument("--no-disturb", action="store_true", help="run nothing of ours during the gap")
     ap.add_argument("--out-dir", default="benchmarks/results")
     ap.add_argument("--suffix", default="", help="appended to the output files' names (keep an earlier run)")
@@ -303,11 +332,9 @@ def main() -> None:
         space = get_space(args.space)
         spec = space.spec(space.largest(), args.img_size)
         result["repeat_model"] = f"{args.space} largest at {args.img_size} px"
-        result["repeats"] = repeated_measurements(table, spec, args.repeats, args.gap * 60, log)
-        result["repeats_summary"] = {
-            "raw": spread([r["ms"] for r in result["repeats"]]),
-            "corrected": spread([r["corrected_ms"] for r in result["repeats"]]),
-        }
+        sessions = tuple(int(n) for n in args.repeat_sessions.split(","))
+        result["repeats"] = repeated_measurements(table, spec, args.repeats, args.gap * 60, log, sessions)
+        result["repeats_summary"] = repeats_summary(result["repeats"])
         save()
     finally:
         if disturbance is not None:

@@ -51,7 +51,7 @@ from latvit.search.run import SearchRequest, search
 from latvit.targets import config as targets_config
 from latvit.targets import get_target
 from latvit.targets.config import load_targets, remove_target
-from latvit.targets.protocol import default_threads
+from latvit.targets.protocol import NETWORK_SESSIONS, default_threads
 from latvit.targets.ssh import SSHTarget, accept_new_host_key
 from latvit.train import make_config, parse_set, read_config_file, train, validate
 from latvit.train.evaluate import run_config
@@ -205,6 +205,13 @@ def add_bench(sub) -> None:
         help="then on until the median is known to +-2%%, at most this long (default 30; past it the row "
         "is marked noisy)",
     )
+    p.add_argument(
+        "--sessions",
+        type=int,
+        default=NETWORK_SESSIONS,
+        help="load each artifact this many times and time the loads in turn: one load runs a few percent "
+        "off another for as long as it lives (default %(default)s; 1: one load)",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per row before it is killed (default 300)")
     p.add_argument("--no-deploy", action="store_true", help="measure models as built, without deploy folding")
     p.add_argument(
@@ -285,6 +292,7 @@ def run_bench(args) -> None:
         timeout=args.timeout,
         target=args.target,
         reference=not args.no_reference,
+        sessions=args.sessions,
     )
     console = Console(stderr=True)
     measured: list[dict] = []

@@ -46,3 +46,13 @@ def _mend_the_signal_stack():
     alternate signal stack (`latvit.utils.repair_signal_stack` says why it can dangle)."""
     yield
     repair_signal_stack()
+
+
+@pytest.fixture(autouse=True)
+def _no_waiting_for_the_host(monkeypatch):
+    """A record whose reference ran 15% slower than the fastest seen is timed again after 20 s
+    (`latvit.targets.Settle`); on a noisy CI machine a short test protocol can trip that. Tests retry
+    without the pause (tests/test_targets.py checks the pauses themselves)."""
+    from latvit.targets import base
+
+    monkeypatch.setattr(base, "wait_seconds", lambda seconds: None)

@@ -22,7 +22,14 @@ from latvit.latency.bench import (
     records_json,
     run_bench,
 )
-from latvit.targets.protocol import Timing, measure_interleaved, measure_latency, median_ratio, run_isolated
+from latvit.targets.protocol import (
+    NETWORK_SESSIONS,
+    Timing,
+    measure_interleaved,
+    measure_latency,
+    median_ratio,
+    run_isolated,
+)
 
 FAST = dict(warmup=1, iters=3, min_seconds=0.0, max_seconds=2.0)
 
@@ -99,11 +106,13 @@ def test_measure_row_record_and_numerics():
     assert record["ref_ms"] > 0 and record["ref_gemm_ms"] > 0 and record["ref_runtime"] == "ort"
     assert record["ref_ratio"] == pytest.approx(record["median_ms"] / record["ref_ms"])
     assert "load_1m" in record["conditions"]
+    assert record["sessions"] == NETWORK_SESSIONS > 1  # the artifact loaded that many times, timed in turn
 
 
 def test_rows_without_the_reference_carry_none():
     record = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, reference=False, **FAST)
     assert record["status"] == "ok" and record["ref_ms"] is None and record["ref_ratio"] is None
+    assert record["sessions"] == 1  # eager has no artifact file to load again
 
 
 def test_timm_model_goes_through_the_same_path():
@@ -195,6 +204,7 @@ def test_reports_json_csv_plot(tmp_path):
         (["--models", "efficientformer_l1", "--img-size", "100"], "multiple of 32"),
         (["--min-seconds", "5", "--max-seconds", "2"], "max-seconds must be at least min-seconds (5)"),
         (["--max-seconds", "400"], "below the row timeout (300)"),
+        (["--sessions", "0"], "sessions >= 1"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):

@@ -11,8 +11,10 @@ import statistics
 import pytest
 
 from latvit.errors import LatvitError
+from latvit.targets import Protocol
 from latvit.targets.protocol import (
     Timing,
+    collect_samples,
     collect_with_reference,
     cpu_times,
     device_state,
@@ -220,6 +222,77 @@ def test_reference_rounds_alternate_and_stop_on_both_intervals():
     timed = order[order.index("work") :]  # after the warm-up calls
     switches = [b for a, b in zip(timed, timed[1:]) if a != b]
     assert switches[:6] == ["net", "gemm", "work", "net", "gemm", "work"]  # work, reference, GEMM, again
+
+
+# -- sessions: several loads of one artifact, timed in turn -------------------------------------------------
+def loads_at(device, speeds_ms, order, name="work"):
+    """One runner per load of an artifact, each at its own constant speed (what a load keeps for its life);
+    every call appends the load's label (`work0`, `work1`, ...) to `order`."""
+
+    def load(label, ms):
+        def run():
+            order.append(label)
+            device.now += ms / 1e3
+
+        return run
+
+    return [load(f"{name}{i}", ms) for i, ms in enumerate(speeds_ms)]
+
+
+def rounds_of(calls):
+    """The labels of consecutive runs of calls: who had each round."""
+    return [c for before, c in zip([None, *calls], calls) if before != c]
+
+
+def test_sessions_take_rounds_in_turn_and_weigh_alike():
+    """Three loads at 10, 11 and 12 ms: each is warmed up, they take whole rounds in turn, the rule is
+    judged only after whole cycles, so each brings the same time and the pooled median is the middle one's,
+    where one load alone would have been 10% off."""
+    device, order, speeds = FakeDevice(iter(())), [], (10.0, 11.0, 12.0)
+    samples = collect_samples(
+        loads_at(device, speeds, order), warmup=2, iters=10, min_seconds=1.0, target_rel=None, clock=device.clock
+    )
+    assert order[:6] == ["work0", "work0", "work1", "work1", "work2", "work2"]  # every load warmed up first
+    rounds = rounds_of(order[6:])
+    assert rounds[:6] == ["work0", "work1", "work2"] * 2 and len(rounds) % 3 == 0  # whole cycles only
+    busy = [speeds[i] * order[6:].count(f"work{i}") for i in range(3)]
+    assert max(busy) / min(busy) < 1.1  # alike in time
+    assert statistics.median(samples) * 1e3 == pytest.approx(11.0)
+
+
+def test_one_runner_is_timed_call_by_call_as_before():
+    device, order = FakeDevice(iter(())), []
+    (run,) = loads_at(device, (5.0,), order)
+    for given in (run, [run]):
+        samples = collect_samples(given, warmup=0, iters=10, min_seconds=0.0, target_rel=None, clock=device.clock)
+        assert len(samples) == 10 and order.count("work0") == len(samples)  # no rounds, no untimed re-warm call
+        order.clear()
+
+
+def test_reference_loads_take_the_reference_rounds_in_turn():
+    device, order = FakeDevice(iter(())), []
+    work = loads_at(device, (10.0, 12.0), order)
+    nets = loads_at(device, (1.0, 1.2, 1.1), order, name="net")
+    (gemm,) = loads_at(device, (0.2,), order, name="gemm")
+    collected = collect_with_reference(
+        work, nets, gemm, warmup=1, iters=10, min_seconds=0.5, target_rel=None, clock=device.clock
+    )
+    rounds = rounds_of([c for c in order[2 + 3 * 4 :] if c != "gemm0"])  # after the warm-up calls
+    assert rounds[:12] == ["work0", "net0", "work1", "net1", "work0", "net2"] + [
+        "work1",
+        "net0",
+        "work0",
+        "net1",
+        "work1",
+        "net2",
+    ]
+    assert len(rounds) % 12 == 0  # stopped after whole cycles of both (the lcm of 2 and 3 loads)
+    assert statistics.median(collected.net) * 1e3 == pytest.approx(1.1)
+
+
+def test_a_protocol_needs_a_session():
+    with pytest.raises(LatvitError, match="sessions=0"):
+        Protocol(sessions=0)
 
 
 # -- isolation from oneself ---------------------------------------------------------------------------------

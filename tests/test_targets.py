@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -20,7 +21,17 @@ from targets_support import DATA, adb_calls, executable, fast_protocol, install_
 
 from latvit.cli import main
 from latvit.errors import LatvitError
-from latvit.targets import Artifact, Target, TimingJob, TimingResult, parsers, result_record, schedule, target_mismatch
+from latvit.targets import (
+    Artifact,
+    Protocol,
+    Target,
+    TimingJob,
+    TimingResult,
+    parsers,
+    result_record,
+    schedule,
+    target_mismatch,
+)
 from latvit.targets import config as cfg
 from latvit.targets.adb import AdbTarget, fastest_cores, parse_conditions, parse_props
 from latvit.targets.agent import sha256_of
@@ -207,6 +218,121 @@ def test_perf_test_and_trtexec():
         parsers.parse_trtexec_times('[{"computeMs": 1.0}]')
 
 
+# -- sessions: several loads of one artifact -----------------------------------------------------------------
+def test_local_target_times_every_load_the_protocol_asks_for(tmp_path, monkeypatch):
+    """`Protocol(sessions=3)`: the artifact is loaded three times and every load is called; the record says 3.
+    The reference network is loaded NETWORK_SESSIONS times beside it."""
+    from latvit.runtimes.ort import OnnxRuntime
+    from latvit.targets import LOCAL
+    from latvit.targets.local import LocalTarget
+    from latvit.targets.protocol import NETWORK_SESSIONS
+
+    loads, calls = [], []
+    original = OnnxRuntime.load
+
+    def counted_load(self, path, example, threads):
+        run, load = original(self, path, example, threads), len(loads)
+        loads.append(Path(path).name)
+
+        def counted(x):
+            calls.append(load)
+            return run(x)
+
+        return counted
+
+    monkeypatch.setattr(OnnxRuntime, "load", counted_load)
+    model = tiny_onnx(tmp_path / "m.onnx")
+    protocol = Protocol(warmup=1, iters=10, min_seconds=0.5, max_seconds=30.0, target_rel=None, sessions=3)
+    target = LocalTarget()  # a reference of its own, loaded through the counted loader
+    job = TimingJob(Artifact("ort", model, (1, 3, 8, 8)), 1, protocol, reference=True)
+    result = target.time(job)
+    assert loads.count("m.onnx") == 3 and loads.count("reference.onnx") == NETWORK_SESSIONS
+    work_loads = [i for i, name in enumerate(loads) if name == "m.onnx"]
+    assert {i for i in calls if i in work_loads} == set(work_loads)  # every load timed
+    assert result.sessions == 3 and result_record(LOCAL, result, job)["sessions"] == 3
+    one = LOCAL.time(TimingJob(Artifact("ort", model, (1, 3, 8, 8)), 1, fast_protocol()))
+    assert one.sessions == 1
+
+
+def test_sessions_change_a_cached_result_key_only_when_asked():
+    from latvit.targets.config import TargetConfig
+    from latvit.targets.remote import job_flags
+
+    config = TargetConfig("pi", "ssh://pi@h")
+    artifact = Artifact("ort", Path("m.onnx"), (1, 3, 8, 8))
+    one, three = (TimingJob(artifact, 1, Protocol(sessions=n)) for n in (1, 3))
+    assert "sessions" not in job_flags(one, config)  # results cached before sessions keep their key
+    assert job_flags(three, config)["sessions"] == 3
+
+
+# -- settling: a record taken inside a transient slowdown is taken again ----------------------------------
+class DriftingDevice(Target):
+    """A target whose reference network runs at the next speed of `ref_ms` per job (work at 10x it), with
+    `spread` of relative noise around it."""
+
+    name, kind = "drifting", "fake"
+
+    def __init__(self, ref_ms, spread=0.0):
+        self.ref_ms, self.spread, self.jobs = iter(ref_ms), spread, 0
+
+    def fingerprint(self):
+        return {"cpu": "Fake CPU"}
+
+    def time(self, job):
+        self.jobs += 1
+        ms = next(self.ref_ms)
+        net = [ms * (1 + self.spread * ((i % 5) - 2) / 2) / 1e3 for i in range(30)]
+        return TimingResult([10 * s for s in net], {}, reference={"net": net, "gemm": net}, protocol=job.protocol)
+
+
+def reference_job(reference=True):
+    return TimingJob(Artifact("ort", Path("m.onnx"), (1, 3, 8, 8)), 1, fast_protocol(), reference=reference)
+
+
+def test_a_record_inside_a_transient_slowdown_is_taken_again_after_a_pause():
+    from latvit.targets import Settle
+
+    device, pauses = DriftingDevice([1.0, 1.02, 1.45, 1.4, 1.01]), []
+    assert device.time_settled(reference_job(), sleep=pauses.append).state["settle"]["tries"] == 1  # sets the usual
+    assert device.time_settled(reference_job(), sleep=pauses.append).state["settle"]["tries"] == 1  # 2% slower: fine
+    settled = device.time_settled(reference_job(), sleep=pauses.append)  # 1.45x, 1.4x, then back to usual
+    assert settled.state["settle"] == {"tries": 3, "ref_vs_fastest": pytest.approx(1.01)}
+    assert statistics.median(settled.reference["net"]) * 1e3 == pytest.approx(1.01)  # the settled try is kept
+    assert pauses == [Settle().pause_s] * 2 and device.jobs == 5
+
+
+def test_a_slowdown_that_lasts_keeps_the_fastest_try_and_says_how_slow():
+    device, pauses = DriftingDevice([1.0, 1.5, 1.4, 1.45]), []
+    device.time_settled(reference_job(), sleep=pauses.append)
+    kept = device.time_settled(reference_job(), sleep=pauses.append)
+    assert kept.state["settle"] == {"tries": 3, "ref_vs_fastest": pytest.approx(1.4)} and len(pauses) == 2
+
+
+def test_an_uncertain_or_absent_reference_is_not_waited_for():
+    noisy = DriftingDevice([1.0, 1.0, 1.5], spread=0.4)  # the reference's median known to +-40% only
+    for _ in range(3):
+        assert noisy.time_settled(reference_job(), sleep=pytest.fail).state["settle"]["tries"] == 1
+    plain = DriftingDevice([1.0, 2.0])
+    plain.time_settled(reference_job(reference=False), sleep=pytest.fail)
+    assert plain.time_settled(reference_job(reference=False), sleep=pytest.fail).state == {} and plain.jobs == 2
+
+
+def test_a_table_entry_says_it_was_timed_again(monkeypatch):
+    import torch
+
+    from latvit.latency.measure import time_module
+    from latvit.targets import base
+
+    pauses = []
+    monkeypatch.setattr(base, "wait_seconds", pauses.append)
+    device = DriftingDevice([1.0, 1.5, 1.0])
+    conv, x = torch.nn.Conv2d(3, 8, 3), torch.randn(1, 3, 16, 16)
+    _, first = time_module(conv, x, "ort", 1, fast_protocol(), reference=True, target=device)
+    _, second = time_module(conv, x, "ort", 1, fast_protocol(), reference=True, target=device)
+    assert "settle_tries" not in first and second["settle_tries"] == 2 and len(pauses) == 1
+    assert second["ref_ms"] == pytest.approx(1.0)  # the try outside the slowdown
+
+
 # -- the agent, run as a local process ------------------------------------------------------------------------
 @pytest.fixture
 def bundle(tmp_path):
@@ -283,11 +409,20 @@ def test_agent_needs_neither_torch_nor_latvit(bundle):
 def test_agent_times_an_onnx_model_with_the_protocol(tmp_path, bundle):
     answer = run_agent(bundle, ort_job(tmp_path))
     assert answer["ok"], answer
+    assert answer["sessions"] == 1
     assert len(answer["samples"]) >= 5 and all(0 < s < 1 for s in answer["samples"])
     assert answer["runtime_version"].startswith("onnxruntime ")
     assert {"governor", "cpu_mhz", "load_1m", "temperature_c"} <= set(answer["state"]["before"])
     result = result_from_answer(answer, "test", {"cpu": "x"})
     assert result.timing.iters == len(answer["samples"]) and result.fingerprint["runtime_version"].startswith("onnx")
+
+
+def test_agent_times_each_load_a_job_asks_for(tmp_path, bundle):
+    answer = run_agent(
+        bundle, ort_job(tmp_path, sessions=3, protocol=fast_protocol(iters=10, min_seconds=0.5).as_kwargs())
+    )
+    assert answer["ok"], answer
+    assert answer["sessions"] == 3 and result_from_answer(answer, "test", {}).sessions == 3
 
 
 def test_agent_waits_for_the_device_lock_then_gives_up(tmp_path, bundle):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +65,26 @@ def test_every_candidate_is_measured_against_the_baseline(tuned):
         assert ("top1" in r) == (r["status"] != "pruned")
     evaluated = [r for r in records.values() if "top1" in r]
     assert all(r["drop"] == pytest.approx(result["reference_top1"] - r["top1"]) for r in evaluated)
+
+
+def test_each_candidate_is_timed_over_several_loads(saved, tmp_path, monkeypatch):
+    """`Protocol(sessions=2)`: the baseline's and each candidate's artifact are loaded twice for timing
+    (one load runs a few percent off another for its whole life, enough to flip a close comparison)."""
+    from latvit.runtimes.ort import OnnxRuntime
+
+    loads: list[Path] = []
+    original = OnnxRuntime.load
+
+    def counted(self, path, example, threads):
+        loads.append(Path(path))
+        return original(self, path, example, threads)
+
+    monkeypatch.setattr(OnnxRuntime, "load", counted)
+    settings = {**FAST, "runtimes": ["ort"], "protocol": replace(TINY, sessions=2)}
+    result = tune_model(str(saved), "synthetic", 100.0, output=tmp_path / "out", **settings)
+    assert {r["key"] for r in result["candidates"]} == {"ort/fp32/tome=0/threads=1", "ort/int8/tome=0/threads=1"}
+    per_artifact = {path: loads.count(path) for path in set(loads)}
+    assert len(per_artifact) == 2 and min(per_artifact.values()) >= 2, per_artifact
 
 
 def test_tune_json_winner_pareto_recipe(tuned):

@@ -40,7 +40,14 @@ from latvit.runtimes import get_runtime
 from latvit.runtimes.base import Artifact
 from latvit.space.mes import mes
 from latvit.targets import DEFAULT_TARGET, LOCAL, Protocol, Target, TimingJob, get_target, result_record
-from latvit.targets.protocol import default_threads, machine_info, measure_latency, run_isolated, set_threads
+from latvit.targets.protocol import (
+    NETWORK_SESSIONS,
+    default_threads,
+    machine_info,
+    measure_latency,
+    run_isolated,
+    set_threads,
+)
 from latvit.targets.schedule import run_on_targets
 from latvit.utils import progress_bar, save_png
 
@@ -123,6 +130,7 @@ RECORD_FIELDS = [
     "cv",
     "iters",
     "stats_source",
+    "sessions",
     "target_kind",
     "ref_ms",
     "ref_gemm_ms",
@@ -167,6 +175,7 @@ def measure_row(
     target: str = DEFAULT_TARGET,
     reference: bool = True,
     max_seconds: float = 30.0,
+    sessions: int = NETWORK_SESSIONS,
 ) -> dict[str, Any]:
     """Measure one (model, runtime) pair on `target` and return its flat record (see RECORD_FIELDS). With
     `reference`, the target times its reference workload in alternating rounds with the model, and the
@@ -184,11 +193,11 @@ def measure_row(
         job = TimingJob(
             built.artifact,
             threads,
-            Protocol(warmup, iters, min_seconds, max_seconds),
+            Protocol(warmup, iters, min_seconds, max_seconds, sessions=sessions),
             built.runner,
             reference=reference,
         )
-        measured = result_record(tgt, tgt.time(job), job)  # timing fields, the device's identity and conditions
+        measured = result_record(tgt, tgt.time_settled(job), job)  # timing, the device's identity and conditions
     return timed_record(record, measured, prepared.flops, prepared.params, peak_gflops, local) | {
         "seconds": time.perf_counter() - start
     }
@@ -414,6 +423,7 @@ class BenchRequest:
     timeout: float = 300.0  # per row, seconds
     target: str = DEFAULT_TARGET  # where the artifacts are timed (latvit.targets)
     reference: bool = True  # time the reference workload beside every row (ref_ms: the device's speed then)
+    sessions: int = NETWORK_SESSIONS  # loads of each artifact timed in turn (Protocol.sessions)
 
 
 def check_request(req: BenchRequest) -> None:
@@ -425,8 +435,8 @@ def check_request(req: BenchRequest) -> None:
     if req.threads is not None and req.threads < 1:
         raise LatvitError(f"threads must be >= 1, got {req.threads}")
     check_compression(req.tome_r, req.sparsity)  # one line naming the expected forms
-    if req.iters < 1 or req.warmup < 0 or req.min_seconds < 0 or req.timeout <= 0:
-        raise LatvitError("iters must be >= 1, warmup >= 0, min-seconds >= 0 and timeout > 0")
+    if req.iters < 1 or req.warmup < 0 or req.min_seconds < 0 or req.timeout <= 0 or req.sessions < 1:
+        raise LatvitError("iters must be >= 1, warmup >= 0, min-seconds >= 0, timeout > 0 and sessions >= 1")
     if not req.min_seconds <= req.max_seconds < req.timeout:
         raise LatvitError(
             f"max-seconds must be at least min-seconds ({req.min_seconds:g}) and below the row timeout "
@@ -496,6 +506,7 @@ def run_bench(req: BenchRequest, on_row: Callable[[dict], None] | None = None, p
                     "sparsity": req.sparsity,
                     "target": req.target,
                     "reference": req.reference,
+                    "sessions": req.sessions,
                 }
                 result = run_isolated("latvit.latency.bench:measure_row", kwargs, timeout=req.timeout, threads=threads)
                 record = (
@@ -529,7 +540,7 @@ def bench_on_targets(
     records: list[dict] = []
     jobs: list[TimingJob] = []
     exported: list[dict] = []
-    protocol = Protocol(req.warmup, req.iters, req.min_seconds, req.max_seconds)
+    protocol = Protocol(req.warmup, req.iters, req.min_seconds, req.max_seconds, sessions=req.sessions)
     with (
         tempfile.TemporaryDirectory(prefix="latvit-bench-") as workdir,
         progress_bar(progress, len(pairs) + 1, "bench") as advance,

@@ -23,7 +23,7 @@ from latvit.space.blocks import BLOCK_KINDS
 from latvit.space.builder import build_model
 from latvit.space.spec import NetSpec
 from latvit.targets import DEFAULT_TARGET, Protocol, Target
-from latvit.targets.protocol import Timing, set_threads
+from latvit.targets.protocol import NETWORK_SESSIONS, Timing, set_threads
 
 __all__ = [
     "BLOCK_PROTOCOL",
@@ -40,8 +40,9 @@ __all__ = [
 # Blocks take 0.05-5 ms here: 20 calls and 0.2 s at least, then on until the median is known to +-2%,
 # at most 1 s (the EfficientFormer space has ~80 items, each ~1.5 s of ONNX export on top).
 BLOCK_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=0.2, max_seconds=1.0)
-# Whole networks are few, so they get more time: the calibration and the validation rest on them.
-NETWORK_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=1.0, max_seconds=10.0)
+# Whole networks are few, so they get more time: the calibration and the validation rest on them; and
+# several loads each (NETWORK_SESSIONS), so one load's offset does not move a calibration point.
+NETWORK_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=1.0, max_seconds=10.0, sessions=NETWORK_SESSIONS)
 # what a table row keeps of the reference measured with it
 REFERENCE_FIELDS = ("ref_ms", "ref_min_ms", "ref_gemm_ms")
 
@@ -68,7 +69,8 @@ def time_module(
 ) -> tuple[Timing, dict]:
     """Export `module` for `runtime` and time it on `target` with `protocol`, interleaved with the target's
     reference workload when `reference`. Returns the Timing and the reference fields (REFERENCE_FIELDS:
-    the reference network's median and minimum, the GEMM's median; empty without a reference)."""
+    the reference network's median and minimum, the GEMM's median; empty without a reference; and
+    `settle_tries` when a transient slowdown had it timed again)."""
     with tempfile.TemporaryDirectory(prefix="latvit-lut-") as tmp:
         record = measure_module(
             module,
@@ -80,7 +82,11 @@ def time_module(
             target=target,
             reference=reference,
         )
-    return Timing.from_dict(record), {k: record[k] for k in REFERENCE_FIELDS if record.get(k) is not None}
+    reference = {k: record[k] for k in REFERENCE_FIELDS if record.get(k) is not None}
+    settle = (record.get("conditions") or {}).get("settle")
+    if settle and settle["tries"] > 1:  # timed again after a transient slowdown (`latvit.targets.base.Settle`)
+        reference["settle_tries"] = settle["tries"]
+    return Timing.from_dict(record), reference
 
 
 def measure_item(

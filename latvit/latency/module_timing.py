@@ -44,7 +44,7 @@ def measure_module(
     rt = runnable_runtime(name) if local else get_runtime(name)  # remote: exported here, run there
     built = build_artifact(module.eval(), example, rt, Path(workdir), threads=threads, load=local)
     job = TimingJob(built.artifact, threads, protocol or Protocol(), built.runner, reference=reference)
-    return result_record(tgt, tgt.time(job), job)
+    return result_record(tgt, tgt.time_settled(job), job)
 
 
 def time_module(

@@ -9,7 +9,7 @@ the default) is built in; named remote targets come from the user's target confi
 
 from __future__ import annotations
 
-from latvit.targets.base import Artifact, Protocol, Target, TimingJob, TimingResult
+from latvit.targets.base import Artifact, Protocol, Settle, Target, TimingJob, TimingResult
 from latvit.targets.local import LOCAL, LocalTarget
 from latvit.targets.registry import DEFAULT_TARGET, TagPool, get_target, make_target
 from latvit.targets.remote import RemoteRunError, TargetError, result_record, target_meta, target_mismatch
@@ -23,6 +23,7 @@ __all__ = [
     "LocalTarget",
     "Protocol",
     "RemoteRunError",
+    "Settle",
     "TagPool",
     "Target",
     "TargetError",

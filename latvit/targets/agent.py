@@ -59,9 +59,16 @@ class _BundleFirst:
 if __name__ == "__main__":
     sys.meta_path.insert(0, _BundleFirst(os.path.dirname(os.path.abspath(__file__))))
 
-from latvit.targets.protocol import collect_samples, collect_with_reference, cpu_model, cpu_times, device_state  # noqa: E402
+from latvit.targets.protocol import (  # noqa: E402
+    NETWORK_SESSIONS,
+    collect_samples,
+    collect_with_reference,
+    cpu_model,
+    cpu_times,
+    device_state,
+)
 
-AGENT_VERSION = 2  # 2: the reference workload beside the work, ONNX Runtime's per-node profile
+AGENT_VERSION = 3  # 2: the reference workload beside the work, ONNX Runtime's per-node profile; 3: sessions
 GEMM_SIZE = 256  # the reference GEMM, as latvit.targets.reference's (here in numpy: torch is not on the device)
 PROFILE_RUNS = 50  # profiled inferences whose events come back (the last ones): enough for per-node means
 # Python distributions whose versions `probe` reports: the runtimes a job can use, and numpy
@@ -433,19 +440,22 @@ def _timed(job: dict, workdir: str, path: str, lock_waited: float) -> dict[str, 
         answer = profile_ort(job, path, x)
         return {"ok": True, **answer, "state": {"before": before, "after": conditions(snapshot), **state}}
     threads = int(job["threads"])
-    run, version = LOADERS[runtime](path, threads, options)
-    answer: dict[str, Any] = {"ok": True, "runtime_version": version}
+    # several loads of the artifact, timed in turn (Protocol.sessions: one load carries its own offset)
+    loaded = [LOADERS[runtime](path, threads, options) for _ in range(max(1, int(job.get("sessions", 1))))]
+    timed = [lambda run=run: run(x) for run, _ in loaded]
+    answer: dict[str, Any] = {"ok": True, "runtime_version": loaded[0][1], "sessions": len(loaded)}
     before = conditions()
     snapshot = cpu_times()
     if job.get("reference"):  # the reference workload on the same runtime and threads, in alternating rounds
         ref = job["reference"]
-        ref_run, _ = LOADERS[runtime](ref["artifact"], threads, options)
         ref_x = np.random.default_rng(0).standard_normal(tuple(ref["input_shape"]), dtype=np.float32)
+        ref_loads = [LOADERS[runtime](ref["artifact"], threads, options)[0] for _ in range(NETWORK_SESSIONS)]
+        ref_timed = [lambda ref_run=ref_run: ref_run(ref_x) for ref_run in ref_loads]
         a, b = (np.random.default_rng(i).standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32) for i in (1, 2))
-        collected = collect_with_reference(lambda: run(x), lambda: ref_run(ref_x), lambda: a @ b, **job["protocol"])
+        collected = collect_with_reference(timed, ref_timed, lambda: a @ b, **job["protocol"])
         answer |= {"samples": collected.work, "reference": {"net": collected.net, "gemm": collected.gemm}}
     else:
-        answer["samples"] = collect_samples(lambda: run(x), **job["protocol"])
+        answer["samples"] = collect_samples(timed, **job["protocol"])
     return answer | {"state": {"before": before, "after": conditions(snapshot), **state}}
 
 

@@ -2,8 +2,9 @@
 
 It times in the calling process: bench and the other commands already run each measurement in an isolated
 child process (`protocol.run_isolated`), which is where a local `time()` call happens. A job that carries a
-prepared runner is timed through it; otherwise the artifact is loaded with its runtime's own loader. A job
-with `reference` is timed in alternating rounds with the reference workload on the same runtime and threads
+prepared runner is timed through it; otherwise the artifact is loaded with its runtime's own loader, and
+loaded again for each further session the protocol asks for (`Protocol.sessions`). A job with `reference`
+is timed in alternating rounds with the reference workload on the same runtime and threads
 (`latvit.targets.reference`), prepared once per target object, runtime and thread count.
 """
 
@@ -45,30 +46,39 @@ class LocalTarget(Target):
 
     def time(self, job: TimingJob) -> TimingResult:
         set_threads(job.threads)
-        run = job.runner
-        if run is None:
-            if job.artifact.path is None:
-                raise ValueError(f"a {job.artifact.runtime} job without an artifact file needs a prepared runner")
-            import torch  # the runtimes' loaders take the example tensor for its shape
-
-            example = torch.zeros(job.artifact.input_shape)
-            run = runnable_runtime(job.artifact.runtime).load(job.artifact.path, example, job.threads)
+        runs = self.sessions(job)
         x = np.random.default_rng(0).standard_normal(job.artifact.input_shape, dtype=np.float32)
+        timed = [lambda run=run: run(x) for run in runs]
+        found = {"fingerprint": self.fingerprint(), "protocol": job.protocol, "sessions": len(runs)}
         if job.reference:
             reference = self.reference(job.artifact.runtime, job.threads)
-            collected = collect_with_reference(
-                lambda: run(x), reference.net, reference.gemm, **job.protocol.as_kwargs()
-            )
+            collected = collect_with_reference(timed, reference.net, reference.gemm, **job.protocol.as_kwargs())
             return TimingResult(
                 collected.work,
                 collected.device,
-                self.fingerprint(),
-                protocol=job.protocol,
                 reference={"net": collected.net, "gemm": collected.gemm, **reference.describe},
+                **found,
             )
         since = cpu_times()
-        samples = collect_samples(lambda: run(x), **job.protocol.as_kwargs())
-        return TimingResult(samples, device_state(since), self.fingerprint(), protocol=job.protocol)
+        samples = collect_samples(timed, **job.protocol.as_kwargs())
+        return TimingResult(samples, device_state(since), **found)
+
+    @staticmethod
+    def sessions(job: TimingJob) -> list:
+        """The job's runners: its prepared one (if any) and further loads of its artifact file up to
+        `job.protocol.sessions`; an in-process job (no file) has its one runner."""
+        runs = [job.runner] if job.runner is not None else []
+        if job.artifact.path is None:
+            if not runs:
+                raise ValueError(f"a {job.artifact.runtime} job without an artifact file needs a prepared runner")
+            return runs
+        import torch  # the runtimes' loaders take the example tensor for its shape
+
+        example = torch.zeros(job.artifact.input_shape)
+        runtime = runnable_runtime(job.artifact.runtime)
+        while len(runs) < job.protocol.sessions:
+            runs.append(runtime.load(job.artifact.path, example, job.threads))
+        return runs
 
 
 LOCAL = LocalTarget()

@@ -8,6 +8,11 @@
   per-call times: medians because a 2-core machine shares its cores with the OS;
 - `collect_with_reference` times the work in short rounds alternating with a reference workload (the
   device's "speed now", `latvit.targets.reference`), so drift during a measurement hits both alike;
+- both collectors also take several *sessions* of one artifact (the runtime's loader called again on the
+  same file) and time them in turn, a round each: two loads of one file run a few percent apart for as
+  long as they live (memory placement; `benchmarks/session_spread.py` measured 6-8% between 8 ORT
+  sessions), so a record of one session carries that offset and two records of one model disagree by
+  more than any stopping rule within a record can see. Pooling sessions averages the offset out;
 - each measurement can run in an isolated subprocess with a timeout (`run_isolated`), so a runtime that
   crashes or hangs becomes a failed record while the rest goes on; the parent only waits meanwhile;
 - `device_state` says what the device was doing around a measurement (frequency, governor, steal, load),
@@ -24,6 +29,7 @@ one measurement widens the interval instead of hiding behind many samples.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -34,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -51,6 +57,22 @@ REFERENCE_SHARE = 0.25
 # Idle time before each round: a thread pool that just ran (ORT's, OpenMP's) spin-waits for new work for a
 # while, and spinning threads of the last workload would steal the cores of the next one.
 SWITCH_PAUSE = 0.005
+
+# Sessions a whole-network record pools by default (bench rows, a table's networks, search's final check):
+# ten records of one network over 20 minutes, taken back to back with 3 loads and with 1, agreed within
+# +-4.1% and +-8.8% outside the host's slowdowns (docs/results-epyc-avx2.md). Blocks and profiles take one.
+NETWORK_SESSIONS = 3
+
+# one runner (one inference per call), or several sessions of one artifact timed in turn (see the docstring)
+Runners = Callable[[], Any] | Sequence[Callable[[], Any]]
+
+
+def as_sessions(run: Runners) -> list[Callable[[], Any]]:
+    """`run` as a non-empty list of sessions."""
+    runs = list(run) if isinstance(run, Sequence) else [run]
+    if not runs:
+        raise ValueError("no runner to time")
+    return runs
 
 
 @functools.lru_cache(maxsize=4096)
@@ -249,7 +271,7 @@ class Sampler:
 
 
 def collect_samples(
-    run: Callable[[], Any],
+    run: Runners,
     *,
     warmup: int = 10,
     iters: int = 50,
@@ -257,24 +279,35 @@ def collect_samples(
     max_seconds: float = 120.0,
     target_rel: float | None = TARGET_REL,
     confidence: float = CONFIDENCE,
+    round_seconds: float = ROUND_SECONDS,
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[float]:
     """Per-call seconds of `run()` (one inference) after `warmup` calls, until the `StoppingRule` of the
-    other arguments says the median is known (see the module docstring). `clock` is injectable (tests)."""
+    other arguments says the median is known (see the module docstring). `run` may be several sessions of
+    one artifact: each is warmed up, then they are timed in turn for `round_seconds` each, and the rule is
+    judged only after whole cycles, so every session weighs alike. `clock` is injectable (tests)."""
     rule = StoppingRule(iters, min_seconds, max_seconds, target_rel, confidence)
     rule.check(warmup)
-    for _ in range(warmup):
-        run()
+    runs = as_sessions(run)
+    for session in runs:
+        for _ in range(warmup):
+            session()
     sampler = Sampler(rule, clock)
     start = clock()
-    while True:
-        sampler.time_call(run)
-        if sampler.done(clock() - start):
+    if len(runs) == 1:
+        while True:
+            sampler.time_call(runs[0])
+            if sampler.done(clock() - start):
+                return sampler.samples
+    for i in itertools.count(1):
+        _round(sampler, runs[(i - 1) % len(runs)], round_seconds, clock)
+        elapsed = clock() - start
+        if rule.capped(len(sampler.samples), elapsed) or (i % len(runs) == 0 and sampler.done(elapsed)):
             return sampler.samples
 
 
 def measure_latency(
-    run: Callable[[], Any],
+    run: Runners,
     *,
     warmup: int = 10,
     iters: int = 50,
@@ -301,7 +334,7 @@ def measure_latency(
 
 
 def measure_interleaved(
-    runners: dict[str, Callable[[], Any]], rounds: int, *, alternate: bool = False, **protocol: Any
+    runners: dict[str, Runners], rounds: int, *, alternate: bool = False, **protocol: Any
 ) -> dict[str, list[float]]:
     """Median ms of each runner per round, for comparing runners on a drifting host: every round times
     each runner once with `measure_latency(**protocol)`, so drift hits all alike; compare them by
@@ -351,8 +384,8 @@ class ReferencedSamples:
 
 
 def collect_with_reference(
-    run: Callable[[], Any],
-    ref_net: Callable[[], Any],
+    run: Runners,
+    ref_net: Runners,
     ref_gemm: Callable[[], Any],
     *,
     warmup: int = 10,
@@ -368,25 +401,31 @@ def collect_with_reference(
     `ref_gemm()`, one GEMM: `latvit.targets.reference`) in alternating rounds: `round_seconds` of work, then
     a quarter of that on the reference network and on the GEMM, again and again. Stops when both the work's
     and the reference network's medians are known to +-`target_rel` (and the work has at least `iters`
-    calls and `min_seconds` of the whole measurement), or at `max_seconds` in all (then `noisy`). The
-    other arguments mean what they mean for `collect_samples`."""
+    calls and `min_seconds` of the whole measurement), or at `max_seconds` in all (then `noisy`). Several
+    sessions in `run` (and in `ref_net`) take their rounds in turn, and the rule is judged after whole
+    cycles of them. The other arguments mean what they mean for `collect_samples`."""
     rule = StoppingRule(iters, min_seconds, max_seconds, target_rel, confidence)
     rule.check(warmup)
+    runs, ref_nets = as_sessions(run), as_sessions(ref_net)
+    cycle = math.lcm(len(runs), len(ref_nets))
     ref_rule = StoppingRule(5, 0.0, max_seconds, target_rel, confidence)
-    for _ in range(warmup):
-        run()
+    for session in runs:
+        for _ in range(warmup):
+            session()
     for _ in range(3):
-        ref_net()
+        for ref_session in ref_nets:
+            ref_session()
         ref_gemm()
     work, net, gemm = Sampler(rule, clock), Sampler(ref_rule, clock), Sampler(ref_rule, clock)
     since = cpu_times()
     start = clock()
-    while True:
-        _round(work, run, round_seconds, clock)
-        _round(net, ref_net, round_seconds * REFERENCE_SHARE, clock)
+    for i in itertools.count(1):
+        _round(work, runs[(i - 1) % len(runs)], round_seconds, clock)
+        _round(net, ref_nets[(i - 1) % len(ref_nets)], round_seconds * REFERENCE_SHARE, clock)
         _round(gemm, ref_gemm, round_seconds * REFERENCE_SHARE / 4, clock)
         elapsed = clock() - start
-        if rule.capped(len(work.samples), elapsed) or (work.done(elapsed) and net.done(elapsed)):
+        whole_cycle = i % cycle == 0
+        if rule.capped(len(work.samples), elapsed) or (whole_cycle and work.done(elapsed) and net.done(elapsed)):
             break
     return ReferencedSamples(work.samples, net.samples, gemm.samples, device_state(since), rule)
 

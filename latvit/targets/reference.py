@@ -10,6 +10,10 @@ fixed reference beside it, in short alternating rounds, so that drift hits both 
   moves with what the work moves with;
 - a GEMM in torch (256 x 256, fp32): the device's raw compute, whatever the runtime does.
 
+The reference network is loaded NETWORK_SESSIONS times and the loads take the reference rounds in turn:
+one load runs a few percent off another for as long as it lives (`latvit.targets.protocol`), and each bench
+row prepares its reference anew in its own process, so one load's offset would move every `ref_ratio`.
+
 `measure_with_reference(run, prepare_reference(runtime, threads, workdir))` runs the alternating rounds
 (`latvit.targets.protocol.collect_with_reference`, which a remote device's agent runs too, on the artifact
 `reference_file` gives it) and returns the work's `Timing` and the reference's, whose medians every record carries as `ref_ms` and `ref_gemm_ms`. Two records from
@@ -31,7 +35,7 @@ from latvit.models.efficientformer import efficientformer_spec
 from latvit.runtimes import runnable_runtime
 from latvit.space.builder import build_model
 from latvit.space.spec import NetSpec
-from latvit.targets.protocol import Timing, collect_with_reference, set_threads
+from latvit.targets.protocol import NETWORK_SESSIONS, Runners, Timing, collect_with_reference, set_threads
 
 REFERENCE_VERSION = 1  # bump when the workload changes: reference times of other versions do not compare
 GEMM_SIZE = 256  # 34 MFLOP on 0.5 MB of operands: sub-millisecond, in cache, compute-bound
@@ -47,10 +51,10 @@ def reference_spec() -> NetSpec:
 
 @dataclass
 class Reference:
-    """Runners of the reference workload, ready to call: `net()` the reference network on the runtime,
-    `gemm()` the torch GEMM. `describe` says what it is, for records."""
+    """Runners of the reference workload, ready to call: `net` the reference network on the runtime (one
+    runner, or several loads of it timed in turn), `gemm()` the torch GEMM. `describe` says what it is."""
 
-    net: Callable[[], Any]
+    net: Runners
     gemm: Callable[[], Any]
     describe: dict[str, Any] = field(default_factory=dict)
 
@@ -107,11 +111,13 @@ def reference_describe(runtime: str, threads: int) -> dict[str, Any]:
     return {"ref_version": REFERENCE_VERSION, "ref_runtime": runtime, "ref_threads": threads}
 
 
-def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | None = None) -> Reference:
+def prepare_reference(
+    runtime: str | Any, threads: int, workdir: str | Path | None = None, sessions: int = NETWORK_SESSIONS
+) -> Reference:
     """The reference workload on `runtime` (a name or a `latvit.runtimes.Runtime`) with `threads` threads.
-    Runtimes with artifact files load the cached one (`reference_artifact`); the in-process runtimes
-    (eager, inductor) are prepared with their artifact, if any, in `workdir` (default: a temporary
-    directory kept as long as the runners)."""
+    Runtimes with artifact files load the cached one (`reference_artifact`), `sessions` times; the in-process
+    runtimes (eager, inductor) are prepared once, with their artifact, if any, in `workdir` (default: a
+    temporary directory kept as long as the runners)."""
     import torch
 
     rt = runnable_runtime(runtime) if isinstance(runtime, str) else runtime
@@ -119,20 +125,24 @@ def prepare_reference(runtime: str | Any, threads: int, workdir: str | Path | No
     model, example = reference_model()
     keep = None
     if rt.suffix:
-        run = rt.load(reference_artifact(rt), example, threads)
+        path = reference_artifact(rt)
+        loads = [rt.load(path, example, threads) for _ in range(sessions)]
     else:
         if workdir is None:
             keep = tempfile.TemporaryDirectory(prefix="latvit-ref-")
             workdir = keep.name
-        run = rt.prepare(model, example, threads, Path(workdir))
+        loads = [rt.prepare(model, example, threads, Path(workdir))]
     x = example.numpy()
     a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
 
-    def net() -> Any:
-        _ = keep  # the artifact's directory lives as long as this runner
-        return run(x)
+    def session(run: Callable[[Any], Any]) -> Callable[[], Any]:
+        def net() -> Any:
+            _ = keep  # the artifact's directory lives as long as this runner
+            return run(x)
 
-    return Reference(net, lambda: torch.mm(a, b), reference_describe(rt.name, threads))
+        return net
+
+    return Reference([session(run) for run in loads], lambda: torch.mm(a, b), reference_describe(rt.name, threads))
 
 
 def reference_fields(work: Timing, ref: Timing, gemm: Timing, describe: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +186,7 @@ class ReferencedTiming:
         }
 
 
-def measure_with_reference(run: Callable[[], Any], reference: Reference, **protocol: Any) -> ReferencedTiming:
+def measure_with_reference(run: Runners, reference: Reference, **protocol: Any) -> ReferencedTiming:
     """`collect_with_reference` (same arguments), summarised: the work's, the reference network's and the
     GEMM's Timing, the device state, and the reference's identity."""
     samples = collect_with_reference(run, reference.net, reference.gemm, **protocol)

@@ -118,7 +118,9 @@ def job_options(job: TimingJob, config: TargetConfig) -> dict[str, Any]:
 
 def job_flags(job: TimingJob, config: TargetConfig) -> dict[str, Any]:
     """Everything besides the artifact and the device that changes a measurement: the key of a result."""
-    return {"threads": job.threads, "protocol": job.protocol.as_kwargs(), "options": job_options(job, config)}
+    flags = {"threads": job.threads, "protocol": job.protocol.as_kwargs(), "options": job_options(job, config)}
+    # one session is what every result cached before `Protocol.sessions` was measured with: same key
+    return flags | ({"sessions": job.protocol.sessions} if job.protocol.sessions > 1 else {})
 
 
 def parse_answer(text: str, target: str) -> dict[str, Any]:
@@ -199,6 +201,7 @@ def result_from_answer(
         fingerprint={**fingerprint, "target": target, "runtime_version": version},
         reference=reference,
         profile_events=None if events is None else checked_profile_events(events, target),
+        sessions=payload["sessions"] if isinstance(payload.get("sessions"), int) and payload["sessions"] >= 1 else 1,
     )
 
 
@@ -235,7 +238,7 @@ def timing_fields(result: TimingResult, job: TimingJob | None = None) -> dict[st
         }
     rule = result.stopping_rule(job)
     timing = rule.timing(result.samples)
-    fields = {**timing.as_dict(), "stats_source": "samples"}
+    fields = {**timing.as_dict(), "stats_source": "samples", "sessions": result.sessions}
     if result.reference:  # timed with the reference workload: the device's speed meanwhile
         ref = dict(result.reference)
         ref_rule = replace(rule, iters=5, min_seconds=0.0)

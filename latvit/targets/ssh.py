@@ -473,6 +473,7 @@ class SSHTarget(RemoteTarget):
             "input_shape": list(job.artifact.input_shape),
             "threads": job.threads,
             "protocol": job.protocol.as_kwargs(),
+            "sessions": job.protocol.sessions,
             "options": job_options(job, self.config),
             "lock_wait_s": self.lock_wait_s,
             "cooldown_s": self.config.cooldown_s,

@@ -38,14 +38,21 @@ from latvit.pipeline.resolve import check_model_ref, model_label
 from latvit.runtimes import get_runtime
 from latvit.runtimes.base import Artifact
 from latvit.targets import Protocol, TimingJob, get_target
-from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, median_ratio, set_threads
+from latvit.targets.protocol import (
+    NETWORK_SESSIONS,
+    default_threads,
+    machine_info,
+    measure_interleaved,
+    median_ratio,
+    set_threads,
+)
 from latvit.targets.schedule import time_interleaved
 from latvit.train.evaluate import run_config
 from latvit.tune.candidates import Candidate, candidate_axes, enumerate_candidates
 from latvit.utils import atomic_write_text, check_writable, progress_bar
 
 # the default timing: short calls, several interleaved rounds (a ratio's spread shows over the rounds)
-DEFAULT_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=0.5, max_seconds=10.0)
+DEFAULT_PROTOCOL = Protocol(warmup=5, iters=20, min_seconds=0.5, max_seconds=10.0, sessions=NETWORK_SESSIONS)
 DEFAULT_ROUNDS = 5
 FORMAT_OF = {runtime: fmt for fmt, runtime in FORMATS.items()}
 
@@ -318,16 +325,25 @@ class _Builder:
 
 
 # -- measuring ------------------------------------------------------------------------------------------------
-def _timed(runner, threads: int, batch_shape) -> Any:
-    """A no-argument call of `runner` on a fixed input at `threads` (torch's pool is global: eager and
-    inductor take the count per call, the file runtimes baked it into their session)."""
+def _timed(runner, threads: int, batch_shape, artifact: Artifact, sessions: int) -> list:
+    """No-argument calls of `runner` and of further loads of `artifact` (`sessions` in all; one for the
+    in-process runtimes), on a fixed input at `threads`: the loads are timed in turn, as every whole-network
+    measurement is (`Protocol.sessions`). torch's pool is global: eager and inductor take the count per
+    call, the file runtimes baked it into their session."""
     x = np.random.default_rng(0).standard_normal(batch_shape, dtype=np.float32)
+    runners = [runner]
+    if artifact.path is not None:
+        rt, example = get_runtime(artifact.runtime), torch.from_numpy(x)
+        runners += [rt.load(artifact.path, example, threads) for _ in range(sessions - 1)]
 
-    def run():
-        set_threads(threads)
-        return runner(x)
+    def call(load):
+        def run():
+            set_threads(threads)
+            return load(x)
 
-    return run
+        return run
+
+    return [call(load) for load in runners]
 
 
 def _measure_pair(tgt, base: tuple, cand: tuple, protocol: Protocol, rounds: int) -> tuple[list[float], list[float]]:
@@ -372,7 +388,7 @@ def _measure_baseline(
             f"the baseline {baseline.key} cannot run this model ({first_line(e)}); choose other --runtimes"
         ) from None
     shape = builder.prepared["0"].example.shape
-    run = _timed(runner, baseline.threads, shape)
+    run = _timed(runner, baseline.threads, shape, artifact, protocol.sessions)
     ms, _ = _measure_pair(tgt, (run, baseline.threads, artifact), (run, baseline.threads, artifact), protocol, rounds)
     if time.monotonic() - started > 60 * budget_minutes:
         raise LatvitError(
@@ -424,7 +440,7 @@ def _try_candidate(
     base_ms, ms = _measure_pair(
         tgt,
         (base_run[0], baseline.threads, base_run[1]),
-        (_timed(runner, c.threads, shape), c.threads, artifact),
+        (_timed(runner, c.threads, shape, artifact, protocol.sessions), c.threads, artifact),
         protocol,
         rounds,
     )
