@@ -31,7 +31,7 @@ from latvit.targets.protocol import (
     run_isolated,
 )
 
-FAST = dict(warmup=1, iters=3, min_seconds=0.0, max_seconds=2.0)
+FAST = dict(warmup=1, iters=3, min_seconds=0.0, max_seconds=2.0, sessions=1)  # one load: rounds take time
 
 
 def test_timing_statistics():
@@ -92,7 +92,8 @@ def test_run_isolated_returns_value_error_crash_and_timeout():
 
 
 def test_measure_row_record_and_numerics():
-    record = measure_row("mobilevit_xxs", "ort", img_size=64, threads=1, deploy=True, peak_gflops=100.0, **FAST)
+    fast = FAST | {"sessions": NETWORK_SESSIONS}  # the default
+    record = measure_row("mobilevit_xxs", "ort", img_size=64, threads=1, deploy=True, peak_gflops=100.0, **fast)
     assert set(RECORD_FIELDS) <= set(record)
     assert record["status"] == "ok" and record["deployed"] is True and record["source"] == "latvit"
     assert record["export_abs_diff"] < 1e-4  # ONNX Runtime against the deployed model in PyTorch
@@ -110,7 +111,8 @@ def test_measure_row_record_and_numerics():
 
 
 def test_rows_without_the_reference_carry_none():
-    record = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, reference=False, **FAST)
+    asked = FAST | {"sessions": NETWORK_SESSIONS}
+    record = measure_row("mobilevit_xxs", "eager", img_size=64, threads=1, reference=False, **asked)
     assert record["status"] == "ok" and record["ref_ms"] is None and record["ref_ratio"] is None
     assert record["sessions"] == 1  # eager has no artifact file to load again
 
