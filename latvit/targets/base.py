@@ -128,7 +128,7 @@ class TimingResult:
 @dataclass(frozen=True)
 class Settle:
     """When to measure again: a job timed with the reference whose reference network ran more than `above`
-    slower than the fastest reference this target object has timed (same runtime and threads), known to
+    slower than the fastest reference this target object has timed (same runtime, threads and device), known to
     within `confident` (its interval's half-width), is timed again after `pause_s`, at most `tries` times
     in all; the try with the fastest reference is kept. Why: a shared host's or a phone's transient
     slowdowns (here: 1.45x for 20-60 s every few minutes) slow the small, in-cache reference more than a

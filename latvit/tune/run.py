@@ -37,7 +37,7 @@ from latvit.pipeline.prepare import PreparedModel, build_artifact, prepare_model
 from latvit.pipeline.resolve import check_model_ref, model_label
 from latvit.runtimes import get_runtime
 from latvit.runtimes.base import Artifact
-from latvit.targets import Protocol, TimingJob, get_target
+from latvit.targets import LocalTarget, Protocol, TimingJob, get_target
 from latvit.targets.protocol import (
     NETWORK_SESSIONS,
     default_threads,
@@ -326,15 +326,12 @@ class _Builder:
 
 # -- measuring ------------------------------------------------------------------------------------------------
 def _timed(runner, threads: int, batch_shape, artifact: Artifact, sessions: int) -> list:
-    """No-argument calls of `runner` and of further loads of `artifact` (`sessions` in all; one for the
-    in-process runtimes), on a fixed input at `threads`: the loads are timed in turn, as every whole-network
-    measurement is (`Protocol.sessions`). torch's pool is global: eager and inductor take the count per
-    call, the file runtimes baked it into their session."""
+    """No-argument calls of `runner` and of further loads of `artifact` (`sessions` in all, as the local
+    target loads them; one for the in-process runtimes), on a fixed input at `threads`: the loads are
+    timed in turn, as every whole-network measurement is. torch's pool is global: eager and inductor take
+    the count per call, the file runtimes baked it into their session."""
     x = np.random.default_rng(0).standard_normal(batch_shape, dtype=np.float32)
-    runners = [runner]
-    if artifact.path is not None:
-        rt, example = get_runtime(artifact.runtime), torch.from_numpy(x)
-        runners += [rt.load(artifact.path, example, threads) for _ in range(sessions - 1)]
+    loads = LocalTarget.sessions(TimingJob(artifact, threads, Protocol(sessions=sessions), runner))
 
     def call(load):
         def run():
@@ -343,7 +340,7 @@ def _timed(runner, threads: int, batch_shape, artifact: Artifact, sessions: int)
 
         return run
 
-    return [call(load) for load in runners]
+    return [call(load) for load in loads]
 
 
 def _measure_pair(tgt, base: tuple, cand: tuple, protocol: Protocol, rounds: int) -> tuple[list[float], list[float]]:
