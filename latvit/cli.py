@@ -584,6 +584,11 @@ def add_lut(sub) -> None:
     )
     b.add_argument("--no-deploy", action="store_true", help="measure modules as built, without deploy folding")
     b.add_argument("--force", action="store_true", help="discard an --out file built under other settings")
+    b.add_argument(
+        "--no-retime",
+        action="store_true",
+        help="do not time again the rows whose reference ran > 15%% slower than the build's fastest",
+    )
     b.add_argument("--out", default="lut.json", help="table file (default: lut.json); rerun to resume")
     b.add_argument(
         "--target",
@@ -634,6 +639,7 @@ def run_lut_build(args) -> None:
         statistic=args.statistic,
         force=args.force,
         target=args.target,
+        retime=not args.no_retime,
     )
     print(table.describe())
     ref = table.meta.get("reference")
@@ -643,7 +649,7 @@ def run_lut_build(args) -> None:
         print(
             f"reference {ref['ref_ms']:.3f} ms at build (it moved x{ref['build_drift']:.2f} during the build; "
             f"entries are restated at that speed); {noisy} of {len(rows)} measurements noisy (time cap before "
-            "their +-2% interval)"
+            f"their +-2% interval); {table.meta.get('retimed', 0)} timed again after a slowdown"
         )
     cal = table.calibration
     if cal:

@@ -1,3 +1,4 @@
+import importlib
 import os
 
 import pytest
@@ -56,3 +57,20 @@ def _no_waiting_for_the_host(monkeypatch):
     from latvit.targets import base
 
     monkeypatch.setattr(base, "wait_seconds", lambda seconds: None)
+
+
+@pytest.fixture(autouse=True)
+def _peak_probes_in_process(request, monkeypatch):
+    """`latvit bench` probes the machine's GEMM peak in child processes (before the rows, per runtime, after
+    them): each pays an interpreter start and torch's import, ~4 s, three per bench run. Tests run the same
+    probe functions in this process on a small GEMM instead; a test marked `real_probes` keeps the children
+    (tests/test_bench.py's CLI test does, so the isolated path stays tested)."""
+    if request.node.get_closest_marker("real_probes"):
+        return
+    from latvit.latency import bench
+
+    def in_process(target: str, kwargs: dict, threads: int) -> float:
+        module, name = target.split(":")
+        return getattr(importlib.import_module(module), name)(**kwargs, size=256, seconds=0.05)
+
+    monkeypatch.setattr(bench, "_probe", in_process)

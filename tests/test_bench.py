@@ -217,6 +217,7 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, mo
     assert not list(tmp_path.iterdir())  # no partial files
 
 
+@pytest.mark.real_probes
 def test_cli_writes_json_csv_and_plot(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(
@@ -245,6 +246,7 @@ def test_cli_writes_json_csv_and_plot(tmp_path, monkeypatch):
     assert code == 0
     records = json.loads((tmp_path / "latvit-bench.json").read_text())["records"]
     assert len(records) == 1 and records[0]["status"] == "ok"
+    assert records[0]["peak_engine"] == "torch.mm 1024 fp32, 1 threads"  # probed in a child, above a 64-px model
     assert (tmp_path / "latvit-bench.png").stat().st_size > 1000
     assert (tmp_path / "b.csv").read_text().count("\n") == 2
 

@@ -322,23 +322,34 @@ def test_openvino_accuracy_control_keeps_top1_within_max_drop(tmp_path):
         assert top1(run) >= top1(lambda x: model(torch.from_numpy(x)).numpy())
 
 
-def test_openvino_transformer_recipe_keeps_norms_and_adds_float(small_model, tmp_path):
+def test_openvino_transformer_recipe_keeps_norms_and_adds_float(tmp_path):
     """`transformer` (NNCF's transformer model type) quantizes fewer tensors than `vit`: LayerNorm inputs and
-    residual adds stay float; both artifacts run on OpenVINO close to fp32."""
+    residual adds stay float; both artifacts run on OpenVINO close to fp32. One MobileViT block (LayerNorms,
+    attention, residual adds) shows it at a fifth of a seed model's NNCF time."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     import openvino as ov
 
+    from latvit.runtimes import get_runtime
+
+    torch.manual_seed(0)
+    small_model = build_model(ONE_BLOCK_MOBILEVIT, num_classes=10)
+    for m in small_model.modules():  # PyTorch's default init: the timm-style 0.02 std leaves logits ~0.005 apart
+        if isinstance(m, nn.Linear):
+            m.reset_parameters()
+    small_model = deploy(small_model)
     batches = calibration_batches("synthetic", 64, small_model.spec.mean, small_model.spec.std, count=4)
-    logit_range = float(np.ptp(small_model(torch.from_numpy(batches[0])).detach().numpy()))
+    x = torch.from_numpy(batches[0])
+    with torch.no_grad():
+        fp32 = small_model(x).numpy()
     fake_quantizes = {}
     for recipe in ("vit", "transformer"):
         path = quantize(small_model, "openvino", batches, tmp_path / recipe / "m.xml", recipe=recipe)
         fake_quantizes[recipe] = sum(
             op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(path)).get_ordered_ops()
         )
-        report = compare_int8(small_model, "openvino", path, batches, threads=1, min_seconds=0.0)
-        assert report["max_abs_diff"] <= 0.1 * logit_range
+        int8 = np.asarray(get_runtime("openvino").load(path, x, 1)(batches[0]))
+        assert np.abs(int8 - fp32).max() <= 0.1 * np.ptp(fp32)
     assert 0 < fake_quantizes["transformer"] < fake_quantizes["vit"]
 
 

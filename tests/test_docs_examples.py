@@ -45,6 +45,8 @@ SMOKE = {
         "",
         "--runtimes",
         "ort",
+        "--sessions",
+        "1",
     ],
     "train": [
         "--epochs",

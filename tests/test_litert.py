@@ -75,9 +75,13 @@ def test_family_exports_and_matches_pytorch(name, randomize, tmp_path):
     assert np.abs(out - run(np.zeros_like(x.numpy()))).max() > RTOL * np.abs(ref).max()  # above rounding
 
 
-def test_token_merged_model_exports(randomize, tmp_path):
-    """ToMe's gathers and one-hot merges convert: the .tflite matches the merged model in PyTorch."""
-    model = small_model("mobilevit_xxs", randomize)
+def test_token_merged_model_exports(tmp_path):
+    """ToMe's gathers and one-hot merges convert: the .tflite matches the merged model in PyTorch (one
+    merging MobileViT block: the gathers and merges are the same in every block)."""
+    from test_compression import ONE_BLOCK_MOBILEVIT
+
+    torch.manual_seed(0)
+    model = latvit.create_model(ONE_BLOCK_MOBILEVIT, num_classes=10).eval()
     info = export_model(model, "litert", tmp_path / "m.tflite", tome="keep0.5")
     assert info["checked"] and info["max_rel_diff"] < RTOL and info["tome"] == "keep0.5"
 

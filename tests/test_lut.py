@@ -395,6 +395,45 @@ def test_drift_during_the_build_is_undone_entry_by_entry(tiny, drifting_measure,
     assert predict_latency(spec, table, now=False).ms == pytest.approx(truth, rel=1e-4)
 
 
+def test_rows_timed_in_a_slowdown_are_timed_again_after_the_build(tiny, monkeypatch, tmp_path):
+    """The first three rows of a build meet a slowdown that each row's own settling cannot see (nothing faster
+    was timed yet): their reference ran 1.5x the build's fastest. After the pass they are timed again, once,
+    and the faster-reference reading is kept; the other rows are not touched, a resumed build times nothing
+    again, and `retime=False` keeps the slow readings."""
+    calls = []
+
+    def timed(key, ms):
+        calls.append(key)
+        s = 1.5 if len(calls) <= 3 else 1.0  # the device: slow for the first three measurements
+        return Timing(ms * s, ms * s * 1.1, ms * s * 0.9, ms * s, 0.01, 20), {"ref_ms": 2.0 * s, "ref_gemm_ms": 0.3}
+
+    def item(item, runtime, threads, deploy, protocol=M.BLOCK_PROTOCOL, reference=False, target=None):
+        return timed(L.item_id(item), fake_ms(item.cost.flops))
+
+    def network(spec, runtime, threads, deploy, protocol=M.NETWORK_PROTOCOL, reference=False, target=None):
+        return timed(L.network_id(spec), 1.0)
+
+    monkeypatch.setattr(B, "measure_item", item)
+    monkeypatch.setattr(B, "measure_network", network)
+    out = tmp_path / "kept.json"
+    cmd = ["lut", "build", "--space", "tiny", "--runtime", "eager", "--calibrate", "2", "--out", str(out)]
+    assert main([*cmd, "--no-retime"]) == 0
+    kept = L.LatencyTable.load(out)
+    assert sorted(r["ref_ms"] for r in kept.entries.values())[-3:] == [3.0, 3.0, 3.0] and "retimed" not in kept.meta
+
+    calls.clear()
+    table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=2, progress=False)
+    first = calls[:3]
+    assert calls[-3:] == first  # the three slow rows, and only they, were timed again
+    rows = {**table.entries, **table.networks}
+    assert {k for k, r in rows.items() if r.get("retimed")} == set(first) and table.meta["retimed"] == 3
+    assert all(r["ref_ms"] == 2.0 for r in rows.values())  # the faster readings were kept
+    assert table.meta["reference"]["build_drift"] == 1.0
+    calls.clear()
+    build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=2, progress=False)
+    assert calls == []  # resumed: nothing measured, nothing timed a third time
+
+
 def test_predictions_now_follow_the_reference_and_say_so(tiny, drifting_measure, tmp_path):
     table = build_lut("tiny", "eager", tmp_path / "lut.json", calibrate=4, progress=False)
     spec = tiny.spec(tiny.largest())

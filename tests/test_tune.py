@@ -1,7 +1,7 @@
 """`latvit tune`: candidates measured, tune.json's content, the winner's artifact, resume, bad input.
 
-A tiny MobileViT (32 px, 10 classes, random weights) on the synthetic set, eager and ORT only, a tiny
-timing protocol: the tune finishes in seconds. Top-1 of a random model is near chance; what is tested is
+A tiny MobileViT (one merging block of tests/test_compression.py, 32 px, 10 classes, random weights) on the
+synthetic set, eager and ORT only, a tiny timing protocol: the tune finishes in seconds. Top-1 of a random model is near chance; what is tested is
 that every candidate is measured on the same images against the same reference, not the accuracy itself.
 """
 
@@ -37,7 +37,9 @@ FAST = dict(
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("tune") / "model"
-    latvit.save(latvit.create_model("mobilevit_xxs", num_classes=10, img_size=32), path)
+    from test_compression import ONE_BLOCK_MOBILEVIT
+
+    latvit.save(latvit.create_model(ONE_BLOCK_MOBILEVIT, num_classes=10, img_size=32), path)
     return path
 
 
