@@ -157,7 +157,8 @@ def markdown(result: dict) -> str:
         "",
         f"- Table: {result['entries']} entries, {result['networks']} calibration networks, built in "
         f"{result['build_min']:.1f} min; reference {m['reference']['ref_ms']:.3f} ms at build (rows' reference "
-        f"moved x{m['reference']['build_drift']:.2f} during the build).",
+        f"moved x{m['reference']['build_drift']:.2f} during the build); "
+        f"{m.get('retimed', 0)} rows timed again after the pass (reference > 15% above the build's fastest).",
         f"- Drift at validation: {v['drift']['note']}; per network x{v['drift']['rows_median']:.2f} "
         f"({v['drift']['rows_min']:.2f}-{v['drift']['rows_max']:.2f}).",
         "",

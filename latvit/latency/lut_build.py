@@ -198,12 +198,12 @@ def _retime_slow_rows(
     ]
     with progress_bar(progress, len(todo), "lut: again, rows timed while the device was slow") as advance:
         for key, what in todo:
-            advance(key if key in table.entries else f"network {what.name}")
             is_entry = key in table.entries
-            old = table.entries[key] if is_entry else table.networks[key]
+            advance(describe_item(what) if is_entry else f"network {what.name}")
+            rows_of = table.entries if is_entry else table.networks
             new = (_entry_row if is_entry else _network_row)(what, rt, threads, deploy, True, tgt)
-            kept = new if new.get("ref_ms", math.inf) < old["ref_ms"] else old
-            (table.entries if is_entry else table.networks)[key] = {**kept, "retimed": True}
+            kept = new if new.get("ref_ms", math.inf) < rows_of[key]["ref_ms"] else rows_of[key]
+            rows_of[key] = {**kept, "retimed": True}
             table.save()
         advance(None)
     table.meta["retimed"] = sum(1 for r in [*table.entries.values(), *table.networks.values()] if r.get("retimed"))
