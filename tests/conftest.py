@@ -1,4 +1,3 @@
-import importlib
 import os
 
 import pytest
@@ -68,9 +67,9 @@ def _peak_probes_in_process(request, monkeypatch):
     if request.node.get_closest_marker("real_probes"):
         return
     from latvit.latency import bench
+    from latvit.targets.worker import resolve_function
 
     def in_process(target: str, kwargs: dict, threads: int) -> float:
-        module, name = target.split(":")
-        return getattr(importlib.import_module(module), name)(**kwargs, size=256, seconds=0.05)
+        return resolve_function(target)(**kwargs, size=256, seconds=0.05)
 
     monkeypatch.setattr(bench, "_probe", in_process)

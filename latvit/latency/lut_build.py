@@ -188,7 +188,7 @@ def _retime_slow_rows(
     too far. Rows timed again say `retimed: true` (a resumed build does not time them a third time);
     `meta["retimed"]` counts them."""
     rows = {**table.entries, **table.networks}
-    refs = [r["ref_ms"] for r in rows.values() if isinstance(r.get("ref_ms"), (int, float)) and r["ref_ms"] > 0]
+    refs = [r["ref_ms"] for r in rows.values() if r.get("ref_ms")]  # None: timed without the reference
     if not refs:
         return
     fastest = min(refs)

@@ -17,11 +17,16 @@ from latvit.errors import LatvitError, first_line
 from latvit.utils import atomic_write_text
 
 
+def resolve_function(target: str):
+    """ "package.module:function" -> the function (imports the module)."""
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
 def main(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
-    module_name, func_name = request["target"].split(":")
     try:
-        function = getattr(importlib.import_module(module_name), func_name)
+        function = resolve_function(request["target"])
         if request.get("threads") and "torch" in sys.modules:  # the env set OpenMP's pool; torch's too
             sys.modules["torch"].set_num_threads(request["threads"])
         value = function(**request["kwargs"])
