@@ -644,12 +644,12 @@ def run_lut_build(args) -> None:
     print(table.describe())
     ref = table.meta.get("reference")
     rows = [*table.entries.values(), *table.networks.values()]
-    noisy = sum(bool(r.get("noisy")) for r in rows)
+    noisy, retimed = sum(bool(r.get("noisy")) for r in rows), sum(bool(r.get("retimed")) for r in rows)
     if ref:
         print(
             f"reference {ref['ref_ms']:.3f} ms at build (it moved x{ref['build_drift']:.2f} during the build; "
             f"entries are restated at that speed); {noisy} of {len(rows)} measurements noisy (time cap before "
-            f"their +-2% interval); {table.meta.get('retimed', 0)} timed again after a slowdown"
+            f"their +-2% interval); {retimed} timed again after a slowdown"
         )
     cal = table.calibration
     if cal:

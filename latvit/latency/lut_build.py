@@ -185,28 +185,29 @@ def _retime_slow_rows(
     a process's first rows (nothing to compare with yet: a table's first entry was timed at a reference 1.45x
     the build's usual) nor on a row at a slowdown's edge, whose reference interval is too wide to trust; and
     a transient slowdown slows the small, in-cache reference more than the item, so such a row is corrected
-    too far. Rows timed again say `retimed: true` (a resumed build does not time them a third time);
-    `meta["retimed"]` counts them."""
-    rows = {**table.entries, **table.networks}
-    refs = [r["ref_ms"] for r in rows.values() if r.get("ref_ms")]  # None: timed without the reference
+    too far. Rows timed again say `retimed: true` (a resumed build does not time them a third time)."""
+    kinds = (  # (the table's rows, how one is timed, what this build measures into them)
+        (table.entries, _entry_row, [(item_id(i), i) for i in items]),
+        (table.networks, _network_row, [(network_id(s), s) for s in networks]),
+    )
+    refs = [r["ref_ms"] for rows, _, _ in kinds for r in rows.values() if r.get("ref_ms")]  # None: no reference
     if not refs:
         return
-    fastest = min(refs)
-    slow = {k for k, r in rows.items() if not r.get("retimed") and r.get("ref_ms", 0) > fastest * (1 + settle.above)}
-    todo = [(k, i) for i in items if (k := item_id(i)) in slow] + [
-        (k, s) for s in networks if (k := network_id(s)) in slow
+    limit = min(refs) * (1 + settle.above)
+    todo = [
+        (rows, time_row, key, what)
+        for rows, time_row, measured in kinds
+        for key, what in measured
+        if key in rows and not rows[key].get("retimed") and (rows[key].get("ref_ms") or 0) > limit
     ]
     with progress_bar(progress, len(todo), "lut: again, rows timed while the device was slow") as advance:
-        for key, what in todo:
-            is_entry = key in table.entries
-            advance(describe_item(what) if is_entry else f"network {what.name}")
-            rows_of = table.entries if is_entry else table.networks
-            new = (_entry_row if is_entry else _network_row)(what, rt, threads, deploy, True, tgt)
-            kept = new if new.get("ref_ms", math.inf) < rows_of[key]["ref_ms"] else rows_of[key]
-            rows_of[key] = {**kept, "retimed": True}
+        for rows, time_row, key, what in todo:
+            advance(describe_item(what) if rows is table.entries else f"network {what.name}")
+            new = time_row(what, rt, threads, deploy, True, tgt)
+            kept = new if (new.get("ref_ms") or math.inf) < rows[key]["ref_ms"] else rows[key]
+            rows[key] = {**kept, "retimed": True}
             table.save()
         advance(None)
-    table.meta["retimed"] = sum(1 for r in [*table.entries.values(), *table.networks.values()] if r.get("retimed"))
 
 
 def _resume_or_new(out: Path, meta: dict[str, Any], force: bool) -> LatencyTable:
