@@ -322,7 +322,7 @@ def main() -> None:
         "build_min": (time.perf_counter() - start) / 60,
         "entries": len(table.entries),
         "networks": len(table.networks),
-        "retimed": sum(bool(r.get("retimed")) for r in [*table.entries.values(), *table.networks.values()]),
+        "retimed": sum(bool(r.get("retimed")) for r in table.rows()),
         "table_meta": table.meta,
     }
     log(table.describe())

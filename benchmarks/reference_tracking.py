@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from lut_drift import DISTURBANCE
+from lut_drift import DISTURBANCE, spread
 from torch import nn
 
 from latvit.latency.measure import build_model, inference_copy
@@ -59,15 +59,6 @@ def streaming_model(width: int, layers: int = 3) -> nn.Module:
     return nn.Sequential(*[nn.Linear(width, width) for _ in range(layers)]).eval()
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    """Max / min - 1 and the largest distance from the median, in percent."""
-    mid = statistics.median(values)
-    return {
-        "spread_pct": (max(values) / min(values) - 1) * 100,
-        "max_from_median_pct": max(abs(v / mid - 1) for v in values) * 100,
-    }
-
-
 def log_correlation(a: list[float], b: list[float]) -> float:
     """Pearson correlation of log(a) and log(b): does one move when the other does?"""
     la, lb = [math.log(v) for v in a], [math.log(v) for v in b]
@@ -75,6 +66,35 @@ def log_correlation(a: list[float], b: list[float]) -> float:
     cov = sum((x - ma) * (y - mb) for x, y in zip(la, lb))
     norm = math.sqrt(sum((x - ma) ** 2 for x in la) * sum((y - mb) ** 2 for y in lb))
     return cov / norm if norm else float("nan")
+
+
+def spread_pct(values: list[float]) -> dict[str, float]:
+    """lut_drift's `spread` (median, max_dev_pct, min, max) and max / min - 1 in percent."""
+    s = spread(values)
+    return {**s, "spread_pct": (s["max"] / s["min"] - 1) * 100}
+
+
+def corrections(windows: list[dict]) -> dict[str, dict]:
+    """Per correction of the network (none, or divided by one of the other workloads): its spread over all
+    windows and over 10 evenly spaced ones, each phase's median against the quiet phase's, the
+    log-correlation of the workload with the network and the workload's own spread."""
+    every = max(1, len(windows) // 10)
+    table = {}
+    for ref in (None, *(label for label in windows[0] if label not in ("net", "phase"))):
+        ratios = [w["net"] / (w[ref] if ref else 1.0) for w in windows]
+        by_phase = {
+            phase: statistics.median(r for r, w in zip(ratios, windows) if w["phase"] == phase) for phase, _ in PHASES
+        }
+        table[ref or "raw"] = {
+            "phase_medians_vs_quiet": {k: v / by_phase["quiet"] for k, v in by_phase.items()},
+            "all_windows": spread_pct(ratios),
+            "ten_windows": spread_pct(ratios[::every][:10]),
+            "log_correlation_with_net": log_correlation([w["net"] for w in windows], [w[ref] for w in windows])
+            if ref
+            else None,
+            "reference_spread_pct": spread_pct([w[ref] for w in windows])["spread_pct"] if ref else None,
+        }
+    return table
 
 
 def main() -> None:
@@ -133,26 +153,7 @@ def main() -> None:
                     **{label: statistics.median(r[label] for r in inside) for label in labels},
                 }
             )
-    every = max(1, len(windows) // 10)
-    ten = windows[::every][:10]
-    corrections = {"raw": None, **{label: label for label in labels if label != "net"}}
-    table = {}
-    for name, ref in corrections.items():
-        values_all = [w["net"] / (w[ref] if ref else 1.0) for w in windows]
-        values_ten = [w["net"] / (w[ref] if ref else 1.0) for w in ten]
-        by_phase = {
-            phase: statistics.median(w["net"] / (w[ref] if ref else 1.0) for w in windows if w["phase"] == phase)
-            for phase, _ in PHASES
-        }
-        table[name] = {
-            "phase_medians_vs_quiet": {k: v / by_phase["quiet"] for k, v in by_phase.items()},
-            "all_windows": spread(values_all),
-            "ten_windows": spread(values_ten),
-            "log_correlation_with_net": log_correlation([w["net"] for w in windows], [w[ref] for w in windows])
-            if ref
-            else None,
-            "reference_spread_pct": spread([w[ref] for w in windows])["spread_pct"] if ref else None,
-        }
+    table = corrections(windows)
     result = {
         "machine": machine_info(args.threads),
         "device_state": device_state(),
@@ -172,8 +173,8 @@ def main() -> None:
         corr = f"{row['log_correlation_with_net']:.2f}" if row["log_correlation_with_net"] is not None else "-"
         ref_spread = f"{row['reference_spread_pct']:.1f}%" if row["reference_spread_pct"] is not None else "-"
         print(
-            f"{name:14s}  {row['all_windows']['spread_pct']:6.1f}% / {row['all_windows']['max_from_median_pct']:5.1f}%"
-            f"               {row['ten_windows']['spread_pct']:6.1f}% / {row['ten_windows']['max_from_median_pct']:5.1f}%"
+            f"{name:14s}  {row['all_windows']['spread_pct']:6.1f}% / {row['all_windows']['max_dev_pct']:5.1f}%"
+            f"               {row['ten_windows']['spread_pct']:6.1f}% / {row['ten_windows']['max_dev_pct']:5.1f}%"
             f"      {corr:>6s}      {ref_spread:>6s}"
             f"       {row['phase_medians_vs_quiet']['training loop']:.3f} / {row['phase_medians_vs_quiet']['memory stream']:.3f}"
         )

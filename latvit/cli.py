@@ -643,7 +643,7 @@ def run_lut_build(args) -> None:
     )
     print(table.describe())
     ref = table.meta.get("reference")
-    rows = [*table.entries.values(), *table.networks.values()]
+    rows = table.rows()
     noisy, retimed = sum(bool(r.get("noisy")) for r in rows), sum(bool(r.get("retimed")) for r in rows)
     if ref:
         print(

@@ -257,6 +257,12 @@ class LatencyTable:
     def missing(self, items: Iterable[Item]) -> list[Item]:
         return [it for it in items if item_id(it) not in self.entries]
 
+    def rows(self, with_reference: bool = False) -> list[dict]:
+        """Every measured row, the entries then the calibration networks; `with_reference`: only the rows
+        timed with the reference (a valid `ref_ms`)."""
+        rows = [*self.entries.values(), *self.networks.values()]
+        return [r for r in rows if _valid_ms(r.get("ref_ms"))] if with_reference else rows
+
     def describe(self) -> str:
         m = self.meta
         size = m.get("img_size") or "default sizes"
@@ -357,7 +363,7 @@ def _valid_ms(value: Any) -> bool:
 def set_build_reference(table: LatencyTable) -> None:
     """Store the table's speed at build in `meta["reference"]`: the median reference time over the rows
     measured with one (None when none was: the table cannot follow drift)."""
-    rows = [r for r in [*table.entries.values(), *table.networks.values()] if _valid_ms(r.get("ref_ms"))]
+    rows = table.rows(with_reference=True)
     if not rows:
         table.meta.pop("reference", None)
         return

@@ -190,10 +190,10 @@ def _retime_slow_rows(
         (table.entries, _entry_row, [(item_id(i), i) for i in items]),
         (table.networks, _network_row, [(network_id(s), s) for s in networks]),
     )
-    refs = [r["ref_ms"] for rows, _, _ in kinds for r in rows.values() if r.get("ref_ms")]  # None: no reference
-    if not refs:
+    timed_with_reference = table.rows(with_reference=True)
+    if not timed_with_reference:
         return
-    limit = min(refs) * (1 + settle.above)
+    limit = min(r["ref_ms"] for r in timed_with_reference) * (1 + settle.above)
     todo = [
         (rows, time_row, key, what)
         for rows, time_row, measured in kinds
