@@ -300,6 +300,38 @@ def test_accuracy_control_is_not_built_when_plain_int8_was_too_slow(saved, tmp_p
     assert supports("litert", "int8-ac") and supports("openvino", "int8-ac") and not supports("ort", "int8-ac")
 
 
+def test_accuracy_control_judges_images_prepared_as_the_run_evaluates_them(saved, tmp_path, monkeypatch):
+    """A run evaluated uncropped (config crop_pct 1.0, as the Fashion-MNIST runs): the int8-ac candidate's
+    validation images are at crop 1.0 like tune's held-out images and `latvit quantize --max-drop`'s, while
+    calibration keeps quantize's 0.875. (Judged at 0.875, LiteRT accuracy control kept an L1 that lost 6
+    points on the held-out images at 1.0.)"""
+    import shutil
+
+    from latvit.tune import run as tune_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(saved, run_dir / "best")
+    (run_dir / "config.yaml").write_text("crop_pct: 1.0\n")
+    crops = {"validation": [], "calibration": []}
+    for purpose, name in (("validation", "validation_batches"), ("calibration", "calibration_batches")):
+        real = getattr(tune_run, name)
+
+        def spy(*args, _real=real, _purpose=purpose, **kwargs):
+            crops[_purpose].append(kwargs.get("crop_pct", 0.875))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(tune_run, name, spy)
+    monkeypatch.setattr(tune_run, "_plain_int8_too_slow", lambda c, records: None)  # build it whatever the timing
+    tune_model(
+        str(run_dir / "best"),
+        "synthetic",
+        100.0,
+        output=tmp_path / "out",
+        **{**FAST, "runtimes": ["openvino"], "precisions": ["fp32", "int8-ac"]},
+    )
+    assert crops == {"validation": [1.0], "calibration": [0.875]}
+
+
 def test_the_first_accuracy_controlled_build_is_expected_to_take_a_plain_builds_time(saved, tmp_path, monkeypatch):
     """Plain int8 builds "take" 10 minutes each; with 15 minutes of budget the first int8-ac candidate, whose
     kind has no build yet, is skipped on the plain build's time rather than started (it quantizes too, then

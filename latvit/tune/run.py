@@ -94,9 +94,8 @@ def tune_model(
     prepared = {"0": prepare_model(model, img_size=img_size, batch=batch)}
     base = prepared["0"]
     size, mean, std = base.img_size, base.resolved.mean, base.resolved.std
-    held_out = eval_batches(
-        data, base.logits.shape[-1], size, mean, std, eval_images, batch, run_config(model).get("crop_pct", 0.875)
-    )
+    crop_pct = run_config(model).get("crop_pct", 0.875)  # how the model is evaluated: held-out and validation images
+    held_out = eval_batches(data, base.logits.shape[-1], size, mean, std, eval_images, batch, crop_pct)
     cores = default_threads()
     axes = candidate_axes(
         base.model, cores=cores, runtimes=runtimes, precisions=precisions, tomes=tomes, threads=threads
@@ -123,7 +122,9 @@ def tune_model(
 
     tgt = get_target(target)
     with tempfile.TemporaryDirectory(prefix="latvit-tune-") as tmp:
-        builder = _Builder(model, prepared, Path(tmp), data, calib_images, max_drop, size, mean, std, batch, img_size)
+        builder = _Builder(
+            model, prepared, Path(tmp), data, calib_images, max_drop, size, mean, std, crop_pct, batch, img_size
+        )
         todo = [c for c in candidates if c.key not in records]
         base_runner = None
         if todo:
@@ -270,12 +271,13 @@ class _Builder:
         size: int,
         mean,
         std,
+        crop_pct: float,
         batch: int,
         img_size,
     ):
         self.model, self.prepared, self.workdir, self.data = model, prepared, workdir, data
         self.calib_images, self.max_drop, self.size, self.mean, self.std = calib_images, max_drop, size, mean, std
-        self.batch, self.img_size = batch, img_size
+        self.crop_pct, self.batch, self.img_size = crop_pct, batch, img_size
         self.built: dict[tuple, tuple[Path | None, float | None]] = {}
         self._calibration = None
 
@@ -305,7 +307,11 @@ class _Builder:
         elif c.build_key not in self.built:
             validation = None
             if c.precision == "int8-ac":
-                validation = validation_batches(self.data, self.size, self.mean, self.std, batch=self.batch)
+                # judged on images prepared as the model is evaluated (as `latvit quantize --max-drop` does); the
+                # calibration images keep quantize's 0.875 crop (calibration_batches says why)
+                validation = validation_batches(
+                    self.data, self.size, self.mean, self.std, batch=self.batch, crop_pct=self.crop_pct
+                )
             path = quantize(
                 p.model,
                 c.runtime,
