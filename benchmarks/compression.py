@@ -47,7 +47,7 @@ from latvit.errors import LatvitError
 from latvit.pipeline.resolve import resolve_model
 from latvit.runtimes import get_runtime
 from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, run_isolated, set_threads
-from latvit.train.evaluate import run_config
+from latvit.train.evaluate import eval_crop_pct
 from latvit.utils import atomic_write_text
 
 SEEDS = ["efficientformer_l1", "efficientformerv2_s1", "mobilevit_xxs", "mobilevit_s"]
@@ -109,7 +109,7 @@ def training_crop_pct(checkpoint: Path) -> float:
     the timm run's train.json), as `latvit validate` uses it; timm's 0.875 when the directory is not a run."""
     if (checkpoint / "train.json").is_file():
         return float(json.loads((checkpoint / "train.json").read_text()).get("crop_pct", 0.875))
-    return float(run_config(checkpoint).get("crop_pct", 0.875))
+    return eval_crop_pct(checkpoint)
 
 
 def evaluation_set(data: str, img_size: int, mean, std, count: int, crop_pct: float = 0.875):

@@ -31,7 +31,7 @@ from latvit.errors import LatvitError
 from latvit.pipeline.resolve import resolve_model
 from latvit.runtimes import get_runtime
 from latvit.targets.protocol import machine_info, measure_interleaved, median_ratio, set_threads
-from latvit.train.evaluate import run_config
+from latvit.train.evaluate import eval_crop_pct
 
 MODELS = ["efficientformer_l1", "mobilevit_xxs"]
 OTHERS = ["ort", "openvino", "executorch"]
@@ -78,7 +78,7 @@ def measure(name: str, args, checkpoint: str | None) -> dict:
     calib = calibration_batches("fashion-mnist", size, resolved.mean, resolved.std, count=args.calib_images)
     validation = None
     if args.max_drop is not None:  # labelled training images (none calibrates), at the run's crop as the CLI does
-        crop = run_config(checkpoint or name).get("crop_pct", 0.875)
+        crop = eval_crop_pct(checkpoint or name)
         validation = validation_batches(
             "fashion-mnist", size, resolved.mean, resolved.std, count=args.val_images, crop_pct=crop
         )

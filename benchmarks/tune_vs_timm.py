@@ -30,7 +30,7 @@ from deploy_vs_timm import ordinary_runner  # the ordinary export, as that bench
 from latvit.pipeline.resolve import resolve_model
 from latvit.runtimes import get_runtime
 from latvit.targets.protocol import default_threads, machine_info, measure_interleaved, median_ratio, set_threads
-from latvit.train.evaluate import run_config
+from latvit.train.evaluate import eval_crop_pct
 from latvit.tune import tune_model
 from latvit.tune.candidates import Candidate
 from latvit.tune.run import eval_batches, top1, torch_runner
@@ -62,7 +62,7 @@ def main() -> None:
 
         resolved = resolve_model(args.model)
         size, classes = resolved.img_size, int(resolved.model.num_classes)
-        crop = run_config(args.model).get("crop_pct", 0.875)
+        crop = eval_crop_pct(args.model)
         test = eval_batches(args.data, classes, size, resolved.mean, resolved.std, 10**9, 1, crop)
         x = torch.from_numpy(test[0][0])
         set_threads(winner.threads)

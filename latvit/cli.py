@@ -54,7 +54,7 @@ from latvit.targets.config import load_targets, remove_target
 from latvit.targets.protocol import NETWORK_SESSIONS, default_threads
 from latvit.targets.ssh import SSHTarget, accept_new_host_key
 from latvit.train import make_config, parse_set, read_config_file, train, validate
-from latvit.train.evaluate import run_config
+from latvit.train.evaluate import eval_crop_pct
 from latvit.train.profiling import breakdown_table
 from latvit.tune import tune_model
 from latvit.utils import atomic_write_text, check_writable
@@ -784,7 +784,7 @@ def run_quantize(args) -> None:
     validation = None
     if args.max_drop is not None:  # accuracy control judges top-1 as `latvit validate` does: at the run's crop
         validation = validation_batches(
-            args.calib, size, mean, std, count=args.val_images, crop_pct=run_config(args.model).get("crop_pct", 0.875)
+            args.calib, size, mean, std, count=args.val_images, crop_pct=eval_crop_pct(args.model)
         )
     path = quantize(
         model,

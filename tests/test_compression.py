@@ -204,7 +204,7 @@ def test_validation_batches_are_labelled_and_apart_from_calibration():
     import torch.nn.functional as F
 
     mean, std = (0.5,) * 3, (0.25,) * 3
-    batches = validation_batches("synthetic", 32, mean, std, count=8, batch=2)
+    batches = validation_batches("synthetic", 32, mean, std, count=8, batch=2, crop_pct=0.875)
     assert [(x.shape, y.shape) for x, y in batches] == [((2, 3, 32, 32), (2,))] * 4
     assert all(y.dtype.kind == "i" for _, y in batches)
     calibration = np.concatenate(calibration_batches("synthetic", 32, mean, std, count=8))
@@ -214,7 +214,7 @@ def test_validation_batches_are_labelled_and_apart_from_calibration():
     )
     assert distance.min() > 1e-3  # not one calibration image among them
     with pytest.raises(LatvitError, match="at least one batch"):
-        validation_batches("synthetic", 32, mean, std, count=1, batch=2)
+        validation_batches("synthetic", 32, mean, std, count=1, batch=2, crop_pct=0.875)
 
 
 def test_calibration_and_validation_images_take_the_given_crop():
@@ -300,7 +300,7 @@ def test_openvino_accuracy_control_keeps_top1_within_max_drop(tmp_path):
     torch.manual_seed(0)
     model = deploy(build_model(ONE_BLOCK_MOBILEVIT, num_classes=10)).eval()
     calibration = calibration_batches("synthetic", 64, model.spec.mean, model.spec.std, count=4)
-    validation = validation_batches("synthetic", 64, model.spec.mean, model.spec.std, count=16)
+    validation = validation_batches("synthetic", 64, model.spec.mean, model.spec.std, count=16, crop_pct=0.875)
     with pytest.raises(LatvitError, match="the calibration batches' shape"):
         quantize(
             model,

@@ -142,11 +142,12 @@ def calibration_batches(
 
 
 def validation_batches(
-    data: str, img_size: int, mean, std, count: int = 500, batch: int = 1, crop_pct: float = 0.875
+    data: str, img_size: int, mean, std, count: int = 500, batch: int = 1, *, crop_pct: float
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`count` labelled images of `data`'s train split for accuracy control: (images (batch, 3, S, S),
     labels (batch,)) pairs, spread over the set half a stride after the images `calibration_batches` takes
-    (so never the same images when the set has at least twice `count`); `crop_pct` as there."""
+    (so never the same images when the set has at least twice `count`); `crop_pct`: how the model is
+    evaluated (`latvit.train.evaluate.eval_crop_pct`), no default: calibration's 0.875 is not it."""
     images, labels = _spread_sample(data, img_size, mean, std, count, batch, "validation", True, crop_pct)
     return [(images[i : i + batch], labels[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)]
 

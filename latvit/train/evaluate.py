@@ -115,6 +115,12 @@ def run_config(model) -> dict:
     return config if isinstance(config, dict) else {}
 
 
+def eval_crop_pct(model) -> float:
+    """The crop a run's images are evaluated at (its config's crop_pct; 0.875, timm's default, for anything
+    else): held-out and accuracy-control images are prepared with it."""
+    return float(run_config(model).get("crop_pct", 0.875))
+
+
 def validate(
     model: str | Path,
     data: str,

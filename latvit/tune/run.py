@@ -47,7 +47,7 @@ from latvit.targets.protocol import (
     set_threads,
 )
 from latvit.targets.schedule import time_interleaved
-from latvit.train.evaluate import run_config
+from latvit.train.evaluate import eval_crop_pct
 from latvit.tune.candidates import Candidate, candidate_axes, enumerate_candidates
 from latvit.utils import atomic_write_text, check_writable, progress_bar
 
@@ -94,7 +94,7 @@ def tune_model(
     prepared = {"0": prepare_model(model, img_size=img_size, batch=batch)}
     base = prepared["0"]
     size, mean, std = base.img_size, base.resolved.mean, base.resolved.std
-    crop_pct = run_config(model).get("crop_pct", 0.875)  # how the model is evaluated: held-out and validation images
+    crop_pct = eval_crop_pct(model)  # held-out and accuracy-control images alike
     held_out = eval_batches(data, base.logits.shape[-1], size, mean, std, eval_images, batch, crop_pct)
     cores = default_threads()
     axes = candidate_axes(
